@@ -1,0 +1,11 @@
+/* pki_cmd.c - placeholder until its issue lands; replaced by the real command. */
+#include <stdio.h>
+
+#include "ferryctl.h"
+
+int ferryctl_pki(int argc, char **argv)
+{
+    (void)argc;
+    fprintf(stderr, "ferryctl: %s: not built yet\n", argv[0]);
+    return 1;
+}
