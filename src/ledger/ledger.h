@@ -1,0 +1,226 @@
+/*
+ * ledger.h - Ferry's ledger: devices and their policy overrides, grants and
+ * their life cycle, and the audit trail of every grant issued or refused.
+ *
+ * Callers see only this interface. Behind it sits one backend chosen by the
+ * URL given to ledger_open() ("sqlite:PATH" or a plain path today; a
+ * PostgreSQL backend can be added as another ledger_ops table, see
+ * ledger_int.h, without touching any caller).
+ *
+ * Invariants the backends keep:
+ *   - A grant moves only issued -> used, issued -> revoked or
+ *     issued -> expired; every move is a compare-and-set on the current
+ *     state, so of two racing callers exactly one wins (the other gets
+ *     FERRY_ERR_CONFLICT).
+ *   - A grant and the audit row recording its issue are written in one
+ *     transaction, and the open-grant limit and the daily byte quota are
+ *     re-checked inside that same write transaction, so several ferryd
+ *     sharing one ledger can never together pass a limit.
+ *   - Every write that returns FERRY_OK is durable (SQLite: WAL with
+ *     synchronous=FULL).
+ *
+ * Thread-safety: a ledger handle must be used by one thread at a time. Open
+ * one handle per thread (they may all point at the same database; the
+ * database serialises writers, waiting up to LEDGER_BUSY_TIMEOUT_MS).
+ *
+ * Strings in records are bounded by the LEDGER_*_MAX lengths below; a write
+ * with a longer string fails with FERRY_ERR_TOO_LARGE and changes nothing.
+ */
+#ifndef FERRY_LEDGER_H
+#define FERRY_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/ferry_error.h"
+
+#define LEDGER_DEVICE_MAX 128       /* device id (the topic level, the certificate CN) */
+#define LEDGER_GRANT_ID_MAX 64      /* grant id ("g_" + 26 base32 today) */
+#define LEDGER_REQUEST_ID_MAX 128   /* the device's correlation id */
+#define LEDGER_KEY_MAX 512          /* object key */
+#define LEDGER_BUCKET_MAX 63        /* S3 bucket names are at most 63 bytes */
+#define LEDGER_METHOD_MAX 8         /* "PUT", "POST" */
+#define LEDGER_CONTENT_TYPE_MAX 127 /* RFC 6838: type/subtype, each <= 127 */
+#define LEDGER_SHA256_HEX_LEN 64
+#define LEDGER_CONTENT_TYPES_MAX 1024 /* a device's list of allowed patterns */
+#define LEDGER_AUDIT_CODE_MAX 64
+#define LEDGER_AUDIT_DETAIL_MAX 512
+#define LEDGER_BUSY_TIMEOUT_MS 5000
+
+typedef struct ledger ledger;
+
+/* Optional values: set == false means "no override, use the fleet default"
+ * (a NULL column). */
+typedef struct ledger_opt_u64 {
+    bool set;
+    uint64_t v;
+} ledger_opt_u64;
+typedef struct ledger_opt_i64 {
+    bool set;
+    int64_t v;
+} ledger_opt_i64;
+typedef struct ledger_opt_f64 {
+    bool set;
+    double v;
+} ledger_opt_f64;
+
+/* A device and its per-device policy overrides. The meaning of each value is
+ * that of the same-named field of grant_policy (src/grants/grants.h). */
+typedef struct ledger_device {
+    char id[LEDGER_DEVICE_MAX + 1];
+    bool disabled;
+    ledger_opt_u64 max_size_bytes;
+    bool content_types_set;
+    char content_types[LEDGER_CONTENT_TYPES_MAX + 1]; /* as grant_policy.content_types */
+    ledger_opt_i64 expiry_min_s;
+    ledger_opt_i64 expiry_base_s;
+    ledger_opt_i64 expiry_max_s;
+    ledger_opt_u64 min_bandwidth_bps; /* bytes per second */
+    ledger_opt_u64 max_open_grants;
+    ledger_opt_f64 rate_per_s;
+    ledger_opt_f64 rate_burst;
+    ledger_opt_u64 daily_quota_bytes;
+    int64_t created_at; /* UTC seconds; filled by the ledger, ignored on upsert */
+    int64_t updated_at;
+} ledger_device;
+
+typedef enum ledger_grant_state {
+    LEDGER_GRANT_ISSUED = 0,
+    LEDGER_GRANT_USED,
+    LEDGER_GRANT_EXPIRED,
+    LEDGER_GRANT_REVOKED,
+} ledger_grant_state;
+
+/* "issued", "used", "expired", "revoked" (the values stored). */
+const char *ledger_grant_state_str(ledger_grant_state state);
+
+typedef struct ledger_grant {
+    char id[LEDGER_GRANT_ID_MAX + 1];
+    char device[LEDGER_DEVICE_MAX + 1];
+    char request_id[LEDGER_REQUEST_ID_MAX + 1]; /* may be "" */
+    char key[LEDGER_KEY_MAX + 1];
+    char bucket[LEDGER_BUCKET_MAX + 1];
+    char method[LEDGER_METHOD_MAX + 1];
+    uint64_t size;
+    char content_type[LEDGER_CONTENT_TYPE_MAX + 1];
+    char sha256[LEDGER_SHA256_HEX_LEN + 1]; /* lower-case hex, or "" when not announced */
+    ledger_grant_state state;
+    int64_t issued_at; /* UTC seconds */
+    int64_t expires_at;
+    int64_t used_at;    /* 0 while not used */
+    int64_t revoked_at; /* 0 while not revoked */
+} ledger_grant;
+
+/* Limits re-checked inside the insert transaction. Zero means "no limit". */
+typedef struct ledger_limits {
+    uint64_t max_open_grants;
+    uint64_t daily_quota_bytes;
+    int64_t day_start; /* UTC midnight of the day the quota counts (see grant_day_start) */
+} ledger_limits;
+
+typedef enum ledger_verdict {
+    LEDGER_INSERTED = 0,
+    LEDGER_OVER_OPEN_GRANTS, /* nothing written: too many open grants */
+    LEDGER_OVER_QUOTA,       /* nothing written: the daily quota would be exceeded */
+} ledger_verdict;
+
+/*
+ * Opens (creating if needed) the ledger at url and migrates its schema to the
+ * current version in one transaction per step. url is "sqlite:PATH" or a
+ * plain file path. A database written by a newer Ferry (a schema version this
+ * binary does not know) is refused with FERRY_ERR_DB.
+ */
+__attribute__((warn_unused_result)) ferry_err ledger_open(const char *url, ledger **out);
+/* Safe on NULL. */
+void ledger_close(ledger *l);
+/* Name of the backend ("sqlite"). */
+const char *ledger_backend(const ledger *l);
+/* The schema version the database is at. */
+__attribute__((warn_unused_result)) ferry_err ledger_schema_version(ledger *l, int64_t *out);
+
+/* A device's overrides; FERRY_ERR_NOT_FOUND when the ledger has no row for
+ * it (then the fleet defaults apply unchanged). */
+__attribute__((warn_unused_result)) ferry_err ledger_device_get(ledger *l, const char *device,
+                                                                ledger_device *out);
+/* Inserts or replaces the device's overrides (created_at kept on update). */
+__attribute__((warn_unused_result)) ferry_err ledger_device_upsert(ledger *l,
+                                                                   const ledger_device *dev,
+                                                                   int64_t now);
+
+/* Grants of device in state issued whose expires_at is after now. */
+__attribute__((warn_unused_result)) ferry_err ledger_open_grants(ledger *l, const char *device,
+                                                                 int64_t now, uint64_t *out);
+/*
+ * Bytes that count against device's daily quota: the sizes of its grants
+ * issued at or after day_start that are used, or issued and not yet expired
+ * at now. Revoked and expired (never used) grants give their bytes back.
+ */
+__attribute__((warn_unused_result)) ferry_err ledger_bytes_since(ledger *l, const char *device,
+                                                                 int64_t day_start, int64_t now,
+                                                                 uint64_t *out);
+
+/*
+ * In one write transaction (BEGIN IMMEDIATE): creates the device row if
+ * missing, counts the device's open grants and its quota bytes at
+ * g->issued_at, and if both stay within limits inserts g (state issued) and
+ * an audit row (outcome "issued", code "Granted", detail). *verdict says
+ * which, and is written whenever FERRY_OK is returned; on any other return
+ * nothing was written. A grant id that already exists is FERRY_ERR_EXISTS.
+ */
+__attribute__((warn_unused_result)) ferry_err ledger_grant_insert(ledger *l, const ledger_grant *g,
+                                                                  const ledger_limits *limits,
+                                                                  const char *detail,
+                                                                  ledger_verdict *verdict);
+
+/* Records a refused request in the audit log: outcome "refused", code is the
+ * protocol's rejection code name, detail the message sent. request_id may be
+ * NULL (the request had no valid id). */
+__attribute__((warn_unused_result)) ferry_err ledger_audit_refusal(ledger *l, const char *device,
+                                                                   const char *request_id,
+                                                                   const char *code,
+                                                                   const char *detail, int64_t now);
+
+/* FERRY_ERR_NOT_FOUND when there is no such grant. */
+__attribute__((warn_unused_result)) ferry_err ledger_grant_get(ledger *l, const char *grant_id,
+                                                               ledger_grant *out);
+
+/*
+ * Compare-and-set issued -> used, only while now < expires_at. Returns
+ * FERRY_OK for the one caller that made the move; FERRY_ERR_CONFLICT if the
+ * grant is already used or revoked (or another caller won the race);
+ * FERRY_ERR_EXPIRED if it expired; FERRY_ERR_NOT_FOUND if unknown.
+ */
+__attribute__((warn_unused_result)) ferry_err ledger_grant_mark_used(ledger *l,
+                                                                     const char *grant_id,
+                                                                     int64_t now);
+/* Compare-and-set issued -> revoked, with an audit row (outcome "revoked").
+ * FERRY_ERR_CONFLICT if the grant is no longer issued, FERRY_ERR_NOT_FOUND
+ * if unknown. */
+__attribute__((warn_unused_result)) ferry_err ledger_grant_revoke(ledger *l, const char *grant_id,
+                                                                  int64_t now);
+/* Moves every issued grant whose expires_at <= now to expired; *count (may
+ * be NULL) receives how many moved. */
+__attribute__((warn_unused_result)) ferry_err ledger_grants_expire(ledger *l, int64_t now,
+                                                                   uint64_t *count);
+
+/* One audit row, for tools and tests. */
+typedef struct ledger_audit_row {
+    int64_t seq; /* increasing */
+    int64_t at;
+    char device[LEDGER_DEVICE_MAX + 1];
+    char request_id[LEDGER_REQUEST_ID_MAX + 1]; /* "" when none */
+    char grant_id[LEDGER_GRANT_ID_MAX + 1];     /* "" when none */
+    char outcome[16];                           /* "issued", "refused", "revoked" */
+    char code[LEDGER_AUDIT_CODE_MAX + 1];
+    char detail[LEDGER_AUDIT_DETAIL_MAX + 1];
+} ledger_audit_row;
+
+/* Calls fn for each audit row of device (all devices when device is NULL)
+ * with seq > after_seq, oldest first, at most limit rows. fn returning
+ * non-zero stops the walk early. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_audit_list(ledger *l, const char *device, int64_t after_seq, size_t limit,
+                  int (*fn)(const ledger_audit_row *row, void *arg), void *arg);
+
+#endif
