@@ -1,0 +1,418 @@
+/*
+ * broker_link.c - the MQTT link: libmosquitto with our own network thread.
+ *
+ * Why our own thread instead of mosquitto_loop_forever(): libmosquitto's
+ * reconnect delay has no jitter, and a fleet of ferryd restarted together
+ * would hammer the broker in step. The thread below drives mosquitto_loop()
+ * and does the backoff itself. Every (re)connect calls
+ * mosquitto_connect_bind_v5() with the session-expiry property again, so an
+ * MQTT 5 session is resumed with the same expiry each time.
+ *
+ * Invariants: only the network thread connects, loops and disconnects; any
+ * thread may publish (libmosquitto's own locks cover that, and the socket
+ * pair wakes the loop). `inflight` counts QoS 1 publishes not yet
+ * acknowledged; stop waits for it to reach zero before disconnecting.
+ */
+#include "broker_link.h"
+
+#include <errno.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
+#include "common/log.h"
+#include "common/timefmt.h"
+
+struct broker_link {
+    struct mosquitto *mosq;
+    char *host, *cafile, *certfile, *keyfile, *client_id;
+    char **subscriptions;
+    size_t subscription_count;
+    int port;
+    int keepalive_s;
+    broker_protocol protocol;
+    int64_t reconnect_min_ms, reconnect_max_ms;
+    uint32_t session_expiry_s;
+    broker_message_fn on_message;
+    void *ctx;
+
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stopping;
+    atomic_llong drain_deadline_ns;
+    atomic_bool connected;
+    atomic_int version;            /* 5 or 4 */
+    atomic_bool fallback_pending;  /* CONNACK refused MQTT 5: retry with 3.1.1 */
+    atomic_bool reset_backoff;
+    atomic_ullong connect_count;
+    atomic_long inflight;
+};
+
+int64_t broker_backoff_ms(int64_t min_ms, int64_t max_ms, unsigned attempt, double random01)
+{
+    if (min_ms < 1)
+        min_ms = 1;
+    if (max_ms < min_ms)
+        max_ms = min_ms;
+    int64_t d = min_ms;
+    for (unsigned i = 0; i < attempt && d < max_ms; i++)
+        d = d > max_ms / 2 ? max_ms : d * 2;
+    if (d > max_ms)
+        d = max_ms;
+    if (random01 < 0)
+        random01 = 0;
+    if (random01 >= 1)
+        random01 = 0.999999;
+    return d / 2 + (int64_t)((double)(d - d / 2) * random01);
+}
+
+static double random_unit(void)
+{
+    uint32_t r = 0;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+        return 0.5;
+    return (double)r / 4294967296.0;
+}
+
+static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
+                       const mosquitto_property *props)
+{
+    (void)props;
+    broker_link *link = obj;
+    int version = atomic_load(&link->version);
+    if (rc != 0) {
+        bool refused_v5 = version == 5 && (rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION ||
+                                           rc == CONNACK_REFUSED_PROTOCOL_VERSION);
+        if (refused_v5 && link->protocol == BROKER_PROTOCOL_AUTO) {
+            log_warn("broker.fallback", "reason=\"broker refused MQTT 5\" next=3.1.1");
+            atomic_store(&link->fallback_pending, true);
+        } else {
+            log_error("broker.refused", "rc=%d reason=\"%s\"", rc,
+                      version == 5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+        }
+        return;
+    }
+    atomic_store(&link->connected, true);
+    atomic_store(&link->reset_backoff, true);
+    atomic_fetch_add(&link->connect_count, 1);
+    log_info("broker.connected", "host=%s port=%d mqtt=%s session_present=%d", link->host,
+             link->port, version == 5 ? "5" : "3.1.1", flags & 1);
+    for (size_t i = 0; i < link->subscription_count; i++) {
+        int src = mosquitto_subscribe_v5(mosq, NULL, link->subscriptions[i], 1, 0, NULL);
+        if (src != MOSQ_ERR_SUCCESS)
+            log_error("broker.subscribe_failed", "topic=%s error=\"%s\"", link->subscriptions[i],
+                      mosquitto_strerror(src));
+    }
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc,
+                          const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    broker_link *link = obj;
+    bool was = atomic_exchange(&link->connected, false);
+    if (was && !atomic_load(&link->stopping))
+        log_warn("broker.disconnected", "rc=%d", rc);
+}
+
+static void on_publish(struct mosquitto *mosq, void *obj, int mid, int rc,
+                       const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)mid;
+    (void)props;
+    broker_link *link = obj;
+    atomic_fetch_sub(&link->inflight, 1);
+    if (rc != 0)
+        log_warn("broker.publish_refused", "mid=%d rc=%d", mid, rc);
+}
+
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m,
+                       const mosquitto_property *props)
+{
+    (void)mosq;
+    broker_link *link = obj;
+    void *correlation = NULL;
+    uint16_t correlation_len = 0;
+    char *response_topic = NULL;
+    bool v5 = atomic_load(&link->version) == 5;
+    if (v5 && props != NULL) {
+        mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &correlation,
+                                       &correlation_len, false);
+        mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false);
+    }
+    broker_message msg = {
+        .topic = m->topic,
+        .payload = m->payload ? m->payload : "",
+        .payload_len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0,
+        .is_v5 = v5,
+        .correlation_data = correlation,
+        .correlation_len = correlation_len,
+        .response_topic = response_topic,
+    };
+    link->on_message(link->ctx, link, &msg);
+    free(correlation);
+    free(response_topic);
+}
+
+static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
+{
+    (void)mosq;
+    (void)obj;
+    if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING))
+        log_warn("broker.client", "detail=\"%s\"", str);
+}
+
+static int do_connect(broker_link *link)
+{
+    if (atomic_exchange(&link->fallback_pending, false)) {
+        mosquitto_int_option(link->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        atomic_store(&link->version, 4);
+    }
+    mosquitto_property *props = NULL;
+    if (atomic_load(&link->version) == 5)
+        mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                     link->session_expiry_s);
+    int rc = mosquitto_connect_bind_v5(link->mosq, link->host, link->port, link->keepalive_s,
+                                       NULL, props);
+    mosquitto_property_free_all(&props);
+    return rc;
+}
+
+/* Sleeps up to ms, waking early when the link is being stopped. */
+static void interruptible_sleep(broker_link *link, int64_t ms)
+{
+    while (ms > 0 && !atomic_load(&link->stopping)) {
+        int64_t step = ms < 50 ? ms : 50;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(step * 1000000)};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+static bool drained(broker_link *link)
+{
+    if (!atomic_load(&link->stopping))
+        return false;
+    if (atomic_load(&link->inflight) <= 0 || !atomic_load(&link->connected))
+        return true;
+    return ferry_time_mono_ns() >= atomic_load(&link->drain_deadline_ns);
+}
+
+static void *network_thread(void *arg)
+{
+    broker_link *link = arg;
+    unsigned attempt = 0;
+    bool socket_up = false;
+
+    while (!drained(link)) {
+        if (!socket_up) {
+            if (atomic_load(&link->stopping))
+                break;
+            int rc = do_connect(link);
+            if (rc != MOSQ_ERR_SUCCESS) {
+                int64_t delay = broker_backoff_ms(link->reconnect_min_ms, link->reconnect_max_ms,
+                                                  attempt++, random_unit());
+                log_warn("broker.connect_failed",
+                         "host=%s port=%d error=\"%s\" retry_in_ms=%lld", link->host, link->port,
+                         rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                         (long long)delay);
+                interruptible_sleep(link, delay);
+                continue;
+            }
+            socket_up = true;
+        }
+        int rc = mosquitto_loop(link->mosq, 100, 1);
+        if (atomic_exchange(&link->reset_backoff, false))
+            attempt = 0;
+        if (rc == MOSQ_ERR_SUCCESS)
+            continue;
+        socket_up = false;
+        atomic_store(&link->connected, false);
+        if (atomic_load(&link->stopping))
+            break;
+        int64_t delay = broker_backoff_ms(link->reconnect_min_ms, link->reconnect_max_ms,
+                                          attempt++, random_unit());
+        log_warn("broker.connection_lost", "error=\"%s\" retry_in_ms=%lld",
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                 (long long)delay);
+        interruptible_sleep(link, delay);
+    }
+    if (socket_up) {
+        mosquitto_disconnect_v5(link->mosq, 0, NULL);
+        /* Let the DISCONNECT go out. */
+        for (int i = 0; i < 5 && mosquitto_loop(link->mosq, 20, 1) == MOSQ_ERR_SUCCESS; i++)
+            ;
+    }
+    atomic_store(&link->connected, false);
+    return NULL;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+ferry_err broker_link_new(const broker_link_config *config, broker_link **out)
+{
+    ferry_err result = FERRY_OK;
+    broker_link *link = calloc(1, sizeof *link);
+    if (link == NULL)
+        return FERRY_ERR_NOMEM;
+    mosquitto_lib_init();
+    link->host = dup_or_null(config->host);
+    link->cafile = dup_or_null(config->cafile);
+    link->certfile = dup_or_null(config->certfile);
+    link->keyfile = dup_or_null(config->keyfile);
+    link->client_id = dup_or_null(config->client_id);
+    link->port = config->port;
+    link->keepalive_s = config->keepalive_s > 0 ? config->keepalive_s : 30;
+    link->protocol = config->protocol;
+    link->reconnect_min_ms = config->reconnect_min_ms;
+    link->reconnect_max_ms = config->reconnect_max_ms;
+    link->session_expiry_s = config->session_expiry_s;
+    link->on_message = config->on_message;
+    link->ctx = config->ctx;
+    atomic_store(&link->version, config->protocol == BROKER_PROTOCOL_V311 ? 4 : 5);
+    if (link->host == NULL || link->client_id == NULL || config->on_message == NULL) {
+        result = FERRY_ERR_INVALID;
+        goto out;
+    }
+    link->subscriptions = calloc(config->subscription_count + 1, sizeof(char *));
+    if (link->subscriptions == NULL) {
+        result = FERRY_ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < config->subscription_count; i++) {
+        link->subscriptions[i] = strdup(config->subscriptions[i]);
+        if (link->subscriptions[i] == NULL) {
+            result = FERRY_ERR_NOMEM;
+            goto out;
+        }
+        link->subscription_count++;
+    }
+
+    /* clean_session false: the broker keeps our subscription and queues
+     * requests for us while we are away. */
+    link->mosq = mosquitto_new(link->client_id, false, link);
+    if (link->mosq == NULL) {
+        result = FERRY_ERR_NOMEM;
+        goto out;
+    }
+    mosquitto_int_option(link->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+                         atomic_load(&link->version) == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    /* Without TCP_NODELAY, Nagle turns a 100 µs round trip into ~40-90 ms. */
+    mosquitto_int_option(link->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_threaded_set(link->mosq, true);
+    mosquitto_connect_v5_callback_set(link->mosq, on_connect);
+    mosquitto_disconnect_v5_callback_set(link->mosq, on_disconnect);
+    mosquitto_publish_v5_callback_set(link->mosq, on_publish);
+    mosquitto_message_v5_callback_set(link->mosq, on_message);
+    mosquitto_log_callback_set(link->mosq, on_log);
+    if (link->cafile != NULL) {
+        int rc = mosquitto_tls_set(link->mosq, link->cafile, NULL, link->certfile, link->keyfile,
+                                   NULL);
+        if (rc == MOSQ_ERR_SUCCESS)
+            rc = mosquitto_tls_opts_set(link->mosq, SSL_VERIFY_PEER, "tlsv1.2", NULL);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            log_error("broker.tls_setup_failed", "error=\"%s\"", mosquitto_strerror(rc));
+            result = FERRY_ERR_TLS;
+            goto out;
+        }
+    }
+    *out = link;
+    link = NULL;
+out:
+    broker_link_free(link);
+    return result;
+}
+
+ferry_err broker_link_start(broker_link *link)
+{
+    if (link->thread_started)
+        return FERRY_ERR_INVALID;
+    if (pthread_create(&link->thread, NULL, network_thread, link) != 0)
+        return FERRY_ERR_NOMEM;
+    link->thread_started = true;
+    return FERRY_OK;
+}
+
+ferry_err broker_link_publish(broker_link *link, const char *topic, const void *payload,
+                              size_t len, const broker_publish_options *options)
+{
+    mosquitto_property *props = NULL;
+    if (len > INT32_MAX)
+        return FERRY_ERR_TOO_LARGE;
+    if (options != NULL && atomic_load(&link->version) == 5) {
+        if (options->correlation_data != NULL && options->correlation_len > 0 &&
+            options->correlation_len <= UINT16_MAX)
+            mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA,
+                                          options->correlation_data,
+                                          (uint16_t)options->correlation_len);
+        if (options->message_expiry_s > 0)
+            mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
+                                         options->message_expiry_s);
+    }
+    atomic_fetch_add(&link->inflight, 1);
+    int rc = mosquitto_publish_v5(link->mosq, NULL, topic, (int)len, payload, 1, false, props);
+    mosquitto_property_free_all(&props);
+    if (rc == MOSQ_ERR_SUCCESS)
+        return FERRY_OK;
+    atomic_fetch_sub(&link->inflight, 1);
+    log_warn("broker.publish_failed", "topic=%s error=\"%s\"", topic, mosquitto_strerror(rc));
+    return rc == MOSQ_ERR_NOMEM ? FERRY_ERR_NOMEM
+           : rc == MOSQ_ERR_OVERSIZE_PACKET ? FERRY_ERR_TOO_LARGE
+                                            : FERRY_ERR_UNAVAILABLE;
+}
+
+void broker_link_stop(broker_link *link, int64_t timeout_ms)
+{
+    if (link == NULL || !link->thread_started)
+        return;
+    atomic_store(&link->drain_deadline_ns, ferry_time_mono_ns() + timeout_ms * 1000000);
+    atomic_store(&link->stopping, true);
+    pthread_join(link->thread, NULL);
+    link->thread_started = false;
+}
+
+void broker_link_free(broker_link *link)
+{
+    if (link == NULL)
+        return;
+    broker_link_stop(link, 0);
+    if (link->mosq != NULL)
+        mosquitto_destroy(link->mosq);
+    for (size_t i = 0; i < link->subscription_count; i++)
+        free(link->subscriptions[i]);
+    free(link->subscriptions);
+    free(link->host);
+    free(link->cafile);
+    free(link->certfile);
+    free(link->keyfile);
+    free(link->client_id);
+    free(link);
+    mosquitto_lib_cleanup();
+}
+
+bool broker_link_is_connected(const broker_link *link)
+{
+    return atomic_load(&link->connected);
+}
+
+uint64_t broker_link_connect_count(const broker_link *link)
+{
+    return atomic_load(&link->connect_count);
+}
+
+int broker_link_protocol_version(const broker_link *link)
+{
+    return atomic_load(&link->version);
+}

@@ -1,0 +1,95 @@
+/*
+ * broker_link.h - ferryd's link to the MQTT broker (libmosquitto).
+ *
+ * One link is one MQTT client identity with mutual TLS, QoS 1 and a
+ * persistent session (clean start off, a session expiry for MQTT 5), so the
+ * broker keeps the requests addressed to ferryd while it is away. The link
+ * runs its own network thread: it connects, subscribes, reconnects with
+ * capped exponential backoff and jitter, and calls on_message in that thread
+ * for every message. Handlers may call broker_link_publish() from there.
+ *
+ * Protocol: MQTT 5 by default; with protocol "auto", a broker that refuses
+ * MQTT 5 makes the link fall back to 3.1.1 for the next attempt.
+ *
+ * Ownership: the config strings are copied; messages passed to on_message
+ * are valid only during the call.
+ */
+#ifndef FERRY_BROKER_LINK_H
+#define FERRY_BROKER_LINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/ferry_error.h"
+
+typedef struct broker_link broker_link;
+
+typedef enum broker_protocol {
+    BROKER_PROTOCOL_AUTO = 0, /* MQTT 5, falling back to 3.1.1 */
+    BROKER_PROTOCOL_V5,
+    BROKER_PROTOCOL_V311,
+} broker_protocol;
+
+typedef struct broker_message {
+    const char *topic;
+    const void *payload;
+    size_t payload_len;
+    bool is_v5; /* received over MQTT 5: properties below may be set */
+    const void *correlation_data; /* NULL if absent */
+    size_t correlation_len;
+    const char *response_topic; /* NULL if absent */
+} broker_message;
+
+typedef void (*broker_message_fn)(void *ctx, broker_link *link, const broker_message *msg);
+
+typedef struct broker_link_config {
+    const char *host;
+    int port;
+    const char *cafile;
+    const char *certfile;
+    const char *keyfile;
+    const char *client_id;
+    int keepalive_s;
+    broker_protocol protocol;
+    int64_t reconnect_min_ms;
+    int64_t reconnect_max_ms;
+    uint32_t session_expiry_s;  /* MQTT 5 session expiry; 3.1.1 sessions never expire */
+    const char *const *subscriptions; /* topic filters, subscribed at QoS 1 on every connect */
+    size_t subscription_count;
+    broker_message_fn on_message;
+    void *ctx;
+} broker_link_config;
+
+typedef struct broker_publish_options {
+    const void *correlation_data; /* MQTT 5 only; NULL for none */
+    size_t correlation_len;
+    uint32_t message_expiry_s; /* MQTT 5 only; 0 for none */
+} broker_publish_options;
+
+__attribute__((warn_unused_result)) ferry_err broker_link_new(const broker_link_config *config,
+                                                              broker_link **out);
+/* Starts the network thread; the first connection is made from it. */
+__attribute__((warn_unused_result)) ferry_err broker_link_start(broker_link *link);
+/* Publishes at QoS 1. While the link is down the message waits in the
+ * client's queue and goes out after the reconnect. */
+__attribute__((warn_unused_result)) ferry_err
+broker_link_publish(broker_link *link, const char *topic, const void *payload, size_t len,
+                    const broker_publish_options *options);
+/* Waits up to timeout_ms for every QoS 1 publish to be acknowledged, then
+ * disconnects and joins the network thread. */
+void broker_link_stop(broker_link *link, int64_t timeout_ms);
+void broker_link_free(broker_link *link);
+
+bool broker_link_is_connected(const broker_link *link);
+/* Counts since start, for logs and tests. */
+uint64_t broker_link_connect_count(const broker_link *link);
+/* The protocol of the current (or last) connection: 5 or 4 (3.1.1). */
+int broker_link_protocol_version(const broker_link *link);
+
+/* Next reconnect delay: min * 2^attempt capped at max, then "equal jitter"
+ * (a uniform draw from [d/2, d]) so a fleet of ferryd does not reconnect in
+ * step. random01 is in [0, 1). Exposed for tests. */
+int64_t broker_backoff_ms(int64_t min_ms, int64_t max_ms, unsigned attempt, double random01);
+
+#endif
