@@ -1,0 +1,239 @@
+/*
+ * ledger.c - the public ledger API: picks the backend from the URL, checks
+ * and bounds every argument once, and dispatches through the backend's
+ * ledger_ops table (ledger_int.h). No SQL lives here.
+ */
+#include "ledger_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const state_names[] = {
+    [LEDGER_GRANT_ISSUED] = "issued",
+    [LEDGER_GRANT_USED] = "used",
+    [LEDGER_GRANT_EXPIRED] = "expired",
+    [LEDGER_GRANT_REVOKED] = "revoked",
+};
+
+const char *ledger_grant_state_str(ledger_grant_state state)
+{
+    if ((unsigned)state >= sizeof state_names / sizeof state_names[0])
+        return "unknown";
+    return state_names[state];
+}
+
+/* A required string: non-NULL, non-empty, at most max bytes. */
+static ferry_err check_str(const char *s, size_t max)
+{
+    if (s == NULL || s[0] == '\0')
+        return FERRY_ERR_INVALID;
+    if (strnlen(s, max + 1) > max)
+        return FERRY_ERR_TOO_LARGE;
+    return FERRY_OK;
+}
+
+/* An optional string: NULL or "" allowed, at most max bytes. */
+static ferry_err check_opt_str(const char *s, size_t max)
+{
+    if (s == NULL)
+        return FERRY_OK;
+    if (strnlen(s, max + 1) > max)
+        return FERRY_ERR_TOO_LARGE;
+    return FERRY_OK;
+}
+
+ferry_err ledger_open(const char *url, ledger **out)
+{
+    ferry_err err = FERRY_OK;
+    ledger *l = NULL;
+    const ledger_ops *ops = &ledger_sqlite_ops;
+    const char *location = url;
+
+    if (url == NULL || out == NULL)
+        return FERRY_ERR_INVALID;
+    if (strncmp(url, "sqlite:", 7) == 0)
+        location = url + 7;
+    else if (strstr(url, "://") != NULL)
+        return FERRY_ERR_INVALID; /* a backend this build does not have */
+    if (location[0] == '\0')
+        return FERRY_ERR_INVALID;
+
+    l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return FERRY_ERR_NOMEM;
+    l->ops = ops;
+    err = ops->open(location, &l->impl);
+    if (err)
+        goto out;
+    *out = l;
+    l = NULL;
+out:
+    free(l);
+    return err;
+}
+
+void ledger_close(ledger *l)
+{
+    if (l == NULL)
+        return;
+    l->ops->close(l->impl);
+    free(l);
+}
+
+const char *ledger_backend(const ledger *l)
+{
+    return l != NULL ? l->ops->name : "none";
+}
+
+ferry_err ledger_schema_version(ledger *l, int64_t *out)
+{
+    if (l == NULL || out == NULL)
+        return FERRY_ERR_INVALID;
+    return l->ops->schema_version(l->impl, out);
+}
+
+ferry_err ledger_device_get(ledger *l, const char *device, ledger_device *out)
+{
+    ferry_err err;
+    if (l == NULL || out == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(device, LEDGER_DEVICE_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->device_get(l->impl, device, out);
+}
+
+ferry_err ledger_device_upsert(ledger *l, const ledger_device *dev, int64_t now)
+{
+    ferry_err err;
+    if (l == NULL || dev == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(dev->id, LEDGER_DEVICE_MAX)) != FERRY_OK)
+        return err;
+    if (dev->content_types_set &&
+        strnlen(dev->content_types, sizeof dev->content_types) == sizeof dev->content_types)
+        return FERRY_ERR_TOO_LARGE;
+    return l->ops->device_upsert(l->impl, dev, now);
+}
+
+ferry_err ledger_open_grants(ledger *l, const char *device, int64_t now, uint64_t *out)
+{
+    ferry_err err;
+    if (l == NULL || out == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(device, LEDGER_DEVICE_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->open_grants(l->impl, device, now, out);
+}
+
+ferry_err ledger_bytes_since(ledger *l, const char *device, int64_t day_start, int64_t now,
+                             uint64_t *out)
+{
+    ferry_err err;
+    if (l == NULL || out == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(device, LEDGER_DEVICE_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->bytes_since(l->impl, device, day_start, now, out);
+}
+
+/* A grant record's strings are fixed arrays; each must be NUL-terminated
+ * inside its array (a record filled by memcpy could forget). */
+#define ARRAY_TERMINATED(a) (memchr((a), '\0', sizeof(a)) != NULL)
+
+static ferry_err check_grant(const ledger_grant *g)
+{
+    if (!ARRAY_TERMINATED(g->id) || !ARRAY_TERMINATED(g->device) ||
+        !ARRAY_TERMINATED(g->request_id) || !ARRAY_TERMINATED(g->key) ||
+        !ARRAY_TERMINATED(g->bucket) || !ARRAY_TERMINATED(g->method) ||
+        !ARRAY_TERMINATED(g->content_type) || !ARRAY_TERMINATED(g->sha256))
+        return FERRY_ERR_TOO_LARGE;
+    if (g->id[0] == '\0' || g->device[0] == '\0' || g->key[0] == '\0' || g->bucket[0] == '\0' ||
+        g->method[0] == '\0' || g->content_type[0] == '\0')
+        return FERRY_ERR_INVALID;
+    if (g->sha256[0] != '\0' && strlen(g->sha256) != LEDGER_SHA256_HEX_LEN)
+        return FERRY_ERR_INVALID;
+    if (g->size > (UINT64_C(1) << 62) || g->expires_at <= g->issued_at)
+        return FERRY_ERR_INVALID;
+    return FERRY_OK;
+}
+
+ferry_err ledger_grant_insert(ledger *l, const ledger_grant *g, const ledger_limits *limits,
+                              const char *detail, ledger_verdict *verdict)
+{
+    ferry_err err;
+    static const ledger_limits no_limits = {0, 0, 0};
+    if (l == NULL || g == NULL || verdict == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_grant(g)) != FERRY_OK)
+        return err;
+    if ((err = check_opt_str(detail, LEDGER_AUDIT_DETAIL_MAX)) != FERRY_OK)
+        return err;
+    if (limits != NULL && limits->max_open_grants > INT64_MAX)
+        return FERRY_ERR_RANGE;
+    return l->ops->grant_insert(l->impl, g, limits != NULL ? limits : &no_limits,
+                                detail != NULL ? detail : "", verdict);
+}
+
+ferry_err ledger_audit_refusal(ledger *l, const char *device, const char *request_id,
+                               const char *code, const char *detail, int64_t now)
+{
+    ferry_err err;
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(device, LEDGER_DEVICE_MAX)) != FERRY_OK ||
+        (err = check_opt_str(request_id, LEDGER_REQUEST_ID_MAX)) != FERRY_OK ||
+        (err = check_str(code, LEDGER_AUDIT_CODE_MAX)) != FERRY_OK ||
+        (err = check_opt_str(detail, LEDGER_AUDIT_DETAIL_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->audit_refusal(l->impl, device, request_id, code, detail != NULL ? detail : "",
+                                 now);
+}
+
+ferry_err ledger_grant_get(ledger *l, const char *grant_id, ledger_grant *out)
+{
+    ferry_err err;
+    if (l == NULL || out == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(grant_id, LEDGER_GRANT_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->grant_get(l->impl, grant_id, out);
+}
+
+ferry_err ledger_grant_mark_used(ledger *l, const char *grant_id, int64_t now)
+{
+    ferry_err err;
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(grant_id, LEDGER_GRANT_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->grant_mark_used(l->impl, grant_id, now);
+}
+
+ferry_err ledger_grant_revoke(ledger *l, const char *grant_id, int64_t now)
+{
+    ferry_err err;
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(grant_id, LEDGER_GRANT_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->grant_revoke(l->impl, grant_id, now);
+}
+
+ferry_err ledger_grants_expire(ledger *l, int64_t now, uint64_t *count)
+{
+    uint64_t dummy = 0;
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    return l->ops->grants_expire(l->impl, now, count != NULL ? count : &dummy);
+}
+
+ferry_err ledger_audit_list(ledger *l, const char *device, int64_t after_seq, size_t limit,
+                            int (*fn)(const ledger_audit_row *row, void *arg), void *arg)
+{
+    ferry_err err;
+    if (l == NULL || fn == NULL)
+        return FERRY_ERR_INVALID;
+    if (device != NULL && (err = check_str(device, LEDGER_DEVICE_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->audit_list(l->impl, device, after_seq, limit, fn, arg);
+}

@@ -1,0 +1,47 @@
+/*
+ * ledger_int.h - the backend interface behind ledger.h.
+ *
+ * A backend is one table of function pointers (like curl's vtls table): the
+ * public functions in ledger.c check and bound their arguments once, then
+ * call the backend through l->ops. So a backend may assume that every string
+ * it receives is non-NULL (unless documented as optional) and within the
+ * LEDGER_*_MAX bounds, and that out-pointers are valid.
+ *
+ * Each function has the contract of the ledger.h function of the same name,
+ * with the handle replaced by the backend's own state (impl).
+ */
+#ifndef FERRY_LEDGER_INT_H
+#define FERRY_LEDGER_INT_H
+
+#include "ledger.h"
+
+typedef struct ledger_ops {
+    const char *name;
+    ferry_err (*open)(const char *location, void **impl);
+    void (*close)(void *impl);
+    ferry_err (*schema_version)(void *impl, int64_t *out);
+    ferry_err (*device_get)(void *impl, const char *device, ledger_device *out);
+    ferry_err (*device_upsert)(void *impl, const ledger_device *dev, int64_t now);
+    ferry_err (*open_grants)(void *impl, const char *device, int64_t now, uint64_t *out);
+    ferry_err (*bytes_since)(void *impl, const char *device, int64_t day_start, int64_t now,
+                             uint64_t *out);
+    ferry_err (*grant_insert)(void *impl, const ledger_grant *g, const ledger_limits *limits,
+                              const char *detail, ledger_verdict *verdict);
+    ferry_err (*audit_refusal)(void *impl, const char *device, const char *request_id,
+                               const char *code, const char *detail, int64_t now);
+    ferry_err (*grant_get)(void *impl, const char *grant_id, ledger_grant *out);
+    ferry_err (*grant_mark_used)(void *impl, const char *grant_id, int64_t now);
+    ferry_err (*grant_revoke)(void *impl, const char *grant_id, int64_t now);
+    ferry_err (*grants_expire)(void *impl, int64_t now, uint64_t *count);
+    ferry_err (*audit_list)(void *impl, const char *device, int64_t after_seq, size_t limit,
+                            int (*fn)(const ledger_audit_row *row, void *arg), void *arg);
+} ledger_ops;
+
+struct ledger {
+    const ledger_ops *ops;
+    void *impl;
+};
+
+extern const ledger_ops ledger_sqlite_ops;
+
+#endif

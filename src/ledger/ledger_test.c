@@ -1,0 +1,534 @@
+/*
+ * ledger_test.c - unit tests of the ledger through its public interface,
+ * against a real SQLite database in a fresh temporary directory per test:
+ * migrations (fresh, re-open, too new), every operation, the limits checked
+ * inside the insert transaction, and races between two connections (mark
+ * used twice: exactly one wins; concurrent inserts never pass a limit).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ledger/ledger.h"
+
+#define T0 INT64_C(1795000000) /* 2026-11-18, a fixed "now" */
+
+typedef struct fixture {
+    char dir[64];
+    char path[128];
+    ledger *l;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/ferry-ledger-XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->path, sizeof f->path, "%s/ledger.db", f->dir);
+    if (ledger_open(f->path, &f->l) != FERRY_OK) {
+        rmdir(f->dir);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    char p[160];
+    ledger_close(f->l);
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
+        unlink(p);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void make_grant(ledger_grant *g, const char *id, const char *device, uint64_t size,
+                       int64_t issued_at, int64_t ttl_s)
+{
+    memset(g, 0, sizeof *g);
+    snprintf(g->id, sizeof g->id, "%s", id);
+    snprintf(g->device, sizeof g->device, "%s", device);
+    snprintf(g->request_id, sizeof g->request_id, "r-%s", id);
+    snprintf(g->key, sizeof g->key, "%s/2026/11/18/%s-x.bin", device, id);
+    snprintf(g->bucket, sizeof g->bucket, "ingest");
+    snprintf(g->method, sizeof g->method, "PUT");
+    snprintf(g->content_type, sizeof g->content_type, "application/octet-stream");
+    g->size = size;
+    g->issued_at = issued_at;
+    g->expires_at = issued_at + ttl_s;
+}
+
+static void insert_ok(ledger *l, const ledger_grant *g)
+{
+    ledger_verdict v = LEDGER_OVER_QUOTA;
+    assert_int_equal(ledger_grant_insert(l, g, NULL, "test", &v), FERRY_OK);
+    assert_int_equal(v, LEDGER_INSERTED);
+}
+
+static void test_migrate_fresh_and_reopen(void **state)
+{
+    fixture *f = *state;
+    int64_t v = 0;
+    ledger *again = NULL;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+
+    assert_string_equal(ledger_backend(f->l), "sqlite");
+    assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
+    assert_int_equal(v, 1);
+    /* Re-opening an up-to-date database changes nothing and keeps data. */
+    ledger_grant g;
+    make_grant(&g, "g_a", "dev-1", 10, T0, 60);
+    insert_ok(f->l, &g);
+    ledger_close(f->l);
+    f->l = NULL;
+    assert_int_equal(ledger_open(f->path, &again), FERRY_OK);
+    assert_int_equal(ledger_schema_version(again, &v), FERRY_OK);
+    assert_int_equal(v, 1);
+    ledger_grant back;
+    assert_int_equal(ledger_grant_get(again, "g_a", &back), FERRY_OK);
+    assert_string_equal(back.key, g.key);
+    ledger_close(again);
+
+    /* The file is in WAL mode (persistent), under the "sqlite:" URL too. */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    char url[160];
+    snprintf(url, sizeof url, "sqlite:%s", f->path);
+    assert_int_equal(ledger_open(url, &f->l), FERRY_OK);
+}
+
+static void test_schema_too_new_refused(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db = NULL;
+    ledger *l = NULL;
+    ledger_close(f->l);
+    f->l = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(ledger_open(f->path, &l), FERRY_ERR_DB);
+    assert_null(l);
+}
+
+static void test_open_bad_urls(void **state)
+{
+    (void)state;
+    ledger *l = NULL;
+    assert_int_equal(ledger_open("postgres://localhost/ferry", &l), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_open("sqlite:", &l), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_open(NULL, &l), FERRY_ERR_INVALID);
+    assert_int_not_equal(ledger_open("/nonexistent-dir/x/ledger.db", &l), FERRY_OK);
+    assert_null(l);
+    ledger_close(NULL);
+}
+
+static void test_device_upsert_get(void **state)
+{
+    fixture *f = *state;
+    ledger_device d, back;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_ERR_NOT_FOUND);
+
+    snprintf(d.id, sizeof d.id, "dev-1");
+    d.max_size_bytes = (ledger_opt_u64){true, 1000};
+    d.content_types_set = true;
+    snprintf(d.content_types, sizeof d.content_types, "image/jpeg,audio/wav");
+    d.expiry_max_s = (ledger_opt_i64){true, 600};
+    d.rate_per_s = (ledger_opt_f64){true, 0.5};
+    assert_int_equal(ledger_device_upsert(f->l, &d, T0), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_OK);
+    assert_string_equal(back.id, "dev-1");
+    assert_false(back.disabled);
+    assert_true(back.max_size_bytes.set);
+    assert_int_equal(back.max_size_bytes.v, 1000);
+    assert_true(back.content_types_set);
+    assert_string_equal(back.content_types, "image/jpeg,audio/wav");
+    assert_false(back.expiry_min_s.set);
+    assert_true(back.expiry_max_s.set);
+    assert_int_equal(back.expiry_max_s.v, 600);
+    assert_true(back.rate_per_s.set);
+    assert_true(back.rate_per_s.v == 0.5);
+    assert_false(back.rate_burst.set);
+    assert_false(back.daily_quota_bytes.set);
+    assert_int_equal(back.created_at, T0);
+
+    /* Update: overrides replaced, created_at kept. */
+    memset(&d, 0, sizeof d);
+    snprintf(d.id, sizeof d.id, "dev-1");
+    d.disabled = true;
+    assert_int_equal(ledger_device_upsert(f->l, &d, T0 + 5), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_OK);
+    assert_true(back.disabled);
+    assert_false(back.max_size_bytes.set);
+    assert_false(back.content_types_set);
+    assert_int_equal(back.created_at, T0);
+    assert_int_equal(back.updated_at, T0 + 5);
+
+    /* Out-of-range and oversize input is refused, not truncated. */
+    d.max_open_grants = (ledger_opt_u64){true, UINT64_MAX};
+    assert_int_equal(ledger_device_upsert(f->l, &d, T0), FERRY_ERR_RANGE);
+    char longid[LEDGER_DEVICE_MAX + 2];
+    memset(longid, 'a', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    assert_int_equal(ledger_device_get(f->l, longid, &back), FERRY_ERR_TOO_LARGE);
+    assert_int_equal(ledger_device_get(f->l, "", &back), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_device_get(f->l, NULL, &back), FERRY_ERR_INVALID);
+}
+
+static void test_grant_insert_get(void **state)
+{
+    fixture *f = *state;
+    ledger_grant g, back;
+    ledger_verdict v;
+    make_grant(&g, "g_one", "dev-1", 1234, T0, 300);
+    memset(g.sha256, 'a', LEDGER_SHA256_HEX_LEN);
+    insert_ok(f->l, &g);
+    assert_int_equal(ledger_grant_get(f->l, "g_one", &back), FERRY_OK);
+    assert_string_equal(back.device, "dev-1");
+    assert_string_equal(back.request_id, "r-g_one");
+    assert_string_equal(back.bucket, "ingest");
+    assert_string_equal(back.method, "PUT");
+    assert_int_equal(back.size, 1234);
+    assert_string_equal(back.sha256, g.sha256);
+    assert_int_equal(back.state, LEDGER_GRANT_ISSUED);
+    assert_int_equal(back.issued_at, T0);
+    assert_int_equal(back.expires_at, T0 + 300);
+    assert_int_equal(back.used_at, 0);
+    /* The insert created the device row (no overrides). */
+    ledger_device d;
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &d), FERRY_OK);
+    assert_false(d.max_size_bytes.set);
+    /* Same id twice. */
+    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, NULL, &v), FERRY_ERR_EXISTS);
+    assert_int_equal(ledger_grant_get(f->l, "g_none", &back), FERRY_ERR_NOT_FOUND);
+    /* Malformed records. */
+    make_grant(&g, "g_two", "dev-1", 1, T0, 0);
+    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, NULL, &v), FERRY_ERR_INVALID);
+    make_grant(&g, "g_two", "dev-1", 1, T0, 10);
+    snprintf(g.sha256, sizeof g.sha256, "abc");
+    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, NULL, &v), FERRY_ERR_INVALID);
+    make_grant(&g, "g_two", "dev-1", 1, T0, 10);
+    memset(g.key, 'k', sizeof g.key);
+    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, NULL, &v), FERRY_ERR_TOO_LARGE);
+}
+
+typedef struct audit_collect {
+    int n;
+    ledger_audit_row rows[16];
+} audit_collect;
+
+static int collect(const ledger_audit_row *row, void *arg)
+{
+    audit_collect *c = arg;
+    if (c->n < 16)
+        c->rows[c->n++] = *row;
+    return 0;
+}
+
+static void test_audit(void **state)
+{
+    fixture *f = *state;
+    ledger_grant g;
+    audit_collect c;
+    make_grant(&g, "g_1", "dev-1", 5, T0, 60);
+    insert_ok(f->l, &g);
+    assert_int_equal(ledger_audit_refusal(f->l, "dev-2", NULL, "MalformedJson", "bad", T0 + 1),
+                     FERRY_OK);
+    assert_int_equal(ledger_audit_refusal(f->l, "dev-1", "r-9", "TooLarge", "over 10", T0 + 2),
+                     FERRY_OK);
+    assert_int_equal(ledger_audit_refusal(f->l, "dev-1", NULL, "", "x", T0), FERRY_ERR_INVALID);
+
+    memset(&c, 0, sizeof c);
+    assert_int_equal(ledger_audit_list(f->l, NULL, 0, 100, collect, &c), FERRY_OK);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.rows[0].outcome, "issued");
+    assert_string_equal(c.rows[0].code, "Granted");
+    assert_string_equal(c.rows[0].grant_id, "g_1");
+    assert_string_equal(c.rows[0].detail, "test");
+    assert_string_equal(c.rows[1].outcome, "refused");
+    assert_string_equal(c.rows[1].device, "dev-2");
+    assert_string_equal(c.rows[1].request_id, "");
+    assert_string_equal(c.rows[2].code, "TooLarge");
+    assert_int_equal(c.rows[2].at, T0 + 2);
+
+    memset(&c, 0, sizeof c);
+    assert_int_equal(ledger_audit_list(f->l, "dev-1", 0, 100, collect, &c), FERRY_OK);
+    assert_int_equal(c.n, 2);
+    int64_t after = c.rows[0].seq;
+    memset(&c, 0, sizeof c);
+    assert_int_equal(ledger_audit_list(f->l, "dev-1", after, 1, collect, &c), FERRY_OK);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.rows[0].request_id, "r-9");
+}
+
+static void test_open_count_and_bytes(void **state)
+{
+    fixture *f = *state;
+    ledger_grant g;
+    uint64_t n = 99;
+    make_grant(&g, "g_1", "dev-1", 100, T0, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_2", "dev-1", 200, T0 + 10, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_3", "dev-1", 400, T0 + 20, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_4", "dev-2", 800, T0, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_old", "dev-1", 1600, T0 - 86400, 60); /* yesterday */
+    insert_ok(f->l, &g);
+
+    assert_int_equal(ledger_open_grants(f->l, "dev-1", T0 + 30, &n), FERRY_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(ledger_open_grants(f->l, "dev-1", T0 + 60, &n), FERRY_OK);
+    assert_int_equal(n, 2); /* g_1 expired at T0 + 60 */
+    assert_int_equal(ledger_open_grants(f->l, "dev-3", T0, &n), FERRY_OK);
+    assert_int_equal(n, 0);
+
+    assert_int_equal(ledger_bytes_since(f->l, "dev-1", T0 - 100, T0 + 30, &n), FERRY_OK);
+    assert_int_equal(n, 700);
+    /* Used grants keep counting after their expiry; revoked and expired
+     * unused ones give their bytes back. */
+    assert_int_equal(ledger_grant_mark_used(f->l, "g_1", T0 + 5), FERRY_OK);
+    assert_int_equal(ledger_grant_revoke(f->l, "g_2", T0 + 15), FERRY_OK);
+    assert_int_equal(ledger_bytes_since(f->l, "dev-1", T0 - 100, T0 + 75, &n), FERRY_OK);
+    assert_int_equal(n, 500);
+    assert_int_equal(ledger_bytes_since(f->l, "dev-1", T0 - 100, T0 + 1000, &n), FERRY_OK);
+    assert_int_equal(n, 100);
+}
+
+static void test_limits_inside_insert(void **state)
+{
+    fixture *f = *state;
+    ledger_grant g;
+    ledger_verdict v;
+    uint64_t n;
+    ledger_limits lim = {.max_open_grants = 2, .daily_quota_bytes = 1000, .day_start = T0 - 10};
+
+    make_grant(&g, "g_1", "dev-1", 400, T0, 60);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(v, LEDGER_INSERTED);
+    make_grant(&g, "g_2", "dev-1", 400, T0, 60);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(v, LEDGER_INSERTED);
+    make_grant(&g, "g_3", "dev-1", 1, T0, 60);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(v, LEDGER_OVER_OPEN_GRANTS);
+    assert_int_equal(ledger_grant_get(f->l, "g_3", &g), FERRY_ERR_NOT_FOUND);
+
+    /* One used: a slot frees, but 400 + 400 + 201 > 1000. */
+    assert_int_equal(ledger_grant_mark_used(f->l, "g_1", T0 + 1), FERRY_OK);
+    make_grant(&g, "g_3", "dev-1", 201, T0 + 2, 60);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(v, LEDGER_OVER_QUOTA);
+    make_grant(&g, "g_3", "dev-1", 200, T0 + 2, 60);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(v, LEDGER_INSERTED);
+    /* A size over the whole quota, and sizes that would overflow a sum. */
+    lim.max_open_grants = 0;
+    make_grant(&g, "g_4", "dev-9", UINT64_C(1) << 62, T0, 60);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(v, LEDGER_OVER_QUOTA);
+    /* A refused insert writes nothing, not even the device row. */
+    ledger_device d;
+    assert_int_equal(ledger_device_get(f->l, "dev-9", &d), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_open_grants(f->l, "dev-1", T0 + 3, &n), FERRY_OK);
+    assert_int_equal(n, 2);
+}
+
+static void test_mark_used_revoke_expire(void **state)
+{
+    fixture *f = *state;
+    ledger_grant g;
+    uint64_t n = 0;
+    audit_collect c;
+    make_grant(&g, "g_1", "dev-1", 1, T0, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_2", "dev-1", 1, T0, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_3", "dev-1", 1, T0, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_4", "dev-1", 1, T0, 600);
+    insert_ok(f->l, &g);
+
+    assert_int_equal(ledger_grant_mark_used(f->l, "g_1", T0 + 1), FERRY_OK);
+    assert_int_equal(ledger_grant_mark_used(f->l, "g_1", T0 + 2), FERRY_ERR_CONFLICT);
+    assert_int_equal(ledger_grant_get(f->l, "g_1", &g), FERRY_OK);
+    assert_int_equal(g.state, LEDGER_GRANT_USED);
+    assert_int_equal(g.used_at, T0 + 1);
+    assert_int_equal(ledger_grant_mark_used(f->l, "g_2", T0 + 60), FERRY_ERR_EXPIRED);
+    assert_int_equal(ledger_grant_mark_used(f->l, "g_x", T0), FERRY_ERR_NOT_FOUND);
+
+    assert_int_equal(ledger_grant_revoke(f->l, "g_3", T0 + 3), FERRY_OK);
+    assert_int_equal(ledger_grant_revoke(f->l, "g_3", T0 + 3), FERRY_ERR_CONFLICT);
+    assert_int_equal(ledger_grant_mark_used(f->l, "g_3", T0 + 4), FERRY_ERR_CONFLICT);
+    assert_int_equal(ledger_grant_revoke(f->l, "g_1", T0 + 3), FERRY_ERR_CONFLICT);
+    assert_int_equal(ledger_grant_revoke(f->l, "g_x", T0 + 3), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_grant_get(f->l, "g_3", &g), FERRY_OK);
+    assert_int_equal(g.state, LEDGER_GRANT_REVOKED);
+    assert_int_equal(g.revoked_at, T0 + 3);
+
+    /* Sweep: only g_2 (issued, past its time) moves. */
+    assert_int_equal(ledger_grants_expire(f->l, T0 + 100, &n), FERRY_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ledger_grant_get(f->l, "g_2", &g), FERRY_OK);
+    assert_int_equal(g.state, LEDGER_GRANT_EXPIRED);
+    assert_int_equal(ledger_grant_mark_used(f->l, "g_2", T0 + 101), FERRY_ERR_EXPIRED);
+    assert_int_equal(ledger_grant_revoke(f->l, "g_2", T0 + 101), FERRY_ERR_CONFLICT);
+    assert_int_equal(ledger_grants_expire(f->l, T0 + 100, NULL), FERRY_OK);
+    assert_int_equal(ledger_grant_get(f->l, "g_4", &g), FERRY_OK);
+    assert_int_equal(g.state, LEDGER_GRANT_ISSUED);
+
+    memset(&c, 0, sizeof c);
+    assert_int_equal(ledger_audit_list(f->l, "dev-1", 0, 100, collect, &c), FERRY_OK);
+    assert_int_equal(c.n, 5);
+    assert_string_equal(c.rows[4].outcome, "revoked");
+    assert_string_equal(c.rows[4].grant_id, "g_3");
+    assert_string_equal(c.rows[4].request_id, "r-g_3");
+}
+
+/* Two threads, each with its own connection to the same database. */
+typedef struct racer {
+    const char *path;
+    pthread_barrier_t *barrier;
+    int rounds;
+    int wins;
+    int conflicts;
+    int other;
+    int mode; /* 0: mark used g_<i>; 1: insert under a limit */
+    int id;
+} racer;
+
+static void *race_thread(void *arg)
+{
+    racer *r = arg;
+    ledger *l = NULL;
+    if (ledger_open(r->path, &l) != FERRY_OK) {
+        r->other = -1000;
+        /* Still meet the barrier so the other thread is not stuck. */
+    }
+    for (int i = 0; i < r->rounds; i++) {
+        char id[32];
+        pthread_barrier_wait(r->barrier);
+        if (l == NULL)
+            continue;
+        if (r->mode == 0) {
+            snprintf(id, sizeof id, "g_%d", i);
+            ferry_err err = ledger_grant_mark_used(l, id, T0 + 1);
+            if (err == FERRY_OK)
+                r->wins++;
+            else if (err == FERRY_ERR_CONFLICT)
+                r->conflicts++;
+            else
+                r->other++;
+        } else {
+            ledger_grant g;
+            ledger_verdict v;
+            ledger_limits lim = {.max_open_grants = 5, .daily_quota_bytes = 0};
+            snprintf(id, sizeof id, "g_t%d_%d", r->id, i);
+            make_grant(&g, id, "dev-race", 1, T0, 60);
+            ferry_err err = ledger_grant_insert(l, &g, &lim, NULL, &v);
+            if (err == FERRY_OK && v == LEDGER_INSERTED)
+                r->wins++;
+            else if (err == FERRY_OK)
+                r->conflicts++;
+            else
+                r->other++;
+        }
+    }
+    ledger_close(l);
+    return NULL;
+}
+
+static void run_race(fixture *f, int mode, int rounds, racer *a, racer *b)
+{
+    pthread_barrier_t barrier;
+    pthread_t ta, tb;
+    pthread_barrier_init(&barrier, NULL, 2);
+    *a = (racer){.path = f->path, .barrier = &barrier, .rounds = rounds, .mode = mode, .id = 1};
+    *b = (racer){.path = f->path, .barrier = &barrier, .rounds = rounds, .mode = mode, .id = 2};
+    assert_int_equal(pthread_create(&ta, NULL, race_thread, a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, race_thread, b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_barrier_destroy(&barrier);
+}
+
+static void test_race_mark_used(void **state)
+{
+    fixture *f = *state;
+    racer a, b;
+    enum { ROUNDS = 40 };
+    for (int i = 0; i < ROUNDS; i++) {
+        char id[32];
+        ledger_grant g;
+        snprintf(id, sizeof id, "g_%d", i);
+        make_grant(&g, id, "dev-1", 1, T0, 60);
+        insert_ok(f->l, &g);
+    }
+    run_race(f, 0, ROUNDS, &a, &b);
+    assert_int_equal(a.other, 0);
+    assert_int_equal(b.other, 0);
+    /* Every grant used exactly once. */
+    assert_int_equal(a.wins + b.wins, ROUNDS);
+    assert_int_equal(a.conflicts + b.conflicts, ROUNDS);
+}
+
+static void test_race_insert_limit(void **state)
+{
+    fixture *f = *state;
+    racer a, b;
+    uint64_t n = 0;
+    run_race(f, 1, 20, &a, &b);
+    assert_int_equal(a.other, 0);
+    assert_int_equal(b.other, 0);
+    /* 40 attempts, 5 slots: never more than the limit between the two. */
+    assert_int_equal(a.wins + b.wins, 5);
+    assert_int_equal(ledger_open_grants(f->l, "dev-race", T0, &n), FERRY_OK);
+    assert_int_equal(n, 5);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_migrate_fresh_and_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_too_new_refused, setup, teardown),
+        cmocka_unit_test(test_open_bad_urls),
+        cmocka_unit_test_setup_teardown(test_device_upsert_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grant_insert_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_count_and_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits_inside_insert, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mark_used_revoke_expire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_race_mark_used, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_race_insert_limit, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
