@@ -3,7 +3,7 @@
  * Mosquitto configuration generator in src/pki/broker_config.c.
  *
  *   ferryctl broker-config DIR [--pki DIR] [--bind ADDR] [--port N]
- *                              [--prefix ferry] [--persistence-dir D]
+ *                              [--prefix ferry] [--persistence-dir D] [--user U]
  *
  * --pki defaults to DIR itself, so `ferryctl pki init X && ferryctl
  * broker-config X` is a complete broker setup.
@@ -19,14 +19,14 @@
 static void broker_config_usage(FILE *out)
 {
     fprintf(out, "usage: ferryctl broker-config DIR [--pki DIR] [--bind ADDR] [--port N]\n"
-                 "                              [--prefix ferry] [--persistence-dir D]\n"
+                 "                              [--prefix ferry] [--persistence-dir D] [--user U]\n"
                  "writes DIR/mosquitto.conf and DIR/acl for Mosquitto 2.0\n");
 }
 
 int ferryctl_broker_config(int argc, char **argv)
 {
     static const char *const value_opts[] = {"--pki", "--bind", "--port", "--prefix",
-                                             "--persistence-dir"};
+                                             "--persistence-dir", "--user"};
     char err[512] = "";
     broker_config_options o = {
         .port = BROKER_DEFAULT_PORT,
@@ -77,8 +77,11 @@ int ferryctl_broker_config(int argc, char **argv)
         case 3:
             o.prefix = value;
             break;
-        default:
+        case 4:
             o.persistence_dir = value;
+            break;
+        default:
+            o.run_as_user = value;
             break;
         }
     }

@@ -69,6 +69,20 @@ static bool is_valid_prefix(const char *s)
     return true;
 }
 
+/* A POSIX user name as useradd accepts it. */
+static bool is_valid_user(const char *s)
+{
+    size_t len = strnlen(s, 33);
+    if (len == 0 || len > 32 || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+        return false;
+    for (size_t i = 1; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
 /* Resolves path to an absolute, existing path in out (PATH_MAX). */
 static ferry_err absolute(const char *path, char *out, char *err, size_t err_size)
 {
@@ -149,6 +163,13 @@ static ferry_err build_conf(ferry_buf *b, const broker_config_options *o, const 
         "connection_messages true\n"
         "\n",
         persist_abs, BROKER_MESSAGE_MAX, BROKER_PACKET_MAX, acl);
+    if (result == FERRY_OK && o->run_as_user != NULL)
+        result = ferry_buf_appendf(b,
+                                   "# Started as root, Mosquitto switches to this user before it\n"
+                                   "# reads the ACL, certificates and key: they must be readable\n"
+                                   "# by it.\n"
+                                   "user %s\n\n",
+                                   o->run_as_user);
     if (result != FERRY_OK)
         return result;
     if (o->bind_address != NULL)
@@ -222,6 +243,10 @@ ferry_err broker_config_write(const broker_config_options *o, char *err, size_t 
     }
     if (o->prefix == NULL || !is_valid_prefix(o->prefix)) {
         snprintf(err, err_size, "--prefix must be one topic level of A-Z a-z 0-9 . _ -");
+        goto out;
+    }
+    if (o->run_as_user != NULL && !is_valid_user(o->run_as_user)) {
+        snprintf(err, err_size, "--user must be a user name ([a-z_][a-z0-9_-]*)");
         goto out;
     }
     if (o->bind_address != NULL) {

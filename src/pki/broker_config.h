@@ -38,6 +38,7 @@ typedef struct broker_config_options {
     int port;                    /* 1..65535 */
     const char *prefix;          /* the topic root, one level */
     const char *persistence_dir; /* NULL: <out_dir>/persistence */
+    const char *run_as_user;     /* NULL: Mosquitto's default ("mosquitto") */
 } broker_config_options;
 
 /* The table of per-device topics and its length. */
