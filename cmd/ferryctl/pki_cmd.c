@@ -5,6 +5,7 @@
  *
  *   ferryctl pki init DIR [--name HOST]... [--days N]
  *   ferryctl pki issue DIR NAME [--csr FILE] [--days N]
+ *   ferryctl pki ferryd DIR ferryd-SUFFIX [--days N]
  *   ferryctl pki revoke DIR NAME
  *   ferryctl pki crl DIR [--days N]
  */
@@ -32,6 +33,7 @@ static void pki_usage(FILE *out)
 {
     fprintf(out, "usage: ferryctl pki init DIR [--name HOST]... [--days N]\n"
                  "       ferryctl pki issue DIR NAME [--csr FILE] [--days N]\n"
+                 "       ferryctl pki ferryd DIR ferryd-SUFFIX [--days N]\n"
                  "       ferryctl pki revoke DIR NAME\n"
                  "       ferryctl pki crl DIR [--days N]\n");
 }
@@ -128,6 +130,14 @@ int ferryctl_pki(int argc, char **argv)
         if (result == FERRY_OK)
             printf("issued %s/devices/%s.pem%s\n", a.positional[0], a.positional[1],
                    a.csr != NULL ? " (from CSR; the key stays on the device)" : " and .key");
+    } else if (strcmp(cmd, "ferryd") == 0) {
+        if ((status = check_allowed(cmd, &a, 2, false, false)) != 0)
+            return status;
+        result = pki_issue_ferryd(a.positional[0], a.positional[1], a.days, err, sizeof err);
+        if (result == FERRY_OK)
+            printf("issued %s/%s.pem and .key; rerun ferryctl broker-config and send the "
+                   "broker a SIGHUP\n",
+                   a.positional[0], a.positional[1]);
     } else if (strcmp(cmd, "revoke") == 0) {
         if ((status = check_allowed(cmd, &a, 2, false, false)) != 0)
             return status;

@@ -9,7 +9,11 @@
  * grants a device only the rows of broker_device_topics, each under its own
  * <prefix>/%u/ (Mosquitto substitutes %u with the username, which is the
  * certificate's CN, and refuses usernames containing + # or /, so %u is
- * always exactly one topic level).
+ * always exactly one topic level); the client id is forced to the username,
+ * so one certificate is one MQTT session and no client can take over
+ * another's; every unrevoked ferryd identity of the PKI (ferryd,
+ * ferryd-SUFFIX) gets ferryd's rights, and device names can never be
+ * ferryd identities (pki_name_check).
  */
 #include "broker_config.h"
 
@@ -24,6 +28,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "pki.h"
 #include "pki_int.h"
 
 #define CONF_MAX (16u * 1024u)
@@ -192,11 +197,17 @@ static ferry_err build_conf(ferry_buf *b, const broker_config_options *o, const 
                              "tls_version tlsv1.2\n"
                              "require_certificate true\n"
                              "use_identity_as_username true\n"
+                             "# The client id is the username too: otherwise a device could\n"
+                             "# connect with another device's client id, cut that device off\n"
+                             "# and discard its queued messages (session takeover).\n"
+                             "use_username_as_clientid true\n"
                              "set_tcp_nodelay true\n",
                              ca, cert, key, crl);
 }
 
-static ferry_err build_acl(ferry_buf *b, const char *prefix)
+/* ferryd's rights, once for every valid ferryd identity in the PKI's
+ * index: "ferryd" and each "ferryd-SUFFIX" from `ferryctl pki ferryd`. */
+static ferry_err build_acl(ferry_buf *b, const char *prefix, const pki_index *index)
 {
     ferry_err result = ferry_buf_appendf(
         b,
@@ -212,22 +223,24 @@ static ferry_err build_acl(ferry_buf *b, const char *prefix)
                                    t->access == BROKER_DEVICE_WRITE ? "write" : "read", prefix,
                                    t->suffix);
     }
-    if (result != FERRY_OK)
-        return result;
+    if (result == FERRY_OK)
+        result = ferry_buf_appendf(b, "\n# ferryd: every device's topics, in both directions.\n");
     /* Shared subscriptions ($share/ferryd/<filter>) are checked against the
      * filter part, so ferryd's grant covers them. */
-    return ferry_buf_appendf(b,
-                             "\n"
-                             "# ferryd: every device's topics, in both directions.\n"
-                             "user ferryd\n"
-                             "topic readwrite %s/#\n",
-                             prefix);
+    for (size_t i = 0; result == FERRY_OK && i < index->count; i++) {
+        const pki_index_entry *e = &index->entries[i];
+        if (e->revoked || !pki_is_ferryd_identity(e->name))
+            continue;
+        result = ferry_buf_appendf(b, "user %s\ntopic readwrite %s/#\n", e->name, prefix);
+    }
+    return result;
 }
 
 ferry_err broker_config_write(const broker_config_options *o, char *err, size_t err_size)
 {
     char out_abs[PATH_MAX], pki_abs[PATH_MAX], persist_abs[PATH_MAX], path[PATH_MAX];
     ferry_buf conf, acl;
+    pki_index index = {NULL, 0};
     ferry_buf_init(&conf, CONF_MAX);
     ferry_buf_init(&acl, CONF_MAX);
     ferry_err result = FERRY_ERR_INVALID;
@@ -288,9 +301,12 @@ ferry_err broker_config_write(const broker_config_options *o, char *err, size_t 
     if (result != FERRY_OK)
         goto out;
 
+    /* The configuration first: it checks that --pki holds a CA. */
     result = build_conf(&conf, o, pki_abs, out_abs, persist_abs, err, err_size);
     if (result == FERRY_OK)
-        result = build_acl(&acl, o->prefix);
+        result = pki_index_load(pki_abs, &index, err, err_size);
+    if (result == FERRY_OK)
+        result = build_acl(&acl, o->prefix, &index);
     if (result != FERRY_OK) {
         if (err[0] == '\0')
             snprintf(err, err_size, "cannot build the configuration: %s",
@@ -308,6 +324,7 @@ ferry_err broker_config_write(const broker_config_options *o, char *err, size_t 
         goto out;
     }
 out:
+    pki_index_cleanup(&index);
     ferry_buf_cleanup(&conf);
     ferry_buf_cleanup(&acl);
     return result;

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,13 +38,30 @@ static int setup(void **state)
     return pki_init(dir, NULL, err, sizeof err) == FERRY_OK ? 0 : -1;
 }
 
+static void remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        unlink(path);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char child[PATH_MAX];
+        snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+        remove_tree(child);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
 static int teardown(void **state)
 {
-    char cmd[128];
     (void)state;
-    /* The test made the directory and nothing else writes there. */
-    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    remove_tree(dir);
+    return 0;
 }
 
 static char *read_text(const char *rel)
@@ -81,6 +99,7 @@ static void test_defaults(void **state)
         "require_certificate true",    "use_identity_as_username true",
         "allow_anonymous false",       "set_tcp_nodelay true",
         "persistence true",            "message_size_limit 131072",
+        "use_username_as_clientid true",
     };
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         if (!has_line(conf, required[i]))
@@ -116,6 +135,36 @@ static void test_defaults(void **state)
     assert_null(strstr(acl, "ferry/+"));
     free(conf);
     free(acl);
+}
+
+static void test_every_ferryd_identity_gets_ferryds_rights(void **state)
+{
+    char err[512];
+    (void)state;
+    assert_int_equal(pki_issue_ferryd(dir, "ferryd-b", 30, err, sizeof err), FERRY_OK);
+    assert_int_equal(pki_issue_ferryd(dir, "ferryd-gone", 30, err, sizeof err), FERRY_OK);
+    assert_int_equal(pki_revoke(dir, "ferryd-gone", err, sizeof err), FERRY_OK);
+    assert_int_equal(pki_issue(dir, "dev-z", NULL, 30, err, sizeof err), FERRY_OK);
+    broker_config_options o = {.out_dir = dir, .pki_dir = dir, .port = 8883, .prefix = "ferry",
+                               .run_as_user = "mosquitto"};
+    assert_int_equal(broker_config_write(&o, err, sizeof err), FERRY_OK);
+    char *acl = read_text("acl");
+    char *conf = read_text("mosquitto.conf");
+    assert_true(has_line(acl, "user ferryd"));
+    assert_true(has_line(acl, "user ferryd-b"));
+    assert_false(has_line(acl, "user ferryd-gone"));
+    assert_false(has_line(acl, "user dev-z"));
+    assert_false(has_line(acl, "user broker"));
+    size_t users = 0;
+    for (const char *p = acl; (p = strstr(p, "\nuser ")) != NULL; p++)
+        users++;
+    assert_int_equal(users, 2);
+    assert_true(has_line(conf, "user mosquitto"));
+    free(acl);
+    free(conf);
+
+    o.run_as_user = "root\nallow_anonymous true";
+    assert_int_equal(broker_config_write(&o, err, sizeof err), FERRY_ERR_INVALID);
 }
 
 static void test_all_interfaces_and_prefix(void **state)
@@ -169,6 +218,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_all_interfaces_and_prefix),
+        cmocka_unit_test(test_every_ferryd_identity_gets_ferryds_rights),
         cmocka_unit_test(test_refuses_hostile_options),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

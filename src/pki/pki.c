@@ -33,7 +33,11 @@
 
 static const char *const reserved_names[] = {"ferryd", "broker", "store"};
 
-ferry_err pki_name_check(const char *name, char *err, size_t err_size)
+/* Names of additional ferryd identities start with this; devices may not. */
+#define FERRYD_PREFIX "ferryd-"
+
+/* The characters and length every certificate name must have. */
+static ferry_err check_charset(const char *name, char *err, size_t err_size)
 {
     size_t len = name != NULL ? strnlen(name, PKI_NAME_MAX + 1) : 0;
     if (len == 0 || len > PKI_NAME_MAX) {
@@ -53,6 +57,14 @@ ferry_err pki_name_check(const char *name, char *err, size_t err_size)
         snprintf(err, err_size, "name '%s' is not allowed", name);
         return FERRY_ERR_INVALID;
     }
+    return FERRY_OK;
+}
+
+ferry_err pki_name_check(const char *name, char *err, size_t err_size)
+{
+    ferry_err result = check_charset(name, err, err_size);
+    if (result != FERRY_OK)
+        return result;
     /* Reserved in any case: "Ferryd" would be a different broker user but
      * an easy one to confuse with ferryd in logs and ACLs. */
     for (size_t i = 0; i < sizeof reserved_names / sizeof reserved_names[0]; i++) {
@@ -61,7 +73,35 @@ ferry_err pki_name_check(const char *name, char *err, size_t err_size)
             return FERRY_ERR_INVALID;
         }
     }
+    /* ferryd-* names get ferryd's rights in the broker's ACL. */
+    if (strncasecmp(name, FERRYD_PREFIX, strlen(FERRYD_PREFIX)) == 0) {
+        snprintf(err, err_size, "names starting with '%s' are reserved for ferryd identities",
+                 FERRYD_PREFIX);
+        return FERRY_ERR_INVALID;
+    }
     return FERRY_OK;
+}
+
+ferry_err pki_ferryd_name_check(const char *name, char *err, size_t err_size)
+{
+    ferry_err result = check_charset(name, err, err_size);
+    if (result != FERRY_OK)
+        return result;
+    /* Exactly lower-case "ferryd-" and at least one more character: the ACL
+     * generator matches this prefix byte for byte. */
+    if (strncmp(name, FERRYD_PREFIX, strlen(FERRYD_PREFIX)) != 0 ||
+        name[strlen(FERRYD_PREFIX)] == '\0') {
+        snprintf(err, err_size, "a ferryd identity is named '%sSUFFIX'", FERRYD_PREFIX);
+        return FERRY_ERR_INVALID;
+    }
+    return FERRY_OK;
+}
+
+bool pki_is_ferryd_identity(const char *name)
+{
+    return strcmp(name, "ferryd") == 0 ||
+           (strncmp(name, FERRYD_PREFIX, strlen(FERRYD_PREFIX)) == 0 &&
+            name[strlen(FERRYD_PREFIX)] != '\0');
 }
 
 static ferry_err check_days(int days, char *err, size_t err_size)
@@ -490,8 +530,20 @@ static pki_index_entry *find_current(pki_index *index, const char *name)
     return NULL;
 }
 
-ferry_err pki_issue(const char *dir, const char *name, const char *csr_path, int days, char *err,
-                    size_t err_size)
+/* Where a client certificate lives: devices/NAME, or NAME at the top for
+ * the extra ferryd identities (next to ferryd.pem). */
+static void client_stem(char *out, size_t out_size, const char *name)
+{
+    if (pki_is_ferryd_identity(name))
+        snprintf(out, out_size, "%s", name);
+    else
+        snprintf(out, out_size, "devices/%s", name);
+}
+
+/* Issues a client certificate for a device or an extra ferryd identity;
+ * the name has been checked by the caller for its kind. */
+static ferry_err issue_client(const char *dir, const char *name, const char *csr_path, int days,
+                              char *err, size_t err_size)
 {
     char stem[PATH_MAX];
     int lock_fd = -1;
@@ -501,10 +553,7 @@ ferry_err pki_issue(const char *dir, const char *name, const char *csr_path, int
     ferry_buf csr;
     bool files_written = false;
     ferry_buf_init(&csr, PKI_PEM_MAX);
-    err[0] = '\0';
-    ferry_err result = pki_name_check(name, err, err_size);
-    if (result == FERRY_OK)
-        result = check_days(days, err, err_size);
+    ferry_err result = check_days(days, err, err_size);
     if (result != FERRY_OK)
         goto out;
     if (csr_path != NULL) {
@@ -533,7 +582,7 @@ ferry_err pki_issue(const char *dir, const char *name, const char *csr_path, int
     if (result != FERRY_OK)
         goto out;
     if (find_current(&index, name) != NULL) {
-        snprintf(err, err_size, "device '%s' already has a certificate (revoke it first)", name);
+        snprintf(err, err_size, "'%s' already has a certificate (revoke it first)", name);
         result = FERRY_ERR_EXISTS;
         goto out;
     }
@@ -551,7 +600,7 @@ ferry_err pki_issue(const char *dir, const char *name, const char *csr_path, int
     result = pki_cert_build(&spec, &cert, entry.serial, err, err_size);
     if (result != FERRY_OK)
         goto out;
-    snprintf(stem, sizeof stem, "devices/%s", name);
+    client_stem(stem, sizeof stem, name);
     /* With a CSR the private key stays on the device: no key file. */
     result = write_pair(dir, stem, csr_path != NULL ? NULL : key, cert, err, err_size);
     if (result != FERRY_OK)
@@ -578,6 +627,26 @@ out:
     ferry_buf_cleanup(&csr);
     unlock_dir(lock_fd);
     return result;
+}
+
+ferry_err pki_issue(const char *dir, const char *name, const char *csr_path, int days, char *err,
+                    size_t err_size)
+{
+    err[0] = '\0';
+    ferry_err result = pki_name_check(name, err, err_size);
+    if (result != FERRY_OK)
+        return result;
+    return issue_client(dir, name, csr_path, days, err, err_size);
+}
+
+ferry_err pki_issue_ferryd(const char *dir, const char *name, int days, char *err,
+                           size_t err_size)
+{
+    err[0] = '\0';
+    ferry_err result = pki_ferryd_name_check(name, err, err_size);
+    if (result != FERRY_OK)
+        return result;
+    return issue_client(dir, name, NULL, days, err, err_size);
 }
 
 /* The CRL's lifetime (lastUpdate to nextUpdate) in days, so that a
@@ -618,14 +687,15 @@ out:
  * do not undo the revocation, which is already in the CRL. */
 static void retire_files(const char *dir, const pki_index_entry *e)
 {
-    char from[PATH_MAX], to[PATH_MAX], rel[PATH_MAX];
-    snprintf(rel, sizeof rel, "devices/%s.pem", e->name);
+    char from[PATH_MAX], to[PATH_MAX], rel[PATH_MAX], stem[PATH_MAX];
+    client_stem(stem, sizeof stem, e->name);
+    snprintf(rel, sizeof rel, "%s.pem", stem);
     if (pki_path(from, sizeof from, dir, rel) != FERRY_OK)
         return;
     snprintf(rel, sizeof rel, "revoked/%s.pem", e->serial);
     if (pki_path(to, sizeof to, dir, rel) == FERRY_OK)
         rename(from, to);
-    snprintf(rel, sizeof rel, "devices/%s.key", e->name);
+    snprintf(rel, sizeof rel, "%s.key", stem);
     if (pki_path(from, sizeof from, dir, rel) == FERRY_OK)
         unlink(from);
 }
@@ -637,7 +707,11 @@ ferry_err pki_revoke(const char *dir, const char *name, char *err, size_t err_si
     EVP_PKEY *ca_key = NULL;
     pki_index index = {NULL, 0};
     err[0] = '\0';
-    ferry_err result = pki_name_check(name, err, err_size);
+    /* Devices and the extra ferryd identities; the primary ferryd, broker
+     * and store are replaced by a new `pki init`, not revoked one by one. */
+    ferry_err result = strncmp(name, FERRYD_PREFIX, strlen(FERRYD_PREFIX)) == 0
+                           ? pki_ferryd_name_check(name, err, err_size)
+                           : pki_name_check(name, err, err_size);
     if (result != FERRY_OK)
         goto out;
     result = lock_dir(dir, &lock_fd, err, err_size);
@@ -651,7 +725,7 @@ ferry_err pki_revoke(const char *dir, const char *name, char *err, size_t err_si
         goto out;
     pki_index_entry *e = find_current(&index, name);
     if (e == NULL) {
-        snprintf(err, err_size, "device '%s' has no unrevoked certificate", name);
+        snprintf(err, err_size, "'%s' has no unrevoked certificate", name);
         result = FERRY_ERR_NOT_FOUND;
         goto out;
     }

@@ -9,6 +9,7 @@
  *   broker.pem broker.key              the MQTT broker's server identity
  *   store.pem store.key                the embedded object store's server identity
  *   ferryd.pem ferryd.key              ferryd's client identity (CN=ferryd)
+ *   ferryd-X.pem ferryd-X.key          extra ferryd identities (pki ferryd)
  *   devices/NAME.pem [devices/NAME.key] one per device (no key for a CSR)
  *   revoked/SERIAL.pem                 certificates moved out at revocation
  *   index                              one line per issued certificate
@@ -26,6 +27,7 @@
 #ifndef FERRY_PKI_PKI_H
 #define FERRY_PKI_PKI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ferry/ferry_error.h"
@@ -42,10 +44,20 @@ typedef struct pki_init_options {
     size_t server_name_count;
 } pki_init_options;
 
-/* Accepts [A-Za-z0-9._-]{1,64} except "." and ".." and the names reserved
- * for the server identities (ferryd, broker, store; in any letter case). */
+/* A device name: [A-Za-z0-9._-]{1,64} except "." and "..", the names of
+ * the server identities (ferryd, broker, store) and names starting with
+ * "ferryd-" (reserved for ferryd identities), all in any letter case. */
 __attribute__((warn_unused_result)) ferry_err pki_name_check(const char *name, char *err,
                                                              size_t err_size);
+
+/* The name of an additional ferryd identity: "ferryd-" and a suffix, with
+ * the charset and length of a device name. */
+__attribute__((warn_unused_result)) ferry_err pki_ferryd_name_check(const char *name, char *err,
+                                                                    size_t err_size);
+
+/* True for "ferryd" and the "ferryd-SUFFIX" identities: the certificate
+ * names that get ferryd's rights in the broker's ACL. */
+bool pki_is_ferryd_identity(const char *name);
 
 /* Creates the CA, broker, store and ferryd certificates and an empty CRL in
  * dir (created 0755 if missing). Refuses with FERRY_ERR_EXISTS if dir
@@ -62,7 +74,15 @@ __attribute__((warn_unused_result)) ferry_err pki_issue(const char *dir, const c
                                                         const char *csr_path, int days,
                                                         char *err, size_t err_size);
 
-/* Revokes the device's current certificate, regenerates crl.pem, moves the
+/* Issues an additional ferryd client identity (for a second ferryd sharing
+ * the load): NAME.pem and NAME.key next to ferryd.pem, CN=NAME. The broker
+ * configuration gives every ferryd identity ferryd's rights; rerun
+ * `ferryctl broker-config` after issuing one. */
+__attribute__((warn_unused_result)) ferry_err pki_issue_ferryd(const char *dir, const char *name,
+                                                               int days, char *err,
+                                                               size_t err_size);
+
+/* Revokes the device's (or extra ferryd identity's) current certificate, regenerates crl.pem, moves the
  * certificate to revoked/SERIAL.pem and deletes its key, so that the name
  * can be issued again. */
 __attribute__((warn_unused_result)) ferry_err pki_revoke(const char *dir, const char *name,

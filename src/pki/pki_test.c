@@ -146,6 +146,7 @@ static void test_names(void **state)
     static const char *const bad[] = {"",       ".",         "..",     "a/b",   "a+b",
                                       "a#",     "a b",       "dév",    "$SYS",  "ferryd",
                                       "FERRYD", "broker",    "Store",  "a\nb",  "a\\b",
+                                      "ferryd-2", "Ferryd-x", "ferryd-",
                                       NAME64 "x"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         assert_int_equal(pki_name_check(good[i], err, sizeof err), FERRY_OK);
@@ -155,6 +156,21 @@ static void test_names(void **state)
         assert_true(err[0] != '\0');
     }
     assert_int_equal(pki_name_check(NULL, err, sizeof err), FERRY_ERR_INVALID);
+    /* Close to the reserved names but not them. */
+    assert_int_equal(pki_name_check("ferrydevice", err, sizeof err), FERRY_OK);
+    assert_int_equal(pki_name_check("ferryd2", err, sizeof err), FERRY_OK);
+
+    assert_int_equal(pki_ferryd_name_check("ferryd-2", err, sizeof err), FERRY_OK);
+    assert_int_equal(pki_ferryd_name_check("ferryd-", err, sizeof err), FERRY_ERR_INVALID);
+    assert_int_equal(pki_ferryd_name_check("ferryd", err, sizeof err), FERRY_ERR_INVALID);
+    assert_int_equal(pki_ferryd_name_check("Ferryd-2", err, sizeof err), FERRY_ERR_INVALID);
+    assert_int_equal(pki_ferryd_name_check("dev-a", err, sizeof err), FERRY_ERR_INVALID);
+    assert_int_equal(pki_ferryd_name_check("ferryd-a/b", err, sizeof err), FERRY_ERR_INVALID);
+    assert_true(pki_is_ferryd_identity("ferryd"));
+    assert_true(pki_is_ferryd_identity("ferryd-2"));
+    assert_false(pki_is_ferryd_identity("ferryd-"));
+    assert_false(pki_is_ferryd_identity("ferryd2"));
+    assert_false(pki_is_ferryd_identity("dev-a"));
 }
 
 static void test_init_chain_and_modes(void **state)
@@ -408,6 +424,33 @@ static void test_revoke(void **state)
     X509_free(b);
 }
 
+static void test_extra_ferryd_identity(void **state)
+{
+    fixture *f = *state;
+    init_pki(f);
+    assert_int_equal(pki_issue_ferryd(f->dir, "ferryd-2", 30, f->err, sizeof f->err), FERRY_OK);
+    assert_int_equal(file_mode(f->dir, "ferryd-2.key"), 0600);
+    X509 *cert = load_cert(f->dir, "ferryd-2.pem");
+    assert_int_equal(verify(f->dir, cert, X509_PURPOSE_SSL_CLIENT, true), X509_V_OK);
+    char cn[65];
+    assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn,
+                                          sizeof cn) > 0);
+    assert_string_equal(cn, "ferryd-2");
+    assert_int_equal(pki_issue_ferryd(f->dir, "ferryd-2", 30, f->err, sizeof f->err),
+                     FERRY_ERR_EXISTS);
+    assert_int_equal(pki_issue_ferryd(f->dir, "dev-a", 30, f->err, sizeof f->err),
+                     FERRY_ERR_INVALID);
+    /* A device cannot be issued under a ferryd name, by either path. */
+    assert_int_equal(pki_issue(f->dir, "ferryd-3", NULL, 30, f->err, sizeof f->err),
+                     FERRY_ERR_INVALID);
+    assert_int_equal(pki_revoke(f->dir, "ferryd-2", f->err, sizeof f->err), FERRY_OK);
+    assert_false(exists(f->dir, "ferryd-2.pem"));
+    assert_false(exists(f->dir, "ferryd-2.key"));
+    assert_int_equal(verify(f->dir, cert, X509_PURPOSE_SSL_CLIENT, true),
+                     X509_V_ERR_CERT_REVOKED);
+    X509_free(cert);
+}
+
 static void test_corrupt_index_is_an_error(void **state)
 {
     fixture *f = *state;
@@ -443,6 +486,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_issue_device, setup, teardown),
         cmocka_unit_test_setup_teardown(test_issue_from_csr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_extra_ferryd_identity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_index_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_ca, setup, teardown),
     };

@@ -49,6 +49,8 @@ MQTT5 = 5
 MQTT311 = 4
 MOSQUITTO = "/usr/sbin/mosquitto"
 LOOPBACK = "127.0.0.1"
+# The device identity the readiness probe connects with.
+PROBE_NAME = "harness-probe"
 
 # Processes started and not yet stopped; the atexit hook stops them all.
 _live = set()
@@ -225,7 +227,7 @@ def mqtt_probe(port, ca, cert, key, host=LOOPBACK, timeout=2.0):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(ca)
     ctx.load_cert_chain(cert, key)
-    client_id = ("ferry-probe-%d" % os.getpid()).encode()
+    client_id = b"harness-probe"  # the broker replaces it with the CN anyway
     var_header = b"\x00\x04MQTT\x04\x02\x00\x0a"  # level 4, clean session, 10 s
     payload = len(client_id).to_bytes(2, "big") + client_id
     body = var_header + payload
@@ -496,6 +498,7 @@ class Harness:
         self.broker_dir = os.path.join(self.tmp, "broker")
         try:
             self.ferryctl("pki", "init", self.pki)
+            self.issue(PROBE_NAME)
             for d in self.devices:
                 self.issue(d)
             if self._start_broker:
@@ -567,8 +570,20 @@ class Harness:
 
     # --- the broker ----------------------------------------------------------
     def _probe(self):
-        return mqtt_probe(self.port, self.ca, os.path.join(self.pki, "ferryd.pem"),
-                          os.path.join(self.pki, "ferryd.key"))
+        # The probe has its own device identity: the broker forces the client
+        # id to the certificate's CN, so probing as ferryd (with a clean
+        # session) would cut off and wipe a running ferryd's session.
+        cert, key = self.device_files(PROBE_NAME)
+        return mqtt_probe(self.port, self.ca, cert, key)
+
+    def _write_broker_config(self):
+        args = ["broker-config", self.broker_dir, "--pki", self.pki, "--bind", LOOPBACK,
+                "--port", self.port, "--prefix", self.prefix]
+        if os.geteuid() == 0:
+            # As root Mosquitto would switch to the "mosquitto" user, who
+            # cannot read our private temporary directory.
+            args += ["--user", "root"]
+        self.ferryctl(*args)
 
     def start_broker(self, attempts=5):
         """Writes the config on a free port and starts Mosquitto; retries on
@@ -576,13 +591,7 @@ class Harness:
         last = None
         for _ in range(attempts):
             self.port = free_port()
-            args = ["broker-config", self.broker_dir, "--pki", self.pki, "--bind", LOOPBACK,
-                    "--port", self.port, "--prefix", self.prefix]
-            if os.geteuid() == 0:
-                # As root Mosquitto would switch to the "mosquitto" user, who
-                # cannot read our private temporary directory.
-                args += ["--user", "root"]
-            self.ferryctl(*args)
+            self._write_broker_config()
             self.broker = Process([MOSQUITTO, "-c", os.path.join(self.broker_dir,
                                                                  "mosquitto.conf")],
                                   "mosquitto", os.path.join(self.broker_dir, "mosquitto.log"))
@@ -619,9 +628,21 @@ class Harness:
         cert, key = self.device_files(name, pki)
         return self.client(cert, key, protocol=protocol, **kw)
 
-    def ferryd_client(self, protocol=MQTT5, **kw):
-        return self.client(os.path.join(self.pki, "ferryd.pem"),
-                           os.path.join(self.pki, "ferryd.key"), protocol=protocol, **kw)
+    def ferryd_client(self, protocol=MQTT5, identity="ferryd", **kw):
+        """A client with ferryd's certificate, or with an extra ferryd
+        identity ("ferryd-SUFFIX", see add_ferryd). The broker uses the CN
+        as client id, so two clients of one identity replace each other."""
+        return self.client(os.path.join(self.pki, identity + ".pem"),
+                           os.path.join(self.pki, identity + ".key"), protocol=protocol, **kw)
+
+    def add_ferryd(self, name):
+        """Issues an extra ferryd identity, regenerates the ACL and reloads
+        the broker so that it has ferryd's rights."""
+        self.ferryctl("pki", "ferryd", self.pki, name)
+        self._write_broker_config()
+        self.reload()
+        wait_until(lambda: self.broker.log_text().count("Reloading config") >= 1,
+                   what="broker reload")
 
     def start_process(self, argv, ready=None, name=None, env=None, cwd=None, timeout=20.0):
         """Starts another daemon (e.g. ferryd) that close() stops by PID."""

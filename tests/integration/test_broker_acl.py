@@ -7,6 +7,9 @@ certificates from `ferryctl pki`. What is checked:
 * a device never receives another device's responses, never gets its
   publishes into another device's topics, cannot read request topics (its
   own or others', also not through $share) and cannot write response topics;
+* a device cannot take over another device's session by using its client id
+  (the broker makes the certificate's CN the client id);
+* several ferryd identities share requests through $share/ferryd;
 * clients without a certificate, with one from another CA, with a server
   certificate, with a revoked certificate (after SIGHUP or restart), or
   speaking TLS below 1.2 cannot connect;
@@ -51,8 +54,11 @@ class BrokerAclTest(HarnessTestCase):
                     ferryd.close()
 
     def test_shared_subscription_delivers_each_request_once(self):
-        f1 = self.h.ferryd_client(client_id="ferryd-1").connect()
-        f2 = self.h.ferryd_client(client_id="ferryd-2", protocol=MQTT311).connect()
+        # Two ferryd instances: each has its own identity, since the broker
+        # makes the certificate's CN the client id.
+        self.h.add_ferryd("ferryd-2")
+        f1 = self.h.ferryd_client().connect()
+        f2 = self.h.ferryd_client(identity="ferryd-2", protocol=MQTT311).connect()
         for f in (f1, f2):
             f.subscribe("$share/ferryd/ferry/+/upload/request")
         a = self.h.device_client("dev-a").connect()
@@ -149,6 +155,36 @@ class BrokerAclTest(HarnessTestCase):
         self.assertEqual(len(msg.payload), cap)
         self.assertEqual(msg.payload[:1], b"y")
         a.expect_no_message(QUIET_S)
+
+    def test_no_session_takeover_with_another_devices_client_id(self):
+        for proto, label in PROTOCOLS:
+            with self.subTest(protocol=label):
+                topic = "ferry/dev-b/upload/response"
+                b = self.h.device_client("dev-b", protocol=proto, client_id="dev-b",
+                                         clean=False).connect()
+                b.subscribe(topic)
+                b.close()
+                ferryd = self.h.ferryd_client(protocol=proto).connect()
+                ferryd.publish(topic, b"queued-for-b")
+                # dev-a claims dev-b's client id, asking to resume its session.
+                a = self.h.device_client("dev-a", protocol=proto, client_id="dev-b",
+                                         clean=False).connect()
+                a.expect_no_message(QUIET_S)
+                # dev-b's session and its queued message were not touched.
+                b = self.h.device_client("dev-b", protocol=proto, client_id="dev-b",
+                                         clean=False).connect()
+                self.assertTrue(b.session_present)
+                self.assertEqual(b.expect_message().payload, b"queued-for-b")
+                # And a live dev-b is not cut off by dev-a connecting "as" it.
+                a2 = self.h.device_client("dev-a", protocol=proto, client_id="dev-b").connect()
+                ferryd.publish(topic, b"live")
+                self.assertEqual(b.expect_message().payload, b"live")
+                self.assertTrue(b.connected)
+                for c in (a, a2, b, ferryd):
+                    c.close()
+                # Leave no session behind for the other protocol's round.
+                self.h.device_client("dev-b", protocol=proto, client_id="dev-b",
+                                     clean=True).connect().close()
 
     def _assert_refused(self, client, what):
         ok, reason = client.try_connect(timeout=5)
