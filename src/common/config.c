@@ -476,7 +476,16 @@ void ferry_cfg_write_reference(const ferry_cfg_table *table, FILE *out)
             format_bound(opt, opt->max, hi, sizeof hi);
             snprintf(allowed, sizeof allowed, "%s to %s", lo, hi);
         } else if (opt->type == FERRY_CFG_ENUM) {
-            snprintf(allowed, sizeof allowed, "`%s`", opt->choices);
+            /* '|' would end the Markdown table cell: write it escaped. */
+            size_t o = 0;
+            allowed[o++] = '`';
+            for (const char *c = opt->choices; *c && o + 4 < sizeof allowed; c++) {
+                if (*c == '|')
+                    allowed[o++] = '\\';
+                allowed[o++] = *c;
+            }
+            allowed[o++] = '`';
+            allowed[o] = '\0';
         } else if (opt->type == FERRY_CFG_BOOL) {
             snprintf(allowed, sizeof allowed, "true, false");
         }

@@ -271,7 +271,7 @@ static void test_reference_lists_every_option(void **state)
         assert_non_null(strstr(mem, needle));
     }
     assert_non_null(strstr(mem, "### [limits]"));
-    assert_non_null(strstr(mem, "`auto|put|post`"));
+    assert_non_null(strstr(mem, "`auto\\|put\\|post`"));
     assert_non_null(strstr(mem, "100ms to 86400s"));
     free(mem);
 }

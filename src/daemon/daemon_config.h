@@ -1,0 +1,84 @@
+/*
+ * daemon_config.h - ferryd's configuration: one struct, one option table.
+ *
+ * The table in daemon_config.c is the single source of truth: the loader
+ * validates every value at start-up against it, and
+ * `ferryd --print-config-reference` prints it as the option reference in
+ * docs/operations.md. Cross-option checks (e.g. expiry_min <= expiry_max)
+ * are in daemon_config_check().
+ */
+#ifndef FERRY_DAEMON_CONFIG_H
+#define FERRY_DAEMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "ferry/ferry_error.h"
+#include "grants/grants.h"
+
+enum daemon_store_kind { DAEMON_STORE_EMBEDDED = 0, DAEMON_STORE_EXTERNAL = 1 };
+
+typedef struct daemon_config {
+    /* [ferryd] */
+    int log_level; /* ferry_log_level */
+    char *ledger;
+    char *prefix;
+    int64_t expire_interval_ms;
+    int64_t shutdown_timeout_ms;
+
+    /* [broker] */
+    char *broker_host;
+    int64_t broker_port;
+    char *broker_cafile;
+    char *broker_certfile;
+    char *broker_keyfile;
+    char *broker_client_id;
+    int broker_protocol; /* broker_protocol */
+    int64_t broker_keepalive_ms;
+    int64_t broker_reconnect_min_ms;
+    int64_t broker_reconnect_max_ms;
+    int64_t broker_session_expiry_ms;
+    char *broker_share_group;
+
+    /* [store] */
+    int store_kind;
+    char *store_endpoint;
+    char *store_bucket;
+    char *store_region;
+    char *store_access_key;
+    char *store_secret_key_file;
+
+    /* [policy]: fleet defaults; per-device overrides live in the ledger */
+    int64_t policy_max_size;
+    char *policy_content_types;
+    int64_t policy_expiry_min_ms;
+    int64_t policy_expiry_base_ms;
+    int64_t policy_expiry_max_ms;
+    int64_t policy_min_bandwidth; /* bytes per second */
+    int64_t policy_max_open_grants;
+    int64_t policy_rate_per_minute;
+    int64_t policy_rate_burst;
+    int64_t policy_daily_quota;
+    int64_t policy_put_max_size;
+    int64_t policy_rate_table_size;
+} daemon_config;
+
+extern const ferry_cfg_table daemon_config_table;
+
+/* Loads and checks path; on failure err holds one line naming file, line and
+ * option. The config must be freed with daemon_config_free in every case. */
+__attribute__((warn_unused_result)) ferry_err daemon_config_load(daemon_config *cfg,
+                                                                 const char *path, char *err,
+                                                                 size_t err_size);
+void daemon_config_free(daemon_config *cfg);
+
+/* Cross-option checks, after loading. */
+__attribute__((warn_unused_result)) ferry_err daemon_config_check(const daemon_config *cfg,
+                                                                  char *err, size_t err_size);
+
+/* The fleet policy the config describes. */
+void daemon_config_policy(const daemon_config *cfg, grant_policy *out);
+
+#endif

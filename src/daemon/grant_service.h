@@ -1,0 +1,87 @@
+/*
+ * grant_service.h - turns one upload request into one answer.
+ *
+ * This is the "rules engine + Lambda" of the cloud pattern as a function:
+ * given the topic and payload of a request (and its MQTT 5 properties), it
+ * validates the request, applies the device's policy, records the grant or
+ * the refusal in the ledger, signs the grant, and returns the answer to
+ * publish and where to publish it. It does no network I/O, so it is tested
+ * without a broker; ferryd calls it from the broker link's thread.
+ *
+ * Trust: the device id is the topic level after the prefix, which the
+ * broker's ACL ties to the device's certificate; nothing in the payload can
+ * change it. A Response Topic is honoured only under <prefix>/<device>/.
+ *
+ * Thread-safety: one service per thread (it owns a signer and borrows a
+ * ledger handle, neither of which is thread-safe).
+ */
+#ifndef FERRY_DAEMON_GRANT_SERVICE_H
+#define FERRY_DAEMON_GRANT_SERVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/ferry_error.h"
+#include "grants/grants.h"
+#include "ledger/ledger.h"
+
+#define GRANT_ANSWER_MAX_BYTES (128 * 1024) /* the brief's cap on every message */
+#define GRANT_TOPIC_MAX 512
+
+typedef struct grant_service grant_service;
+
+typedef struct grant_service_config {
+    const char *prefix;         /* "ferry" */
+    const char *endpoint;       /* store base URL as devices see it */
+    const char *bucket;
+    const char *region;
+    const char *access_key;
+    const char *secret;         /* copied into the signer; the caller wipes its own copy */
+    const grant_policy *fleet;  /* fleet defaults; copied */
+    size_t rate_table_size;
+    ledger *ledger;             /* borrowed; must outlive the service */
+} grant_service_config;
+
+typedef struct grant_service_input {
+    const char *topic;
+    const void *payload;
+    size_t payload_len;
+    bool is_v5;
+    const char *response_topic; /* MQTT 5 Response Topic, NULL if none */
+} grant_service_input;
+
+typedef struct grant_answer {
+    char topic[GRANT_TOPIC_MAX + 1];
+    char *json; /* owned; NUL-terminated */
+    size_t json_len;
+    uint32_t message_expiry_s; /* never later than the grant's expiry */
+    bool granted;
+    grant_reject_code code; /* GRANT_REJECT_NONE when granted */
+} grant_answer;
+
+__attribute__((warn_unused_result)) ferry_err grant_service_new(const grant_service_config *cfg,
+                                                                grant_service **out);
+void grant_service_free(grant_service *svc);
+
+/*
+ * Handles one request. FERRY_OK: *answer is filled (a grant or a
+ * rejection) and must be published to answer->topic, then cleaned up.
+ * FERRY_ERR_INVALID: the topic is not a request topic of a valid device,
+ * so there is nobody to answer; nothing was written. Other errors: out of
+ * memory. now is UTC seconds; now_mono_ns feeds the rate limiter.
+ */
+__attribute__((warn_unused_result)) ferry_err grant_service_handle(grant_service *svc,
+                                                                   const grant_service_input *in,
+                                                                   int64_t now, int64_t now_mono_ns,
+                                                                   grant_answer *answer);
+void grant_answer_cleanup(grant_answer *answer);
+
+/* Extracts the device id from "<prefix>/<device>/upload/request".
+ * FERRY_ERR_INVALID if the topic has another shape or the id is invalid. */
+__attribute__((warn_unused_result)) ferry_err grant_service_topic_device(const char *prefix,
+                                                                         const char *topic,
+                                                                         char *device,
+                                                                         size_t device_size);
+
+#endif

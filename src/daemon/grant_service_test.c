@@ -1,0 +1,378 @@
+/*
+ * grant_service_test.c - request in, answer out, against a real SQLite
+ * ledger in a temp dir and the real signer; the URLs in the grants are
+ * checked with Ferry's own SigV4 verifier (boto3 and s3rver check them in
+ * the integration tests).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "daemon/grant_service.h"
+#include "sigv4/sigv4.h"
+
+#define NOW 1764072000 /* 2025-11-25T12:00:00Z */
+#define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+typedef struct fixture {
+    char dir[64];
+    char db[128];
+    ledger *ledger;
+    grant_service *svc;
+    grant_policy fleet;
+    int64_t mono_ns;
+} fixture;
+
+static int make_service(fixture *f)
+{
+    grant_service_config cfg = {
+        .prefix = "ferry",
+        .endpoint = "https://127.0.0.1:9443",
+        .bucket = "ingest",
+        .region = "us-east-1",
+        .access_key = "AKIDFERRYTEST",
+        .secret = SECRET,
+        .fleet = &f->fleet,
+        .rate_table_size = 64,
+        .ledger = f->ledger,
+    };
+    grant_service_free(f->svc);
+    f->svc = NULL;
+    return grant_service_new(&cfg, &f->svc) == FERRY_OK ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    strcpy(f->dir, "/tmp/ferry-gs-test-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    snprintf(f->db, sizeof f->db, "%s/ledger.db", f->dir);
+    if (ledger_open(f->db, &f->ledger) != FERRY_OK)
+        return -1;
+    grant_policy_defaults(&f->fleet);
+    f->fleet.max_size_bytes = 100 * 1024 * 1024;
+    strcpy(f->fleet.content_types, "audio/*,image/jpeg");
+    f->fleet.max_open_grants = 0;
+    f->fleet.rate_per_s = 0;
+    f->fleet.daily_quota_bytes = 0;
+    f->fleet.put_max_bytes = 50 * 1024 * 1024;
+    f->mono_ns = 1000000000;
+    *state = f;
+    return make_service(f);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    char cmd[128];
+    grant_service_free(f->svc);
+    ledger_close(f->ledger);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+/* Sends one request; returns the parsed answer (caller decrefs). */
+static json_t *ask(fixture *f, const char *topic, const char *payload, const char *response_topic,
+                   grant_answer *answer)
+{
+    grant_service_input in = {
+        .topic = topic,
+        .payload = payload,
+        .payload_len = strlen(payload),
+        .is_v5 = true,
+        .response_topic = response_topic,
+    };
+    f->mono_ns += 1000; /* 1 µs between requests */
+    assert_int_equal(grant_service_handle(f->svc, &in, NOW, f->mono_ns, answer), FERRY_OK);
+    assert_true(answer->json_len <= GRANT_ANSWER_MAX_BYTES);
+    json_error_t jerr;
+    json_t *doc = json_loads(answer->json, 0, &jerr);
+    assert_non_null(doc);
+    return doc;
+}
+
+static void expect_rejection(fixture *f, const char *payload, const char *code)
+{
+    grant_answer answer;
+    json_t *doc = ask(f, "ferry/dev-a/upload/request", payload, NULL, &answer);
+    assert_false(answer.granted);
+    assert_string_equal(json_string_value(json_object_get(doc, "type")), "rejected");
+    assert_string_equal(json_string_value(json_object_get(doc, "code")), code);
+    assert_non_null(json_string_value(json_object_get(doc, "message")));
+    assert_string_equal(answer.topic, "ferry/dev-a/upload/response");
+    json_decref(doc);
+    grant_answer_cleanup(&answer);
+}
+
+static ferry_err lookup_secret(void *ctx, const char *akid, ferry_buf *out)
+{
+    (void)ctx;
+    if (strcmp(akid, "AKIDFERRYTEST") != 0)
+        return FERRY_ERR_NOT_FOUND;
+    return ferry_buf_append_str(out, SECRET);
+}
+
+/* Checks a PUT grant's URL with the verifier, as the store will. */
+static sigv4_reason verify_put(json_t *doc, int64_t at, const char *length_override)
+{
+    const char *url = json_string_value(json_object_get(doc, "url"));
+    const char *prefix = "https://127.0.0.1:9443";
+    assert_true(strncmp(url, prefix, strlen(prefix)) == 0);
+    char *path = strdup(url + strlen(prefix));
+    char *q = strchr(path, '?');
+    assert_non_null(q);
+    *q++ = '\0';
+    json_t *headers = json_object_get(doc, "headers");
+    sigv4_kv hdrs[8];
+    size_t n = 0;
+    hdrs[n++] = (sigv4_kv){"Host", "127.0.0.1:9443"};
+    const char *name;
+    json_t *value;
+    json_object_foreach(headers, name, value)
+    {
+        const char *v = json_string_value(value);
+        if (length_override && strcmp(name, "content-length") == 0)
+            v = length_override;
+        hdrs[n++] = (sigv4_kv){name, v};
+    }
+    sigv4_request req = {.method = "PUT", .path = path, .query = q, .headers = hdrs,
+                         .n_headers = n};
+    sigv4_verifier v = {.region = "us-east-1", .service = "s3", .lookup = lookup_secret};
+    sigv4_verdict verdict;
+    ferry_err e = sigv4_verify_query(&v, &req, at, &verdict);
+    free(path);
+    return e == FERRY_OK ? SIGV4_R_OK : verdict.reason;
+}
+
+static void test_valid_request_gets_a_verifiable_put_grant(void **state)
+{
+    fixture *f = *state;
+    grant_answer answer;
+    json_t *doc = ask(f, "ferry/dev-a/upload/request",
+                      "{\"id\":\"r-42\",\"name\":\"lung 2026.wav\",\"size\":5242880,"
+                      "\"content_type\":\"audio/wav\",\"sha256\":"
+                      "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"}",
+                      NULL, &answer);
+    assert_true(answer.granted);
+    assert_string_equal(answer.topic, "ferry/dev-a/upload/response");
+    assert_string_equal(json_string_value(json_object_get(doc, "type")), "grant");
+    assert_string_equal(json_string_value(json_object_get(doc, "id")), "r-42");
+    assert_string_equal(json_string_value(json_object_get(doc, "method")), "PUT");
+    const char *grant_id = json_string_value(json_object_get(doc, "grant"));
+    assert_true(grant_id_valid(grant_id));
+    const char *key = json_string_value(json_object_get(doc, "key"));
+    assert_true(strncmp(key, "dev-a/2025/11/25/", 17) == 0);
+    assert_non_null(strstr(key, grant_id));
+    json_t *headers = json_object_get(doc, "headers");
+    assert_string_equal(json_string_value(json_object_get(headers, "content-type")), "audio/wav");
+    assert_string_equal(json_string_value(json_object_get(headers, "content-length")), "5242880");
+    assert_string_equal(json_string_value(json_object_get(headers, "x-amz-checksum-sha256")),
+                        "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+    /* The expiry follows the policy, and the MQTT message expires with it. */
+    int64_t expiry = grant_policy_expiry_s(&f->fleet, 5242880);
+    assert_int_equal(answer.message_expiry_s, expiry);
+    assert_int_equal(verify_put(doc, NOW + 1, NULL), SIGV4_R_OK);
+    assert_int_equal(verify_put(doc, NOW + expiry + 1, NULL), SIGV4_R_EXPIRED);
+    /* A different length breaks the signature: the size is bound. */
+    assert_int_equal(verify_put(doc, NOW + 1, "5242881"), SIGV4_R_SIGNATURE_MISMATCH);
+
+    ledger_grant g;
+    assert_int_equal(ledger_grant_get(f->ledger, grant_id, &g), FERRY_OK);
+    assert_int_equal(g.state, LEDGER_GRANT_ISSUED);
+    assert_string_equal(g.device, "dev-a");
+    assert_string_equal(g.request_id, "r-42");
+    assert_int_equal(g.size, 5242880);
+    json_decref(doc);
+    grant_answer_cleanup(&answer);
+}
+
+static void test_large_auto_request_gets_a_post_grant(void **state)
+{
+    fixture *f = *state;
+    grant_answer answer;
+    json_t *doc = ask(f, "ferry/dev-a/upload/request",
+                      "{\"id\":\"r-1\",\"name\":\"x.jpg\",\"size\":60000000,"
+                      "\"content_type\":\"image/jpeg\",\"method\":\"auto\"}",
+                      NULL, &answer);
+    assert_true(answer.granted);
+    assert_string_equal(json_string_value(json_object_get(doc, "method")), "POST");
+    assert_string_equal(json_string_value(json_object_get(doc, "url")),
+                        "https://127.0.0.1:9443/ingest");
+    json_t *fields = json_object_get(doc, "fields");
+    assert_non_null(json_object_get(fields, "policy"));
+    assert_non_null(json_object_get(fields, "x-amz-signature"));
+    assert_string_equal(json_string_value(json_object_get(fields, "key")),
+                        json_string_value(json_object_get(doc, "key")));
+    json_decref(doc);
+    grant_answer_cleanup(&answer);
+}
+
+static void test_foreign_topics_are_not_answered(void **state)
+{
+    fixture *f = *state;
+    static const char *const topics[] = {
+        "ferry/dev-a/upload/response", "other/dev-a/upload/request", "ferry/upload/request",
+        "ferry//upload/request", "ferry/../upload/request", "ferry/a/b/upload/request",
+    };
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
+        grant_service_input in = {.topic = topics[i], .payload = "{}", .payload_len = 2};
+        grant_answer answer;
+        assert_int_equal(grant_service_handle(f->svc, &in, NOW, 1, &answer), FERRY_ERR_INVALID);
+    }
+}
+
+static void test_response_topic_must_be_the_devices_own(void **state)
+{
+    fixture *f = *state;
+    const char *req = "{\"id\":\"r-7\",\"name\":\"a.wav\",\"size\":10,\"content_type\":\"audio/wav\"}";
+    static const char *const bad[] = {
+        "ferry/dev-b/upload/response", "ferry/dev-a", "ferry/dev-a/", "ferry/dev-ab/x",
+        "ferry/dev-a/#", "ferry/dev-a/+/x", "elsewhere/dev-a/x", "ferry/dev-a//x",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        grant_answer answer;
+        json_t *doc = ask(f, "ferry/dev-a/upload/request", req, bad[i], &answer);
+        assert_false(answer.granted);
+        assert_string_equal(json_string_value(json_object_get(doc, "code")),
+                            "InvalidResponseTopic");
+        assert_string_equal(answer.topic, "ferry/dev-a/upload/response");
+        json_decref(doc);
+        grant_answer_cleanup(&answer);
+    }
+    grant_answer answer;
+    json_t *doc = ask(f, "ferry/dev-a/upload/request", req, "ferry/dev-a/replies/7", &answer);
+    assert_true(answer.granted);
+    assert_string_equal(answer.topic, "ferry/dev-a/replies/7");
+    json_decref(doc);
+    grant_answer_cleanup(&answer);
+}
+
+static void test_each_rejection_has_its_code(void **state)
+{
+    fixture *f = *state;
+    expect_rejection(f, "{\"id\":", "MalformedJson");
+    expect_rejection(f, "{\"id\":\"a\",\"id\":\"b\"}", "DuplicateKey");
+    expect_rejection(f, "{\"id\":\"r\",\"size\":1,\"content_type\":\"audio/wav\"}", "MissingField");
+    expect_rejection(f, "{\"id\":\"r\",\"name\":\"a\",\"size\":\"1\",\"content_type\":\"audio/wav\"}",
+                     "InvalidField");
+    expect_rejection(f, "{\"id\":\"r\",\"name\":\"../x\",\"size\":1,\"content_type\":\"audio/wav\"}",
+                     "UnsafeName");
+    expect_rejection(f, "{\"id\":\"r\",\"name\":\"a/b\",\"size\":1,\"content_type\":\"audio/wav\"}",
+                     "UnsafeName");
+    expect_rejection(f,
+                     "{\"id\":\"r\",\"name\":\"a.wav\",\"size\":104857601,"
+                     "\"content_type\":\"audio/wav\"}",
+                     "TooLarge");
+    expect_rejection(f,
+                     "{\"id\":\"r\",\"name\":\"a.png\",\"size\":1,\"content_type\":\"image/png\"}",
+                     "ContentTypeNotAllowed");
+}
+
+static void test_open_grants_rate_quota_and_disabled(void **state)
+{
+    fixture *f = *state;
+    const char *req = "{\"id\":\"r\",\"name\":\"a.wav\",\"size\":1000,\"content_type\":\"audio/wav\"}";
+    grant_answer answer;
+    json_t *doc;
+
+    f->fleet.max_open_grants = 2;
+    assert_int_equal(make_service(f), 0);
+    for (int i = 0; i < 2; i++) {
+        doc = ask(f, "ferry/dev-o/upload/request", req, NULL, &answer);
+        assert_true(answer.granted);
+        json_decref(doc);
+        grant_answer_cleanup(&answer);
+    }
+    doc = ask(f, "ferry/dev-o/upload/request", req, NULL, &answer);
+    assert_string_equal(json_string_value(json_object_get(doc, "code")), "TooManyOpenGrants");
+    json_decref(doc);
+    grant_answer_cleanup(&answer);
+
+    f->fleet.max_open_grants = 0;
+    f->fleet.daily_quota_bytes = 2500;
+    assert_int_equal(make_service(f), 0);
+    for (int i = 0; i < 2; i++) {
+        doc = ask(f, "ferry/dev-q/upload/request", req, NULL, &answer);
+        assert_true(answer.granted);
+        json_decref(doc);
+        grant_answer_cleanup(&answer);
+    }
+    doc = ask(f, "ferry/dev-q/upload/request", req, NULL, &answer);
+    assert_string_equal(json_string_value(json_object_get(doc, "code")), "QuotaExceeded");
+    json_decref(doc);
+    grant_answer_cleanup(&answer);
+
+    f->fleet.daily_quota_bytes = 0;
+    f->fleet.rate_per_s = 0.001;
+    f->fleet.rate_burst = 3;
+    assert_int_equal(make_service(f), 0);
+    for (int i = 0; i < 3; i++) {
+        doc = ask(f, "ferry/dev-r/upload/request", req, NULL, &answer);
+        assert_true(answer.granted);
+        json_decref(doc);
+        grant_answer_cleanup(&answer);
+    }
+    doc = ask(f, "ferry/dev-r/upload/request", req, NULL, &answer);
+    assert_string_equal(json_string_value(json_object_get(doc, "code")), "RateLimited");
+    json_decref(doc);
+    grant_answer_cleanup(&answer);
+
+    ledger_device dev;
+    memset(&dev, 0, sizeof dev);
+    strcpy(dev.id, "dev-d");
+    dev.disabled = true;
+    assert_int_equal(ledger_device_upsert(f->ledger, &dev, NOW), FERRY_OK);
+    doc = ask(f, "ferry/dev-d/upload/request", req, NULL, &answer);
+    assert_string_equal(json_string_value(json_object_get(doc, "code")), "DeviceDisabled");
+    json_decref(doc);
+    grant_answer_cleanup(&answer);
+}
+
+static int count_refusals(const ledger_audit_row *row, void *arg)
+{
+    if (strcmp(row->outcome, "refused") == 0)
+        (*(int *)arg)++;
+    return 0;
+}
+
+static void test_refusals_are_audited(void **state)
+{
+    fixture *f = *state;
+    expect_rejection(f, "not json", "MalformedJson");
+    expect_rejection(f, "{\"id\":\"r-9\",\"name\":\"a\",\"size\":1,\"content_type\":\"text/plain\"}",
+                     "ContentTypeNotAllowed");
+    int refusals = 0;
+    assert_int_equal(ledger_audit_list(f->ledger, "dev-a", 0, 100, count_refusals, &refusals),
+                     FERRY_OK);
+    assert_int_equal(refusals, 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_valid_request_gets_a_verifiable_put_grant, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_large_auto_request_gets_a_post_grant, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_topics_are_not_answered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_response_topic_must_be_the_devices_own, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_each_rejection_has_its_code, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_grants_rate_quota_and_disabled, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refusals_are_audited, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
