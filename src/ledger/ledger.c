@@ -174,6 +174,25 @@ ferry_err ledger_grant_insert(ledger *l, const ledger_grant *g, const ledger_lim
                                 detail != NULL ? detail : "", verdict);
 }
 
+ferry_err ledger_grant_insert_batch(ledger *l, ledger_insert *items, size_t n)
+{
+    if (l == NULL || (items == NULL && n > 0))
+        return FERRY_ERR_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        ledger_insert *it = &items[i];
+        it->verdict = LEDGER_INSERTED;
+        if (it->grant == NULL)
+            it->err = FERRY_ERR_INVALID;
+        else if ((it->err = check_grant(it->grant)) == FERRY_OK)
+            it->err = check_opt_str(it->detail, LEDGER_AUDIT_DETAIL_MAX);
+        if (it->err == FERRY_OK && it->limits != NULL && it->limits->max_open_grants > INT64_MAX)
+            it->err = FERRY_ERR_RANGE;
+    }
+    if (n == 0)
+        return FERRY_OK;
+    return l->ops->grant_insert_batch(l->impl, items, n);
+}
+
 ferry_err ledger_audit_refusal(ledger *l, const char *device, const char *request_id,
                                const char *code, const char *detail, int64_t now)
 {

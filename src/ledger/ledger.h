@@ -173,6 +173,31 @@ __attribute__((warn_unused_result)) ferry_err ledger_grant_insert(ledger *l, con
                                                                   const char *detail,
                                                                   ledger_verdict *verdict);
 
+/* One grant of a batch (ledger_grant_insert_batch). */
+typedef struct ledger_insert {
+    const ledger_grant *grant;    /* in */
+    const ledger_limits *limits;  /* in; NULL: no limits */
+    const char *detail;           /* in; may be NULL */
+    ledger_verdict verdict;       /* out, meaningful when err is FERRY_OK */
+    ferry_err err;                /* out: FERRY_OK, or this item's own error
+                                     (FERRY_ERR_EXISTS, _INVALID, _TOO_LARGE) */
+} ledger_insert;
+
+/*
+ * Group commit: does what ledger_grant_insert does for each of n items, in
+ * order, inside ONE write transaction, so n grants cost one fsync instead of
+ * n (with synchronous=FULL the commit, not the SQL, is what limits a single
+ * ledger to a few thousand commits per second). Each item's limits are
+ * checked against the ledger including the items inserted before it in the
+ * same batch. An item with a bad record or an existing id gets its own err
+ * and writes nothing; the others go on. Returns FERRY_OK when the batch
+ * committed (every item's err and verdict are then set); any other return
+ * means nothing at all was written and the items' outputs are unspecified.
+ */
+__attribute__((warn_unused_result)) ferry_err ledger_grant_insert_batch(ledger *l,
+                                                                        ledger_insert *items,
+                                                                        size_t n);
+
 /* Records a refused request in the audit log: outcome "refused", code is the
  * protocol's rejection code name, detail the message sent. request_id may be
  * NULL (the request had no valid id). */

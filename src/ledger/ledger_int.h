@@ -27,6 +27,8 @@ typedef struct ledger_ops {
                              uint64_t *out);
     ferry_err (*grant_insert)(void *impl, const ledger_grant *g, const ledger_limits *limits,
                               const char *detail, ledger_verdict *verdict);
+    /* Items whose err is already set (by ledger.c's checks) are skipped. */
+    ferry_err (*grant_insert_batch)(void *impl, ledger_insert *items, size_t n);
     ferry_err (*audit_refusal)(void *impl, const char *device, const char *request_id,
                                const char *code, const char *detail, int64_t now);
     ferry_err (*grant_get)(void *impl, const char *grant_id, ledger_grant *out);

@@ -586,47 +586,49 @@ static ferry_err audit_insert(sqlite_ledger *s, int64_t at, const char *device,
     return stmt_done(s, st, "audit_insert");
 }
 
-static ferry_err sq_grant_insert(void *impl, const ledger_grant *g, const ledger_limits *limits,
-                                 const char *detail, ledger_verdict *verdict)
+/* The body of a grant insert, run inside a BEGIN IMMEDIATE transaction the
+ * caller owns: checks the limits, then writes the device row, the grant and
+ * its audit row. *verdict is set when FERRY_OK is returned. On
+ * FERRY_ERR_EXISTS only the failed INSERT statement was undone (SQLite
+ * aborts the statement, not the transaction), so a batch can go on. */
+static ferry_err insert_locked(sqlite_ledger *s, const ledger_grant *g,
+                               const ledger_limits *limits, const char *detail,
+                               ledger_verdict *verdict)
 {
-    sqlite_ledger *s = impl;
     sqlite3_stmt *st;
     ferry_err err;
-    ledger_verdict v = LEDGER_INSERTED;
 
-    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "grant_insert.begin")) != FERRY_OK)
-        return err;
-    /* From here on we hold the database's write lock: the counts below
-     * cannot change until COMMIT or ROLLBACK. */
+    /* The caller holds the database's write lock: the counts below cannot
+     * change until COMMIT or ROLLBACK. */
     if (limits->max_open_grants > 0) {
         uint64_t open = 0;
         if ((err = sq_open_grants(s, g->device, g->issued_at, &open)) != FERRY_OK)
-            goto out;
+            return err;
         if (open >= limits->max_open_grants) {
-            v = LEDGER_OVER_OPEN_GRANTS;
-            goto out;
+            *verdict = LEDGER_OVER_OPEN_GRANTS;
+            return FERRY_OK;
         }
     }
     if (limits->daily_quota_bytes > 0) {
         uint64_t used = 0;
         if ((err = sq_bytes_since(s, g->device, limits->day_start, g->issued_at, &used)) !=
             FERRY_OK)
-            goto out;
+            return err;
         /* Written as a subtraction so that no sum can overflow. */
         if (g->size > limits->daily_quota_bytes || used > limits->daily_quota_bytes - g->size) {
-            v = LEDGER_OVER_QUOTA;
-            goto out;
+            *verdict = LEDGER_OVER_QUOTA;
+            return FERRY_OK;
         }
     }
     if ((err = stmt_get(s, ST_DEVICE_ENSURE, &st)) != FERRY_OK)
-        goto out;
+        return err;
     bind_text(st, 1, g->device);
     sqlite3_bind_int64(st, 2, g->issued_at);
     if ((err = stmt_done(s, st, "device_ensure")) != FERRY_OK)
-        goto out;
+        return err;
 
     if ((err = stmt_get(s, ST_GRANT_INSERT, &st)) != FERRY_OK)
-        goto out;
+        return err;
     bind_text(st, 1, g->id);
     bind_text(st, 2, g->device);
     bind_text(st, 3, g->request_id);
@@ -639,18 +641,66 @@ static ferry_err sq_grant_insert(void *impl, const ledger_grant *g, const ledger
     sqlite3_bind_int64(st, 10, g->issued_at);
     sqlite3_bind_int64(st, 11, g->expires_at);
     if ((err = stmt_done(s, st, "grant_insert")) != FERRY_OK)
-        goto out;
+        return err;
     if ((err = audit_insert(s, g->issued_at, g->device, g->request_id, g->id, "issued", "Granted",
                             detail)) != FERRY_OK)
+        return err;
+    *verdict = LEDGER_INSERTED;
+    return FERRY_OK;
+}
+
+static ferry_err sq_grant_insert(void *impl, const ledger_grant *g, const ledger_limits *limits,
+                                 const char *detail, ledger_verdict *verdict)
+{
+    sqlite_ledger *s = impl;
+    ferry_err err;
+    ledger_verdict v = LEDGER_INSERTED;
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "grant_insert.begin")) != FERRY_OK)
+        return err;
+    if ((err = insert_locked(s, g, limits, detail, &v)) != FERRY_OK)
         goto out;
+    if (v != LEDGER_INSERTED) {
+        /* Nothing was written; ROLLBACK just ends the transaction. */
+        rollback(s);
+        *verdict = v;
+        return FERRY_OK;
+    }
     if ((err = exec_simple(s, ST_COMMIT, "grant_insert.commit")) != FERRY_OK)
         goto out;
-    *verdict = LEDGER_INSERTED;
+    *verdict = v;
     return FERRY_OK;
 out:
     rollback(s);
-    if (err == FERRY_OK)
-        *verdict = v;
+    return err;
+}
+
+static ferry_err sq_grant_insert_batch(void *impl, ledger_insert *items, size_t n)
+{
+    static const ledger_limits no_limits = {0, 0, 0};
+    sqlite_ledger *s = impl;
+    ferry_err err;
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "grant_insert_batch.begin")) != FERRY_OK)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        ledger_insert *it = &items[i];
+        if (it->err != FERRY_OK)
+            continue;
+        err = insert_locked(s, it->grant, it->limits != NULL ? it->limits : &no_limits,
+                            it->detail != NULL ? it->detail : "", &it->verdict);
+        if (err == FERRY_ERR_EXISTS) {
+            it->err = err;
+            err = FERRY_OK;
+        }
+        if (err)
+            goto out;
+    }
+    if ((err = exec_simple(s, ST_COMMIT, "grant_insert_batch.commit")) != FERRY_OK)
+        goto out;
+    return FERRY_OK;
+out:
+    rollback(s);
     return err;
 }
 
@@ -868,6 +918,7 @@ const ledger_ops ledger_sqlite_ops = {
     .open_grants = sq_open_grants,
     .bytes_since = sq_bytes_since,
     .grant_insert = sq_grant_insert,
+    .grant_insert_batch = sq_grant_insert_batch,
     .audit_refusal = sq_audit_refusal,
     .grant_get = sq_grant_get,
     .grant_mark_used = sq_grant_mark_used,

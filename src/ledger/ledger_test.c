@@ -414,6 +414,49 @@ static void test_mark_used_revoke_expire(void **state)
     assert_string_equal(c.rows[4].request_id, "r-g_3");
 }
 
+static void test_insert_batch(void **state)
+{
+    fixture *f = *state;
+    ledger_grant g[6];
+    ledger_insert items[6];
+    ledger_limits lim = {.max_open_grants = 3, .daily_quota_bytes = 0};
+    uint64_t n = 0;
+    audit_collect c;
+
+    make_grant(&g[0], "g_dup", "dev-1", 1, T0, 60);
+    insert_ok(f->l, &g[0]); /* already there: the batch's copy must fail alone */
+    make_grant(&g[1], "g_b1", "dev-2", 1, T0, 60);
+    make_grant(&g[2], "g_b2", "dev-2", 1, T0, 60);
+    make_grant(&g[3], "g_b3", "dev-2", 1, T0, 0); /* invalid: expires at issue */
+    make_grant(&g[4], "g_b4", "dev-2", 1, T0, 60);
+    make_grant(&g[5], "g_b5", "dev-2", 1, T0, 60);
+    memset(items, 0, sizeof items);
+    for (int i = 0; i < 6; i++) {
+        items[i].grant = &g[i];
+        items[i].limits = &lim;
+        items[i].detail = "batch";
+    }
+    assert_int_equal(ledger_grant_insert_batch(f->l, items, 6), FERRY_OK);
+    assert_int_equal(items[0].err, FERRY_ERR_EXISTS);
+    assert_int_equal(items[1].err, FERRY_OK);
+    assert_int_equal(items[1].verdict, LEDGER_INSERTED);
+    assert_int_equal(items[2].verdict, LEDGER_INSERTED);
+    assert_int_equal(items[3].err, FERRY_ERR_INVALID);
+    assert_int_equal(items[4].err, FERRY_OK);
+    assert_int_equal(items[4].verdict, LEDGER_INSERTED);
+    /* The limit counts the grants inserted earlier in the same batch. */
+    assert_int_equal(items[5].err, FERRY_OK);
+    assert_int_equal(items[5].verdict, LEDGER_OVER_OPEN_GRANTS);
+    assert_int_equal(ledger_open_grants(f->l, "dev-2", T0, &n), FERRY_OK);
+    assert_int_equal(n, 3);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(ledger_audit_list(f->l, "dev-2", 0, 100, collect, &c), FERRY_OK);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.rows[2].grant_id, "g_b4");
+    assert_int_equal(ledger_grant_insert_batch(f->l, NULL, 0), FERRY_OK);
+    assert_int_equal(ledger_grant_insert_batch(f->l, NULL, 1), FERRY_ERR_INVALID);
+}
+
 /* Two threads, each with its own connection to the same database. */
 typedef struct racer {
     const char *path;
@@ -527,6 +570,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_count_and_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_inside_insert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mark_used_revoke_expire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_insert_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_mark_used, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_insert_limit, setup, teardown),
     };
