@@ -216,6 +216,11 @@ ferry_err grant_safe_name(const char *name, size_t len, char *out, size_t out_si
             }
         }
         size_t stem = utf8_floor(work, GRANT_SAFE_NAME_MAX - ext);
+        /* A stem ending in '.' joined to the extension's '.' would make the
+         * ".." the rule refuses. The name has no "..", so at most one dot
+         * goes, and the stem keeps its first (non-dot) character. */
+        if (ext > 0 && stem > 1 && work[stem - 1] == '.')
+            stem--;
         memmove(work + stem, work + w - ext, ext);
         w = stem + ext;
     }

@@ -131,6 +131,14 @@ static void test_name_lengths(void **state)
     assert_int_equal(strlen(out), GRANT_SAFE_NAME_MAX);
     assert_string_equal(out + GRANT_SAFE_NAME_MAX - 4, ".wav");
 
+    /* The cut never joins a stem's trailing '.' to the extension's. */
+    memset(in, 'a', 300);
+    in[195] = '.';
+    memcpy(in + 296, ".wav", 4);
+    assert_int_equal(grant_safe_name(in, 300, out, sizeof out, &why), FERRY_OK);
+    assert_null(strstr(out, ".."));
+    assert_string_equal(out + strlen(out) - 5, "a.wav");
+
     /* A multi-byte character is never split: 100 x "é" (2 bytes) + 'x'. */
     size_t n = 0;
     for (int i = 0; i < 100; i++) {
