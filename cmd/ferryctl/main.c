@@ -11,7 +11,8 @@ typedef struct subcommand {
 } subcommand;
 
 static const subcommand subcommands[] = {
-    {"pki", ferryctl_pki, "pki init DIR | pki issue DIR NAME [--csr FILE] | pki revoke DIR NAME"},
+    {"pki", ferryctl_pki,
+     "pki init DIR | issue DIR NAME [--csr FILE] | ferryd DIR ferryd-X | revoke DIR NAME | crl DIR"},
     {"broker-config", ferryctl_broker_config, "broker-config DIR [options]: mosquitto.conf + ACL"},
     {"presign", ferryctl_presign, "presign --endpoint URL --bucket B --key K [...]: a URL"},
 };
