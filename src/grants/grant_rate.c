@@ -20,6 +20,10 @@
  * Device ids come from authenticated topics, so this is defence in depth
  * rather than the only protection against collisions.
  *
+ * The buckets are per process: N ferryd sharing a fleet allow a device up
+ * to N times its rate. The limits that must hold fleet-wide (open grants,
+ * the daily quota) are enforced in the ledger instead.
+ *
  * Time is the caller's monotonic clock in nanoseconds; a clock that goes
  * backwards refills nothing.
  */
