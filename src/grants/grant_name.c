@@ -96,33 +96,33 @@ static bool nonascii_replaced(uint32_t c)
     static const struct {
         uint32_t lo, hi;
     } ranges[] = {
-        {0x00A0, 0x00A0},   /* no-break space */
-        {0x00AD, 0x00AD},   /* soft hyphen */
-        {0x034F, 0x034F},   /* combining grapheme joiner */
-        {0x061C, 0x061C},   /* Arabic letter mark */
-        {0x115F, 0x1160},   /* Hangul fillers */
-        {0x1680, 0x1680},   /* Ogham space mark */
-        {0x180E, 0x180E},   /* Mongolian vowel separator */
-        {0x2000, 0x200F},   /* spaces, zero-width, LRM/RLM */
-        {0x2024, 0x2025},   /* one- and two-dot leaders (look like "." and "..") */
-        {0x2028, 0x202F},   /* line/paragraph separators, bidi embeddings */
-        {0x2044, 0x2044},   /* fraction slash */
-        {0x205F, 0x206F},   /* math space, invisible operators, bidi isolates */
-        {0x2215, 0x2216},   /* division slash, set minus */
-        {0x29F5, 0x29F5},   /* reverse solidus operator */
-        {0x29F8, 0x29F9},   /* big solidus, big reverse solidus */
-        {0x3000, 0x3000},   /* ideographic space */
-        {0x3164, 0x3164},   /* Hangul filler */
-        {0xE000, 0xF8FF},   /* private use */
-        {0xFDD0, 0xFDEF},   /* noncharacters */
-        {0xFEFF, 0xFEFF},   /* BOM, zero-width no-break space */
-        {0xFF0E, 0xFF0F},   /* fullwidth full stop and solidus */
-        {0xFF3C, 0xFF3C},   /* fullwidth reverse solidus */
-        {0xFFA0, 0xFFA0},   /* halfwidth Hangul filler */
-        {0xFFF9, 0xFFFB},   /* interlinear annotation controls */
-        {0x1BCA0, 0x1BCA3}, /* shorthand format controls */
-        {0x1D173, 0x1D17A}, /* musical format controls */
-        {0xE0000, 0xE007F}, /* tags */
+        {0x00A0, 0x00A0},    /* no-break space */
+        {0x00AD, 0x00AD},    /* soft hyphen */
+        {0x034F, 0x034F},    /* combining grapheme joiner */
+        {0x061C, 0x061C},    /* Arabic letter mark */
+        {0x115F, 0x1160},    /* Hangul fillers */
+        {0x1680, 0x1680},    /* Ogham space mark */
+        {0x180E, 0x180E},    /* Mongolian vowel separator */
+        {0x2000, 0x200F},    /* spaces, zero-width, LRM/RLM */
+        {0x2024, 0x2025},    /* one- and two-dot leaders (look like "." and "..") */
+        {0x2028, 0x202F},    /* line/paragraph separators, bidi embeddings */
+        {0x2044, 0x2044},    /* fraction slash */
+        {0x205F, 0x206F},    /* math space, invisible operators, bidi isolates */
+        {0x2215, 0x2216},    /* division slash, set minus */
+        {0x29F5, 0x29F5},    /* reverse solidus operator */
+        {0x29F8, 0x29F9},    /* big solidus, big reverse solidus */
+        {0x3000, 0x3000},    /* ideographic space */
+        {0x3164, 0x3164},    /* Hangul filler */
+        {0xE000, 0xF8FF},    /* private use */
+        {0xFDD0, 0xFDEF},    /* noncharacters */
+        {0xFEFF, 0xFEFF},    /* BOM, zero-width no-break space */
+        {0xFF0E, 0xFF0F},    /* fullwidth full stop and solidus */
+        {0xFF3C, 0xFF3C},    /* fullwidth reverse solidus */
+        {0xFFA0, 0xFFA0},    /* halfwidth Hangul filler */
+        {0xFFF9, 0xFFFB},    /* interlinear annotation controls */
+        {0x1BCA0, 0x1BCA3},  /* shorthand format controls */
+        {0x1D173, 0x1D17A},  /* musical format controls */
+        {0xE0000, 0xE007F},  /* tags */
         {0xF0000, 0x10FFFF}, /* private use planes 15-16 */
     };
     if ((c & 0xFFFEu) == 0xFFFEu)
@@ -136,8 +136,8 @@ static bool nonascii_replaced(uint32_t c)
 
 static bool ascii_kept(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
 }
 
 /* The largest n' <= n that does not split a UTF-8 character of s. */

@@ -206,8 +206,7 @@ int64_t grant_policy_expiry_s(const grant_policy *p, uint64_t size)
     return e;
 }
 
-ferry_err grant_policy_check(const grant_policy *p, const grant_request *req,
-                             grant_rejection *rej)
+ferry_err grant_policy_check(const grant_policy *p, const grant_request *req, grant_rejection *rej)
 {
     if (p == NULL || req == NULL || rej == NULL)
         return FERRY_ERR_INVALID;
@@ -217,7 +216,8 @@ ferry_err grant_policy_check(const grant_policy *p, const grant_request *req,
         return FERRY_ERR_DENIED;
     }
     if (req->size > p->max_size_bytes) {
-        grant_reject(rej, GRANT_REJECT_TOO_LARGE, "size %llu is over this device's limit of %llu bytes",
+        grant_reject(rej, GRANT_REJECT_TOO_LARGE,
+                     "size %llu is over this device's limit of %llu bytes",
                      (unsigned long long)req->size, (unsigned long long)p->max_size_bytes);
         return FERRY_ERR_DENIED;
     }

@@ -128,8 +128,7 @@ static bool parse_sha256(const char *s, size_t len, grant_request *out)
 
 /* Validates a parsed JSON value as a request. repaired: the message had
  * invalid UTF-8 replaced by REPAIR_BYTE (see the top of the file). */
-static ferry_err parse_object(json_t *root, bool repaired, grant_request *out,
-                              grant_rejection *rej)
+static ferry_err parse_object(json_t *root, bool repaired, grant_request *out, grant_rejection *rej)
 {
     grant_request req;
     json_t *v;

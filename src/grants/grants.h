@@ -28,38 +28,38 @@
 #include "ledger/ledger.h"
 
 #define GRANT_MESSAGE_MAX_BYTES 16384 /* request messages larger than this are refused */
-#define GRANT_REQ_ID_MAX 128          /* the device's correlation id: 1..128 printable ASCII */
-#define GRANT_NAME_IN_MAX 1024        /* names longer than this (bytes) are refused */
-#define GRANT_SAFE_NAME_MAX 200       /* sanitised names are cut to this many bytes */
-#define GRANT_CONTENT_TYPE_MAX 127
-#define GRANT_SIZE_MAX (UINT64_C(1) << 53) /* the largest integer a JSON double holds exactly */
-#define GRANT_SHA256_HEX_LEN 64
-#define GRANT_SHA256_B64_LEN 44
-#define GRANT_ID_LEN 28                 /* "g_" + 26 Crockford base32 characters */
-#define GRANT_DEVICE_MAX 128
-#define GRANT_REJECT_MSG_MAX 200
-#define GRANT_EXPIRY_CAP_S 604800 /* 7 days: SigV4's own limit for pre-signed URLs */
-#define GRANT_KEY_MAX LEDGER_KEY_MAX
+#define GRANT_REQ_ID_MAX        128   /* the device's correlation id: 1..128 printable ASCII */
+#define GRANT_NAME_IN_MAX       1024  /* names longer than this (bytes) are refused */
+#define GRANT_SAFE_NAME_MAX     200   /* sanitised names are cut to this many bytes */
+#define GRANT_CONTENT_TYPE_MAX  127
+#define GRANT_SIZE_MAX          (UINT64_C(1) << 53) /* the largest integer a JSON double holds exactly */
+#define GRANT_SHA256_HEX_LEN    64
+#define GRANT_SHA256_B64_LEN    44
+#define GRANT_ID_LEN            28 /* "g_" + 26 Crockford base32 characters */
+#define GRANT_DEVICE_MAX        128
+#define GRANT_REJECT_MSG_MAX    200
+#define GRANT_EXPIRY_CAP_S      604800 /* 7 days: SigV4's own limit for pre-signed URLs */
+#define GRANT_KEY_MAX           LEDGER_KEY_MAX
 
 /* Rejection codes. The names (grant_reject_code_str) are part of the
  * protocol and never change; new codes are only appended. */
 typedef enum grant_reject_code {
-    GRANT_REJECT_NONE = 0,             /* "None": not a rejection */
-    GRANT_REJECT_MALFORMED_JSON,       /* "MalformedJson" */
-    GRANT_REJECT_MESSAGE_TOO_LARGE,    /* "MessageTooLarge" */
-    GRANT_REJECT_DUPLICATE_KEY,        /* "DuplicateKey" */
-    GRANT_REJECT_MISSING_FIELD,        /* "MissingField" */
-    GRANT_REJECT_INVALID_FIELD,        /* "InvalidField" */
-    GRANT_REJECT_UNKNOWN_FIELD,        /* "UnknownField" */
-    GRANT_REJECT_UNSAFE_NAME,          /* "UnsafeName" */
-    GRANT_REJECT_TOO_LARGE,            /* "TooLarge" */
-    GRANT_REJECT_CONTENT_TYPE,         /* "ContentTypeNotAllowed" */
-    GRANT_REJECT_QUOTA_EXCEEDED,       /* "QuotaExceeded" */
-    GRANT_REJECT_RATE_LIMITED,         /* "RateLimited" */
-    GRANT_REJECT_TOO_MANY_OPEN_GRANTS, /* "TooManyOpenGrants" */
-    GRANT_REJECT_DEVICE_DISABLED,      /* "DeviceDisabled" */
+    GRANT_REJECT_NONE = 0,               /* "None": not a rejection */
+    GRANT_REJECT_MALFORMED_JSON,         /* "MalformedJson" */
+    GRANT_REJECT_MESSAGE_TOO_LARGE,      /* "MessageTooLarge" */
+    GRANT_REJECT_DUPLICATE_KEY,          /* "DuplicateKey" */
+    GRANT_REJECT_MISSING_FIELD,          /* "MissingField" */
+    GRANT_REJECT_INVALID_FIELD,          /* "InvalidField" */
+    GRANT_REJECT_UNKNOWN_FIELD,          /* "UnknownField" */
+    GRANT_REJECT_UNSAFE_NAME,            /* "UnsafeName" */
+    GRANT_REJECT_TOO_LARGE,              /* "TooLarge" */
+    GRANT_REJECT_CONTENT_TYPE,           /* "ContentTypeNotAllowed" */
+    GRANT_REJECT_QUOTA_EXCEEDED,         /* "QuotaExceeded" */
+    GRANT_REJECT_RATE_LIMITED,           /* "RateLimited" */
+    GRANT_REJECT_TOO_MANY_OPEN_GRANTS,   /* "TooManyOpenGrants" */
+    GRANT_REJECT_DEVICE_DISABLED,        /* "DeviceDisabled" */
     GRANT_REJECT_INVALID_RESPONSE_TOPIC, /* "InvalidResponseTopic" */
-    GRANT_REJECT_INTERNAL,             /* "Internal" */
+    GRANT_REJECT_INTERNAL,               /* "Internal" */
     GRANT_REJECT__COUNT
 } grant_reject_code;
 
@@ -80,9 +80,8 @@ typedef struct grant_rejection {
 void grant_rejection_init(grant_rejection *rej, const char *id);
 /* Sets code and message (printf-style, truncated to fit) and keeps the id.
  * Callers must not pass device bytes as arguments. */
-__attribute__((format(printf, 3, 4))) void grant_reject(grant_rejection *rej,
-                                                        grant_reject_code code,
-                                                        const char *fmt, ...);
+__attribute__((format(printf, 3, 4))) void
+grant_reject(grant_rejection *rej, grant_reject_code code, const char *fmt, ...);
 /* {"type":"rejected","id":…,"code":…,"message":…} as a malloc'ed string
  * the caller frees. */
 __attribute__((warn_unused_result)) ferry_err grant_rejection_json(const grant_rejection *rej,
@@ -115,9 +114,8 @@ typedef struct grant_request {
  * (code, safe message, the id when it was readable and valid), *out
  * untouched. FERRY_ERR_NOMEM: rej says Internal.
  */
-__attribute__((warn_unused_result)) ferry_err grant_request_parse(const char *msg, size_t msg_len,
-                                                                  grant_request *out,
-                                                                  grant_rejection *rej);
+__attribute__((warn_unused_result)) ferry_err
+grant_request_parse(const char *msg, size_t msg_len, grant_request *out, grant_rejection *rej);
 
 /*
  * Sanitises a device-supplied name (len bytes, may contain NUL) into a key
@@ -135,9 +133,8 @@ __attribute__((warn_unused_result)) ferry_err grant_request_parse(const char *ms
  *     an extension of up to 16 bytes.
  * On FERRY_OK only out is written; on refusal only *reason (may be NULL).
  */
-__attribute__((warn_unused_result)) ferry_err grant_safe_name(const char *name, size_t len,
-                                                              char *out, size_t out_size,
-                                                              const char **reason);
+__attribute__((warn_unused_result)) ferry_err
+grant_safe_name(const char *name, size_t len, char *out, size_t out_size, const char **reason);
 
 /* A device id usable as the first key component and topic level: 1..128
  * bytes of ASCII letters, digits, ".-_", not starting with '.', no "..". */
@@ -179,9 +176,8 @@ int64_t grant_policy_expiry_s(const grant_policy *p, uint64_t size);
  * (ContentTypeNotAllowed). FERRY_OK when allowed; FERRY_ERR_DENIED with rej
  * filled (id taken from req) when not.
  */
-__attribute__((warn_unused_result)) ferry_err grant_policy_check(const grant_policy *p,
-                                                                 const grant_request *req,
-                                                                 grant_rejection *rej);
+__attribute__((warn_unused_result)) ferry_err
+grant_policy_check(const grant_policy *p, const grant_request *req, grant_rejection *rej);
 /* Whether content_type (lower-case type/subtype) matches one of the
  * comma-separated patterns. A pattern is "type/subtype" (exact), "type/"
  * followed by a star (any subtype of type), or a star, slash, star (any);
@@ -209,9 +205,9 @@ void grant_rate_limiter_free(grant_rate_limiter *rl);
  * rate_per_s <= 0 means unlimited (always allowed, nothing tracked).
  * now_ns: a monotonic clock (ferry_time_mono_ns). */
 __attribute__((warn_unused_result)) ferry_err grant_rate_take(grant_rate_limiter *rl,
-                                                              const char *device,
-                                                              double rate_per_s, double burst,
-                                                              int64_t now_ns, bool *allowed);
+                                                              const char *device, double rate_per_s,
+                                                              double burst, int64_t now_ns,
+                                                              bool *allowed);
 /* Devices currently tracked (for tests and status). */
 size_t grant_rate_limiter_count(grant_rate_limiter *rl);
 

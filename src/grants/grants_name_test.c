@@ -30,7 +30,7 @@ static const name_case name_cases[] = {
     {"\xc5\x81\xc3\xb3\x64\xc5\xba.png", 0, "\xc5\x81\xc3\xb3\x64\xc5\xba.png"}, /* Łódź */
     {"\xe6\x97\xa5\xe6\x9c\xac", 0, "\xe6\x97\xa5\xe6\x9c\xac"},                 /* 日本 */
     {"\xf0\x9f\x98\x80", 0, "\xf0\x9f\x98\x80"},                                 /* emoji */
-    {"\xd0\x90", 0, "\xd0\x90"}, /* Cyrillic A, a two-byte boundary case */
+    {"\xd0\x90", 0, "\xd0\x90"},         /* Cyrillic A, a two-byte boundary case */
     {"\xef\xbf\xbd", 0, "\xef\xbf\xbd"}, /* U+FFFD is a visible character */
     /* Replaced by '_'. */
     {".bashrc", 0, "_bashrc"},
@@ -40,17 +40,37 @@ static const name_case name_cases[] = {
     {"%2e%2e%2f", 0, "_2e_2e_2f"},
     {"a+b=c&d#e", 0, "a_b_c_d_e"},
     {"~user'", 0, "_user_"},
-    {"a\xc2\xa0" "b", 0, "a_b"},        /* no-break space */
-    {"a\xe2\x80\x8b" "b", 0, "a_b"},    /* zero-width space */
-    {"a\xe2\x80\xae" "b", 0, "a_b"},    /* right-to-left override */
-    {"\xef\xbb\xbf" "a", 0, "_a"},      /* BOM */
-    {"a\xe2\x81\x84" "b", 0, "a_b"},    /* fraction slash */
-    {"a\xef\xbc\x8f" "b", 0, "a_b"},    /* fullwidth solidus */
-    {"\xe2\x80\xa5" "x", 0, "_x"},      /* two-dot leader */
-    {"a\xee\x80\x80" "b", 0, "a_b"},    /* private use U+E000 */
-    {"a\xef\xbf\xbe" "b", 0, "a_b"},    /* noncharacter U+FFFE */
-    {"a\xf3\xa0\x80\x81" "b", 0, "a_b"}, /* tag U+E0001 */
-    {"a\xf4\x8f\xbf\xbf", 0, "a_"},      /* U+10FFFF */
+    {"a\xc2\xa0"
+     "b",
+     0, "a_b"}, /* no-break space */
+    {"a\xe2\x80\x8b"
+     "b",
+     0, "a_b"}, /* zero-width space */
+    {"a\xe2\x80\xae"
+     "b",
+     0, "a_b"}, /* right-to-left override */
+    {"\xef\xbb\xbf"
+     "a",
+     0, "_a"}, /* BOM */
+    {"a\xe2\x81\x84"
+     "b",
+     0, "a_b"}, /* fraction slash */
+    {"a\xef\xbc\x8f"
+     "b",
+     0, "a_b"}, /* fullwidth solidus */
+    {"\xe2\x80\xa5"
+     "x",
+     0, "_x"}, /* two-dot leader */
+    {"a\xee\x80\x80"
+     "b",
+     0, "a_b"}, /* private use U+E000 */
+    {"a\xef\xbf\xbe"
+     "b",
+     0, "a_b"}, /* noncharacter U+FFFE */
+    {"a\xf3\xa0\x80\x81"
+     "b",
+     0, "a_b"},                     /* tag U+E0001 */
+    {"a\xf4\x8f\xbf\xbf", 0, "a_"}, /* U+10FFFF */
     /* Refused: the acceptance list. */
     {"../x", 0, NULL},
     {"a/b", 0, NULL},
@@ -73,18 +93,18 @@ static const name_case name_cases[] = {
     {"a\xc2\x85", 0, NULL}, /* NEL, C1 */
     {"a\xc2\x9f", 0, NULL}, /* C1 */
     /* Refused: invalid UTF-8. */
-    {"\xc0\xaf", 0, NULL},                 /* overlong '/' */
-    {"\xc1\xbf", 0, NULL},                 /* overlong */
-    {"\xe0\x80\xaf", 0, NULL},             /* overlong 3-byte '/' */
-    {"\xf0\x80\x80\xaf", 0, NULL},         /* overlong 4-byte '/' */
-    {"\xed\xa0\x80", 0, NULL},             /* surrogate U+D800 */
-    {"\xed\xbf\xbf", 0, NULL},             /* surrogate U+DFFF */
-    {"\xf4\x90\x80\x80", 0, NULL},         /* U+110000 */
-    {"\xf5\x80\x80\x80", 0, NULL},         /* lead byte F5 */
+    {"\xc0\xaf", 0, NULL},         /* overlong '/' */
+    {"\xc1\xbf", 0, NULL},         /* overlong */
+    {"\xe0\x80\xaf", 0, NULL},     /* overlong 3-byte '/' */
+    {"\xf0\x80\x80\xaf", 0, NULL}, /* overlong 4-byte '/' */
+    {"\xed\xa0\x80", 0, NULL},     /* surrogate U+D800 */
+    {"\xed\xbf\xbf", 0, NULL},     /* surrogate U+DFFF */
+    {"\xf4\x90\x80\x80", 0, NULL}, /* U+110000 */
+    {"\xf5\x80\x80\x80", 0, NULL}, /* lead byte F5 */
     {"\xff", 0, NULL},
-    {"\x80", 0, NULL},                     /* stray continuation */
-    {"a\xe6\x97", 0, NULL},                /* truncated */
-    {"\xf0\x9f\x98", 0, NULL},             /* truncated 4-byte */
+    {"\x80", 0, NULL},         /* stray continuation */
+    {"a\xe6\x97", 0, NULL},    /* truncated */
+    {"\xf0\x9f\x98", 0, NULL}, /* truncated 4-byte */
 };
 
 static void test_name_table(void **state)
@@ -242,8 +262,8 @@ static void test_object_key(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_name_table),  cmocka_unit_test(test_name_lengths),
-        cmocka_unit_test(test_device_ids),  cmocka_unit_test(test_grant_ids),
+        cmocka_unit_test(test_name_table), cmocka_unit_test(test_name_lengths),
+        cmocka_unit_test(test_device_ids), cmocka_unit_test(test_grant_ids),
         cmocka_unit_test(test_object_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

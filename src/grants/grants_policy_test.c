@@ -131,8 +131,8 @@ static void test_policy_validate(void **state)
     snprintf(p.content_types, sizeof p.content_types, "image/*, audio/wav ,application/x-foo+json");
     assert_int_equal(grant_policy_validate(&p, &why), FERRY_OK);
 
-    static const char *const bad_types[] = {"", "image", "*/jpeg", "ima ge/*", "image/*,",
-                                            "a/b;c", "*"};
+    static const char *const bad_types[] = {"",         "image", "*/jpeg", "ima ge/*",
+                                            "image/*,", "a/b;c", "*"};
     for (size_t i = 0; i < sizeof bad_types / sizeof bad_types[0]; i++) {
         grant_policy_defaults(&p);
         snprintf(p.content_types, sizeof p.content_types, "%s", bad_types[i]);
@@ -391,10 +391,10 @@ static void test_build_and_ledger(void **state)
 
     assert_int_equal(grant_build(&p, &r, "bad/dev", "ingest", now, &g), FERRY_ERR_INVALID);
     assert_int_equal(grant_build(&p, &r, "dev", "", now, &g), FERRY_ERR_INVALID);
-    assert_int_equal(grant_build(&p, &r, "dev",
-                                 "a-bucket-name-that-is-longer-than-sixty-three-characters-in-all-x",
-                                 now, &g),
-                     FERRY_ERR_TOO_LARGE);
+    assert_int_equal(
+        grant_build(&p, &r, "dev",
+                    "a-bucket-name-that-is-longer-than-sixty-three-characters-in-all-x", now, &g),
+        FERRY_ERR_TOO_LARGE);
     ledger_close(l);
     static const char *const suffixes[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < 3; i++) {

@@ -31,10 +31,11 @@ static void test_valid_full(void **state)
     (void)state;
     grant_request req;
     grant_rejection rej;
-    const char *msg = "{\"id\": \"r-42\", \"name\": \"lung-2026-11-25.wav\", \"size\": 5242880,"
-                      " \"content_type\": \"Audio/WAV\","
-                      " \"sha256\": \"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855\","
-                      " \"method\": \"put\"}";
+    const char *msg =
+        "{\"id\": \"r-42\", \"name\": \"lung-2026-11-25.wav\", \"size\": 5242880,"
+        " \"content_type\": \"Audio/WAV\","
+        " \"sha256\": \"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855\","
+        " \"method\": \"put\"}";
     assert_int_equal(parse_str(msg, strlen(msg), &req, &rej), FERRY_OK);
     assert_string_equal(req.id, "r-42");
     assert_string_equal(req.name, "lung-2026-11-25.wav");
@@ -94,23 +95,22 @@ static const reject_case reject_cases[] = {
     {"id empty", "{\"id\":\"\",\"name\":\"a\"," REQ_TAIL, 0, GRANT_REJECT_INVALID_FIELD, false},
     {"id control", "{\"id\":\"r\\n1\",\"name\":\"a\"," REQ_TAIL, 0, GRANT_REJECT_INVALID_FIELD,
      false},
-    {"id non-ascii", "{\"id\":\"r\\u00e9\",\"name\":\"a\"," REQ_TAIL, 0,
-     GRANT_REJECT_INVALID_FIELD, false},
-    {"id invalid utf8", "{\"id\":\"r\xff\",\"name\":\"a\"," REQ_TAIL, 0,
-     GRANT_REJECT_INVALID_FIELD, false},
+    {"id non-ascii", "{\"id\":\"r\\u00e9\",\"name\":\"a\"," REQ_TAIL, 0, GRANT_REJECT_INVALID_FIELD,
+     false},
+    {"id invalid utf8", "{\"id\":\"r\xff\",\"name\":\"a\"," REQ_TAIL, 0, GRANT_REJECT_INVALID_FIELD,
+     false},
     {"unknown field", "{\"id\":\"r-1\",\"name\":\"a\",\"bucket\":\"x\"," REQ_TAIL, 0,
      GRANT_REJECT_UNKNOWN_FIELD, true},
     {"unknown key with NUL", "{\"id\":\"r-1\",\"na\\u0000me\":\"a\"," REQ_TAIL, 0,
      GRANT_REJECT_UNKNOWN_FIELD, false},
     {"missing name", "{\"id\":\"r-1\"," REQ_TAIL, 0, GRANT_REJECT_MISSING_FIELD, true},
     {"name number", "{\"id\":\"r-1\",\"name\":1," REQ_TAIL, 0, GRANT_REJECT_INVALID_FIELD, true},
-    {"name object", "{\"id\":\"r-1\",\"name\":{\"a\":[1]}," REQ_TAIL, 0,
-     GRANT_REJECT_INVALID_FIELD, true},
-    {"name ../x", "{\"id\":\"r-1\",\"name\":\"../x\"," REQ_TAIL, 0, GRANT_REJECT_UNSAFE_NAME,
+    {"name object", "{\"id\":\"r-1\",\"name\":{\"a\":[1]}," REQ_TAIL, 0, GRANT_REJECT_INVALID_FIELD,
      true},
+    {"name ../x", "{\"id\":\"r-1\",\"name\":\"../x\"," REQ_TAIL, 0, GRANT_REJECT_UNSAFE_NAME, true},
     {"name a/b", "{\"id\":\"r-1\",\"name\":\"a/b\"," REQ_TAIL, 0, GRANT_REJECT_UNSAFE_NAME, true},
-    {"name backslash", "{\"id\":\"r-1\",\"name\":\"a\\\\b\"," REQ_TAIL, 0,
-     GRANT_REJECT_UNSAFE_NAME, true},
+    {"name backslash", "{\"id\":\"r-1\",\"name\":\"a\\\\b\"," REQ_TAIL, 0, GRANT_REJECT_UNSAFE_NAME,
+     true},
     {"name NUL", "{\"id\":\"r-1\",\"name\":\"a\\u0000b\"," REQ_TAIL, 0, GRANT_REJECT_UNSAFE_NAME,
      true},
     {"name invalid utf8", "{\"id\":\"r-1\",\"name\":\"a\xc3\x28\"," REQ_TAIL, 0,
@@ -118,8 +118,7 @@ static const reject_case reject_cases[] = {
     {"name overlong", "{\"id\":\"r-1\",\"name\":\"\xc0\xaf\"," REQ_TAIL, 0,
      GRANT_REJECT_UNSAFE_NAME, true},
     {"name empty", "{\"id\":\"r-1\",\"name\":\"\"," REQ_TAIL, 0, GRANT_REJECT_UNSAFE_NAME, true},
-    {"name tab", "{\"id\":\"r-1\",\"name\":\"a\\tb\"," REQ_TAIL, 0, GRANT_REJECT_UNSAFE_NAME,
-     true},
+    {"name tab", "{\"id\":\"r-1\",\"name\":\"a\\tb\"," REQ_TAIL, 0, GRANT_REJECT_UNSAFE_NAME, true},
     {"missing size", "{\"id\":\"r-1\",\"name\":\"a\",\"content_type\":\"a/b\"}", 0,
      GRANT_REJECT_MISSING_FIELD, true},
     {"size zero", "{\"id\":\"r-1\",\"name\":\"a\",\"size\":0,\"content_type\":\"a/b\"}", 0,
@@ -136,8 +135,8 @@ static const reject_case reject_cases[] = {
      "{\"id\":\"r-1\",\"name\":\"a\",\"size\":9007199254740993,\"content_type\":\"a/b\"}", 0,
      GRANT_REJECT_INVALID_FIELD, true},
     {"size overflow",
-     "{\"id\":\"r-1\",\"name\":\"a\",\"size\":99999999999999999999999,\"content_type\":\"a/b\"}",
-     0, GRANT_REJECT_INVALID_FIELD, false},
+     "{\"id\":\"r-1\",\"name\":\"a\",\"size\":99999999999999999999999,\"content_type\":\"a/b\"}", 0,
+     GRANT_REJECT_INVALID_FIELD, false},
     {"missing content type", "{\"id\":\"r-1\",\"name\":\"a\",\"size\":1}", 0,
      GRANT_REJECT_MISSING_FIELD, true},
     {"content type no slash", "{\"id\":\"r-1\",\"name\":\"a\",\"size\":1,\"content_type\":\"ab\"}",
@@ -262,8 +261,8 @@ static void test_rejection_json(void **state)
     assert_false(rej.has_id);
     grant_reject(&rej, GRANT_REJECT_MALFORMED_JSON, "x");
     assert_int_equal(grant_rejection_json(&rej, &json), FERRY_OK);
-    assert_string_equal(json,
-                        "{\"type\":\"rejected\",\"id\":null,\"code\":\"MalformedJson\",\"message\":\"x\"}");
+    assert_string_equal(
+        json, "{\"type\":\"rejected\",\"id\":null,\"code\":\"MalformedJson\",\"message\":\"x\"}");
     free(json);
     /* Quotes in an id are escaped by the JSON encoder. */
     grant_rejection_init(&rej, "a\"b");
@@ -277,10 +276,22 @@ static void test_code_names(void **state)
 {
     (void)state;
     static const char *const expected[] = {
-        "None",           "MalformedJson",         "MessageTooLarge", "DuplicateKey",
-        "MissingField",   "InvalidField",          "UnknownField",    "UnsafeName",
-        "TooLarge",       "ContentTypeNotAllowed", "QuotaExceeded",   "RateLimited",
-        "TooManyOpenGrants", "DeviceDisabled",     "InvalidResponseTopic", "Internal",
+        "None",
+        "MalformedJson",
+        "MessageTooLarge",
+        "DuplicateKey",
+        "MissingField",
+        "InvalidField",
+        "UnknownField",
+        "UnsafeName",
+        "TooLarge",
+        "ContentTypeNotAllowed",
+        "QuotaExceeded",
+        "RateLimited",
+        "TooManyOpenGrants",
+        "DeviceDisabled",
+        "InvalidResponseTopic",
+        "Internal",
     };
     assert_int_equal(sizeof expected / sizeof expected[0], GRANT_REJECT__COUNT);
     for (int i = 0; i < GRANT_REJECT__COUNT; i++)

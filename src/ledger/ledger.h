@@ -35,18 +35,18 @@
 
 #include "ferry/ferry_error.h"
 
-#define LEDGER_DEVICE_MAX 128       /* device id (the topic level, the certificate CN) */
-#define LEDGER_GRANT_ID_MAX 64      /* grant id ("g_" + 26 base32 today) */
-#define LEDGER_REQUEST_ID_MAX 128   /* the device's correlation id */
-#define LEDGER_KEY_MAX 512          /* object key */
-#define LEDGER_BUCKET_MAX 63        /* S3 bucket names are at most 63 bytes */
-#define LEDGER_METHOD_MAX 8         /* "PUT", "POST" */
-#define LEDGER_CONTENT_TYPE_MAX 127 /* RFC 6838: type/subtype, each <= 127 */
-#define LEDGER_SHA256_HEX_LEN 64
+#define LEDGER_DEVICE_MAX        128 /* device id (the topic level, the certificate CN) */
+#define LEDGER_GRANT_ID_MAX      64  /* grant id ("g_" + 26 base32 today) */
+#define LEDGER_REQUEST_ID_MAX    128 /* the device's correlation id */
+#define LEDGER_KEY_MAX           512 /* object key */
+#define LEDGER_BUCKET_MAX        63  /* S3 bucket names are at most 63 bytes */
+#define LEDGER_METHOD_MAX        8   /* "PUT", "POST" */
+#define LEDGER_CONTENT_TYPE_MAX  127 /* RFC 6838: type/subtype, each <= 127 */
+#define LEDGER_SHA256_HEX_LEN    64
 #define LEDGER_CONTENT_TYPES_MAX 1024 /* a device's list of allowed patterns */
-#define LEDGER_AUDIT_CODE_MAX 64
-#define LEDGER_AUDIT_DETAIL_MAX 512
-#define LEDGER_BUSY_TIMEOUT_MS 5000
+#define LEDGER_AUDIT_CODE_MAX    64
+#define LEDGER_AUDIT_DETAIL_MAX  512
+#define LEDGER_BUSY_TIMEOUT_MS   5000
 
 typedef struct ledger ledger;
 
@@ -144,9 +144,8 @@ __attribute__((warn_unused_result)) ferry_err ledger_schema_version(ledger *l, i
 __attribute__((warn_unused_result)) ferry_err ledger_device_get(ledger *l, const char *device,
                                                                 ledger_device *out);
 /* Inserts or replaces the device's overrides (created_at kept on update). */
-__attribute__((warn_unused_result)) ferry_err ledger_device_upsert(ledger *l,
-                                                                   const ledger_device *dev,
-                                                                   int64_t now);
+__attribute__((warn_unused_result)) ferry_err
+ledger_device_upsert(ledger *l, const ledger_device *dev, int64_t now);
 
 /* Grants of device in state issued whose expires_at is after now. */
 __attribute__((warn_unused_result)) ferry_err ledger_open_grants(ledger *l, const char *device,
@@ -156,9 +155,8 @@ __attribute__((warn_unused_result)) ferry_err ledger_open_grants(ledger *l, cons
  * issued at or after day_start that are used, or issued and not yet expired
  * at now. Revoked and expired (never used) grants give their bytes back.
  */
-__attribute__((warn_unused_result)) ferry_err ledger_bytes_since(ledger *l, const char *device,
-                                                                 int64_t day_start, int64_t now,
-                                                                 uint64_t *out);
+__attribute__((warn_unused_result)) ferry_err
+ledger_bytes_since(ledger *l, const char *device, int64_t day_start, int64_t now, uint64_t *out);
 
 /*
  * In one write transaction (BEGIN IMMEDIATE): creates the device row if
@@ -175,12 +173,12 @@ __attribute__((warn_unused_result)) ferry_err ledger_grant_insert(ledger *l, con
 
 /* One grant of a batch (ledger_grant_insert_batch). */
 typedef struct ledger_insert {
-    const ledger_grant *grant;    /* in */
-    const ledger_limits *limits;  /* in; NULL: no limits */
-    const char *detail;           /* in; may be NULL */
-    ledger_verdict verdict;       /* out, meaningful when err is FERRY_OK */
-    ferry_err err;                /* out: FERRY_OK, or this item's own error
-                                     (FERRY_ERR_EXISTS, _INVALID, _TOO_LARGE) */
+    const ledger_grant *grant;   /* in */
+    const ledger_limits *limits; /* in; NULL: no limits */
+    const char *detail;          /* in; may be NULL */
+    ledger_verdict verdict;      /* out, meaningful when err is FERRY_OK */
+    ferry_err err;               /* out: FERRY_OK, or this item's own error
+                                    (FERRY_ERR_EXISTS, _INVALID, _TOO_LARGE) */
 } ledger_insert;
 
 /*
@@ -194,9 +192,8 @@ typedef struct ledger_insert {
  * committed (every item's err and verdict are then set); any other return
  * means nothing at all was written and the items' outputs are unspecified.
  */
-__attribute__((warn_unused_result)) ferry_err ledger_grant_insert_batch(ledger *l,
-                                                                        ledger_insert *items,
-                                                                        size_t n);
+__attribute__((warn_unused_result)) ferry_err
+ledger_grant_insert_batch(ledger *l, ledger_insert *items, size_t n);
 
 /* Records a refused request in the audit log: outcome "refused", code is the
  * protocol's rejection code name, detail the message sent. request_id may be
@@ -216,9 +213,8 @@ __attribute__((warn_unused_result)) ferry_err ledger_grant_get(ledger *l, const 
  * grant is already used or revoked (or another caller won the race);
  * FERRY_ERR_EXPIRED if it expired; FERRY_ERR_NOT_FOUND if unknown.
  */
-__attribute__((warn_unused_result)) ferry_err ledger_grant_mark_used(ledger *l,
-                                                                     const char *grant_id,
-                                                                     int64_t now);
+__attribute__((warn_unused_result)) ferry_err
+ledger_grant_mark_used(ledger *l, const char *grant_id, int64_t now);
 /* Compare-and-set issued -> revoked, with an audit row (outcome "revoked").
  * FERRY_ERR_CONFLICT if the grant is no longer issued, FERRY_ERR_NOT_FOUND
  * if unknown. */

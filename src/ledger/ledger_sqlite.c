@@ -159,9 +159,8 @@ static const char *const stmt_sql[ST__COUNT] = {
                   " WHERE state = 'issued' AND expires_at <= ?1",
     [ST_AUDIT_LIST_ALL] = "SELECT seq, at, device, request_id, grant_id, outcome, code, detail"
                           " FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    [ST_AUDIT_LIST_DEVICE] =
-        "SELECT seq, at, device, request_id, grant_id, outcome, code, detail"
-        " FROM audit WHERE device = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
+    [ST_AUDIT_LIST_DEVICE] = "SELECT seq, at, device, request_id, grant_id, outcome, code, detail"
+                             " FROM audit WHERE device = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
 };
 
 typedef struct sqlite_ledger {
@@ -591,9 +590,8 @@ static ferry_err audit_insert(sqlite_ledger *s, int64_t at, const char *device,
  * its audit row. *verdict is set when FERRY_OK is returned. On
  * FERRY_ERR_EXISTS only the failed INSERT statement was undone (SQLite
  * aborts the statement, not the transaction), so a batch can go on. */
-static ferry_err insert_locked(sqlite_ledger *s, const ledger_grant *g,
-                               const ledger_limits *limits, const char *detail,
-                               ledger_verdict *verdict)
+static ferry_err insert_locked(sqlite_ledger *s, const ledger_grant *g, const ledger_limits *limits,
+                               const char *detail, ledger_verdict *verdict)
 {
     sqlite3_stmt *st;
     ferry_err err;
