@@ -34,7 +34,8 @@ int main(int argc, char **argv)
     if (s == NULL)
         return 1;
     static const sigv4_kv headers[] = {{"Content-Type", "audio/wav"}};
-    char path[256];
+    char path[] = "/ingest/dev-001/2026/11/25/g_000000000000-lung.wav";
+    const size_t digits = strlen("/ingest/dev-001/2026/11/25/g_");
     ferry_buf url;
     ferry_buf_init(&url, 8192);
     double rates[100];
@@ -46,8 +47,11 @@ int main(int argc, char **argv)
         do {
             /* Check the clock every 1,000 URLs so timing costs nothing. */
             for (int k = 0; k < 1000; k++, n++) {
-                snprintf(path, sizeof path, "/ingest/dev-001/2026/11/25/g_%012llu-lung.wav",
-                         (unsigned long long)n);
+                /* The counter into the key's 12 digits, without printf: the
+                 * bench measures signing, not formatting. */
+                uint64_t v = n;
+                for (size_t d = 12; d-- > 0; v /= 10)
+                    path[digits + d] = (char)('0' + v % 10);
                 sigv4_presign_params p = {.method = "PUT",
                                           .endpoint = "https://store.example.com:8443",
                                           .path = path,

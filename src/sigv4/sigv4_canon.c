@@ -23,6 +23,39 @@
 static const char hexdigits_upper[] = "0123456789ABCDEF";
 static const char hexdigits_lower[] = "0123456789abcdef";
 
+/* Bytes that stay as they are in a URI-encoded query value (1) and, in
+ * addition, in a path (2: '/'). A table because this is the hot loop of
+ * pre-signing. */
+static const unsigned char keep_table[256] = {
+    ['-'] = 3, ['.'] = 3, ['_'] = 3, ['~'] = 3, ['/'] = 2,
+    ['0'] = 3, ['1'] = 3, ['2'] = 3, ['3'] = 3, ['4'] = 3, ['5'] = 3, ['6'] = 3, ['7'] = 3,
+    ['8'] = 3, ['9'] = 3,
+    ['A'] = 3, ['B'] = 3, ['C'] = 3, ['D'] = 3, ['E'] = 3, ['F'] = 3, ['G'] = 3, ['H'] = 3,
+    ['I'] = 3, ['J'] = 3, ['K'] = 3, ['L'] = 3, ['M'] = 3, ['N'] = 3, ['O'] = 3, ['P'] = 3,
+    ['Q'] = 3, ['R'] = 3, ['S'] = 3, ['T'] = 3, ['U'] = 3, ['V'] = 3, ['W'] = 3, ['X'] = 3,
+    ['Y'] = 3, ['Z'] = 3,
+    ['a'] = 3, ['b'] = 3, ['c'] = 3, ['d'] = 3, ['e'] = 3, ['f'] = 3, ['g'] = 3, ['h'] = 3,
+    ['i'] = 3, ['j'] = 3, ['k'] = 3, ['l'] = 3, ['m'] = 3, ['n'] = 3, ['o'] = 3, ['p'] = 3,
+    ['q'] = 3, ['r'] = 3, ['s'] = 3, ['t'] = 3, ['u'] = 3, ['v'] = 3, ['w'] = 3, ['x'] = 3,
+    ['y'] = 3, ['z'] = 3,
+};
+
+char *sigv4__put_encoded(char *w, const char *s, size_t len, bool keep_slash)
+{
+    const unsigned char mask = keep_slash ? 2 : 1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (keep_table[c] & mask) {
+            *w++ = (char)c;
+        } else {
+            *w++ = '%';
+            *w++ = hexdigits_upper[c >> 4];
+            *w++ = hexdigits_upper[c & 15];
+        }
+    }
+    return w;
+}
+
 ferry_err sigv4__uri_encode(ferry_buf *out, const char *s, size_t len, bool keep_slash)
 {
     /* Worst case every byte triples; reserve once so the loop cannot fail. */
@@ -31,17 +64,7 @@ ferry_err sigv4__uri_encode(ferry_buf *out, const char *s, size_t len, bool keep
     ferry_err err = ferry_buf_reserve(out, len * 3);
     if (err)
         return err;
-    char *p = out->data + out->len;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (sigv4__unreserved(c) || (keep_slash && c == '/')) {
-            *p++ = (char)c;
-        } else {
-            *p++ = '%';
-            *p++ = hexdigits_upper[c >> 4];
-            *p++ = hexdigits_upper[c & 15];
-        }
-    }
+    char *p = sigv4__put_encoded(out->data + out->len, s, len, keep_slash);
     out->len = (size_t)(p - out->data);
     out->data[out->len] = '\0';
     return FERRY_OK;
@@ -149,29 +172,34 @@ static bool is_space(unsigned char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-ferry_err sigv4__append_trimmed(ferry_buf *out, const char *v, size_t len)
+char *sigv4__put_trimmed(char *w, const char *v, size_t len)
 {
     size_t start = 0, end = len;
     while (start < end && is_space((unsigned char)v[start]))
         start++;
     while (end > start && is_space((unsigned char)v[end - 1]))
         end--;
-    ferry_err err = ferry_buf_reserve(out, end - start);
-    if (err)
-        return err;
-    char *p = out->data + out->len;
     bool in_space = false;
     for (size_t i = start; i < end; i++) {
         unsigned char c = (unsigned char)v[i];
         if (is_space(c)) {
             if (!in_space)
-                *p++ = ' ';
+                *w++ = ' ';
             in_space = true;
         } else {
-            *p++ = (char)c;
+            *w++ = (char)c;
             in_space = false;
         }
     }
+    return w;
+}
+
+ferry_err sigv4__append_trimmed(ferry_buf *out, const char *v, size_t len)
+{
+    ferry_err err = ferry_buf_reserve(out, len);
+    if (err)
+        return err;
+    char *p = sigv4__put_trimmed(out->data + out->len, v, len);
     out->len = (size_t)(p - out->data);
     out->data[out->len] = '\0';
     return FERRY_OK;
@@ -203,12 +231,14 @@ bool sigv4__iprefix(const char *s, const char *prefix)
 
 bool sigv4__is_token(const char *s, size_t len)
 {
-    static const char separators[] = "()<>@,;:\\\"/[]?={} \t";
+    /* RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits and letters. */
     if (len == 0)
         return false;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c <= 32 || c >= 127 || strchr(separators, c) != NULL)
+        if (!(keep_table[c] & 1) && strchr("!#$%&'*+^`|", c) == NULL)
+            return false;
+        if (c == '\0')
             return false;
     }
     return true;

@@ -27,6 +27,9 @@ static inline bool sigv4__unreserved(unsigned char c)
  * keep_slash, everything else as %XX with upper-case hex. */
 ferry_err sigv4__uri_encode(ferry_buf *out, const char *s, size_t len, bool keep_slash);
 
+/* The same, written at w (room for 3 * len bytes); returns the new end. */
+char *sigv4__put_encoded(char *w, const char *s, size_t len, bool keep_slash);
+
 /* Percent-decodes s[0..len) into out; FERRY_ERR_INVALID for a bad escape or
  * a NUL byte (decoded or raw). '+' stays '+'. */
 ferry_err sigv4__uri_decode(ferry_buf *out, const char *s, size_t len);
@@ -49,6 +52,9 @@ ferry_err sigv4__derive_key(const char *secret, const char *date, const char *re
 /* Trims a header value and folds runs of spaces/tabs/newlines into one
  * space, appending the result. */
 ferry_err sigv4__append_trimmed(ferry_buf *out, const char *v, size_t len);
+
+/* The same, written at w (room for len bytes); returns the new end. */
+char *sigv4__put_trimmed(char *w, const char *v, size_t len);
 
 /* Case-insensitive ASCII comparison helpers. */
 bool sigv4__ieq(const char *a, const char *b);

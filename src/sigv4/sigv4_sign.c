@@ -7,10 +7,10 @@
  *   are fixed per signer, so the cache holds the key of one date. When the
  *   date changes the old key and the HMAC states derived from it are wiped
  *   before the new ones are written.
- * - The HMAC with the cached key is computed from two precomputed SHA-256
- *   states (key XOR ipad, key XOR opad), so a signature costs two SHA-256
- *   continuations instead of a full HMAC set-up; that, and reusing the
- *   signer's buffers, is what makes pre-signing fast (see bench/presign).
+ * - The HMAC with the cached key is computed from the two precomputed pad
+ *   blocks (key XOR ipad, key XOR opad) on one reused digest context: no
+ *   allocation, no HMAC set-up per signature. That, reused buffers and no
+ *   printf on the hot path make pre-signing fast (see bench/presign).
  * - Pre-signing never fails half-way with visible effects: url_out grows
  *   only on success.
  * - Not thread-safe (the cache and the scratch buffers are mutable): one
@@ -36,12 +36,14 @@ struct sigv4_signer {
     char *secret;
     char *region;
     char *service;
-    char *cred_enc; /* access key id URI-encoded, for X-Amz-Credential */
+    char *cred_enc; /* "akid%2F" ... as in X-Amz-Credential: the access key,
+                       then (after the date) region and service, URI-encoded */
+    char *scope_enc; /* "region%2Fservice%2Faws4_request", URI-encoded */
 
     EVP_MD *md;
-    EVP_MD_CTX *work;     /* scratch digest context */
-    EVP_MD_CTX *key_ipad; /* SHA-256 state after (key ^ ipad) */
-    EVP_MD_CTX *key_opad; /* SHA-256 state after (key ^ opad) */
+    EVP_MD_CTX *work;          /* digest context, re-initialised per use */
+    unsigned char ipad[64];    /* key ^ 0x36.. : secret, wiped with the key */
+    unsigned char opad[64];    /* key ^ 0x5c.. */
     bool have_key;
     char key_date[FERRY_AMZ_DATE_LEN + 1];
     unsigned char key[32];
@@ -50,6 +52,13 @@ struct sigv4_signer {
     ferry_buf query;   /* canonical query string, reused */
     ferry_buf scratch; /* encoded values awaiting sorting, reused */
 };
+
+/* memcpy that returns the end, for assembling fixed-size strings. */
+static char *put(char *w, const char *s, size_t n)
+{
+    memcpy(w, s, n);
+    return w + n;
+}
 
 static char *dup_str(const char *s)
 {
@@ -69,15 +78,16 @@ void sigv4_signer_free(sigv4_signer *signer)
         free(signer->secret);
     }
     OPENSSL_cleanse(signer->key, sizeof signer->key);
-    /* EVP_MD_CTX_free cleanses the digest state, which holds key material. */
-    EVP_MD_CTX_free(signer->key_ipad);
-    EVP_MD_CTX_free(signer->key_opad);
+    OPENSSL_cleanse(signer->ipad, sizeof signer->ipad);
+    OPENSSL_cleanse(signer->opad, sizeof signer->opad);
+    /* EVP_MD_CTX_free cleanses the digest state, which held key material. */
     EVP_MD_CTX_free(signer->work);
     EVP_MD_free(signer->md);
     free(signer->access_key_id);
     free(signer->region);
     free(signer->service);
     free(signer->cred_enc);
+    free(signer->scope_enc);
     ferry_buf_cleanup(&signer->creq);
     ferry_buf_cleanup(&signer->query);
     ferry_buf_cleanup(&signer->scratch);
@@ -106,14 +116,18 @@ sigv4_signer *sigv4_signer_new(const char *access_key_id, const char *secret, co
     s->service = dup_str(service);
     s->md = EVP_MD_fetch(NULL, "SHA256", NULL);
     s->work = EVP_MD_CTX_new();
-    s->key_ipad = EVP_MD_CTX_new();
-    s->key_opad = EVP_MD_CTX_new();
     if (sigv4__uri_encode(&enc, access_key_id, strlen(access_key_id), false) == FERRY_OK)
         s->cred_enc = ferry_buf_detach(&enc);
+    ferry_buf_init(&enc, (SIGV4_MAX_REGION_LEN + SIGV4_MAX_SERVICE_LEN) * 3 + 32);
+    if (sigv4__uri_encode(&enc, region, strlen(region), false) == FERRY_OK &&
+        ferry_buf_append_str(&enc, "%2F") == FERRY_OK &&
+        sigv4__uri_encode(&enc, service, strlen(service), false) == FERRY_OK &&
+        ferry_buf_append_str(&enc, "%2Faws4_request") == FERRY_OK)
+        s->scope_enc = ferry_buf_detach(&enc);
     ferry_buf_cleanup(&enc);
     if (s->access_key_id == NULL || s->secret == NULL || s->region == NULL ||
-        s->service == NULL || s->md == NULL || s->work == NULL || s->key_ipad == NULL ||
-        s->key_opad == NULL || s->cred_enc == NULL) {
+        s->service == NULL || s->md == NULL || s->work == NULL || s->cred_enc == NULL ||
+        s->scope_enc == NULL) {
         sigv4_signer_free(s);
         return NULL;
     }
@@ -123,45 +137,50 @@ sigv4_signer *sigv4_signer_new(const char *access_key_id, const char *secret, co
 /* Makes sure the cached key is the one for date (8 chars). */
 static ferry_err signer_key_for(sigv4_signer *s, const char *date)
 {
-    ferry_err err = FERRY_OK;
-    unsigned char pad[64];
+    ferry_err err;
     if (s->have_key && memcmp(s->key_date, date, FERRY_AMZ_DATE_LEN) == 0)
         return FERRY_OK;
     /* Wipe the old key before anything else: a failure below must not
      * leave a stale key usable either. */
     s->have_key = false;
     OPENSSL_cleanse(s->key, sizeof s->key);
+    OPENSSL_cleanse(s->ipad, sizeof s->ipad);
+    OPENSSL_cleanse(s->opad, sizeof s->opad);
     if ((err = sigv4__derive_key(s->secret, date, s->region, s->service, s->key)))
-        goto out;
-    for (int k = 0; k < 2; k++) {
-        EVP_MD_CTX *ctx = k == 0 ? s->key_ipad : s->key_opad;
-        unsigned char x = k == 0 ? 0x36 : 0x5c;
-        memset(pad, x, sizeof pad);
-        for (size_t i = 0; i < sizeof s->key; i++)
-            pad[i] = (unsigned char)(s->key[i] ^ x);
-        /* Re-initialising resets (and cleanses) the previous state. */
-        if (!EVP_DigestInit_ex(ctx, s->md, NULL) || !EVP_DigestUpdate(ctx, pad, sizeof pad)) {
-            err = FERRY_ERR_CRYPTO;
-            goto out;
-        }
+        return err;
+    memset(s->ipad, 0x36, sizeof s->ipad);
+    memset(s->opad, 0x5c, sizeof s->opad);
+    for (size_t i = 0; i < sizeof s->key; i++) {
+        s->ipad[i] ^= s->key[i];
+        s->opad[i] ^= s->key[i];
     }
     memcpy(s->key_date, date, FERRY_AMZ_DATE_LEN);
     s->key_date[FERRY_AMZ_DATE_LEN] = '\0';
     s->have_key = true;
-out:
-    OPENSSL_cleanse(pad, sizeof pad);
-    if (err)
-        OPENSSL_cleanse(s->key, sizeof s->key);
-    return err;
+    return FERRY_OK;
 }
 
-/* HMAC-SHA256(cached key, msg) as hex. */
+/* Starts a SHA-256 on the signer's context. The first time fetches the
+ * implementation; after that, passing NULL re-initialises the same digest,
+ * which lets OpenSSL keep its context instead of freeing and allocating
+ * one per hash. */
+static int digest_init(sigv4_signer *s)
+{
+    if (EVP_MD_CTX_get0_md(s->work) == NULL)
+        return EVP_DigestInit_ex2(s->work, s->md, NULL);
+    return EVP_DigestInit_ex2(s->work, NULL, NULL);
+}
+
+/* HMAC-SHA256(cached key, msg) as hex (RFC 2104 over the cached pads). */
 static ferry_err signer_mac_hex(sigv4_signer *s, const char *msg, size_t len, char out[65])
 {
     unsigned char inner[32], mac[32];
     unsigned int n = 0;
-    if (!EVP_MD_CTX_copy_ex(s->work, s->key_ipad) || !EVP_DigestUpdate(s->work, msg, len) ||
-        !EVP_DigestFinal_ex(s->work, inner, &n) || !EVP_MD_CTX_copy_ex(s->work, s->key_opad) ||
+    if (!digest_init(s) ||
+        !EVP_DigestUpdate(s->work, s->ipad, sizeof s->ipad) ||
+        !EVP_DigestUpdate(s->work, msg, len) || !EVP_DigestFinal_ex(s->work, inner, &n) ||
+        !digest_init(s) ||
+        !EVP_DigestUpdate(s->work, s->opad, sizeof s->opad) ||
         !EVP_DigestUpdate(s->work, inner, sizeof inner) || !EVP_DigestFinal_ex(s->work, mac, &n))
         return FERRY_ERR_CRYPTO;
     sigv4__hex(mac, sizeof mac, out);
@@ -172,7 +191,7 @@ static ferry_err signer_sha256_hex(sigv4_signer *s, const char *msg, size_t len,
 {
     unsigned char md[32];
     unsigned int n = 0;
-    if (!EVP_DigestInit_ex(s->work, s->md, NULL) || !EVP_DigestUpdate(s->work, msg, len) ||
+    if (!digest_init(s) || !EVP_DigestUpdate(s->work, msg, len) ||
         !EVP_DigestFinal_ex(s->work, md, &n))
         return FERRY_ERR_CRYPTO;
     sigv4__hex(md, sizeof md, out);
@@ -248,6 +267,20 @@ static ferry_err parse_endpoint(const char *endpoint, size_t *base_len, char *ho
     return FERRY_OK;
 }
 
+/* Writes v (>= 0) in decimal; returns the length. No NUL. */
+static size_t format_decimal(char out[24], int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 static bool reserved_query_name(const char *name)
 {
     static const char *const reserved[] = {
@@ -276,7 +309,8 @@ static bool value_ok(const char *v)
 /* A caller header, lower-cased, for sorting. */
 typedef struct hdr_ref {
     char name[128];
-    size_t idx;
+    size_t idx;       /* index in the caller's array; SIZE_MAX for host */
+    size_t value_len; /* raw value length */
 } hdr_ref;
 
 static int cmp_hdr_ref(const void *pa, const void *pb)
@@ -301,7 +335,7 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
     char amz_date[FERRY_AMZ_DATETIME_LEN + 1];
     char date[FERRY_AMZ_DATE_LEN + 1];
     char hash[65], sig[65];
-    char sts[256];
+    char sts[64 + SIGV4_MAX_REGION_LEN + SIGV4_MAX_SERVICE_LEN + 64 + 16];
     size_t base_len = 0;
     hdr_ref hdrs[33];
     size_t n_hdrs = p->n_headers;
@@ -336,7 +370,16 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
     memcpy(hdrs[n_hdrs].name, "host", 5);
     hdrs[n_hdrs].idx = SIZE_MAX;
     n_hdrs++;
-    qsort(hdrs, n_hdrs, sizeof hdrs[0], cmp_hdr_ref);
+    /* Insertion sort: a handful of headers, and no allocation. */
+    for (size_t i = 1; i < n_hdrs; i++) {
+        hdr_ref cur = hdrs[i];
+        size_t j = i;
+        while (j > 0 && cmp_hdr_ref(&hdrs[j - 1], &cur) > 0) {
+            hdrs[j] = hdrs[j - 1];
+            j--;
+        }
+        hdrs[j] = cur;
+    }
 
     ferry_time_amz_datetime(now, amz_date);
     memcpy(date, amz_date, FERRY_AMZ_DATE_LEN);
@@ -360,12 +403,20 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
     size_t sh_len = sc->len;
 
     /* The auth parameters, already in sorted order among themselves. */
-    if ((err = ferry_buf_appendf(q,
-                                 "X-Amz-Algorithm=" SIGV4_ALGORITHM "&X-Amz-Credential=%s%%2F%s"
-                                 "%%2F%s%%2F%s%%2Faws4_request&X-Amz-Date=%s&X-Amz-Expires=%lld"
-                                 "&X-Amz-SignedHeaders=",
-                                 s->cred_enc, date, s->region, s->service, amz_date,
-                                 (long long)p->expires_s)) ||
+    char expires[24];
+    size_t expires_len = format_decimal(expires, p->expires_s);
+    if ((err = ferry_buf_append(q, "X-Amz-Algorithm=" SIGV4_ALGORITHM "&X-Amz-Credential=",
+                                sizeof("X-Amz-Algorithm=" SIGV4_ALGORITHM "&X-Amz-Credential=") -
+                                    1)) ||
+        (err = ferry_buf_append_str(q, s->cred_enc)) ||
+        (err = ferry_buf_append(q, "%2F", 3)) ||
+        (err = ferry_buf_append(q, date, FERRY_AMZ_DATE_LEN)) ||
+        (err = ferry_buf_append(q, "%2F", 3)) || (err = ferry_buf_append_str(q, s->scope_enc)) ||
+        (err = ferry_buf_append(q, "&X-Amz-Date=", 12)) ||
+        (err = ferry_buf_append(q, amz_date, FERRY_AMZ_DATETIME_LEN)) ||
+        (err = ferry_buf_append(q, "&X-Amz-Expires=", 15)) ||
+        (err = ferry_buf_append(q, expires, expires_len)) ||
+        (err = ferry_buf_append(q, "&X-Amz-SignedHeaders=", 21)) ||
         (err = ferry_buf_append(q, sc->data, sh_len)))
         goto out;
 
@@ -438,52 +489,67 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
         }
     }
 
-    /* The canonical request. */
-    size_t path_off;
-    if ((err = ferry_buf_append_str(c, p->method)) || (err = ferry_buf_append_byte(c, '\n')))
+    /* The canonical request, written in place after one reservation: the
+     * bound is generous (every path byte may triple; header values only
+     * shrink when trimmed). */
+    size_t method_len = strlen(p->method), path_raw = strlen(p->path);
+    size_t need = method_len + 1 + 3 * path_raw + 1 + q->len + 2 + sizeof SIGV4_UNSIGNED_PAYLOAD;
+    for (size_t i = 0; i < n_hdrs; i++) {
+        size_t vlen = hdrs[i].idx == SIZE_MAX ? strlen(host) : strlen(p->headers[hdrs[i].idx].value);
+        hdrs[i].value_len = vlen;
+        need += 2 * strlen(hdrs[i].name) + vlen + 3;
+    }
+    if ((err = ferry_buf_reserve(c, need)))
         goto out;
-    path_off = c->len;
-    if ((err = sigv4__uri_encode(c, p->path, strlen(p->path), true)))
-        goto out;
-    size_t path_len = c->len - path_off;
-    if ((err = ferry_buf_append_byte(c, '\n')) || (err = ferry_buf_append(c, q->data, q->len)))
-        goto out;
+    char *w = c->data;
+    w = put(w, p->method, method_len);
+    *w++ = '\n';
+    char *path_enc = w;
+    w = sigv4__put_encoded(w, p->path, path_raw, true);
+    size_t path_len = (size_t)(w - path_enc);
+    *w++ = '\n';
+    w = put(w, q->data, q->len);
     for (size_t i = 0; i < n_hdrs; i++) {
         const char *v = hdrs[i].idx == SIZE_MAX ? host : p->headers[hdrs[i].idx].value;
-        bool dup = i > 0 && strcmp(hdrs[i].name, hdrs[i - 1].name) == 0;
-        if (dup) {
-            if ((err = ferry_buf_append_byte(c, ',')))
-                goto out;
-        } else if ((err = ferry_buf_append_byte(c, '\n')) ||
-                   (err = ferry_buf_append_str(c, hdrs[i].name)) ||
-                   (err = ferry_buf_append_byte(c, ':'))) {
-            goto out;
+        if (i > 0 && strcmp(hdrs[i].name, hdrs[i - 1].name) == 0) {
+            *w++ = ','; /* a repeated header: values joined in order */
+        } else {
+            *w++ = '\n';
+            w = put(w, hdrs[i].name, strlen(hdrs[i].name));
+            *w++ = ':';
         }
-        if ((err = sigv4__append_trimmed(c, v, strlen(v))))
-            goto out;
+        w = sigv4__put_trimmed(w, v, hdrs[i].value_len);
     }
-    if ((err = ferry_buf_append(c, "\n\n", 2)))
-        goto out;
+    *w++ = '\n';
+    *w++ = '\n';
     for (size_t i = 0; i < n_hdrs; i++) {
         if (i > 0 && strcmp(hdrs[i].name, hdrs[i - 1].name) == 0)
             continue;
-        if ((i > 0 && (err = ferry_buf_append_byte(c, ';'))) ||
-            (err = ferry_buf_append_str(c, hdrs[i].name)))
-            goto out;
+        if (i > 0)
+            *w++ = ';';
+        w = put(w, hdrs[i].name, strlen(hdrs[i].name));
     }
-    if ((err = ferry_buf_append(c, "\n" SIGV4_UNSIGNED_PAYLOAD,
-                                sizeof SIGV4_UNSIGNED_PAYLOAD)))
-        goto out;
+    *w++ = '\n';
+    w = put(w, SIGV4_UNSIGNED_PAYLOAD, sizeof SIGV4_UNSIGNED_PAYLOAD - 1);
+    c->len = (size_t)(w - c->data);
+    c->data[c->len] = '\0';
 
     if ((err = signer_sha256_hex(s, c->data, c->len, hash)))
         goto out;
-    int sts_len = snprintf(sts, sizeof sts, SIGV4_ALGORITHM "\n%s\n%s/%s/%s/aws4_request\n%s",
-                           amz_date, date, s->region, s->service, hash);
-    if (sts_len < 0 || (size_t)sts_len >= sizeof sts) {
-        err = FERRY_ERR_INTERNAL;
-        goto out;
-    }
-    if ((err = signer_mac_hex(s, sts, (size_t)sts_len, sig)))
+    /* The string to sign, assembled by hand: this is the hot path. Its
+     * parts are bounded (region and service by SIGV4_MAX_*_LEN). */
+    w = sts;
+    w = put(w, SIGV4_ALGORITHM "\n", sizeof SIGV4_ALGORITHM);
+    w = put(w, amz_date, FERRY_AMZ_DATETIME_LEN);
+    w = put(w, "\n", 1);
+    w = put(w, date, FERRY_AMZ_DATE_LEN);
+    w = put(w, "/", 1);
+    w = put(w, s->region, strlen(s->region));
+    w = put(w, "/", 1);
+    w = put(w, s->service, strlen(s->service));
+    w = put(w, "/aws4_request\n", 14);
+    w = put(w, hash, 64);
+    if ((err = signer_mac_hex(s, sts, (size_t)(w - sts), sig)))
         goto out;
 
     /* The URL: endpoint, encoded path, the canonical query and the
@@ -491,7 +557,7 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
     if ((err = ferry_buf_reserve(url_out, base_len + path_len + q->len + 18 + 64 + 1)))
         goto out;
     if ((err = ferry_buf_append(url_out, p->endpoint, base_len)) ||
-        (err = ferry_buf_append(url_out, c->data + path_off, path_len)) ||
+        (err = ferry_buf_append(url_out, path_enc, path_len)) ||
         (err = ferry_buf_append_byte(url_out, '?')) ||
         (err = ferry_buf_append(url_out, q->data, q->len)) ||
         (err = ferry_buf_append(url_out, "&X-Amz-Signature=", 17)) ||
