@@ -85,7 +85,7 @@ static bool has_line(const char *text, const char *line)
 
 static void test_defaults(void **state)
 {
-    char err[512], line[PATH_MAX + 32], real[PATH_MAX];
+    char err[512], line[PATH_MAX + 64], real[PATH_MAX];
     (void)state;
     broker_config_options o = {.out_dir = dir, .pki_dir = dir, .port = 18883,
                                .bind_address = "127.0.0.1", .prefix = "ferry"};

@@ -687,16 +687,17 @@ out:
  * do not undo the revocation, which is already in the CRL. */
 static void retire_files(const char *dir, const pki_index_entry *e)
 {
-    char from[PATH_MAX], to[PATH_MAX], rel[PATH_MAX], stem[PATH_MAX];
+    /* Names are at most 64 bytes, so "devices/NAME.key" fits in 96. */
+    char from[PATH_MAX], to[PATH_MAX], rel[128], stem[96];
     client_stem(stem, sizeof stem, e->name);
-    snprintf(rel, sizeof rel, "%s.pem", stem);
-    if (pki_path(from, sizeof from, dir, rel) != FERRY_OK)
+    int n = snprintf(rel, sizeof rel, "%s.pem", stem);
+    if (n < 0 || (size_t)n >= sizeof rel || pki_path(from, sizeof from, dir, rel) != FERRY_OK)
         return;
-    snprintf(rel, sizeof rel, "revoked/%s.pem", e->serial);
-    if (pki_path(to, sizeof to, dir, rel) == FERRY_OK)
+    n = snprintf(rel, sizeof rel, "revoked/%s.pem", e->serial);
+    if (n > 0 && (size_t)n < sizeof rel && pki_path(to, sizeof to, dir, rel) == FERRY_OK)
         rename(from, to);
-    snprintf(rel, sizeof rel, "%s.key", stem);
-    if (pki_path(from, sizeof from, dir, rel) == FERRY_OK)
+    n = snprintf(rel, sizeof rel, "%s.key", stem);
+    if (n > 0 && (size_t)n < sizeof rel && pki_path(from, sizeof from, dir, rel) == FERRY_OK)
         unlink(from);
 }
 
