@@ -49,8 +49,12 @@ static const ferry_cfg_option options[] = {
      WEEK_MS, NULL, 0,
      "MQTT 5 session expiry: how long the broker keeps ferryd's subscription and queued "
      "requests while ferryd is away."},
-    {"broker", "share_group", FERRY_CFG_STRING, S(broker_share_group), "ferryd", 1, 64, NULL, 0,
-     "Shared-subscription group: ferryd instances in one group split the requests."},
+    {"broker", "share_group", FERRY_CFG_STRING, S(broker_share_group), "ferryd", 0, 64, NULL, 0,
+     "Shared-subscription group: ferryd instances in one group split the requests. Empty: a "
+     "plain subscription, for a single ferryd. Mosquitto 2.0 restores plain subscriptions "
+     "from its persistence file after a restart but not shared ones, so only a plain "
+     "subscription also keeps requests published between a broker restart and ferryd's "
+     "reconnect (see docs/operations.md)."},
 
     {"store", "kind", FERRY_CFG_ENUM, S(store_kind), "embedded", 0, 0, "embedded|external", 0,
      "`embedded`: Ferry's own store (enforces single use and revocation). `external`: any "

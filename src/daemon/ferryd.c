@@ -160,8 +160,11 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         goto out;
     }
 
-    snprintf(subscription, sizeof subscription, "$share/%s/%s/+/upload/request",
-             cfg->broker_share_group, cfg->prefix);
+    if (cfg->broker_share_group[0] != '\0')
+        snprintf(subscription, sizeof subscription, "$share/%s/%s/+/upload/request",
+                 cfg->broker_share_group, cfg->prefix);
+    else
+        snprintf(subscription, sizeof subscription, "%s/+/upload/request", cfg->prefix);
     const char *subs[] = {subscription};
     static const broker_protocol protocols[] = {BROKER_PROTOCOL_AUTO, BROKER_PROTOCOL_V5,
                                                 BROKER_PROTOCOL_V311};
