@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# bench grants: request -> grant round trip over a real Mosquitto with mutual
+# TLS on loopback, ferryd against a bare echo responder on the same broker.
+# Usage: bench/grants/run.sh BUILD_DIR   (scripts/bench.sh passes the release build)
+# Each measurement runs RUNS times; the medians are reported.
+set -euo pipefail
+build=$(cd "$1" && pwd)
+RUNS=${RUNS:-3}
+SECONDS_1=${SECONDS_1:-4}
+SECONDS_100=${SECONDS_100:-6}
+DEVICES=${DEVICES:-100}
+ferryctl=$build/cmd/ferryctl/ferryctl
+ferryd=$build/cmd/ferryd/ferryd
+bench=$build/bench/grants/ferry_bench_grants
+tmp=$(mktemp -d /tmp/ferry-bench-grants-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { # wait_for SECONDS COMMAND...
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "bench grants: timed out waiting for: $*" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+
+"$ferryctl" pki init "$tmp/pki" >/dev/null
+for i in $(seq 0 $((DEVICES - 1))); do "$ferryctl" pki issue "$tmp/pki" "bench-$i" >/dev/null; done
+port=$(free_port)
+user_args=()
+[ "$(id -u)" -eq 0 ] && user_args=(--user root)
+"$ferryctl" broker-config "$tmp/broker" --pki "$tmp/pki" --bind 127.0.0.1 --port "$port" \
+  "${user_args[@]}" >/dev/null
+mosquitto -c "$tmp/broker/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
+pids+=($!)
+wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
+
+client() { # client DEVICES SECONDS -> "p50 p99 per_s"
+  "$bench" client --port "$port" --ca "$tmp/pki/ca.pem" --pki "$tmp/pki" --devices "$1" \
+    --seconds "$2" | sed -E 's/.*p50_us=([0-9]+) p99_us=([0-9]+) per_s=([0-9]+).*/\1 \2 \3/'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+measure() { # measure LABEL -> sets LABEL_{p50,p99,per_s}_{1,N}
+  local label=$1 runs1=() runsN=()
+  for r in $(seq "$RUNS"); do
+    runs1+=("$(client 1 "$SECONDS_1")")
+    runsN+=("$(client "$DEVICES" "$SECONDS_100")")
+  done
+  for i in 1 2 3; do
+    local name=(x p50 p99 per_s)
+    eval "${label}_${name[$i]}_1=$(printf '%s\n' "${runs1[@]}" | cut -d' ' -f$i | median)"
+    eval "${label}_${name[$i]}_N=$(printf '%s\n' "${runsN[@]}" | cut -d' ' -f$i | median)"
+  done
+  for r in "${runs1[@]}"; do echo "  $label 1 device:   p50_us p99_us per_s = $r" >&2; done
+  for r in "${runsN[@]}"; do echo "  $label $DEVICES devices: p50_us p99_us per_s = $r" >&2; done
+}
+
+# 1. The floor: a bare echo responder with ferryd's identity and subscription.
+"$bench" echo --port "$port" --ca "$tmp/pki/ca.pem" --cert "$tmp/pki/ferryd.pem" \
+  --key "$tmp/pki/ferryd.key" 2>"$tmp/echo.log" &
+echo_pid=$!
+pids+=($echo_pid)
+wait_for 10 grep -q running "$tmp/echo.log"
+sleep 0.5
+measure echo
+kill "$echo_pid"; wait "$echo_pid" 2>/dev/null || true
+
+# 2. ferryd: parse, policy, sign, ledger insert (SQLite), answer. No limits
+# that would refuse the load (rates and open grants unlimited).
+umask 077
+echo "bench-secret-key" >"$tmp/secret"
+cat >"$tmp/ferryd.ini" <<INI
+[ferryd]
+log_level = info
+ledger = $tmp/ledger.db
+[broker]
+port = $port
+cafile = $tmp/pki/ca.pem
+certfile = $tmp/pki/ferryd.pem
+keyfile = $tmp/pki/ferryd.key
+client_id = ferryd
+[store]
+endpoint = https://127.0.0.1:9443
+secret_key_file = $tmp/secret
+[policy]
+content_types = */*
+max_open_grants = 0
+rate_per_minute = 0
+daily_quota = 0
+INI
+"$ferryd" -c "$tmp/ferryd.ini" 2>"$tmp/ferryd.log" &
+ferryd_pid=$!
+pids+=($ferryd_pid)
+wait_for 10 grep -q event=broker.connected "$tmp/ferryd.log"
+sleep 0.5
+measure ferry
+kill "$ferryd_pid"; wait "$ferryd_pid" 2>/dev/null || true
+grants=$(grep -c event=grant.issued "$tmp/ferryd.log" || true)
+echo "  ferryd issued $grants grants; ledger $(du -h "$tmp/ledger.db" | cut -f1)" >&2
+
+ratio=$(awk -v a="$ferry_p50_1" -v b="$echo_p50_1" 'BEGIN {printf "%.2f", a / b}')
+ratio_N=$(awk -v a="$ferry_p50_N" -v b="$echo_p50_N" 'BEGIN {printf "%.2f", a / b}')
+echo "bench grants: p50_us=$ferry_p50_1 p99_us=$ferry_p99_1 echo_p50_us=$echo_p50_1" \
+  "echo_p99_us=$echo_p99_1 ratio=$ratio grants_per_s=$ferry_per_s_N" \
+  "p50_${DEVICES}dev_us=$ferry_p50_N p99_${DEVICES}dev_us=$ferry_p99_N" \
+  "echo_p50_${DEVICES}dev_us=$echo_p50_N echo_p99_${DEVICES}dev_us=$echo_p99_N" \
+  "ratio_${DEVICES}dev=$ratio_N echo_per_s=$echo_per_s_N"
