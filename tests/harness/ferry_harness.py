@@ -23,6 +23,11 @@ Usage, as a context manager::
 or as a unittest fixture: subclass ``HarnessTestCase`` (one harness per test
 class, ``self.h``) and end the file with ``ferry_harness.main()``.
 
+The broker makes each certificate's CN the MQTT client id, so two clients
+with one identity replace each other: ``ferryd_client()`` while a real ferryd
+runs would cut that ferryd off. Give an observer its own identity with
+``h.add_ferryd("ferryd-observer")`` and ``h.ferryd_client(identity=...)``.
+
 Every process is started through ``Process`` and stopped by its PID: when the
 ``with`` block ends (also on an exception or a failed assertion), in
 tearDownClass, and, as a last safety net, at interpreter exit and on SIGTERM.
@@ -614,10 +619,6 @@ class Harness:
         self.broker.start(ready=self._probe, timeout=20)
         return self.broker
 
-    def reload(self):
-        """SIGHUP: Mosquitto rereads its configuration, ACL and CRL."""
-        self.broker.signal(signal.SIGHUP)
-
     # --- clients and other processes -------------------------------------
     def client(self, cert=None, key=None, protocol=MQTT5, ca=None, **kw):
         c = MqttClient(self.port, ca or self.ca, cert, key, protocol=protocol, **kw)
@@ -641,7 +642,13 @@ class Harness:
         self.ferryctl("pki", "ferryd", self.pki, name)
         self._write_broker_config()
         self.reload()
-        wait_until(lambda: self.broker.log_text().count("Reloading config") >= 1,
+
+    def reload(self):
+        """SIGHUP: Mosquitto rereads its configuration, ACL and CRL. Returns
+        once the broker has logged the reload."""
+        before = self.broker.log_text().count("Reloading config")
+        self.broker.signal(signal.SIGHUP)
+        wait_until(lambda: self.broker.log_text().count("Reloading config") > before,
                    what="broker reload")
 
     def start_process(self, argv, ready=None, name=None, env=None, cwd=None, timeout=20.0):
