@@ -10,6 +10,7 @@
  */
 #include "pki.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -396,6 +397,10 @@ static ferry_err check_server_names(const pki_init_options *opts, char *err, siz
             ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                  c == '-' || c == '.' || c == ':' || (c == '*' && j == 0 && s[1] == '.');
         }
+        /* A colon only in an IPv6 address; "host:8883" is a mistake. */
+        unsigned char addr[16];
+        if (ok && strchr(s, ':') != NULL && inet_pton(AF_INET6, s, addr) != 1)
+            ok = false;
         if (!ok) {
             snprintf(err, err_size, "--name '%.64s': not a host name or IP address", s);
             return FERRY_ERR_INVALID;

@@ -130,8 +130,9 @@ static int verify(const char *dir, X509 *cert, int purpose, bool with_crl)
 
 static void init_pki(fixture *f)
 {
-    static const char *const names[] = {"ferry.example.org", "192.0.2.7"};
-    pki_init_options opts = {PKI_DEFAULT_DAYS, names, 2};
+    static const char *const names[] = {"ferry.example.org", "192.0.2.7", "fd00::7",
+                                        "*.fleet.example"};
+    pki_init_options opts = {PKI_DEFAULT_DAYS, names, 4};
     assert_int_equal(pki_init(f->dir, &opts, f->err, sizeof f->err), FERRY_OK);
 }
 
@@ -211,6 +212,8 @@ static void test_init_chain_and_modes(void **state)
     assert_int_equal(X509_check_ip_asc(broker, "127.0.0.1", 0), 1);
     assert_int_equal(X509_check_ip_asc(broker, "::1", 0), 1);
     assert_int_equal(X509_check_ip_asc(store, "192.0.2.7", 0), 1);
+    assert_int_equal(X509_check_ip_asc(broker, "fd00::7", 0), 1);
+    assert_int_equal(X509_check_host(broker, "gw1.fleet.example", 0, 0, NULL), 1);
     assert_int_equal(X509_check_host(broker, "evil.example.org", 0, 0, NULL), 0);
 
     char cn[65];
@@ -234,9 +237,12 @@ static void test_init_chain_and_modes(void **state)
 static void test_init_rejects_bad_options(void **state)
 {
     fixture *f = *state;
-    static const char *const bad_names[] = {"host,IP:10.0.0.1"};
-    pki_init_options opts = {PKI_DEFAULT_DAYS, bad_names, 1};
-    assert_int_equal(pki_init(f->dir, &opts, f->err, sizeof f->err), FERRY_ERR_INVALID);
+    static const char *const bad_names[] = {"host,IP:10.0.0.1", "host:8883", "a b", "",
+                                            "x*.example.org", "DNS:evil"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+        pki_init_options opts = {PKI_DEFAULT_DAYS, &bad_names[i], 1};
+        assert_int_equal(pki_init(f->dir, &opts, f->err, sizeof f->err), FERRY_ERR_INVALID);
+    }
     pki_init_options zero_days = {0, NULL, 0};
     assert_int_equal(pki_init(f->dir, &zero_days, f->err, sizeof f->err), FERRY_ERR_RANGE);
     assert_false(exists(f->dir, "ca.pem"));
