@@ -93,13 +93,14 @@ max_open_grants = 0
 rate_per_minute = 0
 daily_quota = 0
 INI
-"$ferryd" -c "$tmp/ferryd.ini" 2>"$tmp/ferryd.log" &
+# FERRYD_WRAP="perf record -e cpu-clock -g -o /tmp/ferryd.perf" profiles ferryd.
+${FERRYD_WRAP:-} "$ferryd" -c "$tmp/ferryd.ini" 2>"$tmp/ferryd.log" &
 ferryd_pid=$!
 pids+=($ferryd_pid)
 wait_for 10 grep -q event=broker.connected "$tmp/ferryd.log"
 sleep 0.5
 measure ferry
-kill "$ferryd_pid"; wait "$ferryd_pid" 2>/dev/null || true
+kill -INT "$ferryd_pid"; wait "$ferryd_pid" 2>/dev/null || true
 grants=$(grep -c event=grant.issued "$tmp/ferryd.log" || true)
 echo "  ferryd issued $grants grants; ledger $(du -h "$tmp/ledger.db" | cut -f1)" >&2
 

@@ -16,6 +16,11 @@ static const ferry_cfg_option options[] = {
      0, "Least severe level that is logged (to stderr, as key=value lines)."},
     {"ferryd", "ledger", FERRY_CFG_STRING, S(ledger), "ferry-ledger.db", 1, 1024, NULL, 0,
      "The ledger: a SQLite file path (or `sqlite:PATH`). Created and migrated at start-up."},
+    {"ferryd", "ledger_sync", FERRY_CFG_ENUM, S(ledger_sync), "normal", 0, 0, "normal|full", 0,
+     "How grant records reach the disk. `normal`: no fsync per grant; a crash of ferryd loses "
+     "nothing, a power failure may lose the newest grants (their URLs are then refused by the "
+     "embedded store and the device asks again). `full`: an fsync per grant (milliseconds on "
+     "most disks)."},
     {"ferryd", "prefix", FERRY_CFG_STRING, S(prefix), "ferry", 1, 64, NULL, 0,
      "First topic level of every Ferry topic (`<prefix>/<device>/upload/request`)."},
     {"ferryd", "expire_interval", FERRY_CFG_DURATION, S(expire_interval_ms), "30s", 1000,

@@ -24,6 +24,7 @@ typedef struct daemon_config {
     /* [ferryd] */
     int log_level; /* ferry_log_level */
     char *ledger;
+    int ledger_sync; /* 0 normal, 1 full */
     char *prefix;
     int64_t expire_interval_ms;
     int64_t shutdown_timeout_ms;

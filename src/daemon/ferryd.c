@@ -133,6 +133,9 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
     }
     result = ledger_open(cfg->ledger, &service_ledger);
     if (result == FERRY_OK)
+        result = ledger_set_sync(service_ledger,
+                                 cfg->ledger_sync == 1 ? LEDGER_SYNC_FULL : LEDGER_SYNC_NORMAL);
+    if (result == FERRY_OK)
         result = ledger_open(cfg->ledger, &sweep_ledger);
     if (result) {
         log_error("ledger.open_failed", "ledger=%s error=\"%s\"", cfg->ledger,

@@ -72,6 +72,13 @@ out:
     return err;
 }
 
+ferry_err ledger_set_sync(ledger *l, ledger_sync mode)
+{
+    if (l == NULL || (mode != LEDGER_SYNC_FULL && mode != LEDGER_SYNC_NORMAL))
+        return FERRY_ERR_INVALID;
+    return l->ops->set_sync(l->impl, mode);
+}
+
 void ledger_close(ledger *l)
 {
     if (l == NULL)

@@ -134,6 +134,22 @@ typedef enum ledger_verdict {
 __attribute__((warn_unused_result)) ferry_err ledger_open(const char *url, ledger **out);
 /* Safe on NULL. */
 void ledger_close(ledger *l);
+
+/* How commits reach the disk. FULL (the default of ledger_open): every
+ * commit is fsynced before it returns. NORMAL: commits go to the write-ahead
+ * log without an fsync; they survive a crash of the process (the log is in
+ * the OS's cache) but the last ones may be lost if the machine itself loses
+ * power. ferryd issues grants with NORMAL by default, because an fsync per
+ * grant (milliseconds on ordinary disks) would dominate a request's round
+ * trip, and a grant lost that way costs only a new request: its URL is then
+ * unknown to the embedded store. Records that stand for stored data are
+ * written with FULL. */
+typedef enum ledger_sync {
+    LEDGER_SYNC_FULL = 0,
+    LEDGER_SYNC_NORMAL,
+} ledger_sync;
+
+__attribute__((warn_unused_result)) ferry_err ledger_set_sync(ledger *l, ledger_sync mode);
 /* Name of the backend ("sqlite"). */
 const char *ledger_backend(const ledger *l);
 /* The schema version the database is at. */

@@ -442,6 +442,16 @@ out:
     return err;
 }
 
+static ferry_err sq_set_sync(void *impl, ledger_sync mode)
+{
+    /* In WAL mode NORMAL syncs only at checkpoints: the database stays
+     * consistent after any crash, only the newest commits can be lost. */
+    return exec_sql(impl,
+                    mode == LEDGER_SYNC_NORMAL ? "PRAGMA synchronous = NORMAL"
+                                               : "PRAGMA synchronous = FULL",
+                    "synchronous");
+}
+
 static ferry_err sq_schema_version(void *impl, int64_t *out)
 {
     return pragma_int(impl, "PRAGMA user_version", out);
@@ -911,6 +921,7 @@ const ledger_ops ledger_sqlite_ops = {
     .open = sq_open,
     .close = sq_close,
     .schema_version = sq_schema_version,
+    .set_sync = sq_set_sync,
     .device_get = sq_device_get,
     .device_upsert = sq_device_upsert,
     .open_grants = sq_open_grants,
