@@ -39,6 +39,10 @@
 static const broker_topic device_topics[] = {
     {"upload/request", BROKER_DEVICE_WRITE},
     {"upload/response", BROKER_DEVICE_READ},
+    /* MQTT 5 Response Topics a device may choose for itself (e.g. one per
+     * session): ferryd answers on any topic under the device's own prefix,
+     * but the device can read only these. */
+    {"upload/response/#", BROKER_DEVICE_READ},
 };
 
 const broker_topic *broker_device_topics(size_t *count)

@@ -123,6 +123,7 @@ static void test_defaults(void **state)
     /* Exactly the table's rows for devices, and ferryd's block. */
     assert_true(has_line(acl, "pattern write ferry/%u/upload/request"));
     assert_true(has_line(acl, "pattern read ferry/%u/upload/response"));
+    assert_true(has_line(acl, "pattern read ferry/%u/upload/response/#"));
     assert_true(has_line(acl, "user ferryd"));
     assert_true(has_line(acl, "topic readwrite ferry/#"));
     size_t count = 0, patterns = 0;

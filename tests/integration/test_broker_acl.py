@@ -144,6 +144,28 @@ class BrokerAclTest(HarnessTestCase):
                 for c in (a, b, ferryd):
                     c.close()
 
+    def test_response_subtopics_are_the_devices_own(self):
+        # A device may name an MQTT 5 Response Topic below its response
+        # topic; only it can read there and only ferryd can write there.
+        for proto, label in PROTOCOLS:
+            with self.subTest(protocol=label):
+                topic = "ferry/dev-a/upload/response/session-9"
+                a = self.h.device_client("dev-a", protocol=proto).connect()
+                a.subscribe("ferry/dev-a/upload/response/#")
+                b = self.h.device_client("dev-b", protocol=proto).connect()
+                b.subscribe("ferry/dev-a/upload/response/#")
+                b.subscribe("ferry/+/upload/response/#")
+                ferryd = self.h.ferryd_client(protocol=proto).connect()
+                b.publish(topic, b"forged by b")
+                a.publish(topic, b"forged by a")
+                ferryd.publish(topic, b"from ferryd")
+                msg = a.expect_message()
+                self.assertEqual((msg.topic, msg.payload), (topic, b"from ferryd"))
+                a.expect_no_message(QUIET_S)
+                b.expect_no_message(0.1)
+                for c in (a, b, ferryd):
+                    c.close()
+
     def test_message_size_cap(self):
         a = self.h.device_client("dev-a").connect()
         a.subscribe("ferry/dev-a/upload/response")
