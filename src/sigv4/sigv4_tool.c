@@ -126,7 +126,9 @@ int main(void)
                            .n_headers = n,
                            .payload_hash = str(in, "payload_hash", NULL)};
         sigv4_verdict vd;
-        (void)sigv4_verify_request(&v, &r, now, &vd);
+        ferry_err err = sigv4_verify_request(&v, &r, now, &vd);
+        if (err != FERRY_OK && err != FERRY_ERR_AUTH)
+            fprintf(stderr, "sigv4_tool: verification failed: %s\n", ferry_err_str(err));
         out = verdict_json(&vd);
     } else if (strcmp(mode, "post") == 0) {
         sigv4_post_form pf = {.bucket = str(in, "bucket", ""),
@@ -134,7 +136,9 @@ int main(void)
                               .n_fields = pairs(in, "fields", f),
                               .content_length = (int64_t)num(in, "content_length", -1)};
         sigv4_verdict vd;
-        (void)sigv4_verify_post(&v, &pf, now, &vd);
+        ferry_err err = sigv4_verify_post(&v, &pf, now, &vd);
+        if (err != FERRY_OK && err != FERRY_ERR_AUTH)
+            fprintf(stderr, "sigv4_tool: verification failed: %s\n", ferry_err_str(err));
         out = verdict_json(&vd);
     } else if (strcmp(mode, "presign") == 0 || strcmp(mode, "form") == 0) {
         signer = sigv4_signer_new(str(in, "access_key", ""), str(in, "secret", ""), v.region,
