@@ -199,6 +199,43 @@ class Boto3Oracle(unittest.TestCase):
             self.assertNotEqual(r.returncode, 0, bad)
             self.assertEqual(r.stdout, b"")
 
+    def test_endpoints_match_boto3(self):
+        # The host header botocore signs: lower-cased, default port dropped,
+        # IPv6 in brackets. The URL keeps the endpoint as given.
+        for endpoint in ("http://[::1]:9000", "https://127.0.0.1:443", "https://s3.example.com",
+                         "http://Store.Example.COM:80", "http://127.0.0.1:8080/"):
+            with pinned_clock():
+                s3 = boto3.client(
+                    "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=AKID,
+                    aws_secret_access_key=SECRET,
+                    config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+                theirs = s3.generate_presigned_url(
+                    "put_object", Params={"Bucket": BUCKET, "Key": "a b"}, ExpiresIn=60)
+            argv = [ferryctl(), "presign", "--endpoint", endpoint, "--bucket", BUCKET, "--key",
+                    "a b", "--expires", "60", "--region", REGION, "--access-key", AKID,
+                    "--secret-key-file", self.secret_file, "--now", str(NOW)]
+            ours = subprocess.run(argv, capture_output=True, check=True,
+                                  timeout=60).stdout.decode().strip()
+            self.assertEqual(split_url(ours)[1:], split_url(theirs)[1:], endpoint)
+
+    def test_config_file(self):
+        conf = os.path.join(self.tmp.name, "ferryd.ini")
+        with open(conf, "w") as f:
+            f.write("[store]\naccess_key = %s\nsecret_key_file = %s\nregion = %s\n"
+                    % (AKID, self.secret_file, REGION))
+        argv = [ferryctl(), "presign", "--endpoint", ENDPOINT, "--bucket", BUCKET, "--key", "k",
+                "--config", conf, "--now", str(NOW)]
+        ours = subprocess.run(argv, capture_output=True, check=True,
+                              timeout=60).stdout.decode().strip()
+        self.assertEqual(split_url(ours)[2],
+                         split_url(self.boto3_presign("put_object", "k", {}))[2])
+        with open(conf, "w") as f:
+            f.write("[store]\naccess_key = %s\nbogus = 1\n" % AKID)
+        r = subprocess.run(argv, capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"bogus", r.stderr)
+        self.assertEqual(r.stdout, b"")
+
     def test_extra_query_params_match_boto3(self):
         # Extra signed query parameters go through the library (ferryctl has
         # no option for them): response-* overrides and versionId.
