@@ -402,8 +402,15 @@ ferry_err sigv4_verify_post(const sigv4_verifier *v, const sigv4_post_form *form
     for (size_t i = 0; i < pol->n; i++) {
         const policy_cond *c = &pol->conds[i];
         if (c->kind == COND_RANGE) {
-            vd->length_min = c->min;
-            vd->length_max = c->max;
+            /* Several ranges must all hold: keep their intersection (an
+             * empty one refuses every size). */
+            if (vd->length_max < 0) {
+                vd->length_min = c->min;
+                vd->length_max = c->max;
+            } else {
+                vd->length_min = c->min > vd->length_min ? c->min : vd->length_min;
+                vd->length_max = c->max < vd->length_max ? c->max : vd->length_max;
+            }
             continue;
         }
         /* The bucket is the one in the URL, not a form field. */

@@ -906,6 +906,21 @@ static void test_post(void **state)
         if (got != SIGV4_R_POLICY_JSON)
             fail_msg("policy %s: reason %s", bad_json[i], sigv4_reason_name(got));
     }
+    /* Two content-length-range conditions: both must hold. */
+    form_copy(up, tp);
+    sign_policy_json(&u, "{\"expiration\": \"2026-11-25T13:00:00Z\", \"conditions\": ["
+                         "[\"content-length-range\", 10, 100], [\"content-length-range\", 50, 500],"
+                         "{\"bucket\": \"ingest\"}, [\"starts-with\", \"$key\", \"\"],"
+                         "[\"starts-with\", \"$Content-Type\", \"audio/\"],"
+                         "[\"eq\", \"$x-amz-meta-device\", \"dev-001\"],"
+                         "{\"success_action_status\": \"201\"},"
+                         "{\"x-amz-algorithm\": \"AWS4-HMAC-SHA256\"},"
+                         "[\"starts-with\", \"$x-amz-credential\", \"AKIDEXAMPLE/\"],"
+                         "{\"x-amz-date\": \"20261125T120000Z\"}]}");
+    assert_reason(verify_f(&u, 50, NOW), SIGV4_R_OK);
+    assert_reason(verify_f(&u, 100, NOW), SIGV4_R_OK);
+    assert_reason(verify_f(&u, 49, NOW), SIGV4_R_ENTITY_TOO_SMALL);
+    assert_reason(verify_f(&u, 101, NOW), SIGV4_R_ENTITY_TOO_LARGE);
     /* A well-formed policy that does not cover a field. */
     form_copy(up, tp);
     sign_policy_json(&u, "{\"expiration\": \"2026-11-25T13:00:00.000Z\", \"conditions\": "
