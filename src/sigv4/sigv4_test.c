@@ -17,6 +17,7 @@
  * "service"; S3-specific rules (UNSIGNED-PAYLOAD, x-amz-content-sha256) are
  * covered by the tests after it and by the boto3 oracle.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -660,6 +661,36 @@ static void test_header_auth(void **state)
     assert_reason(verify_h(g, 6, "PUT", "/bucket/some%20key", "", NOW),
                   SIGV4_R_AUTH_HEADER_MALFORMED);
 
+    /* Every single character of the signature. */
+    char tampered[512];
+    const char *sigpos = strstr(authz.data, "Signature=") + 10;
+    for (size_t i = 0; i < 64; i++) {
+        memcpy(g, h, sizeof g);
+        snprintf(tampered, sizeof tampered, "%s", authz.data);
+        size_t at = (size_t)(sigpos - authz.data) + i;
+        tampered[at] = tampered[at] == 'a' ? 'b' : 'a';
+        g[4].value = tampered;
+        assert_reason(verify_h(g, 5, "PUT", "/bucket/some%20key", "", NOW),
+                      SIGV4_R_SIGNATURE_MISMATCH);
+    }
+    /* Access key, region, service, date in the credential. */
+    static const char *const scope_changes[][3] = {
+        {"AKIDEXAMPLE/", "AKIDNOBODY/", "UNKNOWN_ACCESS_KEY"},
+        {"AKIDEXAMPLE/", OTHER_AKID "/", "SIGNATURE_MISMATCH"},
+        {"/eu-west-1/", "/eu-west-2/", "WRONG_REGION"},
+        {"/s3/", "/sqs/", "WRONG_SERVICE"},
+        {"/20261125/", "/20261126/", "CREDENTIAL_DATE"},
+        {"/aws4_request", "/aws4_reqest", "CREDENTIAL_MALFORMED"},
+    };
+    for (size_t i = 0; i < sizeof scope_changes / sizeof scope_changes[0]; i++) {
+        memcpy(g, h, sizeof g);
+        snprintf(tampered, sizeof tampered, "%s", authz.data);
+        replace(tampered, sizeof tampered, scope_changes[i][0], scope_changes[i][1]);
+        g[4].value = tampered;
+        assert_string_equal(
+            sigv4_reason_name(verify_h(g, 5, "PUT", "/bucket/some%20key", "", NOW)),
+            scope_changes[i][2]);
+    }
     /* Malformed Authorization headers. */
     static const char *const bad[] = {
         "AWS4-HMAC-SHA256",
@@ -1008,6 +1039,51 @@ static void test_signer_args(void **state)
     sigv4_signer_free(s);
 }
 
+/* Signers on several threads at once, one each: no shared state, so every
+ * thread gets the URL a lone signer makes (run under ASan/UBSan in CI). */
+static void *thread_presign(void *arg)
+{
+    ferry_buf *url = arg;
+    sigv4_signer *s = sigv4_signer_new(AKID, SECRET, "eu-west-1", "s3");
+    sigv4_presign_params p = {.method = "PUT", .endpoint = "http://127.0.0.1:9000",
+                              .path = "/b/k", .expires_s = 60, .headers = put_headers,
+                              .n_headers = 2};
+    for (int i = 0; s != NULL && i < 2000; i++) {
+        ferry_buf_reset(url);
+        /* Alternate days so the key cache is replaced again and again. */
+        if (sigv4_presign(s, &p, NOW + (i % 2) * 86400, url) != FERRY_OK)
+            break;
+    }
+    sigv4_signer_free(s);
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    pthread_t th[4];
+    ferry_buf urls[4];
+    for (int i = 0; i < 4; i++) {
+        ferry_buf_init(&urls[i], 65536);
+        assert_int_equal(pthread_create(&th[i], NULL, thread_presign, &urls[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    ferry_buf lone;
+    ferry_buf_init(&lone, 65536);
+    sigv4_signer *s = sigv4_signer_new(AKID, SECRET, "eu-west-1", "s3");
+    sigv4_presign_params p = {.method = "PUT", .endpoint = "http://127.0.0.1:9000",
+                              .path = "/b/k", .expires_s = 60, .headers = put_headers,
+                              .n_headers = 2};
+    assert_int_equal(sigv4_presign(s, &p, NOW + 86400, &lone), FERRY_OK);
+    for (int i = 0; i < 4; i++) {
+        assert_string_equal(ferry_buf_str(&urls[i]), lone.data);
+        ferry_buf_cleanup(&urls[i]);
+    }
+    ferry_buf_cleanup(&lone);
+    sigv4_signer_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1016,7 +1092,7 @@ int main(void)
         cmocka_unit_test(test_expiry),           cmocka_unit_test(test_auth_params),
         cmocka_unit_test(test_credential_scope), cmocka_unit_test(test_header_auth),
         cmocka_unit_test(test_post),             cmocka_unit_test(test_reason_table),
-        cmocka_unit_test(test_signer_args),
+        cmocka_unit_test(test_signer_args),      cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
