@@ -98,7 +98,10 @@ typedef struct sigv4_post_params {
     bool key_is_prefix;      /* condition ["starts-with", "$key", key]; the key
                                 field is key + "${filename}" as S3 documents */
     int64_t expires_s;       /* SIGV4_MIN_EXPIRES_S .. SIGV4_MAX_EXPIRES_S */
-    int64_t length_min;      /* content-length-range, used when length_max > 0 */
+    /* content-length-range [length_min, length_max], always in the policy
+     * unless length_max is negative (no size limit: not recommended). A
+     * zeroed struct therefore allows only empty files: fail closed. */
+    int64_t length_min;
     int64_t length_max;
     const char *content_type; /* exact Content-Type condition and field; NULL: none */
     const sigv4_kv *fields;   /* extra fields bound exactly (x-amz-meta-*,

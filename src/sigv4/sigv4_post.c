@@ -548,7 +548,7 @@ ferry_err sigv4_post_policy(sigv4_signer *signer, const sigv4_post_params *p, in
     ferry_buf_init(&keyfield, 2048);
 
     if (p->expires_s < SIGV4_MIN_EXPIRES_S || p->expires_s > SIGV4_MAX_EXPIRES_S ||
-        (p->length_max > 0 && (p->length_min < 0 || p->length_min > p->length_max))) {
+        (p->length_max >= 0 && (p->length_min < 0 || p->length_min > p->length_max))) {
         err = FERRY_ERR_RANGE;
         goto out;
     }
@@ -589,7 +589,7 @@ ferry_err sigv4_post_policy(sigv4_signer *signer, const sigv4_post_params *p, in
         rc |= json_array_append_new(conds, json_pack("{s:s}", "key", p->key));
     if (p->content_type != NULL)
         rc |= json_array_append_new(conds, json_pack("{s:s}", "Content-Type", p->content_type));
-    if (p->length_max > 0)
+    if (p->length_max >= 0)
         rc |= json_array_append_new(conds, json_pack("[s,I,I]", "content-length-range",
                                                      (json_int_t)p->length_min,
                                                      (json_int_t)p->length_max));

@@ -961,6 +961,46 @@ static void test_post(void **state)
 #undef u
 }
 
+/* content-length-range: an exact size of 0 is a real limit, and only a
+ * negative length_max leaves the size open. */
+static void test_post_length_range(void **state)
+{
+    (void)state;
+    sigv4_signer *s = sigv4_signer_new(AKID, SECRET, "eu-west-1", "s3");
+    sigv4_post_params p = {.endpoint = "http://127.0.0.1:9000", .bucket = "ingest",
+                           .key = "k", .expires_s = 60};
+    int64_t limits[][2] = {{0, 0}, {5, 5}, {0, -1}};
+    for (size_t i = 0; i < 3; i++) {
+        p.length_min = limits[i][0];
+        p.length_max = limits[i][1];
+        sigv4_form form;
+        sigv4_form_init(&form);
+        assert_int_equal(sigv4_post_policy(s, &p, NOW, &form), FERRY_OK);
+        sigv4_kv f[16];
+        for (size_t k = 0; k < form.n_fields; k++)
+            f[k] = (sigv4_kv){form.fields[k].name, form.fields[k].value};
+        sigv4_post_form pf = {.bucket = "ingest", .fields = f, .n_fields = form.n_fields,
+                              .content_length = -1};
+        sigv4_verdict vd;
+        assert_int_equal(sigv4_verify_post(&verifier, &pf, NOW, &vd), FERRY_OK);
+        assert_int_equal(vd.length_max, limits[i][1]);
+        if (limits[i][1] >= 0) {
+            assert_reason(sigv4_post_check_length(&vd, limits[i][1]), SIGV4_R_OK);
+            assert_reason(sigv4_post_check_length(&vd, limits[i][1] + 1),
+                          SIGV4_R_ENTITY_TOO_LARGE);
+        } else {
+            assert_reason(sigv4_post_check_length(&vd, INT64_C(1) << 40), SIGV4_R_OK);
+        }
+        sigv4_form_cleanup(&form);
+    }
+    p.length_min = 6;
+    p.length_max = 5;
+    sigv4_form form;
+    sigv4_form_init(&form);
+    assert_int_equal(sigv4_post_policy(s, &p, NOW, &form), FERRY_ERR_RANGE);
+    sigv4_signer_free(s);
+}
+
 static void test_reason_table(void **state)
 {
     (void)state;
@@ -1091,7 +1131,8 @@ int main(void)
         cmocka_unit_test(test_signature_every_char), cmocka_unit_test(test_tampering),
         cmocka_unit_test(test_expiry),           cmocka_unit_test(test_auth_params),
         cmocka_unit_test(test_credential_scope), cmocka_unit_test(test_header_auth),
-        cmocka_unit_test(test_post),             cmocka_unit_test(test_reason_table),
+        cmocka_unit_test(test_post),             cmocka_unit_test(test_post_length_range),
+        cmocka_unit_test(test_reason_table),
         cmocka_unit_test(test_signer_args),      cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

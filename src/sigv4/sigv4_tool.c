@@ -166,7 +166,7 @@ int main(void)
                                    .key_is_prefix = json_is_true(json_object_get(in, "key_is_prefix")),
                                    .expires_s = (int64_t)num(in, "expires", 3600),
                                    .length_min = (int64_t)num(in, "length_min", 0),
-                                   .length_max = (int64_t)num(in, "length_max", 0),
+                                   .length_max = (int64_t)num(in, "length_max", -1),
                                    .content_type = json_is_string(ct) ? json_string_value(ct) : NULL,
                                    .fields = f,
                                    .n_fields = pairs(in, "fields", f)};
