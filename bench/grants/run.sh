@@ -102,7 +102,7 @@ sleep 0.5
 measure ferry
 kill -INT "$ferryd_pid"; wait "$ferryd_pid" 2>/dev/null || true
 grants=$(grep -c event=grant.issued "$tmp/ferryd.log" || true)
-echo "  ferryd issued $grants grants; ledger $(du -h "$tmp/ledger.db" | cut -f1)" >&2
+echo "  ferryd issued $grants grants; ledger $(du -h "$tmp/ledger.db" | cut -f1); $(grep -o "handled=[0-9]* batches=[0-9]*" "$tmp/ferryd.log")" >&2
 
 ratio=$(awk -v a="$ferry_p50_1" -v b="$echo_p50_1" 'BEGIN {printf "%.2f", a / b}')
 ratio_N=$(awk -v a="$ferry_p50_N" -v b="$echo_p50_N" 'BEGIN {printf "%.2f", a / b}')

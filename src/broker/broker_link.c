@@ -41,6 +41,7 @@ struct broker_link {
     int64_t reconnect_min_ms, reconnect_max_ms;
     uint32_t session_expiry_s;
     broker_message_fn on_message;
+    broker_loop_fn on_loop_end;
     void *ctx;
 
     pthread_t thread;
@@ -231,6 +232,8 @@ static void *network_thread(void *arg)
             socket_up = true;
         }
         int rc = mosquitto_loop(link->mosq, 100, 1);
+        if (link->on_loop_end != NULL)
+            link->on_loop_end(link->ctx, link);
         if (atomic_exchange(&link->reset_backoff, false))
             attempt = 0;
         if (rc == MOSQ_ERR_SUCCESS)
@@ -250,7 +253,8 @@ static void *network_thread(void *arg)
         mosquitto_disconnect_v5(link->mosq, 0, NULL);
         /* Let the DISCONNECT go out. */
         for (int i = 0; i < 5 && mosquitto_loop(link->mosq, 20, 1) == MOSQ_ERR_SUCCESS; i++)
-            ;
+            if (link->on_loop_end != NULL)
+                link->on_loop_end(link->ctx, link);
     }
     atomic_store(&link->connected, false);
     return NULL;
@@ -280,6 +284,7 @@ ferry_err broker_link_new(const broker_link_config *config, broker_link **out)
     link->reconnect_max_ms = config->reconnect_max_ms;
     link->session_expiry_s = config->session_expiry_s;
     link->on_message = config->on_message;
+    link->on_loop_end = config->on_loop_end;
     link->ctx = config->ctx;
     atomic_store(&link->version, config->protocol == BROKER_PROTOCOL_V311 ? 4 : 5);
     if (link->host == NULL || link->client_id == NULL || config->on_message == NULL) {

@@ -42,6 +42,10 @@ typedef struct broker_message {
 } broker_message;
 
 typedef void (*broker_message_fn)(void *ctx, broker_link *link, const broker_message *msg);
+/* Called in the network thread after each turn of the network loop, i.e.
+ * after every burst of messages that arrived together: a handler that
+ * queued messages in on_message handles them here as one batch. */
+typedef void (*broker_loop_fn)(void *ctx, broker_link *link);
 
 typedef struct broker_link_config {
     const char *host;
@@ -58,6 +62,7 @@ typedef struct broker_link_config {
     const char *const *subscriptions; /* topic filters, subscribed at QoS 1 on every connect */
     size_t subscription_count;
     broker_message_fn on_message;
+    broker_loop_fn on_loop_end; /* may be NULL */
     void *ctx;
 } broker_link_config;
 

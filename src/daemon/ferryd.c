@@ -28,9 +28,26 @@
 #include "ledger/ledger.h"
 #include "sigv4/sigv4.h"
 
+/* A request copied out of libmosquitto's buffers, waiting for its batch. */
+typedef struct queued_request {
+    char *topic;
+    char *payload;
+    size_t payload_len;
+    bool is_v5;
+    void *correlation;
+    size_t correlation_len;
+    char *response_topic;
+} queued_request;
+
 typedef struct ferryd_state {
     grant_service *service;
     uint64_t handled;
+    uint64_t batches;
+    size_t queued;
+    queued_request queue[GRANT_BATCH_MAX];
+    grant_service_input inputs[GRANT_BATCH_MAX];
+    grant_answer answers[GRANT_BATCH_MAX];
+    ferry_err results[GRANT_BATCH_MAX];
 } ferryd_state;
 
 ferry_err ferryd_read_secret(const char *path, char *out, size_t out_size, char *err,
@@ -77,36 +94,106 @@ out:
     return result;
 }
 
+static void *copy_bytes(const void *src, size_t len)
+{
+    char *dst = malloc(len + 1);
+    if (dst != NULL) {
+        if (len > 0)
+            memcpy(dst, src, len);
+        dst[len] = '\0';
+    }
+    return dst;
+}
+
+static void queued_request_cleanup(queued_request *q)
+{
+    free(q->topic);
+    free(q->payload);
+    free(q->correlation);
+    free(q->response_topic);
+    memset(q, 0, sizeof *q);
+}
+
+/* Handles every queued request as one batch (one ledger transaction) and
+ * publishes the answers. */
+static void flush_requests(ferryd_state *st, broker_link *link)
+{
+    size_t n = st->queued;
+    if (n == 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        queued_request *q = &st->queue[i];
+        st->inputs[i] = (grant_service_input){
+            .topic = q->topic,
+            .payload = q->payload,
+            .payload_len = q->payload_len,
+            .is_v5 = q->is_v5,
+            .response_topic = q->response_topic,
+        };
+    }
+    ferry_err e = grant_service_handle_batch(st->service, st->inputs, n, ferry_time_now(),
+                                             ferry_time_mono_ns(), st->answers, st->results);
+    for (size_t i = 0; i < n; i++) {
+        queued_request *q = &st->queue[i];
+        if (e != FERRY_OK || st->results[i] == FERRY_ERR_INVALID) {
+            if (e == FERRY_OK)
+                log_warn("request.dropped", "topic=%s reason=\"not a device request topic\"",
+                         q->topic);
+        } else if (st->results[i] != FERRY_OK) {
+            log_error("request.failed", "topic=%s error=\"%s\"", q->topic,
+                      ferry_err_str(st->results[i]));
+        } else {
+            grant_answer *a = &st->answers[i];
+            broker_publish_options opts = {
+                .correlation_data = q->correlation,
+                .correlation_len = q->correlation_len,
+                .message_expiry_s = a->message_expiry_s,
+            };
+            if (broker_link_publish(link, a->topic, a->json, a->json_len, &opts) != FERRY_OK)
+                log_error("answer.publish_failed", "topic=%s", a->topic);
+            grant_answer_cleanup(a);
+            st->handled++;
+        }
+        queued_request_cleanup(q);
+    }
+    st->queued = 0;
+    st->batches++;
+}
+
+/* Runs in the broker link's thread for every request: copies it (capped:
+ * a payload over the request size limit is kept only far enough for the
+ * parser to refuse it as too large) and queues it for the batch. */
 static void on_request(void *ctx, broker_link *link, const broker_message *msg)
 {
     ferryd_state *st = ctx;
-    grant_service_input in = {
-        .topic = msg->topic,
-        .payload = msg->payload,
-        .payload_len = msg->payload_len,
-        .is_v5 = msg->is_v5,
-        .response_topic = msg->response_topic,
-    };
-    grant_answer answer;
-    ferry_err e = grant_service_handle(st->service, &in, ferry_time_now(), ferry_time_mono_ns(),
-                                       &answer);
-    if (e == FERRY_ERR_INVALID) {
-        log_warn("request.dropped", "topic=%s reason=\"not a device request topic\"", msg->topic);
+    if (st->queued == GRANT_BATCH_MAX)
+        flush_requests(st, link);
+    queued_request *q = &st->queue[st->queued];
+    size_t keep = msg->payload_len > GRANT_MESSAGE_MAX_BYTES + 1 ? GRANT_MESSAGE_MAX_BYTES + 1
+                                                                 : msg->payload_len;
+    q->topic = copy_bytes(msg->topic, strlen(msg->topic));
+    q->payload = copy_bytes(msg->payload, keep);
+    q->payload_len = keep;
+    q->is_v5 = msg->is_v5;
+    if (msg->correlation_data != NULL) {
+        q->correlation = copy_bytes(msg->correlation_data, msg->correlation_len);
+        q->correlation_len = msg->correlation_len;
+    }
+    if (msg->response_topic != NULL)
+        q->response_topic = copy_bytes(msg->response_topic, strlen(msg->response_topic));
+    if (q->topic == NULL || q->payload == NULL ||
+        (msg->correlation_data != NULL && q->correlation == NULL) ||
+        (msg->response_topic != NULL && q->response_topic == NULL)) {
+        log_error("request.dropped", "reason=\"out of memory\"");
+        queued_request_cleanup(q);
         return;
     }
-    if (e) {
-        log_error("request.failed", "topic=%s error=\"%s\"", msg->topic, ferry_err_str(e));
-        return;
-    }
-    broker_publish_options opts = {
-        .correlation_data = msg->correlation_data,
-        .correlation_len = msg->correlation_len,
-        .message_expiry_s = answer.message_expiry_s,
-    };
-    if (broker_link_publish(link, answer.topic, answer.json, answer.json_len, &opts) != FERRY_OK)
-        log_error("answer.publish_failed", "topic=%s", answer.topic);
-    grant_answer_cleanup(&answer);
-    st->handled++;
+    st->queued++;
+}
+
+static void on_loop_end(void *ctx, broker_link *link)
+{
+    flush_requests(ctx, link);
 }
 
 static void sleep_ms(int64_t ms)
@@ -120,12 +207,14 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
     ferry_err result = FERRY_OK;
     ledger *service_ledger = NULL, *sweep_ledger = NULL;
     broker_link *link = NULL;
-    ferryd_state st = {0};
+    ferryd_state *st = calloc(1, sizeof *st);
     char secret[SIGV4_MAX_SECRET_LEN + 1];
     char err[512];
     char subscription[GRANT_TOPIC_MAX];
 
     ferry_log_set_level((ferry_log_level)cfg->log_level);
+    if (st == NULL)
+        return FERRY_ERR_NOMEM;
     result = ferryd_read_secret(cfg->store_secret_key_file, secret, sizeof secret, err, sizeof err);
     if (result) {
         log_error("config.secret", "error=\"%s\"", err);
@@ -156,7 +245,7 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         .rate_table_size = (size_t)cfg->policy_rate_table_size,
         .ledger = service_ledger,
     };
-    result = grant_service_new(&scfg, &st.service);
+    result = grant_service_new(&scfg, &st->service);
     OPENSSL_cleanse(secret, sizeof secret);
     if (result) {
         log_error("service.init_failed", "error=\"%s\"", ferry_err_str(result));
@@ -186,7 +275,8 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         .subscriptions = subs,
         .subscription_count = 1,
         .on_message = on_request,
-        .ctx = &st,
+        .on_loop_end = on_loop_end,
+        .ctx = st,
     };
     result = broker_link_new(&bcfg, &link);
     if (result == FERRY_OK)
@@ -211,18 +301,22 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         }
         sleep_ms(100);
     }
-    log_info("ferryd.stopping", "handled=%llu", (unsigned long long)st.handled);
+    log_info("ferryd.stopping", "handled=%llu batches=%llu", (unsigned long long)st->handled,
+             (unsigned long long)st->batches);
 
 out:
     /* Stopping the link first finishes the request being handled and waits
      * for the broker to acknowledge the answers already published. */
     broker_link_stop(link, cfg->shutdown_timeout_ms);
     broker_link_free(link);
-    grant_service_free(st.service);
+    grant_service_free(st->service);
     ledger_close(service_ledger);
     ledger_close(sweep_ledger);
     OPENSSL_cleanse(secret, sizeof secret);
     if (result == FERRY_OK)
-        log_info("ferryd.stopped", "handled=%llu", (unsigned long long)st.handled);
+        log_info("ferryd.stopped", "handled=%llu", (unsigned long long)st->handled);
+    for (size_t i = 0; i < st->queued; i++)
+        queued_request_cleanup(&st->queue[i]);
+    free(st);
     return result;
 }

@@ -34,6 +34,15 @@
 #define REJECTION_EXPIRY_S 600 /* rejections are stale after this long */
 #define URL_MAX_BYTES (64 * 1024)
 
+/* One request of a batch, between its checks and its ledger insert. */
+typedef struct pending {
+    char device[GRANT_DEVICE_MAX + 1];
+    grant_request req;
+    grant_policy policy;
+    ledger_grant grant;
+    bool to_insert; /* passed every check; answer->json holds the grant */
+} pending;
+
 struct grant_service {
     char *prefix;
     char *endpoint;
@@ -42,6 +51,7 @@ struct grant_service {
     sigv4_signer *signer;
     grant_rate_limiter *rate;
     ledger *ledger;
+    pending *pending; /* GRANT_BATCH_MAX entries, reused by every batch */
 };
 
 ferry_err grant_service_new(const grant_service_config *cfg, grant_service **out)
@@ -68,6 +78,11 @@ ferry_err grant_service_new(const grant_service_config *cfg, grant_service **out
                                     &svc->rate);
     if (result)
         goto out;
+    svc->pending = calloc(GRANT_BATCH_MAX, sizeof *svc->pending);
+    if (svc->pending == NULL) {
+        result = FERRY_ERR_NOMEM;
+        goto out;
+    }
     *out = svc;
     svc = NULL;
 out:
@@ -81,6 +96,7 @@ void grant_service_free(grant_service *svc)
         return;
     sigv4_signer_free(svc->signer);
     grant_rate_limiter_free(svc->rate);
+    free(svc->pending);
     free(svc->prefix);
     free(svc->endpoint);
     free(svc->bucket);
@@ -243,137 +259,193 @@ static ferry_err sign_post(grant_service *svc, const ledger_grant *g, const gran
     return e;
 }
 
-static ferry_err grant(grant_service *svc, const char *device, const grant_policy *policy,
-                       const grant_request *req, int64_t now, grant_answer *answer)
-{
-    ferry_err result = FERRY_OK;
-    ledger_grant g;
-    grant_rejection rej;
-    grant_rejection_init(&rej, req->id);
-    json_t *doc = NULL;
 
-    result = grant_build(policy, req, device, svc->bucket, now, &g);
+/* Internal failure while granting: the device is told to try again. */
+static ferry_err refuse_internal(grant_service *svc, pending *p, ferry_err why, int64_t now,
+                                 grant_answer *answer)
+{
+    grant_rejection rej;
+    grant_rejection_init(&rej, p->req.id);
+    grant_answer_cleanup(answer);
+    log_error("grant.failed", "device=%s id=%s error=\"%s\"", p->device, p->req.id,
+              ferry_err_str(why));
+    grant_reject(&rej, GRANT_REJECT_INTERNAL, "the grant could not be issued; try again later");
+    return reject(svc, p->device, &rej, now, answer);
+}
+
+/* Builds and signs the grant for an allowed request; the answer is ready to
+ * go once the ledger has accepted the grant. */
+static ferry_err prepare_grant(grant_service *svc, pending *p, int64_t now, grant_answer *answer)
+{
+    ferry_err result = grant_build(&p->policy, &p->req, p->device, svc->bucket, now, &p->grant);
+    json_t *doc = NULL;
     if (result)
-        goto refuse_internal;
+        goto out;
     doc = json_object();
     if (doc == NULL) {
         result = FERRY_ERR_NOMEM;
         goto out;
     }
+    const ledger_grant *g = &p->grant;
     char expires_at[FERRY_ISO8601_LEN + 1];
-    ferry_time_iso8601(g.expires_at, expires_at);
+    ferry_time_iso8601(g->expires_at, expires_at);
     if (json_object_set_new(doc, "type", json_string("grant")) ||
-        json_object_set_new(doc, "id", json_string(req->id)) ||
-        json_object_set_new(doc, "grant", json_string(g.id)) ||
-        json_object_set_new(doc, "method", json_string(g.method)) ||
-        json_object_set_new(doc, "key", json_string(g.key)) ||
-        json_object_set_new(doc, "size", json_integer((json_int_t)g.size)) ||
+        json_object_set_new(doc, "id", json_string(p->req.id)) ||
+        json_object_set_new(doc, "grant", json_string(g->id)) ||
+        json_object_set_new(doc, "method", json_string(g->method)) ||
+        json_object_set_new(doc, "key", json_string(g->key)) ||
+        json_object_set_new(doc, "size", json_integer((json_int_t)g->size)) ||
         json_object_set_new(doc, "expires_at", json_string(expires_at))) {
         result = FERRY_ERR_NOMEM;
         goto out;
     }
-    result = strcmp(g.method, "POST") == 0 ? sign_post(svc, &g, req, now, doc)
-                                           : sign_put(svc, &g, req, now, doc);
-    if (result)
-        goto refuse_internal;
-    result = set_json(answer, doc);
-    if (result)
-        goto refuse_internal;
-
-    ledger_limits limits;
-    grant_policy_limits(policy, now, &limits);
-    ledger_verdict verdict;
-    char detail[128];
-    snprintf(detail, sizeof detail, "method=%s size=%llu", g.method,
-             (unsigned long long)g.size);
-    result = ledger_grant_insert(svc->ledger, &g, &limits, detail, &verdict);
-    if (result)
-        goto refuse_internal;
-    if (verdict != LEDGER_INSERTED) {
-        grant_answer_cleanup(answer);
-        if (verdict == LEDGER_OVER_OPEN_GRANTS)
-            grant_reject(&rej, GRANT_REJECT_TOO_MANY_OPEN_GRANTS,
-                         "the device already holds %llu open grants",
-                         (unsigned long long)policy->max_open_grants);
-        else
-            grant_reject(&rej, GRANT_REJECT_QUOTA_EXCEEDED,
-                         "the daily quota of %llu bytes would be exceeded",
-                         (unsigned long long)policy->daily_quota_bytes);
-        result = reject(svc, device, &rej, now, answer);
-        goto out;
+    result = strcmp(g->method, "POST") == 0 ? sign_post(svc, g, &p->req, now, doc)
+                                            : sign_put(svc, g, &p->req, now, doc);
+    if (result == FERRY_OK)
+        result = set_json(answer, doc);
+    if (result == FERRY_OK) {
+        answer->granted = true;
+        answer->code = GRANT_REJECT_NONE;
+        answer->message_expiry_s = (uint32_t)(g->expires_at - now);
+        p->to_insert = true;
     }
-    answer->granted = true;
-    answer->code = GRANT_REJECT_NONE;
-    answer->message_expiry_s = (uint32_t)(g.expires_at - now);
-    log_info("grant.issued", "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld",
-             device, req->id, g.id, g.method, (unsigned long long)g.size,
-             (long long)(g.expires_at - now));
-    goto out;
-
-refuse_internal:
-    grant_answer_cleanup(answer);
-    log_error("grant.failed", "device=%s id=%s error=\"%s\"", device, req->id,
-              ferry_err_str(result));
-    grant_reject(&rej, GRANT_REJECT_INTERNAL, "the grant could not be issued; try again later");
-    result = reject(svc, device, &rej, now, answer);
 out:
     json_decref(doc);
     return result;
 }
 
-ferry_err grant_service_handle(grant_service *svc, const grant_service_input *in, int64_t now,
-                               int64_t now_mono_ns, grant_answer *answer)
+/* Everything but the ledger insert, for one request. Returns
+ * FERRY_ERR_INVALID when there is nobody to answer; otherwise the answer is
+ * either final (a rejection) or a grant waiting for the insert. */
+static ferry_err check_request(grant_service *svc, const grant_service_input *in, int64_t now,
+                               int64_t now_mono_ns, pending *p, grant_answer *answer)
 {
-    char device[GRANT_DEVICE_MAX + 1];
-    if (grant_service_topic_device(svc->prefix, in->topic, device, sizeof device) != FERRY_OK)
-        return FERRY_ERR_INVALID;
-
     memset(answer, 0, sizeof *answer);
-    snprintf(answer->topic, sizeof answer->topic, "%s/%s/upload/response", svc->prefix, device);
+    p->to_insert = false;
+    p->req.id[0] = '\0';
+    if (grant_service_topic_device(svc->prefix, in->topic, p->device, sizeof p->device) !=
+        FERRY_OK)
+        return FERRY_ERR_INVALID;
+    snprintf(answer->topic, sizeof answer->topic, "%s/%s/upload/response", svc->prefix,
+             p->device);
 
-    grant_request req;
     grant_rejection rej;
     grant_rejection_init(&rej, NULL);
-    ferry_err parsed = grant_request_parse(in->payload, in->payload_len, &req, &rej);
+    ferry_err parsed = grant_request_parse(in->payload, in->payload_len, &p->req, &rej);
     if (parsed == FERRY_ERR_NOMEM)
         return parsed;
     bool ok = parsed == FERRY_OK;
     if (ok)
-        grant_rejection_init(&rej, req.id);
+        grant_rejection_init(&rej, p->req.id);
 
     if (in->is_v5 && in->response_topic != NULL) {
-        if (response_topic_allowed(svc->prefix, device, in->response_topic)) {
+        if (response_topic_allowed(svc->prefix, p->device, in->response_topic)) {
             snprintf(answer->topic, sizeof answer->topic, "%s", in->response_topic);
         } else {
             grant_reject(&rej, GRANT_REJECT_INVALID_RESPONSE_TOPIC,
-                         "the response topic must lie under %s/%s/", svc->prefix, device);
-            return reject(svc, device, &rej, now, answer);
+                         "the response topic must lie under %s/%s/", svc->prefix, p->device);
+            return reject(svc, p->device, &rej, now, answer);
         }
     }
 
-    grant_policy policy = svc->fleet;
+    p->policy = svc->fleet;
     ledger_device overrides;
-    ferry_err e = ledger_device_get(svc->ledger, device, &overrides);
+    ferry_err e = ledger_device_get(svc->ledger, p->device, &overrides);
     if (e == FERRY_OK) {
-        grant_policy_merge(&svc->fleet, &overrides, &policy);
+        grant_policy_merge(&svc->fleet, &overrides, &p->policy);
     } else if (e != FERRY_ERR_NOT_FOUND) {
-        log_error("ledger.read_failed", "device=%s error=\"%s\"", device, ferry_err_str(e));
+        log_error("ledger.read_failed", "device=%s error=\"%s\"", p->device, ferry_err_str(e));
         grant_reject(&rej, GRANT_REJECT_INTERNAL, "the ledger is unavailable; try again later");
-        return reject(svc, device, &rej, now, answer);
+        return reject(svc, p->device, &rej, now, answer);
     }
 
     bool allowed = true;
-    e = grant_rate_take(svc->rate, device, policy.rate_per_s, policy.rate_burst, now_mono_ns,
-                        &allowed);
+    e = grant_rate_take(svc->rate, p->device, p->policy.rate_per_s, p->policy.rate_burst,
+                        now_mono_ns, &allowed);
     if (e)
         return e;
     if (!allowed) {
         grant_reject(&rej, GRANT_REJECT_RATE_LIMITED, "too many requests; slow down");
-        return reject(svc, device, &rej, now, answer);
+        return reject(svc, p->device, &rej, now, answer);
     }
     if (!ok)
-        return reject(svc, device, &rej, now, answer);
-    if (grant_policy_check(&policy, &req, &rej) != FERRY_OK)
-        return reject(svc, device, &rej, now, answer);
-    return grant(svc, device, &policy, &req, now, answer);
+        return reject(svc, p->device, &rej, now, answer);
+    if (grant_policy_check(&p->policy, &p->req, &rej) != FERRY_OK)
+        return reject(svc, p->device, &rej, now, answer);
+    e = prepare_grant(svc, p, now, answer);
+    if (e)
+        return refuse_internal(svc, p, e, now, answer);
+    return FERRY_OK;
+}
+
+/* Turns an insert's outcome into the final answer of one request. */
+static ferry_err settle(grant_service *svc, pending *p, const ledger_insert *ins, int64_t now,
+                        grant_answer *answer)
+{
+    if (ins->err != FERRY_OK)
+        return refuse_internal(svc, p, ins->err, now, answer);
+    if (ins->verdict == LEDGER_INSERTED) {
+        log_info("grant.issued",
+                 "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld", p->device,
+                 p->req.id, p->grant.id, p->grant.method, (unsigned long long)p->grant.size,
+                 (long long)(p->grant.expires_at - now));
+        return FERRY_OK;
+    }
+    grant_rejection rej;
+    grant_rejection_init(&rej, p->req.id);
+    grant_answer_cleanup(answer);
+    if (ins->verdict == LEDGER_OVER_OPEN_GRANTS)
+        grant_reject(&rej, GRANT_REJECT_TOO_MANY_OPEN_GRANTS,
+                     "the device already holds %llu open grants",
+                     (unsigned long long)p->policy.max_open_grants);
+    else
+        grant_reject(&rej, GRANT_REJECT_QUOTA_EXCEEDED,
+                     "the daily quota of %llu bytes would be exceeded",
+                     (unsigned long long)p->policy.daily_quota_bytes);
+    return reject(svc, p->device, &rej, now, answer);
+}
+
+ferry_err grant_service_handle_batch(grant_service *svc, const grant_service_input *in, size_t n,
+                                     int64_t now, int64_t now_mono_ns, grant_answer *answers,
+                                     ferry_err *results)
+{
+    if (n == 0 || n > GRANT_BATCH_MAX)
+        return FERRY_ERR_INVALID;
+    pending *p = svc->pending;
+    ledger_insert inserts[GRANT_BATCH_MAX];
+    ledger_limits limits[GRANT_BATCH_MAX];
+    size_t owner[GRANT_BATCH_MAX]; /* inserts[k] belongs to request owner[k] */
+    char detail[GRANT_BATCH_MAX][48];
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        results[i] = check_request(svc, &in[i], now, now_mono_ns, &p[i], &answers[i]);
+        if (results[i] != FERRY_OK || !p[i].to_insert)
+            continue;
+        grant_policy_limits(&p[i].policy, now, &limits[k]);
+        snprintf(detail[k], sizeof detail[k], "method=%s size=%llu", p[i].grant.method,
+                 (unsigned long long)p[i].grant.size);
+        inserts[k] = (ledger_insert){
+            .grant = &p[i].grant, .limits = &limits[k], .detail = detail[k]};
+        owner[k++] = i;
+    }
+    if (k == 0)
+        return FERRY_OK;
+    ferry_err e = ledger_grant_insert_batch(svc->ledger, inserts, k);
+    for (size_t j = 0; j < k; j++) {
+        size_t i = owner[j];
+        if (e != FERRY_OK)
+            results[i] = refuse_internal(svc, &p[i], e, now, &answers[i]);
+        else
+            results[i] = settle(svc, &p[i], &inserts[j], now, &answers[i]);
+    }
+    return FERRY_OK;
+}
+
+ferry_err grant_service_handle(grant_service *svc, const grant_service_input *in, int64_t now,
+                               int64_t now_mono_ns, grant_answer *answer)
+{
+    ferry_err result = FERRY_OK;
+    ferry_err e = grant_service_handle_batch(svc, in, 1, now, now_mono_ns, answer, &result);
+    return e ? e : result;
 }

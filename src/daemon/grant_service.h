@@ -77,6 +77,20 @@ __attribute__((warn_unused_result)) ferry_err grant_service_handle(grant_service
                                                                    grant_answer *answer);
 void grant_answer_cleanup(grant_answer *answer);
 
+#define GRANT_BATCH_MAX 128 /* requests handled per ledger transaction, at most */
+
+/*
+ * Handles n (1..GRANT_BATCH_MAX) requests as one batch: each is checked on
+ * its own, and the grants of the whole batch are recorded in ONE ledger
+ * transaction (group commit), which is what lets one ferryd keep up with a
+ * fleet. results[i] and answers[i] are as for grant_service_handle(); the
+ * function itself fails only on bad arguments.
+ */
+__attribute__((warn_unused_result)) ferry_err
+grant_service_handle_batch(grant_service *svc, const grant_service_input *in, size_t n,
+                           int64_t now, int64_t now_mono_ns, grant_answer *answers,
+                           ferry_err *results);
+
 /* Extracts the device id from "<prefix>/<device>/upload/request".
  * FERRY_ERR_INVALID if the topic has another shape or the id is invalid. */
 __attribute__((warn_unused_result)) ferry_err grant_service_topic_device(const char *prefix,

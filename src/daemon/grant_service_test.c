@@ -359,6 +359,48 @@ static void test_refusals_are_audited(void **state)
     assert_int_equal(refusals, 2);
 }
 
+static void test_a_batch_is_one_transaction_with_per_request_answers(void **state)
+{
+    fixture *f = *state;
+    f->fleet.max_open_grants = 2;
+    assert_int_equal(make_service(f), 0);
+    const char *ok = "{\"id\":\"b\",\"name\":\"a.wav\",\"size\":10,\"content_type\":\"audio/wav\"}";
+    grant_service_input in[5] = {
+        {.topic = "ferry/dev-b/upload/request", .payload = ok, .payload_len = strlen(ok)},
+        {.topic = "not/a/request/topic", .payload = ok, .payload_len = strlen(ok)},
+        {.topic = "ferry/dev-b/upload/request", .payload = "{", .payload_len = 1},
+        {.topic = "ferry/dev-b/upload/request", .payload = ok, .payload_len = strlen(ok)},
+        /* The limit counts the grants inserted earlier in the same batch. */
+        {.topic = "ferry/dev-b/upload/request", .payload = ok, .payload_len = strlen(ok)},
+    };
+    grant_answer answers[5];
+    ferry_err results[5];
+    assert_int_equal(grant_service_handle_batch(f->svc, in, 5, NOW, 1, answers, results),
+                     FERRY_OK);
+    assert_int_equal(results[0], FERRY_OK);
+    assert_true(answers[0].granted);
+    assert_int_equal(results[1], FERRY_ERR_INVALID);
+    assert_int_equal(results[2], FERRY_OK);
+    assert_int_equal(answers[2].code, GRANT_REJECT_MALFORMED_JSON);
+    assert_int_equal(results[3], FERRY_OK);
+    assert_true(answers[3].granted);
+    assert_int_equal(results[4], FERRY_OK);
+    assert_false(answers[4].granted);
+    assert_int_equal(answers[4].code, GRANT_REJECT_TOO_MANY_OPEN_GRANTS);
+    assert_non_null(strstr(answers[4].json, "TooManyOpenGrants"));
+    uint64_t open = 0;
+    assert_int_equal(ledger_open_grants(f->ledger, "dev-b", NOW, &open), FERRY_OK);
+    assert_int_equal(open, 2);
+    for (size_t i = 0; i < 5; i++)
+        if (results[i] == FERRY_OK)
+            grant_answer_cleanup(&answers[i]);
+    assert_int_equal(grant_service_handle_batch(f->svc, in, 0, NOW, 1, answers, results),
+                     FERRY_ERR_INVALID);
+    assert_int_equal(
+        grant_service_handle_batch(f->svc, in, GRANT_BATCH_MAX + 1, NOW, 1, answers, results),
+        FERRY_ERR_INVALID);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +415,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_grants_rate_quota_and_disabled, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refusals_are_audited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_batch_is_one_transaction_with_per_request_answers,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
