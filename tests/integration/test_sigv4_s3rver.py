@@ -19,44 +19,12 @@ import time
 import unittest
 import urllib.parse
 
-from ferry_harness import Process, free_port, port_open, wait_until
+from ferry_harness import build_dir
+from ferryd_harness import S3RVER_KEY as AKID, S3RVER_SECRET as SECRET, S3rver
 
-S3RVER_SPEC = "s3rver@npm:@20minutes/s3rver@4.0.4"
-AKID = SECRET = "S3RVER"  # s3rver's built-in account
 BUCKET = "ingest"
 KEYS = ["dev-001/2026/11/25/g_01-lung.wav", "with space/plus+tilde~pct%.bin",
         "utf8/donn\u00e9es/\u20ac.wav"]
-
-
-def build_dir():
-    d = os.environ.get("FERRY_BUILD_DIR")
-    if not d:
-        raise RuntimeError("FERRY_BUILD_DIR is not set (run through ctest)")
-    return d
-
-
-def s3rver_dir():
-    """Installs s3rver 4.0.4 into the build dir once; returns its package dir."""
-    prefix = os.path.join(build_dir(), "node")
-    pkg = os.path.join(prefix, "node_modules", "s3rver")
-    if not os.path.exists(os.path.join(pkg, "lib", "s3rver.js")):
-        os.makedirs(prefix, exist_ok=True)
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", prefix,
-                        S3RVER_SPEC], check=True, timeout=600, stdout=subprocess.DEVNULL)
-    with open(os.path.join(pkg, "package.json")) as f:
-        if '"version": "4.0.4"' not in f.read():
-            raise RuntimeError("%s is not s3rver 4.0.4" % pkg)
-    return pkg
-
-
-# The package's declared bin script is missing from the tarball, so start
-# the server through its module API.
-LAUNCHER = """
-const S3rver = require(process.argv[1] + '/lib/s3rver.js');
-new S3rver({address: '127.0.0.1', port: Number(process.argv[2]), directory: process.argv[3],
-            silent: false, configureBuckets: [{name: process.argv[4], configs: []}]})
-  .run().then(({address, port}) => console.log('S3rver listening on %s:%d', address, port));
-"""
 
 
 class S3rverAcceptsFerryUrls(unittest.TestCase):
@@ -66,34 +34,20 @@ class S3rverAcceptsFerryUrls(unittest.TestCase):
         if shutil.which("node") is None or shutil.which("npm") is None:
             raise RuntimeError("node and npm are required for this test")
         cls.tmp = tempfile.TemporaryDirectory(prefix="ferry-s3rver-")
-        cls.proc = None
+        cls.store = S3rver(cls.tmp.name, BUCKET)
         try:
-            pkg = s3rver_dir()
             cls.secret_file = os.path.join(cls.tmp.name, "secret")
             with open(cls.secret_file, "w") as f:
                 f.write(SECRET + "\n")
-            data = os.path.join(cls.tmp.name, "data")
-            os.makedirs(data)
-            for attempt in range(5):
-                cls.port = free_port()
-                cls.proc = Process(["node", "-e", LAUNCHER, pkg, str(cls.port), data, BUCKET],
-                                   "s3rver", os.path.join(cls.tmp.name, "s3rver.log"))
-                try:
-                    cls.proc.start(ready=lambda: port_open(cls.port), timeout=30)
-                    break
-                except Exception:
-                    cls.proc.stop()
-                    if attempt == 4:
-                        raise
+            cls.store.start()
         except Exception:
             cls.tearDownClass()
             raise
-        cls.endpoint = "http://127.0.0.1:%d" % cls.port
+        cls.endpoint = cls.store.endpoint
 
     @classmethod
     def tearDownClass(cls):
-        if cls.proc is not None:
-            cls.proc.stop()
+        cls.store.stop()
         cls.tmp.cleanup()
 
     def presign(self, key, method="PUT", headers=(), expires=300, now=None, region="us-east-1",
