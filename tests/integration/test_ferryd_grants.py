@@ -340,6 +340,22 @@ class RestartsPlainSubscription(Restarts):
     broker_options = ["share_group ="]
 
 
+class FerrydOverMqtt311(FerrydTestCase):
+    """ferryd itself speaking MQTT 3.1.1 (what `protocol = auto` falls back
+    to when a broker refuses MQTT 5): no properties, same answers."""
+    harness_devices = ("dev-a", "dev-b")
+    broker_options = ["protocol = 3.1.1"]
+
+    def test_answers_devices_of_both_versions(self):
+        self.assertIn("event=broker.connected", self.ferryd.log())
+        self.assertIn("mqtt=3.1.1", self.ferryd.log())
+        for name, version in (("dev-a", MQTT5), ("dev-b", MQTT311)):
+            c = self.device(name, version)
+            answer, msg = self.ask(c, name, request("v-%s" % name))
+            self.assertEqual(answer["type"], "grant", answer)
+            self.assertEqual(msg.topic, "ferry/%s/upload/response" % name)
+
+
 class ConfigChecks(unittest.TestCase):
 
     def test_check_config_names_file_line_and_option(self):
