@@ -429,8 +429,16 @@ static ferry_err sq_open(const char *location, void **impl)
         err = FERRY_ERR_DB;
         goto out;
     }
-    if ((err = exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;", "pragmas")) !=
-        FERRY_OK)
+    /* A checkpoint (copying the log back into the database, with an fsync)
+     * every 10,000 pages instead of SQLite's 1,000: hot index pages are
+     * written back once instead of ten times. Reads go through mmap and a
+     * 16 MB page cache, so the open-grant and quota queries seldom hit the
+     * file system. */
+    if ((err = exec_sql(s,
+                        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                        " PRAGMA wal_autocheckpoint = 10000; PRAGMA mmap_size = 268435456;"
+                        " PRAGMA cache_size = -16384;",
+                        "pragmas")) != FERRY_OK)
         goto out;
     if ((err = migrate(s)) != FERRY_OK)
         goto out;
