@@ -263,3 +263,79 @@ ferry_err ledger_audit_list(ledger *l, const char *device, int64_t after_seq, si
         return err;
     return l->ops->audit_list(l->impl, device, after_seq, limit, fn, arg);
 }
+
+static ferry_err check_object(const ledger_object *o)
+{
+    if (!ARRAY_TERMINATED(o->bucket) || !ARRAY_TERMINATED(o->key) ||
+        !ARRAY_TERMINATED(o->file_id) || !ARRAY_TERMINATED(o->etag) ||
+        !ARRAY_TERMINATED(o->sha256) || !ARRAY_TERMINATED(o->content_type) ||
+        !ARRAY_TERMINATED(o->meta) || !ARRAY_TERMINATED(o->device) ||
+        !ARRAY_TERMINATED(o->grant_id))
+        return FERRY_ERR_TOO_LARGE;
+    if (o->bucket[0] == '\0' || o->key[0] == '\0' || o->file_id[0] == '\0' || o->etag[0] == '\0' ||
+        strlen(o->sha256) != LEDGER_SHA256_HEX_LEN)
+        return FERRY_ERR_INVALID;
+    if (o->size > (UINT64_C(1) << 62))
+        return FERRY_ERR_INVALID;
+    return FERRY_OK;
+}
+
+ferry_err ledger_object_put(ledger *l, const ledger_object *obj, int64_t now,
+                            char *replaced_file_id)
+{
+    ferry_err err;
+    char dummy[LEDGER_FILE_ID_MAX + 1];
+    if (l == NULL || obj == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_object(obj)) != FERRY_OK)
+        return err;
+    return l->ops->object_put(l->impl, obj, now,
+                              replaced_file_id != NULL ? replaced_file_id : dummy);
+}
+
+ferry_err ledger_object_get(ledger *l, const char *bucket, const char *key, ledger_object *out)
+{
+    ferry_err err;
+    if (l == NULL || out == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(bucket, LEDGER_BUCKET_MAX)) != FERRY_OK ||
+        (err = check_str(key, LEDGER_OBJECT_KEY_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->object_get(l->impl, bucket, key, out);
+}
+
+ferry_err ledger_object_delete(ledger *l, const char *bucket, const char *key, char *file_id_out)
+{
+    ferry_err err;
+    if (l == NULL || file_id_out == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(bucket, LEDGER_BUCKET_MAX)) != FERRY_OK ||
+        (err = check_str(key, LEDGER_OBJECT_KEY_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->object_delete(l->impl, bucket, key, file_id_out);
+}
+
+ferry_err ledger_object_list(ledger *l, const char *bucket, const char *prefix,
+                             const char *start_after, size_t limit,
+                             int (*fn)(const ledger_object *obj, void *arg), void *arg)
+{
+    ferry_err err;
+    if (l == NULL || fn == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(bucket, LEDGER_BUCKET_MAX)) != FERRY_OK ||
+        (err = check_opt_str(prefix, LEDGER_OBJECT_KEY_MAX)) != FERRY_OK ||
+        (err = check_opt_str(start_after, LEDGER_OBJECT_KEY_MAX + 4)) != FERRY_OK)
+        return err;
+    return l->ops->object_list(l->impl, bucket, prefix != NULL ? prefix : "",
+                               start_after != NULL ? start_after : "", limit, fn, arg);
+}
+
+ferry_err ledger_object_file_known(ledger *l, const char *file_id, bool *known)
+{
+    ferry_err err;
+    if (l == NULL || known == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(file_id, LEDGER_FILE_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->object_file_known(l->impl, file_id, known);
+}

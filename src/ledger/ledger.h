@@ -47,6 +47,10 @@
 #define LEDGER_AUDIT_CODE_MAX    64
 #define LEDGER_AUDIT_DETAIL_MAX  512
 #define LEDGER_BUSY_TIMEOUT_MS   5000
+#define LEDGER_OBJECT_KEY_MAX    1024 /* S3's limit on object keys (bytes of UTF-8) */
+#define LEDGER_FILE_ID_MAX       64   /* the store's name for an object's data file */
+#define LEDGER_ETAG_MAX          64   /* hex MD5 (32) or a multipart ETag */
+#define LEDGER_META_MAX          2048 /* x-amz-meta-* as JSON: S3 allows 2 KB of user metadata */
 
 typedef struct ledger ledger;
 
@@ -259,5 +263,60 @@ typedef struct ledger_audit_row {
 __attribute__((warn_unused_result)) ferry_err
 ledger_audit_list(ledger *l, const char *device, int64_t after_seq, size_t limit,
                   int (*fn)(const ledger_audit_row *row, void *arg), void *arg);
+
+/* ---------------------------------------------------------------------- */
+/* Objects of the embedded store (issue 5).                                 */
+
+/* One stored object. The data lives in a file of the store's data directory
+ * named by file_id (the key never becomes a path); the row is what makes the
+ * object visible. */
+typedef struct ledger_object {
+    char bucket[LEDGER_BUCKET_MAX + 1];
+    char key[LEDGER_OBJECT_KEY_MAX + 1];
+    char file_id[LEDGER_FILE_ID_MAX + 1];
+    uint64_t size;
+    char etag[LEDGER_ETAG_MAX + 1];         /* hex, without quotes */
+    char sha256[LEDGER_SHA256_HEX_LEN + 1]; /* lower-case hex of the bytes stored */
+    char content_type[LEDGER_CONTENT_TYPE_MAX + 1];
+    char meta[LEDGER_META_MAX + 1];         /* JSON object of x-amz-meta-* (names
+                                               lower-case, without the prefix); "" = none */
+    char device[LEDGER_DEVICE_MAX + 1];     /* "" when an operator stored it */
+    char grant_id[LEDGER_GRANT_ID_MAX + 1]; /* "" when an operator stored it */
+    int64_t created_at;
+} ledger_object;
+
+/*
+ * Records obj (replacing any object of the same bucket and key) in ONE write
+ * transaction. With obj->grant_id set, the same transaction first consumes
+ * the grant (compare-and-set issued -> used at now, as
+ * ledger_grant_mark_used), so a grant pays for exactly one object: of two
+ * racing uploads of one grant exactly one gets FERRY_OK, the other
+ * FERRY_ERR_CONFLICT and nothing is written. Errors as ledger_grant_mark_used
+ * (CONFLICT: used or revoked, EXPIRED, NOT_FOUND). When an object was
+ * replaced, its file id is written to replaced_file_id (size
+ * LEDGER_FILE_ID_MAX + 1; may be NULL), else "" is written there; the caller
+ * removes that file after the commit. Open the handle with
+ * LEDGER_SYNC_FULL: the row stands for data already on disk.
+ */
+__attribute__((warn_unused_result)) ferry_err
+ledger_object_put(ledger *l, const ledger_object *obj, int64_t now, char *replaced_file_id);
+/* FERRY_ERR_NOT_FOUND when bucket has no object key. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_object_get(ledger *l, const char *bucket, const char *key, ledger_object *out);
+/* Removes the row; its file id goes to file_id_out (size LEDGER_FILE_ID_MAX
+ * + 1) for the caller to unlink. FERRY_ERR_NOT_FOUND when absent. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_object_delete(ledger *l, const char *bucket, const char *key, char *file_id_out);
+/* Calls fn for each object of bucket whose key starts with prefix (bytes;
+ * "" for all) and sorts after start_after (bytewise, as S3 orders keys; ""
+ * for none), in key order, at most limit objects. fn returning non-zero
+ * stops the walk early. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_object_list(ledger *l, const char *bucket, const char *prefix, const char *start_after,
+                   size_t limit, int (*fn)(const ledger_object *obj, void *arg), void *arg);
+/* *known = whether some object row names file_id (the store's start-up
+ * sweep removes data files no row names). */
+__attribute__((warn_unused_result)) ferry_err
+ledger_object_file_known(ledger *l, const char *file_id, bool *known);
 
 #endif

@@ -38,6 +38,14 @@ typedef struct ledger_ops {
     ferry_err (*grants_expire)(void *impl, int64_t now, uint64_t *count);
     ferry_err (*audit_list)(void *impl, const char *device, int64_t after_seq, size_t limit,
                             int (*fn)(const ledger_audit_row *row, void *arg), void *arg);
+    ferry_err (*object_put)(void *impl, const ledger_object *obj, int64_t now,
+                            char *replaced_file_id);
+    ferry_err (*object_get)(void *impl, const char *bucket, const char *key, ledger_object *out);
+    ferry_err (*object_delete)(void *impl, const char *bucket, const char *key, char *file_id_out);
+    ferry_err (*object_list)(void *impl, const char *bucket, const char *prefix,
+                             const char *start_after, size_t limit,
+                             int (*fn)(const ledger_object *obj, void *arg), void *arg);
+    ferry_err (*object_file_known)(void *impl, const char *file_id, bool *known);
 } ledger_ops;
 
 struct ledger {

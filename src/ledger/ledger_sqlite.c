@@ -90,6 +90,25 @@ static const char *const migrations[] = {
     "  detail TEXT NOT NULL"
     ");"
     "CREATE INDEX audit_device ON audit(device, seq);",
+    /* 2: objects of the embedded store (issue 5). The key is compared as
+     * bytes (BINARY collation is memcmp, S3's UTF-8 byte order), so a
+     * listing walks the primary key. file_id names the data file; the
+     * grant column is NULL for objects an operator stored. */
+    "CREATE TABLE objects ("
+    "  bucket TEXT NOT NULL,"
+    "  object_key TEXT NOT NULL,"
+    "  file_id TEXT NOT NULL,"
+    "  size INTEGER NOT NULL CHECK (size >= 0),"
+    "  etag TEXT NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  content_type TEXT NOT NULL,"
+    "  meta TEXT NOT NULL,"
+    "  device TEXT,"
+    "  grant_id TEXT REFERENCES grants(id),"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (bucket, object_key)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX objects_file ON objects(file_id);",
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -111,6 +130,12 @@ enum stmt_id {
     ST_EXPIRE,
     ST_AUDIT_LIST_ALL,
     ST_AUDIT_LIST_DEVICE,
+    ST_OBJECT_FILE_OF,
+    ST_OBJECT_UPSERT,
+    ST_OBJECT_GET,
+    ST_OBJECT_DELETE,
+    ST_OBJECT_LIST,
+    ST_OBJECT_FILE_KNOWN,
     ST__COUNT
 };
 
@@ -161,6 +186,22 @@ static const char *const stmt_sql[ST__COUNT] = {
                           " FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     [ST_AUDIT_LIST_DEVICE] = "SELECT seq, at, device, request_id, grant_id, outcome, code, detail"
                              " FROM audit WHERE device = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
+    [ST_OBJECT_FILE_OF] = "SELECT file_id FROM objects WHERE bucket = ?1 AND object_key = ?2",
+    [ST_OBJECT_UPSERT] =
+        "INSERT OR REPLACE INTO objects (bucket, object_key, file_id, size, etag, sha256,"
+        " content_type, meta, device, grant_id, created_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [ST_OBJECT_GET] = "SELECT bucket, object_key, file_id, size, etag, sha256, content_type,"
+                      " meta, device, grant_id, created_at FROM objects"
+                      " WHERE bucket = ?1 AND object_key = ?2",
+    [ST_OBJECT_DELETE] = "DELETE FROM objects WHERE bucket = ?1 AND object_key = ?2",
+    /* The prefix test compares bytes (a BLOB cast), not characters. */
+    [ST_OBJECT_LIST] = "SELECT bucket, object_key, file_id, size, etag, sha256, content_type,"
+                       " meta, device, grant_id, created_at FROM objects"
+                       " WHERE bucket = ?1 AND object_key > ?2"
+                       " AND substr(CAST(object_key AS BLOB), 1, ?4) = CAST(?3 AS BLOB)"
+                       " ORDER BY object_key LIMIT ?5",
+    [ST_OBJECT_FILE_KNOWN] = "SELECT 1 FROM objects WHERE file_id = ?1 LIMIT 1",
 };
 
 typedef struct sqlite_ledger {
@@ -924,6 +965,209 @@ out:
     return err;
 }
 
+/* Reads the current file id of (bucket, key) into out ("" when none). */
+static ferry_err object_file_of(sqlite_ledger *s, const char *bucket, const char *key, char *out)
+{
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_OBJECT_FILE_OF, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, bucket);
+    bind_text(st, 2, key);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = col_text(s, st, 0, out, LEDGER_FILE_ID_MAX + 1);
+    else if (rc == SQLITE_DONE)
+        out[0] = '\0';
+    else
+        err = db_fail(s, "object_file_of", rc);
+    sqlite3_reset(st);
+    return err;
+}
+
+static ferry_err sq_object_put(void *impl, const ledger_object *obj, int64_t now,
+                               char *replaced_file_id)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    char old[LEDGER_FILE_ID_MAX + 1];
+
+    /* The write lock first: the grant's compare-and-set, the old file id
+     * and the new row are then one atomic step. */
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "object_put.begin")) != FERRY_OK)
+        return err;
+    if (obj->grant_id[0] != '\0') {
+        if ((err = stmt_get(s, ST_MARK_USED, &st)) != FERRY_OK)
+            goto out;
+        bind_text(st, 1, obj->grant_id);
+        sqlite3_bind_int64(st, 2, now);
+        if ((err = stmt_done(s, st, "object_put.mark_used")) != FERRY_OK)
+            goto out;
+        if (sqlite3_changes(s->db) != 1) {
+            err = cas_failure(s, obj->grant_id, now);
+            if (err == FERRY_OK)
+                err = FERRY_ERR_INTERNAL;
+            goto out;
+        }
+    }
+    if ((err = object_file_of(s, obj->bucket, obj->key, old)) != FERRY_OK)
+        goto out;
+    if ((err = stmt_get(s, ST_OBJECT_UPSERT, &st)) != FERRY_OK)
+        goto out;
+    bind_text(st, 1, obj->bucket);
+    bind_text(st, 2, obj->key);
+    bind_text(st, 3, obj->file_id);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)obj->size);
+    bind_text(st, 5, obj->etag);
+    bind_text(st, 6, obj->sha256);
+    bind_text(st, 7, obj->content_type);
+    bind_text(st, 8, obj->meta);
+    bind_text_or_null(st, 9, obj->device);
+    bind_text_or_null(st, 10, obj->grant_id);
+    sqlite3_bind_int64(st, 11, obj->created_at);
+    if ((err = stmt_done(s, st, "object_put.upsert")) != FERRY_OK)
+        goto out;
+    if ((err = exec_simple(s, ST_COMMIT, "object_put.commit")) != FERRY_OK)
+        goto out;
+    memcpy(replaced_file_id, old, sizeof old);
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
+/* Fills out from a row of ST_OBJECT_GET / ST_OBJECT_LIST. */
+static ferry_err object_row(sqlite_ledger *s, sqlite3_stmt *st, ledger_object *o)
+{
+    ferry_err err;
+    sqlite3_int64 size;
+    memset(o, 0, sizeof *o);
+    if ((err = col_text(s, st, 0, o->bucket, sizeof o->bucket)) != FERRY_OK ||
+        (err = col_text(s, st, 1, o->key, sizeof o->key)) != FERRY_OK ||
+        (err = col_text(s, st, 2, o->file_id, sizeof o->file_id)) != FERRY_OK ||
+        (err = col_text(s, st, 4, o->etag, sizeof o->etag)) != FERRY_OK ||
+        (err = col_text(s, st, 5, o->sha256, sizeof o->sha256)) != FERRY_OK ||
+        (err = col_text(s, st, 6, o->content_type, sizeof o->content_type)) != FERRY_OK ||
+        (err = col_text(s, st, 7, o->meta, sizeof o->meta)) != FERRY_OK ||
+        (err = col_text(s, st, 8, o->device, sizeof o->device)) != FERRY_OK ||
+        (err = col_text(s, st, 9, o->grant_id, sizeof o->grant_id)) != FERRY_OK)
+        return err;
+    size = sqlite3_column_int64(st, 3);
+    if (size < 0)
+        return FERRY_ERR_DB;
+    o->size = (uint64_t)size;
+    o->created_at = sqlite3_column_int64(st, 10);
+    return FERRY_OK;
+}
+
+static ferry_err sq_object_get(void *impl, const char *bucket, const char *key,
+                               ledger_object *out)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_OBJECT_GET, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, bucket);
+    bind_text(st, 2, key);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = object_row(s, st, out);
+    else if (rc == SQLITE_DONE)
+        err = FERRY_ERR_NOT_FOUND;
+    else
+        err = db_fail(s, "object_get", rc);
+    sqlite3_reset(st);
+    return err;
+}
+
+static ferry_err sq_object_delete(void *impl, const char *bucket, const char *key,
+                                  char *file_id_out)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    char old[LEDGER_FILE_ID_MAX + 1];
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "object_delete.begin")) != FERRY_OK)
+        return err;
+    if ((err = object_file_of(s, bucket, key, old)) != FERRY_OK)
+        goto out;
+    if (old[0] == '\0') {
+        err = FERRY_ERR_NOT_FOUND;
+        goto out;
+    }
+    if ((err = stmt_get(s, ST_OBJECT_DELETE, &st)) != FERRY_OK)
+        goto out;
+    bind_text(st, 1, bucket);
+    bind_text(st, 2, key);
+    if ((err = stmt_done(s, st, "object_delete")) != FERRY_OK)
+        goto out;
+    if ((err = exec_simple(s, ST_COMMIT, "object_delete.commit")) != FERRY_OK)
+        goto out;
+    memcpy(file_id_out, old, sizeof old);
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
+static ferry_err sq_object_list(void *impl, const char *bucket, const char *prefix,
+                                const char *start_after, size_t limit,
+                                int (*fn)(const ledger_object *obj, void *arg), void *arg)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_OBJECT_LIST, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, bucket);
+    /* start_after may hold bytes that are not UTF-8 (a prefix followed by
+     * 0xFF skips everything under it). It is still bound as TEXT: SQLite
+     * keeps text bytes as given and BINARY collation is memcmp, whereas a
+     * BLOB would sort after every TEXT value whatever its bytes. */
+    sqlite3_bind_text(st, 2, start_after, (int)strlen(start_after), SQLITE_STATIC);
+    bind_text(st, 3, prefix);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)strlen(prefix));
+    sqlite3_bind_int64(st, 5, limit > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ledger_object o;
+        if ((err = object_row(s, st, &o)) != FERRY_OK)
+            goto out;
+        if (fn(&o, arg) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        err = db_fail(s, "object_list", rc);
+out:
+    sqlite3_reset(st);
+    return err;
+}
+
+static ferry_err sq_object_file_known(void *impl, const char *file_id, bool *known)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_OBJECT_FILE_KNOWN, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, file_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *known = true;
+    else if (rc == SQLITE_DONE)
+        *known = false;
+    else
+        err = db_fail(s, "object_file_known", rc);
+    sqlite3_reset(st);
+    return err;
+}
+
 const ledger_ops ledger_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -942,4 +1186,9 @@ const ledger_ops ledger_sqlite_ops = {
     .grant_revoke = sq_grant_revoke,
     .grants_expire = sq_grants_expire,
     .audit_list = sq_audit_list,
+    .object_put = sq_object_put,
+    .object_get = sq_object_get,
+    .object_delete = sq_object_delete,
+    .object_list = sq_object_list,
+    .object_file_known = sq_object_file_known,
 };

@@ -88,6 +88,25 @@ static void insert_ok(ledger *l, const ledger_grant *g)
     assert_int_equal(v, LEDGER_INSERTED);
 }
 
+static void make_object(ledger_object *o, const char *key, const char *grant_id)
+{
+    memset(o, 0, sizeof *o);
+    snprintf(o->bucket, sizeof o->bucket, "ingest");
+    snprintf(o->key, sizeof o->key, "%s", key);
+    snprintf(o->file_id, sizeof o->file_id, "file-%s", key[0] == 'a' ? "a" : "b");
+    o->size = 3;
+    snprintf(o->etag, sizeof o->etag, "900150983cd24fb0d6963f7d28e17f72");
+    snprintf(o->sha256, sizeof o->sha256, "%s",
+             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    snprintf(o->content_type, sizeof o->content_type, "text/plain");
+    snprintf(o->meta, sizeof o->meta, "{\"a\":\"b\"}");
+    if (grant_id != NULL) {
+        snprintf(o->grant_id, sizeof o->grant_id, "%s", grant_id);
+        snprintf(o->device, sizeof o->device, "dev-1");
+    }
+    o->created_at = T0;
+}
+
 static void test_migrate_fresh_and_reopen(void **state)
 {
     fixture *f = *state;
@@ -98,7 +117,7 @@ static void test_migrate_fresh_and_reopen(void **state)
 
     assert_string_equal(ledger_backend(f->l), "sqlite");
     assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, 1);
+    assert_int_equal(v, 2);
     /* Re-opening an up-to-date database changes nothing and keeps data. */
     ledger_grant g;
     make_grant(&g, "g_a", "dev-1", 10, T0, 60);
@@ -107,7 +126,7 @@ static void test_migrate_fresh_and_reopen(void **state)
     f->l = NULL;
     assert_int_equal(ledger_open(f->path, &again), FERRY_OK);
     assert_int_equal(ledger_schema_version(again, &v), FERRY_OK);
-    assert_int_equal(v, 1);
+    assert_int_equal(v, 2);
     ledger_grant back;
     assert_int_equal(ledger_grant_get(again, "g_a", &back), FERRY_OK);
     assert_string_equal(back.key, g.key);
@@ -541,7 +560,7 @@ typedef struct racer {
     int wins;
     int conflicts;
     int other;
-    int mode; /* 0: mark used g_<i>; 1: insert under a limit */
+    int mode; /* 0: mark used g_<i>; 1: insert under a limit; 2: object_put with g_<i> */
     int id;
 } racer;
 
@@ -558,7 +577,20 @@ static void *race_thread(void *arg)
         pthread_barrier_wait(r->barrier);
         if (l == NULL)
             continue;
-        if (r->mode == 0) {
+        if (r->mode == 2) {
+            ledger_object o;
+            snprintf(id, sizeof id, "g_%d", i);
+            make_object(&o, "dev-1/k", id);
+            snprintf(o.key, sizeof o.key, "dev-1/2026/11/18/%s-x.bin", id);
+            snprintf(o.file_id, sizeof o.file_id, "f%d-%d", r->id, i);
+            ferry_err err = ledger_object_put(l, &o, T0 + 1, NULL);
+            if (err == FERRY_OK)
+                r->wins++;
+            else if (err == FERRY_ERR_CONFLICT)
+                r->conflicts++;
+            else
+                r->other++;
+        } else if (r->mode == 0) {
             snprintf(id, sizeof id, "g_%d", i);
             ferry_err err = ledger_grant_mark_used(l, id, T0 + 1);
             if (err == FERRY_OK)
@@ -620,6 +652,136 @@ static void test_race_mark_used(void **state)
     assert_int_equal(a.conflicts + b.conflicts, ROUNDS);
 }
 
+typedef struct collect_ctx {
+    char (*seen)[64];
+    size_t *n;
+} collect_ctx;
+
+static int collect_object(const ledger_object *obj, void *arg)
+{
+    collect_ctx *ctx = arg;
+    if (*ctx->n < 8)
+        snprintf(ctx->seen[*ctx->n], 64, "%s", obj->key);
+    (*ctx->n)++;
+    return 0;
+}
+
+/* Object records: put/get/replace/list/delete, and the grant consumed in
+ * the same transaction (unknown, used, revoked, expired refused, nothing
+ * written). */
+static void test_objects(void **state)
+{
+    fixture *f = *state;
+    ledger_object o, back;
+    char old[LEDGER_FILE_ID_MAX + 1];
+    ledger_grant g;
+    bool known = true;
+
+    make_object(&o, "a/one", NULL);
+    assert_int_equal(ledger_object_put(f->l, &o, T0, old), FERRY_OK);
+    assert_string_equal(old, "");
+    assert_int_equal(ledger_object_get(f->l, "ingest", "a/one", &back), FERRY_OK);
+    assert_string_equal(back.file_id, "file-a");
+    assert_string_equal(back.meta, "{\"a\":\"b\"}");
+    assert_string_equal(back.grant_id, "");
+    assert_int_equal(back.size, 3);
+    /* Replacing hands back the old file. */
+    snprintf(o.file_id, sizeof o.file_id, "file-a2");
+    assert_int_equal(ledger_object_put(f->l, &o, T0, old), FERRY_OK);
+    assert_string_equal(old, "file-a");
+    assert_int_equal(ledger_object_file_known(f->l, "file-a", &known), FERRY_OK);
+    assert_false(known);
+    assert_int_equal(ledger_object_file_known(f->l, "file-a2", &known), FERRY_OK);
+    assert_true(known);
+    assert_int_equal(ledger_object_get(f->l, "ingest", "nope", &back), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_object_get(f->l, "other", "a/one", &back), FERRY_ERR_NOT_FOUND);
+
+    /* A grant pays for one object. */
+    make_grant(&g, "g_obj", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_object(&o, "b/g", "g_obj");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+    assert_int_equal(ledger_grant_get(f->l, "g_obj", &g), FERRY_OK);
+    assert_int_equal(g.state, LEDGER_GRANT_USED);
+    make_object(&o, "b/g2", "g_obj");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_ERR_CONFLICT);
+    assert_int_equal(ledger_object_get(f->l, "ingest", "b/g2", &back), FERRY_ERR_NOT_FOUND);
+    make_object(&o, "b/g3", "g_unknown");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_ERR_NOT_FOUND);
+    make_grant(&g, "g_rev", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    assert_int_equal(ledger_grant_revoke(f->l, "g_rev", T0), FERRY_OK);
+    make_object(&o, "b/g4", "g_rev");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_ERR_CONFLICT);
+    make_grant(&g, "g_exp", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_object(&o, "b/g5", "g_exp");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 60, NULL), FERRY_ERR_EXPIRED);
+    assert_int_equal(ledger_object_get(f->l, "ingest", "b/g5", &back), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_grant_get(f->l, "g_exp", &g), FERRY_OK);
+    assert_int_equal(g.state, LEDGER_GRANT_ISSUED);
+
+    /* Listing: prefix, start_after, limit, byte order. */
+    static const char *const keys[] = {"l/a", "l/b/1", "l/b/2", "l/c", "l/\xc3\xa9", "m"};
+    for (size_t i = 0; i < 6; i++) {
+        make_object(&o, keys[i], NULL);
+        snprintf(o.file_id, sizeof o.file_id, "fl%zu", i);
+        assert_int_equal(ledger_object_put(f->l, &o, T0, NULL), FERRY_OK);
+    }
+    char seen[8][64];
+    size_t n = 0;
+    collect_ctx ctx = {seen, &n};
+    assert_int_equal(ledger_object_list(f->l, "ingest", "l/", "", 100, collect_object, &ctx),
+                     FERRY_OK);
+    assert_int_equal(n, 5);
+    assert_string_equal(seen[0], "l/a");
+    assert_string_equal(seen[4], "l/\xc3\xa9");
+    n = 0;
+    assert_int_equal(ledger_object_list(f->l, "ingest", "l/", "l/b\xff", 100, collect_object, &ctx),
+                     FERRY_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(seen[0], "l/c");
+    n = 0;
+    assert_int_equal(ledger_object_list(f->l, "ingest", "", "l/b/1", 2, collect_object, &ctx),
+                     FERRY_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(seen[0], "l/b/2");
+    assert_string_equal(seen[1], "l/c");
+
+    assert_int_equal(ledger_object_delete(f->l, "ingest", "l/c", old), FERRY_OK);
+    assert_string_equal(old, "fl3");
+    assert_int_equal(ledger_object_delete(f->l, "ingest", "l/c", old), FERRY_ERR_NOT_FOUND);
+
+    /* Bounds: an over-long key is refused before the backend. */
+    char big[LEDGER_OBJECT_KEY_MAX + 2];
+    memset(big, 'k', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(ledger_object_get(f->l, "ingest", big, &back), FERRY_ERR_TOO_LARGE);
+    make_object(&o, "x", NULL);
+    o.sha256[0] = '\0';
+    assert_int_equal(ledger_object_put(f->l, &o, T0, NULL), FERRY_ERR_INVALID);
+}
+
+/* Two uploads of each grant race to record their object: exactly one wins. */
+static void test_race_object_put(void **state)
+{
+    fixture *f = *state;
+    racer a, b;
+    enum { ROUNDS = 40 };
+    for (int i = 0; i < ROUNDS; i++) {
+        char id[32];
+        ledger_grant g;
+        snprintf(id, sizeof id, "g_%d", i);
+        make_grant(&g, id, "dev-1", 1, T0, 60);
+        insert_ok(f->l, &g);
+    }
+    run_race(f, 2, ROUNDS, &a, &b);
+    assert_int_equal(a.other, 0);
+    assert_int_equal(b.other, 0);
+    assert_int_equal(a.wins + b.wins, ROUNDS);
+    assert_int_equal(a.conflicts + b.conflicts, ROUNDS);
+}
+
 static void test_race_insert_limit(void **state)
 {
     fixture *f = *state;
@@ -650,6 +812,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_keeps_committed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_mark_used, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_insert_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_objects, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_race_object_put, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
