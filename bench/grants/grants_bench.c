@@ -187,8 +187,7 @@ static int run_client(const options *o)
         char cert[512], key[512];
         snprintf(d->name, sizeof d->name, "bench-%d", i);
         snprintf(d->request_topic, sizeof d->request_topic, "ferry/%s/upload/request", d->name);
-        snprintf(d->response_topic, sizeof d->response_topic, "ferry/%s/upload/response",
-                 d->name);
+        snprintf(d->response_topic, sizeof d->response_topic, "ferry/%s/upload/response", d->name);
         snprintf(cert, sizeof cert, "%s/devices/%s.pem", o->pki, d->name);
         snprintf(key, sizeof key, "%s/devices/%s.key", o->pki, d->name);
         d->m = mosquitto_new(d->name, true, d);
@@ -226,9 +225,8 @@ static int run_client(const options *o)
     }
     qsort(samples, n, sizeof *samples, cmp_i64);
     double per_s = (double)n / ((double)(t1 - t0) / 1e9);
-    printf("rtt: n=%u p50_us=%.0f p99_us=%.0f per_s=%.0f\n", n,
-           (double)samples[n / 2] / 1000.0, (double)samples[(size_t)n * 99 / 100] / 1000.0,
-           per_s);
+    printf("rtt: n=%u p50_us=%.0f p99_us=%.0f per_s=%.0f\n", n, (double)samples[n / 2] / 1000.0,
+           (double)samples[(size_t)n * 99 / 100] / 1000.0, per_s);
     free(samples);
     free(devs);
     return 0;

@@ -27,8 +27,8 @@ static double run(grant_service *svc, size_t batch, int total)
                              "{\"id\":\"r-%d\",\"name\":\"bench.bin\",\"size\":1024,"
                              "\"content_type\":\"application/octet-stream\"}",
                              done + (int)i);
-            in[i] = (grant_service_input){.topic = topics[i], .payload = bodies[i],
-                                          .payload_len = (size_t)n, .is_v5 = true};
+            in[i] = (grant_service_input){
+                .topic = topics[i], .payload = bodies[i], .payload_len = (size_t)n, .is_v5 = true};
         }
         if (grant_service_handle_batch(svc, in, batch, ferry_time_now(), ferry_time_mono_ns(),
                                        answers, results) != FERRY_OK)
@@ -58,10 +58,15 @@ int main(int argc, char **argv)
     fleet.rate_per_s = 0;
     fleet.daily_quota_bytes = 0;
     strcpy(fleet.content_types, "*/*");
-    grant_service_config cfg = {.prefix = "ferry", .endpoint = "https://127.0.0.1:9443",
-                                .bucket = "ingest", .region = "us-east-1",
-                                .access_key = "ferry-grants", .secret = "bench-secret",
-                                .fleet = &fleet, .rate_table_size = 1024, .ledger = l};
+    grant_service_config cfg = {.prefix = "ferry",
+                                .endpoint = "https://127.0.0.1:9443",
+                                .bucket = "ingest",
+                                .region = "us-east-1",
+                                .access_key = "ferry-grants",
+                                .secret = "bench-secret",
+                                .fleet = &fleet,
+                                .rate_table_size = 1024,
+                                .ledger = l};
     grant_service *svc = NULL;
     if (grant_service_new(&cfg, &svc) != FERRY_OK)
         return 1;

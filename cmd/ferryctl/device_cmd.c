@@ -21,14 +21,13 @@
 
 static void device_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ferryctl device set --ledger PATH NAME [--disable | --enable]\n"
-            "           [--max-size SIZE] [--content-types PATTERNS] [--max-open-grants N]\n"
-            "           [--rate-per-minute N] [--rate-burst N] [--daily-quota SIZE]\n"
-            "           [--expiry-min DUR] [--expiry-base DUR] [--expiry-max DUR]\n"
-            "           [--min-bandwidth SIZE]\n"
-            "       ferryctl device show --ledger PATH NAME\n"
-            "A value of 'default' removes the override.\n");
+    fprintf(out, "usage: ferryctl device set --ledger PATH NAME [--disable | --enable]\n"
+                 "           [--max-size SIZE] [--content-types PATTERNS] [--max-open-grants N]\n"
+                 "           [--rate-per-minute N] [--rate-burst N] [--daily-quota SIZE]\n"
+                 "           [--expiry-min DUR] [--expiry-base DUR] [--expiry-max DUR]\n"
+                 "           [--min-bandwidth SIZE]\n"
+                 "       ferryctl device show --ledger PATH NAME\n"
+                 "A value of 'default' removes the override.\n");
 }
 
 static int parse_u64(const char *opt, const char *v, bool size, ledger_opt_u64 *out)
@@ -251,8 +250,7 @@ int ferryctl_device(int argc, char **argv)
     }
     e = ledger_device_upsert(l, &dev, ferry_time_now());
     if (e) {
-        fprintf(stderr, "ferryctl device: %s: cannot write: %s\n", ledger_path,
-                ferry_err_str(e));
+        fprintf(stderr, "ferryctl device: %s: cannot write: %s\n", ledger_path, ferry_err_str(e));
         goto out;
     }
     print_device(&dev);

@@ -12,7 +12,8 @@ typedef struct subcommand {
 
 static const subcommand subcommands[] = {
     {"pki", ferryctl_pki,
-     "pki init DIR | issue DIR NAME [--csr FILE] | ferryd DIR ferryd-X | revoke DIR NAME | crl DIR"},
+     "pki init DIR | issue DIR NAME [--csr FILE] | ferryd DIR ferryd-X | revoke DIR NAME | crl "
+     "DIR"},
     {"broker-config", ferryctl_broker_config, "broker-config DIR [options]: mosquitto.conf + ACL"},
     {"device", ferryctl_device, "device set|show --ledger PATH NAME [...]: per-device policy"},
     {"presign", ferryctl_presign, "presign --endpoint URL --bucket B --key K [...]: a URL"},

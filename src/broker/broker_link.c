@@ -49,8 +49,8 @@ struct broker_link {
     atomic_bool stopping;
     atomic_llong drain_deadline_ns;
     atomic_bool connected;
-    atomic_int version;            /* 5 or 4 */
-    atomic_bool fallback_pending;  /* CONNACK refused MQTT 5: retry with 3.1.1 */
+    atomic_int version;           /* 5 or 4 */
+    atomic_bool fallback_pending; /* CONNACK refused MQTT 5: retry with 3.1.1 */
     atomic_bool reset_backoff;
     atomic_ullong connect_count;
     atomic_long inflight;
@@ -184,8 +184,8 @@ static int do_connect(broker_link *link)
     if (atomic_load(&link->version) == 5)
         mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
                                      link->session_expiry_s);
-    int rc = mosquitto_connect_bind_v5(link->mosq, link->host, link->port, link->keepalive_s,
-                                       NULL, props);
+    int rc = mosquitto_connect_bind_v5(link->mosq, link->host, link->port, link->keepalive_s, NULL,
+                                       props);
     mosquitto_property_free_all(&props);
     return rc;
 }
@@ -224,8 +224,8 @@ static void *network_thread(void *arg)
             if (rc != MOSQ_ERR_SUCCESS) {
                 int64_t delay = broker_backoff_ms(link->reconnect_min_ms, link->reconnect_max_ms,
                                                   attempt++, random_unit());
-                log_warn("broker.connect_failed",
-                         "host=%s port=%d error=\"%s\" retry_in_ms=%lld", link->host, link->port,
+                log_warn("broker.connect_failed", "host=%s port=%d error=\"%s\" retry_in_ms=%lld",
+                         link->host, link->port,
                          rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
                          (long long)delay);
                 interruptible_sleep(link, delay);
@@ -252,11 +252,10 @@ static void *network_thread(void *arg)
         atomic_store(&link->connected, false);
         if (atomic_load(&link->stopping))
             break;
-        int64_t delay = broker_backoff_ms(link->reconnect_min_ms, link->reconnect_max_ms,
-                                          attempt++, random_unit());
+        int64_t delay = broker_backoff_ms(link->reconnect_min_ms, link->reconnect_max_ms, attempt++,
+                                          random_unit());
         log_warn("broker.connection_lost", "error=\"%s\" retry_in_ms=%lld",
-                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
-                 (long long)delay);
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc), (long long)delay);
         interruptible_sleep(link, delay);
     }
     if (socket_up) {
@@ -333,8 +332,8 @@ ferry_err broker_link_new(const broker_link_config *config, broker_link **out)
     mosquitto_message_v5_callback_set(link->mosq, on_message);
     mosquitto_log_callback_set(link->mosq, on_log);
     if (link->cafile != NULL) {
-        int rc = mosquitto_tls_set(link->mosq, link->cafile, NULL, link->certfile, link->keyfile,
-                                   NULL);
+        int rc =
+            mosquitto_tls_set(link->mosq, link->cafile, NULL, link->certfile, link->keyfile, NULL);
         if (rc == MOSQ_ERR_SUCCESS)
             rc = mosquitto_tls_opts_set(link->mosq, SSL_VERIFY_PEER, "tlsv1.2", NULL);
         if (rc != MOSQ_ERR_SUCCESS) {
@@ -360,8 +359,8 @@ ferry_err broker_link_start(broker_link *link)
     return FERRY_OK;
 }
 
-ferry_err broker_link_publish(broker_link *link, const char *topic, const void *payload,
-                              size_t len, const broker_publish_options *options)
+ferry_err broker_link_publish(broker_link *link, const char *topic, const void *payload, size_t len,
+                              const broker_publish_options *options)
 {
     mosquitto_property *props = NULL;
     if (len > INT32_MAX)
@@ -383,7 +382,7 @@ ferry_err broker_link_publish(broker_link *link, const char *topic, const void *
         return FERRY_OK;
     atomic_fetch_sub(&link->inflight, 1);
     log_warn("broker.publish_failed", "topic=%s error=\"%s\"", topic, mosquitto_strerror(rc));
-    return rc == MOSQ_ERR_NOMEM ? FERRY_ERR_NOMEM
+    return rc == MOSQ_ERR_NOMEM             ? FERRY_ERR_NOMEM
            : rc == MOSQ_ERR_OVERSIZE_PACKET ? FERRY_ERR_TOO_LARGE
                                             : FERRY_ERR_UNAVAILABLE;
 }

@@ -35,7 +35,7 @@ typedef struct broker_message {
     const char *topic;
     const void *payload;
     size_t payload_len;
-    bool is_v5; /* received over MQTT 5: properties below may be set */
+    bool is_v5;                   /* received over MQTT 5: properties below may be set */
     const void *correlation_data; /* NULL if absent */
     size_t correlation_len;
     const char *response_topic; /* NULL if absent */
@@ -58,7 +58,7 @@ typedef struct broker_link_config {
     broker_protocol protocol;
     int64_t reconnect_min_ms;
     int64_t reconnect_max_ms;
-    uint32_t session_expiry_s;  /* MQTT 5 session expiry; 3.1.1 sessions never expire */
+    uint32_t session_expiry_s;        /* MQTT 5 session expiry; 3.1.1 sessions never expire */
     const char *const *subscriptions; /* topic filters, subscribed at QoS 1 on every connect */
     size_t subscription_count;
     broker_message_fn on_message;

@@ -200,8 +200,8 @@ static ferry_err store_value(const ferry_cfg_option *opt, void *target, const ch
         size_t max = opt->max > 0 ? (size_t)opt->max : DEFAULT_MAX_STRING;
         size_t len = strlen(value);
         if (len > max) {
-            errf(err, err_size, "[%s] %s: value is %zu bytes long, the limit is %zu",
-                 opt->section, opt->name, len, max);
+            errf(err, err_size, "[%s] %s: value is %zu bytes long, the limit is %zu", opt->section,
+                 opt->name, len, max);
             return FERRY_ERR_RANGE;
         }
         if (opt->min > 0 && len < (size_t)opt->min) {
@@ -230,8 +230,8 @@ static ferry_err store_value(const ferry_cfg_option *opt, void *target, const ch
     case FERRY_CFG_ENUM: {
         int idx = enum_index(opt->choices, value);
         if (idx < 0) {
-            errf(err, err_size, "[%s] %s: \"%s\" is not one of %s", opt->section, opt->name,
-                 shown, opt->choices);
+            errf(err, err_size, "[%s] %s: \"%s\" is not one of %s", opt->section, opt->name, shown,
+                 opt->choices);
             return FERRY_ERR_INVALID;
         }
         *(int *)(void *)field = idx;
@@ -261,8 +261,8 @@ static ferry_err store_value(const ferry_cfg_option *opt, void *target, const ch
         char lo[32], hi[32];
         format_bound(opt, opt->min, lo, sizeof lo);
         format_bound(opt, opt->max, hi, sizeof hi);
-        errf(err, err_size, "[%s] %s: \"%s\" is out of range (%s to %s)", opt->section,
-             opt->name, shown, lo, hi);
+        errf(err, err_size, "[%s] %s: \"%s\" is out of range (%s to %s)", opt->section, opt->name,
+             shown, lo, hi);
         return FERRY_ERR_RANGE;
     }
     *(int64_t *)(void *)field = n;
@@ -291,8 +291,7 @@ static bool section_known(const ferry_cfg_table *table, const char *section)
     return false;
 }
 
-ferry_err ferry_cfg_defaults(const ferry_cfg_table *table, void *target, char *err,
-                             size_t err_size)
+ferry_err ferry_cfg_defaults(const ferry_cfg_table *table, void *target, char *err, size_t err_size)
 {
     for (size_t i = 0; i < table->count; i++) {
         const ferry_cfg_option *opt = &table->options[i];
@@ -415,8 +414,7 @@ ferry_err ferry_cfg_load(const ferry_cfg_table *table, void *target, const char 
         goto out;
     }
     if (rc != 0) {
-        errf(err, err_size, "%s:%d: syntax error (expected [section] or name = value)", path,
-             rc);
+        errf(err, err_size, "%s:%d: syntax error (expected [section] or name = value)", path, rc);
         result = FERRY_ERR_CONFIG;
         goto out;
     }

@@ -64,9 +64,8 @@ typedef int (*ferry_cfg_section_fn)(void *ctx, const char *section, const char *
                                     const char *value, char *err, size_t err_size);
 
 /* Applies every default to target; target must be zeroed first. */
-__attribute__((warn_unused_result)) ferry_err ferry_cfg_defaults(const ferry_cfg_table *table,
-                                                                 void *target, char *err,
-                                                                 size_t err_size);
+__attribute__((warn_unused_result)) ferry_err
+ferry_cfg_defaults(const ferry_cfg_table *table, void *target, char *err, size_t err_size);
 
 /* Defaults, then the file, then the required check. On error, err holds one
  * line and target may hold a partial configuration: free it. */

@@ -24,7 +24,9 @@ typedef struct test_config {
 } test_config;
 
 #define OPT(sec, nm, type, field, def, lo, hi, choices, flags)                                     \
-    {sec, nm, type, offsetof(test_config, field), def, lo, hi, choices, flags, "help for " nm}
+    {                                                                                              \
+        sec, nm, type, offsetof(test_config, field), def, lo, hi, choices, flags, "help for " nm   \
+    }
 
 static const ferry_cfg_option options[] = {
     OPT("main", "name", FERRY_CFG_STRING, name, "ferry", 1, 8, NULL, 0),
@@ -173,7 +175,8 @@ static void test_errors_name_file_line_and_option(void **state)
     snprintf(text, sizeof text, "%smode = multipart\n", req);
     expect_error(text, 3, "[limits] mode: \"multipart\" is not one of auto|put|post");
     snprintf(text, sizeof text, "%s[main]\nsecret = x\nenabled = maybe\n", req);
-    expect_error(text, 5, "[main] enabled: \"maybe\" is not a boolean (true/false, yes/no, on/off)");
+    expect_error(text, 5,
+                 "[main] enabled: \"maybe\" is not a boolean (true/false, yes/no, on/off)");
     snprintf(text, sizeof text, "%scolour = red\n", req);
     expect_error(text, 3, "[limits] colour: unknown option");
     snprintf(text, sizeof text, "%s[nosuch]\nx = 1\n", req);
@@ -217,9 +220,9 @@ static void test_missing_file(void **state)
     (void)state;
     test_config cfg = {0};
     char err[256];
-    assert_int_equal(ferry_cfg_load(&table, &cfg, "/nonexistent/ferry.ini", NULL, NULL, err,
-                                    sizeof err),
-                     FERRY_ERR_CONFIG);
+    assert_int_equal(
+        ferry_cfg_load(&table, &cfg, "/nonexistent/ferry.ini", NULL, NULL, err, sizeof err),
+        FERRY_ERR_CONFIG);
     assert_string_equal(err, "/nonexistent/ferry.ini: cannot open: No such file or directory");
     ferry_cfg_free(&table, &cfg);
 }

@@ -62,8 +62,7 @@ void ferry_log_sanitize(char *dst, size_t dst_size, const char *src)
     for (const char *p = src; *p != '\0';) {
         /* A secret parameter only starts at a word boundary, so that e.g.
          * "X-Amz-Signature" is not matched as its suffix "Signature". */
-        size_t secret = (p == src || p[-1] == '?' || p[-1] == '&' || p[-1] == ' ' ||
-                         p[-1] == ',')
+        size_t secret = (p == src || p[-1] == '?' || p[-1] == '&' || p[-1] == ' ' || p[-1] == ',')
                             ? secret_prefix_len(p)
                             : 0;
         if (secret > 0) {

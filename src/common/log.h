@@ -47,8 +47,8 @@ void ferry_log_sanitize(char *dst, size_t dst_size, const char *src);
             ferry_log(FERRY_LOG_DEBUG, event, __VA_ARGS__);                                        \
     } while (0)
 #define log_debug(event, ...) FERRY_LOG_DEBUG_(event, __VA_ARGS__)
-#define log_info(event, ...) ferry_log(FERRY_LOG_INFO, event, __VA_ARGS__)
-#define log_warn(event, ...) ferry_log(FERRY_LOG_WARN, event, __VA_ARGS__)
+#define log_info(event, ...)  ferry_log(FERRY_LOG_INFO, event, __VA_ARGS__)
+#define log_warn(event, ...)  ferry_log(FERRY_LOG_WARN, event, __VA_ARGS__)
 #define log_error(event, ...) ferry_log(FERRY_LOG_ERROR, event, __VA_ARGS__)
 
 #endif

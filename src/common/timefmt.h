@@ -14,9 +14,9 @@
 
 #include "ferry/ferry_error.h"
 
-#define FERRY_ISO8601_LEN 20  /* "YYYY-MM-DDTHH:MM:SSZ" */
+#define FERRY_ISO8601_LEN      20 /* "YYYY-MM-DDTHH:MM:SSZ" */
 #define FERRY_AMZ_DATETIME_LEN 16 /* "YYYYMMDDTHHMMSSZ" */
-#define FERRY_AMZ_DATE_LEN 8  /* "YYYYMMDD" */
+#define FERRY_AMZ_DATE_LEN     8  /* "YYYYMMDD" */
 
 typedef struct ferry_tm {
     int year, month, day, hour, minute, second;
@@ -37,8 +37,7 @@ __attribute__((warn_unused_result)) ferry_err ferry_time_parse_amz_datetime(cons
                                                                             int64_t *out);
 /* "YYYY-MM-DDTHH:MM:SSZ", optionally with fractional seconds before the Z
  * ("…:00.000Z", as boto3 writes policy expirations); fractions are dropped. */
-__attribute__((warn_unused_result)) ferry_err ferry_time_parse_iso8601(const char *s,
-                                                                       int64_t *out);
+__attribute__((warn_unused_result)) ferry_err ferry_time_parse_iso8601(const char *s, int64_t *out);
 
 /* Wall clock, UTC seconds; and a monotonic clock in nanoseconds. */
 int64_t ferry_time_now(void);

@@ -32,7 +32,7 @@
 #include "sigv4/sigv4.h"
 
 #define REJECTION_EXPIRY_S 600 /* rejections are stale after this long */
-#define URL_MAX_BYTES (64 * 1024)
+#define URL_MAX_BYTES      (64 * 1024)
 
 /* One request of a batch, between its checks and its ledger insert. */
 typedef struct pending {
@@ -74,8 +74,7 @@ ferry_err grant_service_new(const grant_service_config *cfg, grant_service **out
         result = FERRY_ERR_INVALID;
         goto out;
     }
-    result = grant_rate_limiter_new(cfg->rate_table_size ? cfg->rate_table_size : 1024,
-                                    &svc->rate);
+    result = grant_rate_limiter_new(cfg->rate_table_size ? cfg->rate_table_size : 1024, &svc->rate);
     if (result)
         goto out;
     svc->pending = calloc(GRANT_BATCH_MAX, sizeof *svc->pending);
@@ -181,11 +180,10 @@ static ferry_err reject(grant_service *svc, const char *device, const grant_reje
     answer->code = rej->code;
     answer->message_expiry_s = REJECTION_EXPIRY_S;
     const char *code = grant_reject_code_str(rej->code);
-    if (ledger_audit_refusal(svc->ledger, device, rej->has_id ? rej->id : NULL, code,
-                             rej->message, now) != FERRY_OK)
+    if (ledger_audit_refusal(svc->ledger, device, rej->has_id ? rej->id : NULL, code, rej->message,
+                             now) != FERRY_OK)
         log_error("ledger.audit_failed", "device=%s code=%s", device, code);
-    log_info("grant.refused", "device=%s id=%s code=%s", device, rej->has_id ? rej->id : "-",
-             code);
+    log_info("grant.refused", "device=%s id=%s code=%s", device, rej->has_id ? rej->id : "-", code);
     return FERRY_OK;
 }
 
@@ -259,7 +257,6 @@ static ferry_err sign_post(grant_service *svc, const ledger_grant *g, const gran
     return e;
 }
 
-
 /* Internal failure while granting: the device is told to try again. */
 static ferry_err refuse_internal(grant_service *svc, pending *p, ferry_err why, int64_t now,
                                  grant_answer *answer)
@@ -323,11 +320,9 @@ static ferry_err check_request(grant_service *svc, const grant_service_input *in
     memset(answer, 0, sizeof *answer);
     p->to_insert = false;
     p->req.id[0] = '\0';
-    if (grant_service_topic_device(svc->prefix, in->topic, p->device, sizeof p->device) !=
-        FERRY_OK)
+    if (grant_service_topic_device(svc->prefix, in->topic, p->device, sizeof p->device) != FERRY_OK)
         return FERRY_ERR_INVALID;
-    snprintf(answer->topic, sizeof answer->topic, "%s/%s/upload/response", svc->prefix,
-             p->device);
+    snprintf(answer->topic, sizeof answer->topic, "%s/%s/upload/response", svc->prefix, p->device);
 
     grant_rejection rej;
     grant_rejection_init(&rej, NULL);
@@ -385,10 +380,9 @@ static ferry_err settle(grant_service *svc, pending *p, const ledger_insert *ins
     if (ins->err != FERRY_OK)
         return refuse_internal(svc, p, ins->err, now, answer);
     if (ins->verdict == LEDGER_INSERTED) {
-        log_info("grant.issued",
-                 "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld", p->device,
-                 p->req.id, p->grant.id, p->grant.method, (unsigned long long)p->grant.size,
-                 (long long)(p->grant.expires_at - now));
+        log_info("grant.issued", "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld",
+                 p->device, p->req.id, p->grant.id, p->grant.method,
+                 (unsigned long long)p->grant.size, (long long)(p->grant.expires_at - now));
         return FERRY_OK;
     }
     grant_rejection rej;
@@ -425,8 +419,8 @@ ferry_err grant_service_handle_batch(grant_service *svc, const grant_service_inp
         grant_policy_limits(&p[i].policy, now, &limits[k]);
         snprintf(detail[k], sizeof detail[k], "method=%s size=%llu", p[i].grant.method,
                  (unsigned long long)p[i].grant.size);
-        inserts[k] = (ledger_insert){
-            .grant = &p[i].grant, .limits = &limits[k], .detail = detail[k]};
+        inserts[k] =
+            (ledger_insert){.grant = &p[i].grant, .limits = &limits[k], .detail = detail[k]};
         owner[k++] = i;
     }
     if (k == 0)

@@ -27,20 +27,20 @@
 #include "ledger/ledger.h"
 
 #define GRANT_ANSWER_MAX_BYTES (128 * 1024) /* the brief's cap on every message */
-#define GRANT_TOPIC_MAX 512
+#define GRANT_TOPIC_MAX        512
 
 typedef struct grant_service grant_service;
 
 typedef struct grant_service_config {
-    const char *prefix;         /* "ferry" */
-    const char *endpoint;       /* store base URL as devices see it */
+    const char *prefix;   /* "ferry" */
+    const char *endpoint; /* store base URL as devices see it */
     const char *bucket;
     const char *region;
     const char *access_key;
-    const char *secret;         /* copied into the signer; the caller wipes its own copy */
-    const grant_policy *fleet;  /* fleet defaults; copied */
+    const char *secret;        /* copied into the signer; the caller wipes its own copy */
+    const grant_policy *fleet; /* fleet defaults; copied */
     size_t rate_table_size;
-    ledger *ledger;             /* borrowed; must outlive the service */
+    ledger *ledger; /* borrowed; must outlive the service */
 } grant_service_config;
 
 typedef struct grant_service_input {
@@ -87,15 +87,12 @@ void grant_answer_cleanup(grant_answer *answer);
  * function itself fails only on bad arguments.
  */
 __attribute__((warn_unused_result)) ferry_err
-grant_service_handle_batch(grant_service *svc, const grant_service_input *in, size_t n,
-                           int64_t now, int64_t now_mono_ns, grant_answer *answers,
-                           ferry_err *results);
+grant_service_handle_batch(grant_service *svc, const grant_service_input *in, size_t n, int64_t now,
+                           int64_t now_mono_ns, grant_answer *answers, ferry_err *results);
 
 /* Extracts the device id from "<prefix>/<device>/upload/request".
  * FERRY_ERR_INVALID if the topic has another shape or the id is invalid. */
-__attribute__((warn_unused_result)) ferry_err grant_service_topic_device(const char *prefix,
-                                                                         const char *topic,
-                                                                         char *device,
-                                                                         size_t device_size);
+__attribute__((warn_unused_result)) ferry_err
+grant_service_topic_device(const char *prefix, const char *topic, char *device, size_t device_size);
 
 #endif

@@ -19,7 +19,7 @@
 #include "daemon/grant_service.h"
 #include "sigv4/sigv4.h"
 
-#define NOW 1764072000 /* 2025-11-25T12:00:00Z */
+#define NOW    1764072000 /* 2025-11-25T12:00:00Z */
 #define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
 typedef struct fixture {
@@ -147,8 +147,8 @@ static sigv4_reason verify_put(json_t *doc, int64_t at, const char *length_overr
             v = length_override;
         hdrs[n++] = (sigv4_kv){name, v};
     }
-    sigv4_request req = {.method = "PUT", .path = path, .query = q, .headers = hdrs,
-                         .n_headers = n};
+    sigv4_request req = {
+        .method = "PUT", .path = path, .query = q, .headers = hdrs, .n_headers = n};
     sigv4_verifier v = {.region = "us-east-1", .service = "s3", .lookup = lookup_secret};
     sigv4_verdict verdict;
     ferry_err e = sigv4_verify_query(&v, &req, at, &verdict);
@@ -224,7 +224,7 @@ static void test_foreign_topics_are_not_answered(void **state)
     fixture *f = *state;
     static const char *const topics[] = {
         "ferry/dev-a/upload/response", "other/dev-a/upload/request", "ferry/upload/request",
-        "ferry//upload/request", "ferry/../upload/request", "ferry/a/b/upload/request",
+        "ferry//upload/request",       "ferry/../upload/request",    "ferry/a/b/upload/request",
     };
     for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
         grant_service_input in = {.topic = topics[i], .payload = "{}", .payload_len = 2};
@@ -236,10 +236,17 @@ static void test_foreign_topics_are_not_answered(void **state)
 static void test_response_topic_must_be_the_devices_own(void **state)
 {
     fixture *f = *state;
-    const char *req = "{\"id\":\"r-7\",\"name\":\"a.wav\",\"size\":10,\"content_type\":\"audio/wav\"}";
+    const char *req =
+        "{\"id\":\"r-7\",\"name\":\"a.wav\",\"size\":10,\"content_type\":\"audio/wav\"}";
     static const char *const bad[] = {
-        "ferry/dev-b/upload/response", "ferry/dev-a", "ferry/dev-a/", "ferry/dev-ab/x",
-        "ferry/dev-a/#", "ferry/dev-a/+/x", "elsewhere/dev-a/x", "ferry/dev-a//x",
+        "ferry/dev-b/upload/response",
+        "ferry/dev-a",
+        "ferry/dev-a/",
+        "ferry/dev-ab/x",
+        "ferry/dev-a/#",
+        "ferry/dev-a/+/x",
+        "elsewhere/dev-a/x",
+        "ferry/dev-a//x",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         grant_answer answer;
@@ -265,9 +272,11 @@ static void test_each_rejection_has_its_code(void **state)
     expect_rejection(f, "{\"id\":", "MalformedJson");
     expect_rejection(f, "{\"id\":\"a\",\"id\":\"b\"}", "DuplicateKey");
     expect_rejection(f, "{\"id\":\"r\",\"size\":1,\"content_type\":\"audio/wav\"}", "MissingField");
-    expect_rejection(f, "{\"id\":\"r\",\"name\":\"a\",\"size\":\"1\",\"content_type\":\"audio/wav\"}",
+    expect_rejection(f,
+                     "{\"id\":\"r\",\"name\":\"a\",\"size\":\"1\",\"content_type\":\"audio/wav\"}",
                      "InvalidField");
-    expect_rejection(f, "{\"id\":\"r\",\"name\":\"../x\",\"size\":1,\"content_type\":\"audio/wav\"}",
+    expect_rejection(f,
+                     "{\"id\":\"r\",\"name\":\"../x\",\"size\":1,\"content_type\":\"audio/wav\"}",
                      "UnsafeName");
     expect_rejection(f, "{\"id\":\"r\",\"name\":\"a/b\",\"size\":1,\"content_type\":\"audio/wav\"}",
                      "UnsafeName");
@@ -283,7 +292,8 @@ static void test_each_rejection_has_its_code(void **state)
 static void test_open_grants_rate_quota_and_disabled(void **state)
 {
     fixture *f = *state;
-    const char *req = "{\"id\":\"r\",\"name\":\"a.wav\",\"size\":1000,\"content_type\":\"audio/wav\"}";
+    const char *req =
+        "{\"id\":\"r\",\"name\":\"a.wav\",\"size\":1000,\"content_type\":\"audio/wav\"}";
     grant_answer answer;
     json_t *doc;
 
@@ -351,7 +361,8 @@ static void test_refusals_are_audited(void **state)
 {
     fixture *f = *state;
     expect_rejection(f, "not json", "MalformedJson");
-    expect_rejection(f, "{\"id\":\"r-9\",\"name\":\"a\",\"size\":1,\"content_type\":\"text/plain\"}",
+    expect_rejection(f,
+                     "{\"id\":\"r-9\",\"name\":\"a\",\"size\":1,\"content_type\":\"text/plain\"}",
                      "ContentTypeNotAllowed");
     int refusals = 0;
     assert_int_equal(ledger_audit_list(f->ledger, "dev-a", 0, 100, count_refusals, &refusals),
@@ -375,8 +386,7 @@ static void test_a_batch_is_one_transaction_with_per_request_answers(void **stat
     };
     grant_answer answers[5];
     ferry_err results[5];
-    assert_int_equal(grant_service_handle_batch(f->svc, in, 5, NOW, 1, answers, results),
-                     FERRY_OK);
+    assert_int_equal(grant_service_handle_batch(f->svc, in, 5, NOW, 1, answers, results), FERRY_OK);
     assert_int_equal(results[0], FERRY_OK);
     assert_true(answers[0].granted);
     assert_int_equal(results[1], FERRY_ERR_INVALID);
@@ -406,14 +416,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_valid_request_gets_a_verifiable_put_grant, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_large_auto_request_gets_a_post_grant, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_large_auto_request_gets_a_post_grant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_topics_are_not_answered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_response_topic_must_be_the_devices_own, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_each_rejection_has_its_code, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_grants_rate_quota_and_disabled, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_open_grants_rate_quota_and_disabled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_are_audited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_batch_is_one_transaction_with_per_request_answers,
                                         setup, teardown),
