@@ -100,8 +100,13 @@ pids+=($ferryd_pid)
 wait_for 10 grep -q event=broker.connected "$tmp/ferryd.log"
 sleep 0.5
 measure ferry
+# ferryd's own CPU time (user + system, clock ticks) over all the runs.
+cpu_ticks=$(awk '{print $14 + $15}' "/proc/$ferryd_pid/stat")
 kill -INT "$ferryd_pid"; wait "$ferryd_pid" 2>/dev/null || true
 grants=$(grep -c event=grant.issued "$tmp/ferryd.log" || true)
+cpu_us_per_grant=$(awk -v t="$cpu_ticks" -v hz="$(getconf CLK_TCK)" -v n="$grants" \
+  'BEGIN {printf "%.0f", n ? t / hz * 1e6 / n : 0}')
+echo "  ferryd CPU per grant: ${cpu_us_per_grant} us" >&2
 echo "  ferryd issued $grants grants; ledger $(du -h "$tmp/ledger.db" | cut -f1); $(grep -o "handled=[0-9]* batches=[0-9]*" "$tmp/ferryd.log")" >&2
 
 ratio=$(awk -v a="$ferry_p50_1" -v b="$echo_p50_1" 'BEGIN {printf "%.2f", a / b}')
