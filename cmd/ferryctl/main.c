@@ -16,6 +16,7 @@ static const subcommand subcommands[] = {
      "DIR"},
     {"broker-config", ferryctl_broker_config, "broker-config DIR [options]: mosquitto.conf + ACL"},
     {"device", ferryctl_device, "device set|show --ledger PATH NAME [...]: per-device policy"},
+    {"grant", ferryctl_grant, "grant show|revoke --ledger PATH GRANT_ID: one grant"},
     {"presign", ferryctl_presign, "presign --endpoint URL --bucket B --key K [...]: a URL"},
 };
 

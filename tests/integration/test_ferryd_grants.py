@@ -262,6 +262,29 @@ class GrantsOverMqtt(FerrydTestCase):
         answer, _ = self.ask(c, "dev-d", request("d-2"))
         self.assertEqual(answer["type"], "grant", answer)
 
+    def test_ferryctl_grant_show_and_revoke(self):
+        c = self.device("dev-c")
+        answer, _ = self.ask(c, "dev-c", request("g-1", "cam.jpg", 321, "image/jpeg"))
+        gid = answer["grant"]
+        show = self.h.ferryctl("grant", "show", "--ledger", self.ferryd.ledger, gid).stdout
+        self.assertIn("state=issued", show)
+        self.assertIn("device=dev-c", show)
+        self.assertIn("request_id=g-1", show)
+        self.assertIn("key=%s" % answer["key"], show)
+        out = self.h.ferryctl("grant", "revoke", "--ledger", self.ferryd.ledger, gid).stdout
+        self.assertIn("state=revoked", out)
+        again = self.h.ferryctl("grant", "revoke", "--ledger", self.ferryd.ledger, gid,
+                                check=False)
+        self.assertEqual(again.returncode, 1)
+        self.assertIn("cannot revoke a grant that is revoked", again.stderr)
+        for bad in ("g_nope", "../x"):
+            r = self.h.ferryctl("grant", "show", "--ledger", self.ferryd.ledger, bad, check=False)
+            self.assertEqual(r.returncode, 2, r.stderr)
+        r = self.h.ferryctl("grant", "show", "--ledger", self.ferryd.ledger,
+                            "g_" + "0" * 26, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no such grant", r.stderr)
+
     def test_response_topic_of_another_device_is_refused(self):
         victim = self.device("dev-b")
         c = self.device("dev-t")
