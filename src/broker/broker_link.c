@@ -12,6 +12,12 @@
  * thread may publish (libmosquitto's own locks cover that, and the socket
  * pair wakes the loop). `inflight` counts QoS 1 publishes not yet
  * acknowledged; stop waits for it to reach zero before disconnecting.
+ *
+ * broker_link_publish_acked() registers a waiter for its message id under
+ * `ack_lock`, which it holds across mosquitto_publish_v5() so the PUBACK
+ * cannot be handled before the waiter exists (libmosquitto calls
+ * on_publish after releasing its message lists, and publishing from
+ * another thread only queues the packet, so the two locks never cross).
  */
 #include "broker_link.h"
 
@@ -55,7 +61,20 @@ struct broker_link {
     atomic_ullong connect_count;
     atomic_long inflight;
     uint64_t received; /* messages passed to on_message; network thread only */
+
+    /* Publishers waiting for the PUBACK of one message (publish_acked). */
+    pthread_mutex_t ack_lock;
+    pthread_cond_t ack_cond; /* CLOCK_MONOTONIC */
+    struct ack_waiter *waiters;
+    bool ack_init;
 };
+
+typedef struct ack_waiter {
+    int mid;
+    bool done;
+    int reason_code;
+    struct ack_waiter *next;
+} ack_waiter;
 
 int64_t broker_backoff_ms(int64_t min_ms, int64_t max_ms, unsigned attempt, double random01)
 {
@@ -135,6 +154,18 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int rc,
     atomic_fetch_sub(&link->inflight, 1);
     if (rc != 0)
         log_warn("broker.publish_refused", "mid=%d rc=%d", mid, rc);
+    pthread_mutex_lock(&link->ack_lock);
+    bool woke = false;
+    for (ack_waiter *w = link->waiters; w != NULL; w = w->next) {
+        if (w->mid == mid && !w->done) {
+            w->done = true;
+            w->reason_code = rc;
+            woke = true;
+        }
+    }
+    if (woke)
+        pthread_cond_broadcast(&link->ack_cond);
+    pthread_mutex_unlock(&link->ack_lock);
 }
 
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m,
@@ -296,6 +327,26 @@ ferry_err broker_link_new(const broker_link_config *config, broker_link **out)
     link->on_loop_end = config->on_loop_end;
     link->ctx = config->ctx;
     atomic_store(&link->version, config->protocol == BROKER_PROTOCOL_V311 ? 4 : 5);
+    {
+        pthread_condattr_t ca;
+        if (pthread_condattr_init(&ca) != 0) {
+            result = FERRY_ERR_NOMEM;
+            goto out;
+        }
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        int prc = pthread_mutex_init(&link->ack_lock, NULL);
+        if (prc == 0) {
+            prc = pthread_cond_init(&link->ack_cond, &ca);
+            if (prc != 0)
+                pthread_mutex_destroy(&link->ack_lock);
+        }
+        pthread_condattr_destroy(&ca);
+        if (prc != 0) {
+            result = FERRY_ERR_NOMEM;
+            goto out;
+        }
+        link->ack_init = true;
+    }
     if (link->host == NULL || link->client_id == NULL || config->on_message == NULL) {
         result = FERRY_ERR_INVALID;
         goto out;
@@ -359,8 +410,9 @@ ferry_err broker_link_start(broker_link *link)
     return FERRY_OK;
 }
 
-ferry_err broker_link_publish(broker_link *link, const char *topic, const void *payload, size_t len,
-                              const broker_publish_options *options)
+/* broker_link_publish() with the message id written to *mid (may be NULL). */
+static ferry_err publish_mid(broker_link *link, const char *topic, const void *payload,
+                             size_t len, const broker_publish_options *options, int *mid)
 {
     mosquitto_property *props = NULL;
     if (len > INT32_MAX)
@@ -376,7 +428,7 @@ ferry_err broker_link_publish(broker_link *link, const char *topic, const void *
                                          options->message_expiry_s);
     }
     atomic_fetch_add(&link->inflight, 1);
-    int rc = mosquitto_publish_v5(link->mosq, NULL, topic, (int)len, payload, 1, false, props);
+    int rc = mosquitto_publish_v5(link->mosq, mid, topic, (int)len, payload, 1, false, props);
     mosquitto_property_free_all(&props);
     if (rc == MOSQ_ERR_SUCCESS)
         return FERRY_OK;
@@ -385,6 +437,53 @@ ferry_err broker_link_publish(broker_link *link, const char *topic, const void *
     return rc == MOSQ_ERR_NOMEM             ? FERRY_ERR_NOMEM
            : rc == MOSQ_ERR_OVERSIZE_PACKET ? FERRY_ERR_TOO_LARGE
                                             : FERRY_ERR_UNAVAILABLE;
+}
+
+ferry_err broker_link_publish(broker_link *link, const char *topic, const void *payload,
+                              size_t len, const broker_publish_options *options)
+{
+    return publish_mid(link, topic, payload, len, options, NULL);
+}
+
+ferry_err broker_link_publish_acked(broker_link *link, const char *topic, const void *payload,
+                                    size_t len, const broker_publish_options *options,
+                                    int64_t timeout_ms)
+{
+    ack_waiter waiter = {.mid = -1};
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    deadline.tv_sec += (time_t)(timeout_ms / 1000);
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+
+    pthread_mutex_lock(&link->ack_lock);
+    ferry_err result = publish_mid(link, topic, payload, len, options, &waiter.mid);
+    if (result != FERRY_OK) {
+        pthread_mutex_unlock(&link->ack_lock);
+        return result;
+    }
+    waiter.next = link->waiters;
+    link->waiters = &waiter;
+    while (!waiter.done) {
+        int rc = pthread_cond_timedwait(&link->ack_cond, &link->ack_lock, &deadline);
+        if (rc == ETIMEDOUT)
+            break;
+    }
+    for (ack_waiter **p = &link->waiters; *p != NULL; p = &(*p)->next) {
+        if (*p == &waiter) {
+            *p = waiter.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&link->ack_lock);
+    if (!waiter.done)
+        return FERRY_ERR_TIMEOUT;
+    return waiter.reason_code >= 0x80 ? FERRY_ERR_DENIED : FERRY_OK;
 }
 
 void broker_link_stop(broker_link *link, int64_t timeout_ms)
@@ -412,6 +511,10 @@ void broker_link_free(broker_link *link)
     free(link->certfile);
     free(link->keyfile);
     free(link->client_id);
+    if (link->ack_init) {
+        pthread_cond_destroy(&link->ack_cond);
+        pthread_mutex_destroy(&link->ack_lock);
+    }
     free(link);
     mosquitto_lib_cleanup();
 }

@@ -81,6 +81,18 @@ __attribute__((warn_unused_result)) ferry_err broker_link_start(broker_link *lin
 __attribute__((warn_unused_result)) ferry_err
 broker_link_publish(broker_link *link, const char *topic, const void *payload, size_t len,
                     const broker_publish_options *options);
+/* Publishes at QoS 1 and waits up to timeout_ms for the broker's PUBACK of
+ * this message: FERRY_OK when it arrived with a success reason code (MQTT 5
+ * "no matching subscribers" included), FERRY_ERR_DENIED when the broker
+ * refused it (MQTT 5 reason code >= 0x80, e.g. not authorised; an MQTT
+ * 3.1.1 broker cannot say so), FERRY_ERR_TIMEOUT when no PUBACK came in
+ * time, or broker_link_publish()'s errors. After a timeout the message
+ * stays queued in the client and may still be delivered (at least once).
+ * Must not be called from the link's own thread (its handlers), which is
+ * the one that reads the PUBACK. */
+__attribute__((warn_unused_result)) ferry_err
+broker_link_publish_acked(broker_link *link, const char *topic, const void *payload, size_t len,
+                          const broker_publish_options *options, int64_t timeout_ms);
 /* Waits up to timeout_ms for every QoS 1 publish to be acknowledged, then
  * disconnects and joins the network thread. */
 void broker_link_stop(broker_link *link, int64_t timeout_ms);
