@@ -7,13 +7,13 @@
 #include "broker/broker_link.h"
 
 #define S(field) offsetof(daemon_config, field)
-#define DAY_MS (86400LL * 1000)
-#define WEEK_MS (7 * DAY_MS)
-#define TIB (1LL << 40)
+#define DAY_MS   (86400LL * 1000)
+#define WEEK_MS  (7 * DAY_MS)
+#define TIB      (1LL << 40)
 
 static const ferry_cfg_option options[] = {
-    {"ferryd", "log_level", FERRY_CFG_ENUM, S(log_level), "info", 0, 0, "debug|info|warn|error",
-     0, "Least severe level that is logged (to stderr, as key=value lines)."},
+    {"ferryd", "log_level", FERRY_CFG_ENUM, S(log_level), "info", 0, 0, "debug|info|warn|error", 0,
+     "Least severe level that is logged (to stderr, as key=value lines)."},
     {"ferryd", "ledger", FERRY_CFG_STRING, S(ledger), "ferry-ledger.db", 1, 1024, NULL, 0,
      "The ledger: a SQLite file path (or `sqlite:PATH`). Created and migrated at start-up."},
     {"ferryd", "ledger_sync", FERRY_CFG_ENUM, S(ledger_sync), "normal", 0, 0, "normal|full", 0,
@@ -23,11 +23,10 @@ static const ferry_cfg_option options[] = {
      "most disks)."},
     {"ferryd", "prefix", FERRY_CFG_STRING, S(prefix), "ferry", 1, 64, NULL, 0,
      "First topic level of every Ferry topic (`<prefix>/<device>/upload/request`)."},
-    {"ferryd", "expire_interval", FERRY_CFG_DURATION, S(expire_interval_ms), "30s", 1000,
-     DAY_MS, NULL, 0, "How often grants past their expiry are marked expired in the ledger."},
-    {"ferryd", "shutdown_timeout", FERRY_CFG_DURATION, S(shutdown_timeout_ms), "5s", 0,
-     600 * 1000, NULL, 0,
-     "On SIGTERM/SIGINT, how long to wait for answers to be acknowledged by the broker."},
+    {"ferryd", "expire_interval", FERRY_CFG_DURATION, S(expire_interval_ms), "30s", 1000, DAY_MS,
+     NULL, 0, "How often grants past their expiry are marked expired in the ledger."},
+    {"ferryd", "shutdown_timeout", FERRY_CFG_DURATION, S(shutdown_timeout_ms), "5s", 0, 600 * 1000,
+     NULL, 0, "On SIGTERM/SIGINT, how long to wait for answers to be acknowledged by the broker."},
 
     {"broker", "host", FERRY_CFG_STRING, S(broker_host), "127.0.0.1", 1, 253, NULL, 0,
      "MQTT broker host name or address."},
@@ -50,8 +49,8 @@ static const ferry_cfg_option options[] = {
      60 * 1000, NULL, 0, "First reconnect delay; doubles per failed attempt, with jitter."},
     {"broker", "reconnect_max", FERRY_CFG_DURATION, S(broker_reconnect_max_ms), "30s", 10,
      3600 * 1000, NULL, 0, "Cap on the reconnect delay."},
-    {"broker", "session_expiry", FERRY_CFG_DURATION, S(broker_session_expiry_ms), "1d", 0,
-     WEEK_MS, NULL, 0,
+    {"broker", "session_expiry", FERRY_CFG_DURATION, S(broker_session_expiry_ms), "1d", 0, WEEK_MS,
+     NULL, 0,
      "MQTT 5 session expiry: how long the broker keeps ferryd's subscription and queued "
      "requests while ferryd is away."},
     {"broker", "share_group", FERRY_CFG_STRING, S(broker_share_group), "ferryd", 0, 64, NULL, 0,
@@ -70,12 +69,58 @@ static const ferry_cfg_option options[] = {
      "Bucket the objects go to (path-style: `<endpoint>/<bucket>/<key>`)."},
     {"store", "region", FERRY_CFG_STRING, S(store_region), "us-east-1", 1, 64, NULL, 0,
      "Region in the SigV4 credential scope."},
-    {"store", "access_key", FERRY_CFG_STRING, S(store_access_key), "ferry-grants", 1, 128, NULL,
-     0, "Access key id that signs device grants."},
+    {"store", "access_key", FERRY_CFG_STRING, S(store_access_key), "ferry-grants", 1, 128, NULL, 0,
+     "Access key id that signs device grants."},
     {"store", "secret_key_file", FERRY_CFG_STRING, S(store_secret_key_file), NULL, 1, 4096, NULL,
      FERRY_CFG_REQUIRED,
      "File holding the secret key of `access_key` (first line; must not be group/world "
      "readable)."},
+    {"store", "listen", FERRY_CFG_STRING, S(store_listen), "127.0.0.1", 2, 64, NULL, 0,
+     "Embedded store: numeric IPv4 or IPv6 address to listen on (`0.0.0.0`, `::` for all)."},
+    {"store", "port", FERRY_CFG_INT, S(store_port), "9443", 1, 65535, NULL, 0,
+     "Embedded store: TCP port."},
+    {"store", "plain_http", FERRY_CFG_BOOL, S(store_plain_http), "false", 0, 0, NULL, 0,
+     "Embedded store: serve plain HTTP, for use behind a TLS-terminating proxy only."},
+    {"store", "tls_cert", FERRY_CFG_STRING, S(store_tls_cert), NULL, 1, 4096, NULL, 0,
+     "Embedded store: certificate (PEM, chain allowed), e.g. `store.pem` from `ferryctl pki "
+     "init`. Required unless `plain_http`."},
+    {"store", "tls_key", FERRY_CFG_STRING, S(store_tls_key), NULL, 1, 4096, NULL, 0,
+     "Embedded store: private key (PEM) of `tls_cert`, e.g. `store.key`."},
+    {"store", "data_dir", FERRY_CFG_STRING, S(store_data_dir), "ferry-store", 1, 3072, NULL, 0,
+     "Embedded store: directory of the objects (`objects/`) and of uploads in progress "
+     "(`tmp/`, emptied at start-up). Created if missing."},
+    {"store", "operator_access_key", FERRY_CFG_STRING, S(store_operator_access_key),
+     "ferry-operator", 1, 128, NULL, 0,
+     "Embedded store: access key id of the operator credential (GET, HEAD, DELETE, list, "
+     "and PUT without a grant)."},
+    {"store", "operator_secret_key_file", FERRY_CFG_STRING, S(store_operator_secret_key_file), NULL,
+     1, 4096, NULL, 0,
+     "Embedded store: file holding the operator secret key (first line, mode 600). Unset: "
+     "no operator access at all."},
+    {"store", "max_object_size", FERRY_CFG_SIZE, S(store_max_object_size), "5G", 0, 5 * TIB, NULL,
+     0, "Embedded store: largest object accepted (EntityTooLarge above)."},
+    {"store", "max_connections", FERRY_CFG_INT, S(store_max_connections), "1024", 1, 100000, NULL,
+     0, "Embedded store: concurrent connections; more are refused at accept."},
+    {"store", "per_ip_connections", FERRY_CFG_INT, S(store_per_ip_connections), "0", 0, 100000,
+     NULL, 0, "Embedded store: concurrent connections from one address (0: no limit)."},
+    {"store", "threads", FERRY_CFG_INT, S(store_threads), "8", 1, 256, NULL, 0,
+     "Embedded store: worker threads (each runs an epoll loop; fsyncs block only their "
+     "thread)."},
+    {"store", "idle_timeout", FERRY_CFG_DURATION, S(store_idle_timeout_ms), "30s", 1000,
+     3600 * 1000, NULL, 0,
+     "Embedded store: a connection that sends nothing for this long is closed (slow headers, "
+     "stalled bodies, idle keep-alive)."},
+    {"store", "min_upload_rate", FERRY_CFG_SIZE, S(store_min_upload_rate), "1K", 0, TIB, NULL, 0,
+     "Embedded store: average bytes per second a body must keep up once `min_rate_grace` "
+     "has passed; slower uploads are cut off (0: no minimum)."},
+    {"store", "min_rate_grace", FERRY_CFG_DURATION, S(store_min_rate_grace_ms), "20s", 0,
+     3600 * 1000, NULL, 0, "Embedded store: time a body may take before the rate counts."},
+    {"store", "connection_memory", FERRY_CFG_SIZE, S(store_connection_memory), "64K", 8192,
+     16 << 20, NULL, 0,
+     "Embedded store: memory per connection: the request line and headers must fit in half "
+     "of it (larger requests are refused), and it is the receive buffer."},
+    {"store", "max_headers", FERRY_CFG_INT, S(store_max_headers), "64", 8, 128, NULL, 0,
+     "Embedded store: request headers accepted per request."},
 
     {"policy", "max_size", FERRY_CFG_SIZE, S(policy_max_size), "5G", 1, 5 * TIB, NULL, 0,
      "Largest payload a device may announce."},
@@ -85,25 +130,25 @@ static const ferry_cfg_option options[] = {
      "`*/*`)."},
     {"policy", "expiry_min", FERRY_CFG_DURATION, S(policy_expiry_min_ms), "60s", 1000, WEEK_MS,
      NULL, 0, "Shortest grant lifetime."},
-    {"policy", "expiry_base", FERRY_CFG_DURATION, S(policy_expiry_base_ms), "5m", 0, WEEK_MS,
-     NULL, 0, "Grant lifetime before the time the payload needs at `min_bandwidth`."},
-    {"policy", "expiry_max", FERRY_CFG_DURATION, S(policy_expiry_max_ms), "1d", 1000, WEEK_MS,
-     NULL, 0, "Longest grant lifetime (never over 7 days, SigV4's limit)."},
+    {"policy", "expiry_base", FERRY_CFG_DURATION, S(policy_expiry_base_ms), "5m", 0, WEEK_MS, NULL,
+     0, "Grant lifetime before the time the payload needs at `min_bandwidth`."},
+    {"policy", "expiry_max", FERRY_CFG_DURATION, S(policy_expiry_max_ms), "1d", 1000, WEEK_MS, NULL,
+     0, "Longest grant lifetime (never over 7 days, SigV4's limit)."},
     {"policy", "min_bandwidth", FERRY_CFG_SIZE, S(policy_min_bandwidth), "16K", 1, TIB, NULL, 0,
      "Upload speed (bytes per second) the slowest device is assumed to reach: "
      "expiry = clamp(expiry_min, expiry_base + size / min_bandwidth, expiry_max)."},
-    {"policy", "max_open_grants", FERRY_CFG_INT, S(policy_max_open_grants), "16", 0, 1000000,
-     NULL, 0, "Grants a device may hold unused and unexpired at once (0: no limit)."},
-    {"policy", "rate_per_minute", FERRY_CFG_INT, S(policy_rate_per_minute), "60", 0, 6000000,
-     NULL, 0, "Requests per minute a device may make, sustained (token bucket; 0: no limit)."},
+    {"policy", "max_open_grants", FERRY_CFG_INT, S(policy_max_open_grants), "16", 0, 1000000, NULL,
+     0, "Grants a device may hold unused and unexpired at once (0: no limit)."},
+    {"policy", "rate_per_minute", FERRY_CFG_INT, S(policy_rate_per_minute), "60", 0, 6000000, NULL,
+     0, "Requests per minute a device may make, sustained (token bucket; 0: no limit)."},
     {"policy", "rate_burst", FERRY_CFG_INT, S(policy_rate_burst), "20", 1, 1000000, NULL, 0,
      "Requests a device may make at once before the rate applies."},
     {"policy", "daily_quota", FERRY_CFG_SIZE, S(policy_daily_quota), "0", 0, 1024 * TIB, NULL, 0,
      "Bytes a device may be granted per UTC day (0: no limit)."},
-    {"policy", "put_max_size", FERRY_CFG_SIZE, S(policy_put_max_size), "5G", 1, 5LL << 30, NULL,
-     0, "`method: auto` picks a PUT grant up to this size and a POST grant above it."},
-    {"policy", "rate_table_size", FERRY_CFG_INT, S(policy_rate_table_size), "100000", 16,
-     100000000, NULL, 0, "Devices whose request rate is tracked at once (memory bound)."},
+    {"policy", "put_max_size", FERRY_CFG_SIZE, S(policy_put_max_size), "5G", 1, 5LL << 30, NULL, 0,
+     "`method: auto` picks a PUT grant up to this size and a POST grant above it."},
+    {"policy", "rate_table_size", FERRY_CFG_INT, S(policy_rate_table_size), "100000", 16, 100000000,
+     NULL, 0, "Devices whose request rate is tracked at once (memory bound)."},
 };
 
 const ferry_cfg_table daemon_config_table = {options, sizeof options / sizeof options[0]};
@@ -141,6 +186,13 @@ ferry_err daemon_config_check(const daemon_config *cfg, char *err, size_t err_si
     if (*after_scheme == '\0' || strchr(after_scheme, '/') != NULL ||
         strpbrk(after_scheme, "?#@ ") != NULL) {
         snprintf(err, err_size, "[store] endpoint: must be scheme://host[:port] with no path");
+        return FERRY_ERR_CONFIG;
+    }
+    if (cfg->store_kind == DAEMON_STORE_EMBEDDED && !cfg->store_plain_http &&
+        (cfg->store_tls_cert == NULL || cfg->store_tls_key == NULL)) {
+        snprintf(err, err_size,
+                 "[store] tls_cert and tls_key are required for the embedded store "
+                 "(or plain_http = true behind a TLS proxy)");
         return FERRY_ERR_CONFIG;
     }
     for (const char *p = cfg->prefix; *p; p++) {

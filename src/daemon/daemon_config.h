@@ -50,6 +50,24 @@ typedef struct daemon_config {
     char *store_region;
     char *store_access_key;
     char *store_secret_key_file;
+    /* [store], the embedded store's own options (kind = embedded) */
+    char *store_listen;
+    int64_t store_port;
+    bool store_plain_http;
+    char *store_tls_cert;
+    char *store_tls_key;
+    char *store_data_dir;
+    char *store_operator_access_key;
+    char *store_operator_secret_key_file;
+    int64_t store_max_object_size;
+    int64_t store_max_connections;
+    int64_t store_per_ip_connections;
+    int64_t store_threads;
+    int64_t store_idle_timeout_ms;
+    int64_t store_min_upload_rate;
+    int64_t store_min_rate_grace_ms;
+    int64_t store_connection_memory;
+    int64_t store_max_headers;
 
     /* [policy]: fleet defaults; per-device overrides live in the ledger */
     int64_t policy_max_size;

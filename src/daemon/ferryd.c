@@ -6,7 +6,12 @@
  * round trip free of thread hand-offs, and one thread sustains well over
  * 10,000 grants/s (docs/benchmarks.md). It owns the grant service and its
  * ledger handle. The main thread waits for the stop signal and sweeps
- * expired grants with a ledger handle of its own.
+ * expired grants with a ledger handle of its own. With [store] kind =
+ * embedded, the store (src/store) runs in libmicrohttpd's own threads with
+ * ledger handles of its own; it starts before the broker link (a grant's URL
+ * must work as soon as it is sent) and stops before it on SIGTERM, letting
+ * uploads in flight finish for up to shutdown_timeout and aborting the rest
+ * without leaving partial files.
  */
 #include "ferryd.h"
 
@@ -27,6 +32,7 @@
 #include "daemon/grant_service.h"
 #include "ledger/ledger.h"
 #include "sigv4/sigv4.h"
+#include "store/store.h"
 
 /* A request copied out of libmosquitto's buffers, waiting for its batch. */
 typedef struct queued_request {
@@ -67,8 +73,8 @@ ferry_err ferryd_read_secret(const char *path, char *out, size_t out_size, char 
         goto out;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        snprintf(err, err_size, "%s: readable by group or others (mode %03o); chmod 600 it",
-                 path, (unsigned)(st.st_mode & 0777));
+        snprintf(err, err_size, "%s: readable by group or others (mode %03o); chmod 600 it", path,
+                 (unsigned)(st.st_mode & 0777));
         result = FERRY_ERR_CONFIG;
         goto out;
     }
@@ -206,6 +212,8 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
 {
     ferry_err result = FERRY_OK;
     ledger *service_ledger = NULL, *sweep_ledger = NULL;
+    store *embedded = NULL;
+    char op_secret[SIGV4_MAX_SECRET_LEN + 1] = "";
     broker_link *link = NULL;
     ferryd_state *st = calloc(1, sizeof *st);
     char secret[SIGV4_MAX_SECRET_LEN + 1];
@@ -246,11 +254,52 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         .ledger = service_ledger,
     };
     result = grant_service_new(&scfg, &st->service);
-    OPENSSL_cleanse(secret, sizeof secret);
     if (result) {
         log_error("service.init_failed", "error=\"%s\"", ferry_err_str(result));
         goto out;
     }
+
+    if (cfg->store_kind == DAEMON_STORE_EMBEDDED) {
+        if (cfg->store_operator_secret_key_file != NULL) {
+            result = ferryd_read_secret(cfg->store_operator_secret_key_file, op_secret,
+                                        sizeof op_secret, err, sizeof err);
+            if (result) {
+                log_error("config.secret", "error=\"%s\"", err);
+                goto out;
+            }
+        }
+        store_config stcfg = {
+            .listen = cfg->store_listen,
+            .port = (int)cfg->store_port,
+            .plain_http = cfg->store_plain_http,
+            .tls_cert_file = cfg->store_tls_cert,
+            .tls_key_file = cfg->store_tls_key,
+            .data_dir = cfg->store_data_dir,
+            .ledger_url = cfg->ledger,
+            .bucket = cfg->store_bucket,
+            .region = cfg->store_region,
+            .grant_access_key = cfg->store_access_key,
+            .grant_secret = secret,
+            .operator_access_key = op_secret[0] != '\0' ? cfg->store_operator_access_key : NULL,
+            .operator_secret = op_secret[0] != '\0' ? op_secret : NULL,
+            .max_object_size = (uint64_t)cfg->store_max_object_size,
+            .max_connections = (unsigned)cfg->store_max_connections,
+            .per_ip_connections = (unsigned)cfg->store_per_ip_connections,
+            .threads = (unsigned)cfg->store_threads,
+            .idle_timeout_s = (unsigned)((cfg->store_idle_timeout_ms + 999) / 1000),
+            .min_upload_rate = (uint64_t)cfg->store_min_upload_rate,
+            .min_rate_grace_s = (unsigned)(cfg->store_min_rate_grace_ms / 1000),
+            .conn_memory_bytes = (unsigned)cfg->store_connection_memory,
+            .max_headers = (unsigned)cfg->store_max_headers,
+        };
+        result = store_new(&stcfg, &embedded);
+        OPENSSL_cleanse(op_secret, sizeof op_secret);
+        if (result) {
+            log_error("store.init_failed", "error=\"%s\"", ferry_err_str(result));
+            goto out;
+        }
+    }
+    OPENSSL_cleanse(secret, sizeof secret);
 
     if (cfg->broker_share_group[0] != '\0')
         snprintf(subscription, sizeof subscription, "$share/%s/%s/+/upload/request",
@@ -305,6 +354,11 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
              (unsigned long long)st->batches);
 
 out:
+    /* The store first: uploads in flight finish (or are aborted, leaving
+     * nothing behind) before the rest goes away. */
+    store_stop(embedded, cfg->shutdown_timeout_ms);
+    store_free(embedded);
+    OPENSSL_cleanse(op_secret, sizeof op_secret);
     /* Stopping the link first finishes the request being handled and waits
      * for the broker to acknowledge the answers already published. */
     broker_link_stop(link, cfg->shutdown_timeout_ms);

@@ -1,0 +1,1511 @@
+/*
+ * store.c - the embedded store's HTTP server (libmicrohttpd) and its S3
+ * operations; see store.h and docs/store.md.
+ *
+ * A request goes through on_access() in phases:
+ *   PH_NEW      headers complete: path split, signature verified, grant
+ *               checked, limits applied. Anything refused is answered here,
+ *               before a byte of body is read (clients that sent
+ *               "Expect: 100-continue" never send it). GET/HEAD/DELETE/List
+ *               are answered here too.
+ *   PH_BODY     PutObject: each chunk goes to the temporary file and into
+ *               MD5 and SHA-256; the last call verifies, commits (fsync,
+ *               rename, fsync dir, ledger) and answers.
+ *   PH_DISCARD  a failure in the middle of a body (a write error): the rest
+ *               is read and dropped, then the error is answered.
+ * The request context is created by the URI log callback (which sees the
+ * raw request target, query string included, before libmicrohttpd decodes
+ * it: SigV4 needs the bytes as sent) and freed by the completion callback,
+ * which also removes the temporary file of any upload that did not commit,
+ * whatever the reason (client gone, timeout, shutdown).
+ */
+#include "store.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/timefmt.h"
+#include "grants/grants.h"
+#include "ledger/ledger.h"
+#include "sigv4/sigv4.h"
+#include "store_fs.h"
+#include "store_req.h"
+
+#define STORE_RAW_URI_MAX    (STORE_RAW_PATH_MAX + SIGV4_MAX_QUERY_LEN + 2)
+#define STORE_XML_MAX        (8u << 20) /* a listing of 1,000 keys of 1 KB fits */
+#define STORE_LIST_MAX_KEYS  1000
+#define STORE_TLS_FILE_MAX   (256u << 10)
+#define DEFAULT_CONTENT_TYPE "binary/octet-stream"
+
+struct store {
+    char *bucket;
+    char *region;
+    char *grant_ak;
+    char *op_ak; /* NULL: no operator */
+    char grant_secret[SIGV4_MAX_SECRET_LEN + 1];
+    char op_secret[SIGV4_MAX_SECRET_LEN + 1];
+    sigv4_verifier verifier;
+    store_fs fs;
+    uint64_t max_object_size;
+    uint64_t min_upload_rate;
+    int64_t min_rate_grace_ns;
+    unsigned max_headers;
+    struct MHD_Daemon *daemon;
+    bool stopped;
+    char *tls_cert;
+    char *tls_key;
+
+    /* Ledger handles, one per request at a time (a handle is not shared
+     * between threads). */
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv;
+    ledger **pool;
+    size_t pool_size;
+    size_t pool_free; /* pool[0 .. pool_free) are free */
+    bool pool_ready;
+
+    atomic_int active; /* requests between URI log and completion */
+    atomic_uint_fast64_t seq;
+    char id_prefix[9];
+};
+
+enum phase { PH_NEW = 0, PH_BODY, PH_DISCARD, PH_DONE };
+
+typedef struct req {
+    store *s;
+    char *uri; /* raw request target */
+    char id[17];
+    enum phase phase;
+    store_target t;
+    const char *method;
+
+    /* PutObject */
+    int fd;
+    bool tmp_exists;
+    char file_id[STORE_FILE_ID_LEN + 1];
+    uint64_t expected;
+    uint64_t received;
+    int64_t start_ns;
+    EVP_MD_CTX *md5;
+    EVP_MD_CTX *sha;
+    bool want_md5;
+    unsigned char content_md5[16];
+    bool want_checksum;
+    unsigned char checksum[32];
+    char payload_sha[65];
+    bool is_grant;
+    ledger_grant grant;
+    char content_type[LEDGER_CONTENT_TYPE_MAX + 1];
+    char meta[LEDGER_META_MAX + 1];
+
+    /* an error found while the body was arriving, answered at its end */
+    int err_status;
+    const char *err_code;
+    char err_msg[200];
+} req;
+
+/* ---------------------------------------------------------------------- */
+/* Ledger pool                                                              */
+
+static ledger *pool_take(store *s)
+{
+    ledger *l;
+    pthread_mutex_lock(&s->pool_mu);
+    while (s->pool_free == 0)
+        pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+    l = s->pool[--s->pool_free];
+    pthread_mutex_unlock(&s->pool_mu);
+    return l;
+}
+
+static void pool_give(store *s, ledger *l)
+{
+    pthread_mutex_lock(&s->pool_mu);
+    s->pool[s->pool_free++] = l;
+    pthread_cond_signal(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Answers                                                                  */
+
+static void add_common_headers(req *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "x-amz-request-id", r->id);
+    MHD_add_response_header(resp, "Server", "Ferry");
+}
+
+/* Queues resp (consumed) with status; PH_DONE. */
+static enum MHD_Result queue(req *r, struct MHD_Connection *c, unsigned status,
+                             struct MHD_Response *resp)
+{
+    enum MHD_Result ret;
+    if (resp == NULL)
+        return MHD_NO;
+    add_common_headers(r, resp);
+    ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    r->phase = PH_DONE;
+    return ret;
+}
+
+static struct MHD_Response *buf_response(ferry_buf *b)
+{
+    size_t len = b->len;
+    char *data = ferry_buf_detach(b);
+    if (data == NULL && len > 0)
+        return NULL;
+    if (data == NULL)
+        return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL)
+        free(data);
+    return resp;
+}
+
+static struct MHD_Response *empty_response(void)
+{
+    return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+}
+
+/* The S3 error document, e.g.
+ * <Error><Code>AccessDenied</Code><Message>grant revoked</Message>
+ * <Resource>/ingest/key</Resource><RequestId>…</RequestId></Error> */
+static enum MHD_Result respond_error(req *r, struct MHD_Connection *c, unsigned status,
+                                     const char *code, const char *message)
+{
+    ferry_buf b;
+    ferry_err e;
+    ferry_buf_init(&b, 8192);
+    e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>");
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, code);
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</Code><Message>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&b, message, strlen(message));
+    if (e == FERRY_OK && r->t.bucket[0] != '\0') {
+        e = ferry_buf_append_str(&b, "</Message><Resource>/");
+        if (e == FERRY_OK)
+            e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
+        if (e == FERRY_OK && r->t.key_len > 0)
+            e = ferry_buf_append_byte(&b, '/');
+        if (e == FERRY_OK)
+            e = store_xml_escape(&b, r->t.key, r->t.key_len);
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(&b, "</Resource><RequestId>");
+    } else if (e == FERRY_OK) {
+        e = ferry_buf_append_str(&b, "</Message><RequestId>");
+    }
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(&b, "%s</RequestId></Error>", r->id);
+    log_info("store.refused", "request_id=%s method=%s status=%u code=%s message=\"%s\" key=\"%s\"",
+             r->id, r->method, status, code, message, r->t.key);
+    if (e != FERRY_OK) {
+        ferry_buf_cleanup(&b);
+        return MHD_NO;
+    }
+    struct MHD_Response *resp = buf_response(&b);
+    ferry_buf_cleanup(&b);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/xml");
+    return queue(r, c, status, resp);
+}
+
+/* Remembers an error found mid-body; it is answered once the body ends. */
+static void defer_error(req *r, unsigned status, const char *code, const char *message)
+{
+    if (r->err_code != NULL)
+        return;
+    r->err_status = (int)status;
+    r->err_code = code;
+    snprintf(r->err_msg, sizeof r->err_msg, "%s", message);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Request context                                                          */
+
+static void req_discard_upload(req *r)
+{
+    if (r->fd >= 0) {
+        close(r->fd);
+        r->fd = -1;
+    }
+    if (r->tmp_exists) {
+        store_fs_remove_tmp(&r->s->fs, r->file_id);
+        r->tmp_exists = false;
+    }
+}
+
+static void req_free(req *r)
+{
+    if (r == NULL)
+        return;
+    req_discard_upload(r);
+    EVP_MD_CTX_free(r->md5);
+    EVP_MD_CTX_free(r->sha);
+    free(r->uri);
+    atomic_fetch_sub(&r->s->active, 1);
+    free(r);
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: the raw request target, before any
+ * decoding; its return value becomes the request's context. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    store *s = cls;
+    req *r = calloc(1, sizeof *r);
+    (void)c;
+    if (r == NULL)
+        return NULL;
+    r->s = s;
+    r->fd = -1;
+    r->method = "?";
+    atomic_fetch_add(&s->active, 1);
+    uint64_t n = atomic_fetch_add(&s->seq, 1);
+    snprintf(r->id, sizeof r->id, "%s%08" PRIx64, s->id_prefix, n & 0xffffffffu);
+    size_t len = strnlen(uri, STORE_RAW_URI_MAX + 1);
+    if (len <= STORE_RAW_URI_MAX)
+        r->uri = strndup(uri, len);
+    /* A NULL uri (too long, out of memory) is refused in on_access. */
+    return r;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    req *r = *con_cls;
+    (void)cls;
+    (void)c;
+    if (r == NULL)
+        return;
+    if (r->tmp_exists)
+        log_info("store.upload_aborted",
+                 "request_id=%s key=\"%s\" received=%" PRIu64 " expected=%" PRIu64 " reason=%d",
+                 r->id, r->t.key, r->received, r->expected, (int)toe);
+    req_free(r);
+    *con_cls = NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Headers                                                                  */
+
+typedef struct header_list {
+    sigv4_kv kv[SIGV4_MAX_HEADERS];
+    size_t n;
+    size_t total;
+} header_list;
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    header_list *h = cls;
+    (void)kind;
+    h->total++;
+    if (h->n < SIGV4_MAX_HEADERS) {
+        h->kv[h->n].name = key;
+        h->kv[h->n].value = value != NULL ? value : "";
+        h->n++;
+    }
+    return MHD_YES;
+}
+
+static const char *header(struct MHD_Connection *c, const char *name)
+{
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+/* Builds the x-amz-meta-* JSON object; false (with a message) when the
+ * metadata is too large or not UTF-8. */
+static bool collect_meta(const header_list *h, char *out, size_t out_size, const char **why)
+{
+    json_t *obj = json_object();
+    char *text = NULL;
+    bool ok = false;
+    size_t total = 0;
+    if (obj == NULL) {
+        *why = "out of memory";
+        return false;
+    }
+    for (size_t i = 0; i < h->n; i++) {
+        const char *name = h->kv[i].name;
+        if (strncasecmp(name, "x-amz-meta-", 11) != 0)
+            continue;
+        char lower[256];
+        size_t nl = strlen(name + 11);
+        if (nl == 0 || nl >= sizeof lower) {
+            *why = "metadata name too long";
+            goto out;
+        }
+        for (size_t j = 0; j <= nl; j++) {
+            char ch = name[11 + j];
+            lower[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+        }
+        total += nl + strlen(h->kv[i].value);
+        json_t *v = json_string(h->kv[i].value);
+        if (v == NULL) {
+            *why = "metadata values must be UTF-8";
+            goto out;
+        }
+        if (json_object_set_new(obj, lower, v) != 0) {
+            *why = "metadata names must be UTF-8";
+            goto out;
+        }
+    }
+    if (json_object_size(obj) == 0) {
+        out[0] = '\0';
+        ok = true;
+        goto out;
+    }
+    /* S3 counts user metadata as the sum of names and values: 2 KB. */
+    text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+    if (total > 2048 || text == NULL || strlen(text) >= out_size) {
+        *why = "Your metadata headers exceed the maximum allowed metadata size.";
+        goto out;
+    }
+    memcpy(out, text, strlen(text) + 1);
+    ok = true;
+out:
+    free(text);
+    json_decref(obj);
+    return ok;
+}
+
+/* Adds x-amz-meta-* headers of a stored object to a response. */
+static void add_meta_headers(struct MHD_Response *resp, const char *meta)
+{
+    json_error_t jerr;
+    json_t *obj;
+    const char *name;
+    json_t *v;
+    if (meta[0] == '\0')
+        return;
+    obj = json_loads(meta, 0, &jerr);
+    if (obj == NULL)
+        return;
+    json_object_foreach(obj, name, v)
+    {
+        char h[300];
+        const char *val = json_string_value(v);
+        if (val == NULL || strlen(name) > 256)
+            continue;
+        snprintf(h, sizeof h, "x-amz-meta-%s", name);
+        MHD_add_response_header(resp, h, val);
+    }
+    json_decref(obj);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Authentication                                                           */
+
+static ferry_err lookup_secret(void *ctx, const char *akid, ferry_buf *out)
+{
+    store *s = ctx;
+    if (strcmp(akid, s->grant_ak) == 0)
+        return ferry_buf_append_str(out, s->grant_secret);
+    if (s->op_ak != NULL && strcmp(akid, s->op_ak) == 0)
+        return ferry_buf_append_str(out, s->op_secret);
+    return FERRY_ERR_NOT_FOUND;
+}
+
+typedef enum principal { P_NONE = 0, P_GRANT, P_OPERATOR } principal;
+
+/* Verifies the request's signature; on refusal answers it and returns
+ * P_NONE with *ret set. */
+static principal authenticate(req *r, struct MHD_Connection *c, const header_list *h,
+                              sigv4_verdict *verdict, enum MHD_Result *ret)
+{
+    store *s = r->s;
+    char *q = strchr(r->uri, '?');
+    size_t path_len = q != NULL ? (size_t)(q - r->uri) : strlen(r->uri);
+    char path[STORE_RAW_PATH_MAX + 1];
+    ferry_err e;
+    memcpy(path, r->uri, path_len);
+    path[path_len] = '\0';
+    sigv4_request sr = {
+        .method = r->method,
+        .path = path,
+        .query = q != NULL ? q + 1 : NULL,
+        .headers = h->kv,
+        .n_headers = h->n,
+        .payload_hash = NULL,
+    };
+    e = sigv4_verify_request(&s->verifier, &sr, ferry_time_now(), verdict);
+    if (e == FERRY_OK) {
+        if (strcmp(verdict->access_key_id, s->grant_ak) == 0)
+            return P_GRANT;
+        return P_OPERATOR;
+    }
+    if (e == FERRY_ERR_AUTH) {
+        char msg[256];
+        if (verdict->detail[0] != '\0')
+            snprintf(msg, sizeof msg, "%s (%s)", sigv4_reason_message(verdict->reason),
+                     verdict->detail);
+        else
+            snprintf(msg, sizeof msg, "%s", sigv4_reason_message(verdict->reason));
+        *ret = respond_error(r, c, (unsigned)sigv4_reason_http_status(verdict->reason),
+                             sigv4_reason_s3_code(verdict->reason), msg);
+    } else {
+        *ret = respond_error(r, c, 500, "InternalError", "signature check failed");
+    }
+    return P_NONE;
+}
+
+/* Checks an upload signed with the device-grant credential against its
+ * grant. On refusal answers and returns false. */
+static bool check_grant(req *r, struct MHD_Connection *c, const char *method, enum MHD_Result *ret)
+{
+    store *s = r->s;
+    char gid[LEDGER_GRANT_ID_MAX + 1];
+    ledger *l;
+    ferry_err e;
+    int64_t now = ferry_time_now();
+
+    if (!store_key_grant_id(r->t.key, gid, sizeof gid)) {
+        *ret = respond_error(r, c, 403, "AccessDenied", "the key names no grant");
+        return false;
+    }
+    l = pool_take(s);
+    e = ledger_grant_get(l, gid, &r->grant);
+    pool_give(s, l);
+    if (e == FERRY_ERR_NOT_FOUND) {
+        *ret = respond_error(r, c, 403, "AccessDenied", "unknown grant");
+        return false;
+    }
+    if (e != FERRY_OK) {
+        *ret = respond_error(r, c, 503, "SlowDown", "the ledger is not available; retry");
+        return false;
+    }
+    if (r->grant.state == LEDGER_GRANT_REVOKED) {
+        *ret = respond_error(r, c, 403, "AccessDenied", "grant revoked");
+        return false;
+    }
+    if (r->grant.state == LEDGER_GRANT_USED) {
+        *ret = respond_error(r, c, 403, "AccessDenied", "grant already used");
+        return false;
+    }
+    if (r->grant.state == LEDGER_GRANT_EXPIRED || r->grant.expires_at <= now) {
+        *ret = respond_error(r, c, 403, "AccessDenied", "grant expired");
+        return false;
+    }
+    if (strcmp(r->grant.bucket, r->t.bucket) != 0 || strcmp(r->grant.key, r->t.key) != 0) {
+        *ret = respond_error(r, c, 403, "AccessDenied", "the key is not the grant's key");
+        return false;
+    }
+    if (strcmp(r->grant.method, method) != 0) {
+        *ret = respond_error(r, c, 403, "AccessDenied", "the grant is for another method");
+        return false;
+    }
+    r->is_grant = true;
+    return true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* PutObject                                                                */
+
+static enum MHD_Result finish_put(req *r, struct MHD_Connection *c);
+
+static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_list *h,
+                                 const sigv4_verdict *verdict)
+{
+    store *s = r->s;
+    const char *cl = header(c, "Content-Length");
+    const char *te = header(c, "Transfer-Encoding");
+    const char *v;
+    const char *why = NULL;
+    char *end = NULL;
+    unsigned long long n;
+    ferry_err e;
+
+    if (header(c, "x-amz-copy-source") != NULL)
+        return respond_error(r, c, 501, "NotImplemented", "CopyObject is not supported");
+    if (te != NULL || cl == NULL)
+        return respond_error(r, c, 411, "MissingContentLength",
+                             "You must provide the Content-Length HTTP header "
+                             "(chunked bodies are not accepted).");
+    errno = 0;
+    n = strtoull(cl, &end, 10);
+    if (errno != 0 || end == cl || *end != '\0' || cl[0] == '-' || cl[0] == '+')
+        return respond_error(r, c, 400, "InvalidArgument", "Content-Length is not a number");
+    r->expected = (uint64_t)n;
+    if (r->expected > s->max_object_size)
+        return respond_error(r, c, 400, "EntityTooLarge",
+                             "Your proposed upload exceeds the maximum allowed object size.");
+    if (r->is_grant) {
+        if (r->expected < r->grant.size)
+            return respond_error(r, c, 400, "EntityTooSmall",
+                                 "Your proposed upload is smaller than the grant's size.");
+        if (r->expected > r->grant.size)
+            return respond_error(r, c, 400, "EntityTooLarge",
+                                 "Your proposed upload is larger than the grant's size.");
+    }
+    v = header(c, "Content-MD5");
+    if (v != NULL) {
+        if (!store_b64_decode_exact(v, r->content_md5, 16))
+            return respond_error(r, c, 400, "InvalidDigest",
+                                 "The Content-MD5 you specified was invalid.");
+        r->want_md5 = true;
+    }
+    v = header(c, "x-amz-checksum-sha256");
+    if (v != NULL) {
+        if (!store_b64_decode_exact(v, r->checksum, 32))
+            return respond_error(r, c, 400, "InvalidRequest",
+                                 "Value for x-amz-checksum-sha256 header is invalid.");
+        r->want_checksum = true;
+    }
+    v = header(c, "x-amz-sdk-checksum-algorithm");
+    if (v != NULL && strcasecmp(v, "SHA256") != 0)
+        return respond_error(r, c, 400, "InvalidRequest",
+                             "Only the SHA256 checksum algorithm is supported.");
+    snprintf(r->payload_sha, sizeof r->payload_sha, "%s", verdict->payload_sha256);
+    v = header(c, "Content-Type");
+    if (v == NULL || v[0] == '\0')
+        v = DEFAULT_CONTENT_TYPE;
+    if (strlen(v) > LEDGER_CONTENT_TYPE_MAX)
+        return respond_error(r, c, 400, "InvalidArgument", "Content-Type is too long");
+    snprintf(r->content_type, sizeof r->content_type, "%s", v);
+    if (r->is_grant && strcasecmp(r->content_type, r->grant.content_type) != 0)
+        return respond_error(r, c, 403, "AccessDenied",
+                             "Content-Type is not the grant's content type");
+    if (!collect_meta(h, r->meta, sizeof r->meta, &why))
+        return respond_error(r, c, 400, "MetadataTooLarge", why);
+
+    r->md5 = EVP_MD_CTX_new();
+    r->sha = EVP_MD_CTX_new();
+    if (r->md5 == NULL || r->sha == NULL || EVP_DigestInit_ex(r->md5, EVP_md5(), NULL) != 1 ||
+        EVP_DigestInit_ex(r->sha, EVP_sha256(), NULL) != 1)
+        return respond_error(r, c, 500, "InternalError", "digest setup failed");
+    if ((e = store_fs_new_id(r->file_id)) != FERRY_OK ||
+        (e = store_fs_create_tmp(&s->fs, r->file_id, &r->fd)) != FERRY_OK)
+        return respond_error(r, c, 500, "InternalError", "cannot create the temporary file");
+    r->tmp_exists = true;
+    r->start_ns = ferry_time_mono_ns();
+    r->phase = PH_BODY;
+    if (r->expected == 0)
+        return finish_put(r, c);
+    return MHD_YES;
+}
+
+/* One chunk of body: to the file and the digests. MHD_NO drops the
+ * connection (a client too slow to be worth its slot). */
+static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
+{
+    store *s = r->s;
+    if (r->received + len > r->expected) {
+        /* libmicrohttpd frames the body by Content-Length; more is a bug. */
+        defer_error(r, 400, "IncompleteBody", "more bytes than Content-Length");
+        r->phase = PH_DISCARD;
+        req_discard_upload(r);
+        return MHD_YES;
+    }
+    EVP_DigestUpdate(r->md5, data, len);
+    EVP_DigestUpdate(r->sha, data, len);
+    r->received += len;
+    while (len > 0) {
+        ssize_t w = write(r->fd, data, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
+            defer_error(r, 500, "InternalError", "the store could not write the object");
+            r->phase = PH_DISCARD;
+            req_discard_upload(r);
+            return MHD_YES;
+        }
+        data += w;
+        len -= (size_t)w;
+    }
+    if (s->min_upload_rate > 0) {
+        int64_t elapsed = ferry_time_mono_ns() - r->start_ns;
+        if (elapsed > s->min_rate_grace_ns &&
+            (double)r->received < (double)s->min_upload_rate * ((double)elapsed / 1e9)) {
+            log_info("store.too_slow", "request_id=%s received=%" PRIu64 " elapsed_ms=%" PRId64,
+                     r->id, r->received, elapsed / 1000000);
+            return MHD_NO;
+        }
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
+{
+    store *s = r->s;
+    unsigned char md5[16], sha[32];
+    unsigned int mlen = 0, slen = 0;
+    char md5_hex[33], sha_hex[65], etag[40];
+    char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    ledger_object *o = NULL;
+    ledger *l;
+    ferry_err e;
+    struct MHD_Response *resp;
+
+    if (r->received != r->expected)
+        return respond_error(r, c, 400, "IncompleteBody",
+                             "You did not provide the number of bytes specified by the "
+                             "Content-Length HTTP header.");
+    if (EVP_DigestFinal_ex(r->md5, md5, &mlen) != 1 || EVP_DigestFinal_ex(r->sha, sha, &slen) != 1)
+        return respond_error(r, c, 500, "InternalError", "digest failed");
+    store_hex(md5, 16, md5_hex);
+    store_hex(sha, 32, sha_hex);
+    if (r->want_md5 && CRYPTO_memcmp(md5, r->content_md5, 16) != 0)
+        return respond_error(r, c, 400, "BadDigest",
+                             "The Content-MD5 you specified did not match what we received.");
+    if (r->payload_sha[0] != '\0' && strcmp(r->payload_sha, sha_hex) != 0)
+        return respond_error(r, c, 400, "XAmzContentSHA256Mismatch",
+                             "The provided 'x-amz-content-sha256' header does not match what "
+                             "was computed.");
+    if (r->want_checksum && CRYPTO_memcmp(sha, r->checksum, 32) != 0)
+        return respond_error(r, c, 400, "BadDigest",
+                             "The SHA256 you specified did not match the calculated checksum.");
+    if (r->is_grant && r->grant.sha256[0] != '\0' && strcmp(r->grant.sha256, sha_hex) != 0)
+        return respond_error(r, c, 400, "BadDigest",
+                             "The bytes do not match the SHA-256 the grant was issued for.");
+
+    e = store_fs_commit(&s->fs, r->fd, r->file_id);
+    if (e != FERRY_OK)
+        return respond_error(r, c, 500, "InternalError", "the store could not write the object");
+    close(r->fd);
+    r->fd = -1;
+    r->tmp_exists = false; /* renamed: from here the file is under objects/ */
+
+    o = calloc(1, sizeof *o);
+    if (o == NULL) {
+        store_fs_remove_object(&s->fs, r->file_id);
+        return respond_error(r, c, 500, "InternalError", "out of memory");
+    }
+    snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
+    memcpy(o->key, r->t.key, r->t.key_len + 1);
+    snprintf(o->file_id, sizeof o->file_id, "%s", r->file_id);
+    o->size = r->received;
+    snprintf(o->etag, sizeof o->etag, "%s", md5_hex);
+    snprintf(o->sha256, sizeof o->sha256, "%s", sha_hex);
+    snprintf(o->content_type, sizeof o->content_type, "%s", r->content_type);
+    snprintf(o->meta, sizeof o->meta, "%s", r->meta);
+    if (r->is_grant) {
+        snprintf(o->device, sizeof o->device, "%s", r->grant.device);
+        snprintf(o->grant_id, sizeof o->grant_id, "%s", r->grant.id);
+    }
+    o->created_at = ferry_time_now();
+    l = pool_take(s);
+    e = ledger_object_put(l, o, o->created_at, replaced);
+    if (e == FERRY_ERR_CONFLICT && r->is_grant) {
+        /* Say which: another upload won the race, or it was revoked. */
+        ledger_grant g;
+        if (ledger_grant_get(l, r->grant.id, &g) == FERRY_OK && g.state == LEDGER_GRANT_REVOKED)
+            e = FERRY_ERR_DENIED;
+    }
+    pool_give(s, l);
+    if (e != FERRY_OK) {
+        enum MHD_Result ret;
+        store_fs_remove_object(&s->fs, r->file_id);
+        if (e == FERRY_ERR_CONFLICT)
+            ret = respond_error(r, c, 403, "AccessDenied", "grant already used");
+        else if (e == FERRY_ERR_DENIED)
+            ret = respond_error(r, c, 403, "AccessDenied", "grant revoked");
+        else if (e == FERRY_ERR_EXPIRED)
+            ret = respond_error(r, c, 403, "AccessDenied", "grant expired");
+        else if (e == FERRY_ERR_NOT_FOUND)
+            ret = respond_error(r, c, 403, "AccessDenied", "unknown grant");
+        else
+            ret = respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+        free(o);
+        return ret;
+    }
+    if (replaced[0] != '\0')
+        store_fs_remove_object(&s->fs, replaced);
+    log_info("store.object_stored",
+             "request_id=%s key=\"%s\" size=%" PRIu64 " sha256=%s etag=%s device=%s grant=%s",
+             r->id, o->key, o->size, o->sha256, o->etag, o->device, o->grant_id);
+    free(o);
+    snprintf(etag, sizeof etag, "\"%s\"", md5_hex);
+    resp = empty_response();
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "ETag", etag);
+    if (r->want_checksum)
+        MHD_add_response_header(resp, "x-amz-checksum-sha256", header(c, "x-amz-checksum-sha256"));
+    return queue(r, c, 200, resp);
+}
+
+/* ---------------------------------------------------------------------- */
+/* GetObject, HeadObject, DeleteObject                                      */
+
+static void http_date(int64_t t, char out[64])
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    gmtime_r(&tt, &tm);
+    snprintf(out, 64, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday,
+             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head)
+{
+    store *s = r->s;
+    ledger_object *o = calloc(1, sizeof *o);
+    ledger *l;
+    ferry_err e;
+    int fd = -1;
+    struct stat st;
+    uint64_t first = 0, length = 0;
+    store_range_result rr;
+    struct MHD_Response *resp;
+    char etag[LEDGER_ETAG_MAX + 3], date[64], range[96];
+    unsigned status = 200;
+    enum MHD_Result ret;
+
+    if (o == NULL)
+        return respond_error(r, c, 500, "InternalError", "out of memory");
+    l = pool_take(s);
+    e = ledger_object_get(l, r->t.bucket, r->t.key, o);
+    pool_give(s, l);
+    if (e == FERRY_ERR_NOT_FOUND) {
+        free(o);
+        return respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
+    }
+    if (e == FERRY_OK)
+        e = store_fs_open_object(&s->fs, o->file_id, &fd);
+    if (e == FERRY_ERR_NOT_FOUND) {
+        /* Deleted or replaced between the lookup and the open. */
+        free(o);
+        return respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
+    }
+    if (e != FERRY_OK || fstat(fd, &st) != 0 || (uint64_t)st.st_size != o->size) {
+        if (fd >= 0)
+            close(fd);
+        free(o);
+        return respond_error(r, c, 500, "InternalError", "the object cannot be read");
+    }
+    length = o->size;
+    rr = store_parse_range(header(c, "Range"), o->size, &first, &length);
+    if (rr == STORE_RANGE_UNSATISFIABLE) {
+        close(fd);
+        free(o);
+        return respond_error(r, c, 416, "InvalidRange", "The requested range is not satisfiable");
+    }
+    if (rr == STORE_RANGE_OK) {
+        status = 206;
+        snprintf(range, sizeof range, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, first,
+                 first + length - 1, o->size);
+    } else {
+        first = 0;
+        length = o->size;
+    }
+    /* For HEAD libmicrohttpd sends the headers of this same response
+     * (Content-Length included) and never reads the file. */
+    (void)head;
+    resp = MHD_create_response_from_fd_at_offset64(length, fd, first);
+    if (resp == NULL)
+        close(fd);
+    if (resp == NULL) {
+        free(o);
+        return MHD_NO;
+    }
+    snprintf(etag, sizeof etag, "\"%s\"", o->etag);
+    http_date(o->created_at, date);
+    MHD_add_response_header(resp, "ETag", etag);
+    MHD_add_response_header(resp, "Last-Modified", date);
+    MHD_add_response_header(resp, "Content-Type", o->content_type);
+    MHD_add_response_header(resp, "Accept-Ranges", "bytes");
+    if (status == 206)
+        MHD_add_response_header(resp, "Content-Range", range);
+    add_meta_headers(resp, o->meta);
+    free(o);
+    ret = queue(r, c, status, resp);
+    return ret;
+}
+
+static enum MHD_Result delete_object(req *r, struct MHD_Connection *c)
+{
+    store *s = r->s;
+    char file_id[LEDGER_FILE_ID_MAX + 1];
+    ledger *l = pool_take(s);
+    ferry_err e = ledger_object_delete(l, r->t.bucket, r->t.key, file_id);
+    pool_give(s, l);
+    if (e == FERRY_OK) {
+        store_fs_remove_object(&s->fs, file_id);
+        log_info("store.object_deleted", "request_id=%s key=\"%s\"", r->id, r->t.key);
+    } else if (e != FERRY_ERR_NOT_FOUND) {
+        return respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+    }
+    /* S3 answers 204 whether or not the key existed. */
+    return queue(r, c, 204, empty_response());
+}
+
+/* ---------------------------------------------------------------------- */
+/* ListObjectsV2                                                            */
+
+typedef struct list_state {
+    const char *prefix;
+    size_t prefix_len;
+    const char *delim;
+    size_t delim_len;
+    bool url;
+    size_t max_keys;
+    size_t count;
+    bool truncated;
+    bool restart;
+    char start[STORE_KEY_MAX + 8];
+    ferry_buf *contents;
+    ferry_buf *prefixes;
+    ferry_err err;
+} list_state;
+
+static ferry_err append_key(list_state *ls, ferry_buf *b, const char *k, size_t len)
+{
+    return ls->url ? store_url_encode(b, k, len) : store_xml_escape(b, k, len);
+}
+
+static int list_row(const ledger_object *o, void *arg)
+{
+    list_state *ls = arg;
+    size_t klen = strlen(o->key);
+    if (ls->delim_len > 0 && klen > ls->prefix_len) {
+        const char *rest = o->key + ls->prefix_len;
+        const char *hit = memmem(rest, klen - ls->prefix_len, ls->delim, ls->delim_len);
+        if (hit != NULL) {
+            size_t cp_len = (size_t)(hit - o->key) + ls->delim_len;
+            if (ls->count == ls->max_keys) {
+                ls->truncated = true;
+                return 1;
+            }
+            ls->err = ferry_buf_append_str(ls->prefixes, "<CommonPrefixes><Prefix>");
+            if (ls->err == FERRY_OK)
+                ls->err = append_key(ls, ls->prefixes, o->key, cp_len);
+            if (ls->err == FERRY_OK)
+                ls->err = ferry_buf_append_str(ls->prefixes, "</Prefix></CommonPrefixes>");
+            ls->count++;
+            /* Skip every other key under this prefix: keys are UTF-8, so
+             * none contains 0xFF and prefix+0xFF sorts after all of them. */
+            memcpy(ls->start, o->key, cp_len);
+            ls->start[cp_len] = (char)0xFF;
+            ls->start[cp_len + 1] = '\0';
+            ls->restart = true;
+            return 1;
+        }
+    }
+    if (ls->count == ls->max_keys) {
+        ls->truncated = true;
+        return 1;
+    }
+    char iso[32];
+    struct tm tm;
+    time_t tt = (time_t)o->created_at;
+    gmtime_r(&tt, &tm);
+    snprintf(iso, sizeof iso, "%04d-%02d-%02dT%02d:%02d:%02d.000Z", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    ls->err = ferry_buf_append_str(ls->contents, "<Contents><Key>");
+    if (ls->err == FERRY_OK)
+        ls->err = append_key(ls, ls->contents, o->key, klen);
+    if (ls->err == FERRY_OK)
+        ls->err = ferry_buf_appendf(ls->contents,
+                                    "</Key><LastModified>%s</LastModified><ETag>&quot;%s&quot;"
+                                    "</ETag><Size>%" PRIu64
+                                    "</Size><StorageClass>STANDARD</StorageClass></Contents>",
+                                    iso, o->etag, o->size);
+    ls->count++;
+    memcpy(ls->start, o->key, klen + 1);
+    return ls->err != FERRY_OK;
+}
+
+/* The value of query parameter name, or NULL. */
+static const char *qparam(const sigv4_query *q, const char *name)
+{
+    for (size_t i = 0; i < q->n; i++)
+        if (strcmp(q->params[i].name, name) == 0)
+            return q->params[i].value;
+    return NULL;
+}
+
+static enum MHD_Result list_objects(req *r, struct MHD_Connection *c)
+{
+    store *s = r->s;
+    const char *qs = strchr(r->uri, '?');
+    sigv4_query q;
+    list_state *ls = NULL;
+    ferry_buf out, contents, prefixes;
+    const char *lt, *prefix, *delim, *mk, *token, *sa, *enc;
+    enum MHD_Result ret;
+    ferry_err e = FERRY_OK;
+    char token_out[2 * (STORE_KEY_MAX + 8) + 1];
+
+    memset(&q, 0, sizeof q);
+    if (sigv4_parse_query(qs != NULL ? qs + 1 : "", &q) != SIGV4_R_OK)
+        return respond_error(r, c, 400, "InvalidArgument", "malformed query string");
+    ferry_buf_init(&out, STORE_XML_MAX);
+    ferry_buf_init(&contents, STORE_XML_MAX);
+    ferry_buf_init(&prefixes, STORE_XML_MAX);
+    lt = qparam(&q, "list-type");
+    prefix = qparam(&q, "prefix");
+    delim = qparam(&q, "delimiter");
+    mk = qparam(&q, "max-keys");
+    token = qparam(&q, "continuation-token");
+    sa = qparam(&q, "start-after");
+    enc = qparam(&q, "encoding-type");
+    if (qparam(&q, "location") != NULL) {
+        e = ferry_buf_appendf(&out,
+                              "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint "
+                              "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">%s"
+                              "</LocationConstraint>",
+                              strcmp(s->region, "us-east-1") == 0 ? "" : s->region);
+        goto send;
+    }
+    if (lt == NULL || strcmp(lt, "2") != 0) {
+        ret = respond_error(r, c, 501, "NotImplemented",
+                            "Only ListObjectsV2 (list-type=2) is supported.");
+        goto done;
+    }
+    ls = calloc(1, sizeof *ls);
+    if (ls == NULL) {
+        ret = respond_error(r, c, 500, "InternalError", "out of memory");
+        goto done;
+    }
+    ls->prefix = prefix != NULL ? prefix : "";
+    ls->prefix_len = strlen(ls->prefix);
+    ls->delim = delim != NULL ? delim : "";
+    ls->delim_len = strlen(ls->delim);
+    ls->max_keys = STORE_LIST_MAX_KEYS;
+    ls->contents = &contents;
+    ls->prefixes = &prefixes;
+    if (ls->prefix_len > STORE_KEY_MAX || ls->delim_len > 64) {
+        ret = respond_error(r, c, 400, "InvalidArgument", "prefix or delimiter too long");
+        goto done;
+    }
+    if (mk != NULL) {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(mk, &end, 10);
+        if (errno != 0 || end == mk || *end != '\0' || v < 0) {
+            ret = respond_error(r, c, 400, "InvalidArgument", "max-keys is not a number >= 0");
+            goto done;
+        }
+        if (v < STORE_LIST_MAX_KEYS)
+            ls->max_keys = (size_t)v;
+    }
+    if (enc != NULL && strcmp(enc, "url") != 0) {
+        ret = respond_error(r, c, 400, "InvalidArgument", "Invalid Encoding Method specified");
+        goto done;
+    }
+    ls->url = enc != NULL;
+    if (sa != NULL) {
+        if (strlen(sa) > STORE_KEY_MAX) {
+            ret = respond_error(r, c, 400, "InvalidArgument", "start-after too long");
+            goto done;
+        }
+        snprintf(ls->start, sizeof ls->start, "%s", sa);
+    }
+    if (token != NULL) {
+        /* Our tokens are the hex of where the walk stopped. */
+        size_t tl = strlen(token);
+        char dec[STORE_KEY_MAX + 8];
+        bool ok = tl % 2 == 0 && tl / 2 < sizeof dec;
+        for (size_t i = 0; ok && i < tl / 2; i++) {
+            unsigned int byte;
+            if (sscanf(token + 2 * i, "%2x", &byte) != 1 ||
+                strchr("0123456789abcdef", token[2 * i]) == NULL ||
+                strchr("0123456789abcdef", token[2 * i + 1]) == NULL || byte == 0)
+                ok = false;
+            else
+                dec[i] = (char)byte;
+        }
+        if (!ok) {
+            ret = respond_error(r, c, 400, "InvalidArgument",
+                                "The continuation token provided is incorrect");
+            goto done;
+        }
+        dec[tl / 2] = '\0';
+        if (strcmp(dec, ls->start) > 0)
+            memcpy(ls->start, dec, tl / 2 + 1);
+    }
+    {
+        ledger *l = pool_take(s);
+        do {
+            ls->restart = false;
+            size_t limit = ls->max_keys - ls->count + 1;
+            e = ledger_object_list(l, s->bucket, ls->prefix, ls->start, limit, list_row, ls);
+            if (e == FERRY_OK)
+                e = ls->err;
+        } while (e == FERRY_OK && ls->restart);
+        pool_give(s, l);
+    }
+    if (e != FERRY_OK) {
+        ret = respond_error(r, c, e == FERRY_ERR_TOO_LARGE ? 400 : 503,
+                            e == FERRY_ERR_TOO_LARGE ? "InvalidArgument" : "SlowDown",
+                            "the listing could not be made");
+        goto done;
+    }
+    e = ferry_buf_append_str(&out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult "
+                                   "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&out, s->bucket, strlen(s->bucket));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&out, "</Name><Prefix>");
+    if (e == FERRY_OK)
+        e = append_key(ls, &out, ls->prefix, ls->prefix_len);
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&out, "</Prefix>");
+    if (e == FERRY_OK && ls->delim_len > 0) {
+        e = ferry_buf_append_str(&out, "<Delimiter>");
+        if (e == FERRY_OK)
+            e = append_key(ls, &out, ls->delim, ls->delim_len);
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(&out, "</Delimiter>");
+    }
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(&out,
+                              "<MaxKeys>%zu</MaxKeys><KeyCount>%zu</KeyCount>"
+                              "<IsTruncated>%s</IsTruncated>",
+                              ls->max_keys, ls->count, ls->truncated ? "true" : "false");
+    if (e == FERRY_OK && ls->url)
+        e = ferry_buf_append_str(&out, "<EncodingType>url</EncodingType>");
+    if (e == FERRY_OK && token != NULL) {
+        e = ferry_buf_append_str(&out, "<ContinuationToken>");
+        if (e == FERRY_OK)
+            e = store_xml_escape(&out, token, strlen(token));
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(&out, "</ContinuationToken>");
+    }
+    if (e == FERRY_OK && ls->truncated) {
+        store_hex((const unsigned char *)ls->start, strlen(ls->start), token_out);
+        e = ferry_buf_appendf(&out, "<NextContinuationToken>%s</NextContinuationToken>", token_out);
+    }
+    if (e == FERRY_OK && sa != NULL) {
+        e = ferry_buf_append_str(&out, "<StartAfter>");
+        if (e == FERRY_OK)
+            e = append_key(ls, &out, sa, strlen(sa));
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(&out, "</StartAfter>");
+    }
+    if (e == FERRY_OK)
+        e = ferry_buf_append(&out, contents.data != NULL ? contents.data : "", contents.len);
+    if (e == FERRY_OK)
+        e = ferry_buf_append(&out, prefixes.data != NULL ? prefixes.data : "", prefixes.len);
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&out, "</ListBucketResult>");
+send:
+    if (e != FERRY_OK) {
+        ret = respond_error(r, c, 500, "InternalError", "the listing is too large");
+        goto done;
+    }
+    {
+        struct MHD_Response *resp = buf_response(&out);
+        if (resp == NULL) {
+            ret = MHD_NO;
+            goto done;
+        }
+        MHD_add_response_header(resp, "Content-Type", "application/xml");
+        ret = queue(r, c, 200, resp);
+    }
+done:
+    free(ls);
+    ferry_buf_cleanup(&out);
+    ferry_buf_cleanup(&contents);
+    ferry_buf_cleanup(&prefixes);
+    sigv4_query_cleanup(&q);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Dispatch                                                                 */
+
+static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *method)
+{
+    store *s = r->s;
+    header_list *h = NULL;
+    sigv4_verdict verdict;
+    enum MHD_Result ret = MHD_NO;
+    principal p;
+    bool is_put, is_get, is_head, is_delete;
+    char *q;
+    size_t path_len;
+
+    if (strlen(method) > 16) {
+        r->method = "?";
+        return respond_error(r, c, 405, "MethodNotAllowed",
+                             "The specified method is not allowed against this resource.");
+    }
+    r->method = method;
+    if (r->uri == NULL)
+        return respond_error(r, c, 414, "InvalidURI", "The request target is too long.");
+    q = strchr(r->uri, '?');
+    path_len = q != NULL ? (size_t)(q - r->uri) : strlen(r->uri);
+    switch (store_parse_path(r->uri, path_len, &r->t)) {
+    case STORE_PATH_OK:
+        break;
+    case STORE_PATH_KEY_TOO_LONG:
+        return respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+    case STORE_PATH_BAD_KEY:
+        return respond_error(r, c, 400, "InvalidArgument",
+                             "Object keys must be UTF-8 without control characters.");
+    case STORE_PATH_BAD_BUCKET:
+        return respond_error(r, c, 400, "InvalidBucketName", "The specified bucket is not valid.");
+    default:
+        return respond_error(r, c, 400, "InvalidURI", "Couldn't parse the specified URI.");
+    }
+    /* The key must not have been truncated at a NUL by the decoder. */
+    if (memchr(r->t.key, '\0', r->t.key_len) != NULL)
+        return respond_error(r, c, 400, "InvalidArgument", "Object keys must not contain NUL");
+
+    is_put = strcmp(method, "PUT") == 0;
+    is_get = strcmp(method, "GET") == 0;
+    is_head = strcmp(method, "HEAD") == 0;
+    is_delete = strcmp(method, "DELETE") == 0;
+    if (!is_put && !is_get && !is_head && !is_delete && strcmp(method, "POST") != 0)
+        return respond_error(r, c, 405, "MethodNotAllowed",
+                             "The specified method is not allowed against this resource.");
+
+    h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return MHD_NO;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, h);
+    if (h->total > s->max_headers || h->total > SIGV4_MAX_HEADERS) {
+        ret = respond_error(r, c, 400, "InvalidRequest", "Too many request headers.");
+        goto out;
+    }
+    p = authenticate(r, c, h, &verdict, &ret);
+    if (p == P_NONE)
+        goto out;
+    if (r->t.bucket[0] == '\0') {
+        ret = respond_error(r, c, 405, "MethodNotAllowed", "Listing buckets is not supported.");
+        goto out;
+    }
+    if (strcmp(r->t.bucket, s->bucket) != 0) {
+        ret = respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
+        goto out;
+    }
+    if (p == P_GRANT && !is_put) {
+        ret = respond_error(r, c, 403, "AccessDenied",
+                            "device credentials may only upload with a grant");
+        goto out;
+    }
+    if (strcmp(method, "POST") == 0) {
+        ret = respond_error(r, c, 501, "NotImplemented", "POST uploads are not supported yet.");
+        goto out;
+    }
+    if (r->t.key_len == 0) {
+        if (is_get)
+            ret = list_objects(r, c);
+        else if (is_head)
+            ret = queue(r, c, 200, empty_response());
+        else
+            ret = respond_error(r, c, 405, "MethodNotAllowed",
+                                "The specified method is not allowed against this resource.");
+        goto out;
+    }
+    if (is_put) {
+        if (p == P_GRANT && !check_grant(r, c, "PUT", &ret))
+            goto out;
+        ret = begin_put(r, c, h, &verdict);
+    } else if (is_get || is_head) {
+        ret = get_object(r, c, is_head);
+    } else {
+        ret = delete_object(r, c);
+    }
+out:
+    free(h);
+    return ret;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    req *r = *con_cls;
+    (void)cls;
+    (void)url;
+    (void)version;
+    if (r == NULL)
+        return MHD_NO;
+    switch (r->phase) {
+    case PH_NEW:
+        return begin(r, c, method);
+    case PH_BODY:
+        if (*upload_data_size > 0) {
+            size_t n = *upload_data_size;
+            *upload_data_size = 0;
+            return put_chunk(r, upload_data, n);
+        }
+        return finish_put(r, c);
+    case PH_DISCARD:
+        if (*upload_data_size > 0) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        return respond_error(r, c, (unsigned)r->err_status, r->err_code, r->err_msg);
+    case PH_DONE:
+    default:
+        /* A response is queued; drop anything more the client sends. */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\r\n")] = '\0';
+    log_debug("store.http", "msg=\"%s\"", msg);
+}
+#pragma GCC diagnostic pop
+
+/* ---------------------------------------------------------------------- */
+/* Life cycle                                                               */
+
+static ferry_err read_small_file(const char *path, char **out)
+{
+    ferry_err err = FERRY_OK;
+    char *data = NULL;
+    struct stat st;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        log_error("store.tls_file", "path=%s error=\"%s\"", path, strerror(errno));
+        return FERRY_ERR_CONFIG;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+        (uint64_t)st.st_size > STORE_TLS_FILE_MAX) {
+        log_error("store.tls_file", "path=%s error=\"not a regular file of 1 B to 256 KB\"", path);
+        err = FERRY_ERR_CONFIG;
+        goto out;
+    }
+    data = malloc((size_t)st.st_size + 1);
+    if (data == NULL) {
+        err = FERRY_ERR_NOMEM;
+        goto out;
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
+        if (n <= 0) {
+            err = FERRY_ERR_IO;
+            goto out;
+        }
+        got += (size_t)n;
+    }
+    data[got] = '\0';
+    *out = data;
+    data = NULL;
+out:
+    if (data != NULL) {
+        OPENSSL_cleanse(data, (size_t)st.st_size);
+        free(data);
+    }
+    close(fd);
+    return err;
+}
+
+static void free_secret_str(char *p)
+{
+    if (p == NULL)
+        return;
+    OPENSSL_cleanse(p, strlen(p));
+    free(p);
+}
+
+ferry_err store_new(const store_config *cfg, store **out)
+{
+    ferry_err err = FERRY_OK;
+    store *s = NULL;
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+    struct sockaddr *sa;
+    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    size_t removed = 0;
+    unsigned char rnd[4];
+
+    if (cfg == NULL || out == NULL || cfg->data_dir == NULL || cfg->ledger_url == NULL ||
+        cfg->bucket == NULL || cfg->region == NULL || cfg->grant_access_key == NULL ||
+        cfg->grant_secret == NULL || cfg->listen == NULL || cfg->port < 1 || cfg->port > 65535 ||
+        cfg->threads == 0 || strlen(cfg->grant_secret) > SIGV4_MAX_SECRET_LEN ||
+        (cfg->operator_secret != NULL && strlen(cfg->operator_secret) > SIGV4_MAX_SECRET_LEN))
+        return FERRY_ERR_INVALID;
+    if (!cfg->plain_http && (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL))
+        return FERRY_ERR_CONFIG;
+
+    memset(&sin, 0, sizeof sin);
+    memset(&sin6, 0, sizeof sin6);
+    if (inet_pton(AF_INET, cfg->listen, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&sin;
+    } else if (inet_pton(AF_INET6, cfg->listen, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&sin6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        log_error("store.listen", "listen=%s error=\"not a numeric IPv4 or IPv6 address\"",
+                  cfg->listen);
+        return FERRY_ERR_CONFIG;
+    }
+
+    s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return FERRY_ERR_NOMEM;
+    pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_cond_init(&s->pool_cv, NULL);
+    s->pool_ready = true;
+    s->bucket = strdup(cfg->bucket);
+    s->region = strdup(cfg->region);
+    s->grant_ak = strdup(cfg->grant_access_key);
+    if (cfg->operator_access_key != NULL && cfg->operator_access_key[0] != '\0' &&
+        cfg->operator_secret != NULL) {
+        s->op_ak = strdup(cfg->operator_access_key);
+        if (s->op_ak == NULL) {
+            err = FERRY_ERR_NOMEM;
+            goto out;
+        }
+        snprintf(s->op_secret, sizeof s->op_secret, "%s", cfg->operator_secret);
+    }
+    if (s->bucket == NULL || s->region == NULL || s->grant_ak == NULL) {
+        err = FERRY_ERR_NOMEM;
+        goto out;
+    }
+    snprintf(s->grant_secret, sizeof s->grant_secret, "%s", cfg->grant_secret);
+    s->verifier = (sigv4_verifier){
+        .region = s->region, .service = "s3", .lookup = lookup_secret, .lookup_ctx = s};
+    s->max_object_size = cfg->max_object_size;
+    s->min_upload_rate = cfg->min_upload_rate;
+    s->min_rate_grace_ns = (int64_t)cfg->min_rate_grace_s * 1000000000;
+    s->max_headers = cfg->max_headers > 0 ? cfg->max_headers : SIGV4_MAX_HEADERS;
+    if (RAND_bytes(rnd, sizeof rnd) != 1) {
+        err = FERRY_ERR_CRYPTO;
+        goto out;
+    }
+    store_hex(rnd, sizeof rnd, s->id_prefix);
+
+    /* Ledger handles: one per worker thread, plus one for the sweep. */
+    s->pool_size = cfg->threads + 1;
+    s->pool = calloc(s->pool_size, sizeof *s->pool);
+    if (s->pool == NULL) {
+        err = FERRY_ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < s->pool_size; i++) {
+        if ((err = ledger_open(cfg->ledger_url, &s->pool[i])) != FERRY_OK)
+            goto out;
+        /* The rows stand for bytes already on disk: FULL (the default of
+         * ledger_open, set again so that it never depends on it). */
+        if ((err = ledger_set_sync(s->pool[i], LEDGER_SYNC_FULL)) != FERRY_OK)
+            goto out;
+        s->pool_free++;
+    }
+
+    if ((err = store_fs_open(&s->fs, cfg->data_dir)) != FERRY_OK) {
+        log_error("store.data_dir", "path=%s error=\"%s\"", cfg->data_dir, ferry_err_str(err));
+        goto out;
+    }
+    if ((err = store_fs_sweep(&s->fs, s->pool[0], &removed)) != FERRY_OK)
+        goto out;
+    if (removed > 0)
+        log_info("store.swept", "removed=%zu", removed);
+
+    if (!cfg->plain_http) {
+        if ((err = read_small_file(cfg->tls_cert_file, &s->tls_cert)) != FERRY_OK ||
+            (err = read_small_file(cfg->tls_key_file, &s->tls_key)) != FERRY_OK)
+            goto out;
+        flags |= MHD_USE_TLS;
+    }
+
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, s, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_THREAD_POOL_SIZE, cfg->threads,
+        MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        cfg->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->conn_memory_bytes,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
+        cfg->plain_http ? MHD_OPTION_END : MHD_OPTION_HTTPS_MEM_CERT, s->tls_cert,
+        MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_HTTPS_PRIORITIES,
+        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_END);
+    if (s->daemon == NULL) {
+        log_error("store.start_failed", "listen=%s port=%d tls=%s", cfg->listen, cfg->port,
+                  cfg->plain_http ? "no" : "yes");
+        err = FERRY_ERR_IO;
+        goto out;
+    }
+    log_info("store.started", "listen=%s port=%d tls=%s bucket=%s data_dir=%s threads=%u",
+             cfg->listen, cfg->port, cfg->plain_http ? "no" : "yes", s->bucket, cfg->data_dir,
+             cfg->threads);
+    *out = s;
+    s = NULL;
+out:
+    store_free(s);
+    return err;
+}
+
+void store_stop(store *s, int64_t timeout_ms)
+{
+    if (s == NULL || s->stopped || s->daemon == NULL)
+        return;
+    s->stopped = true;
+    /* No new connections; requests in flight may finish. */
+    MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
+    int64_t deadline = ferry_time_mono_ns() + timeout_ms * 1000000;
+    while (atomic_load(&s->active) > 0 && ferry_time_mono_ns() < deadline) {
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    int left = atomic_load(&s->active);
+    /* Closing the remaining connections runs their completion callbacks,
+     * which remove the temporary files of unfinished uploads. */
+    MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+    log_info("store.stopped", "aborted=%d", left);
+}
+
+void store_free(store *s)
+{
+    if (s == NULL)
+        return;
+    if (s->daemon != NULL) {
+        s->stopped = false;
+        store_stop(s, 0);
+    }
+    if (s->pool != NULL) {
+        for (size_t i = 0; i < s->pool_size; i++)
+            ledger_close(s->pool[i]);
+        free(s->pool);
+    }
+    store_fs_cleanup(&s->fs);
+    if (s->pool_ready) {
+        pthread_mutex_destroy(&s->pool_mu);
+        pthread_cond_destroy(&s->pool_cv);
+    }
+    free(s->bucket);
+    free(s->region);
+    free(s->grant_ak);
+    free(s->op_ak);
+    free(s->tls_cert);
+    free_secret_str(s->tls_key);
+    OPENSSL_cleanse(s->grant_secret, sizeof s->grant_secret);
+    OPENSSL_cleanse(s->op_secret, sizeof s->op_secret);
+    free(s);
+}

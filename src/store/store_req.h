@@ -1,0 +1,91 @@
+/*
+ * store_req.h - the embedded store's pure request helpers: the path of a
+ * request split into bucket and key, keys checked, Range headers, grant ids
+ * found in keys, XML and URL escaping for answers.
+ *
+ * What it is for: everything the store reads from a request line or a
+ * header before it touches the disk or the ledger goes through here, so it
+ * can be fuzzed without a server (tests/fuzz/fuzz_store_request.c).
+ *
+ * Invariants:
+ * - No I/O, no globals, no allocation except where a function says so.
+ * - A key that store_key_check() accepts is 1..STORE_KEY_MAX bytes of valid
+ *   UTF-8 with no control character (so it can be written into XML and logs
+ *   as is). Keys never become file names: the data file of an object is
+ *   named by a random id (see store_fs.h), so no key, whatever its bytes,
+ *   can reach outside the data directory.
+ */
+#ifndef FERRY_STORE_REQ_H
+#define FERRY_STORE_REQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "ferry/ferry_error.h"
+#include "ledger/ledger.h"
+
+#define STORE_KEY_MAX      LEDGER_OBJECT_KEY_MAX /* 1,024 bytes, S3's limit */
+#define STORE_BUCKET_MAX   63
+#define STORE_RAW_PATH_MAX 8192 /* percent-encoded path as received */
+
+/* A request path split: bucket (may be "" for "/") and key (may be "" for
+ * "/bucket" and "/bucket/"). */
+typedef struct store_target {
+    char bucket[STORE_BUCKET_MAX + 1];
+    char key[STORE_KEY_MAX + 1];
+    size_t key_len;
+} store_target;
+
+typedef enum store_path_result {
+    STORE_PATH_OK = 0,
+    STORE_PATH_MALFORMED,  /* not starting with '/', bad escape, too long */
+    STORE_PATH_BAD_BUCKET, /* bucket name too long or with bytes S3 forbids */
+    STORE_PATH_KEY_TOO_LONG,
+    STORE_PATH_BAD_KEY, /* NUL, control characters, invalid UTF-8 */
+} store_path_result;
+
+/* Splits the raw (percent-encoded) path of a request into *out. '+' is
+ * literal (S3 path style). out is written only on STORE_PATH_OK. */
+store_path_result store_parse_path(const char *raw, size_t raw_len, store_target *out);
+
+/* true when key[0..len) is an acceptable object key (see above). */
+bool store_key_check(const char *key, size_t len);
+
+/* Percent-decodes src[0..len) into dst (cap dst_size, NUL-terminated);
+ * '+' stays '+'. FERRY_ERR_INVALID on a bad escape, FERRY_ERR_TOO_LARGE when
+ * it does not fit. *out_len is the decoded length (may contain NUL bytes). */
+__attribute__((warn_unused_result)) ferry_err
+store_pct_decode(const char *src, size_t len, char *dst, size_t dst_size, size_t *out_len);
+
+/* The grant id a grant key carries: the last path segment up to its first
+ * '-' ("dev/2026/11/25/g_XXXX-name" -> "g_XXXX"). false when the key has no
+ * such part or it is not a well-formed grant id. */
+bool store_key_grant_id(const char *key, char *out, size_t out_size);
+
+/* A byte range resolved against an object of size bytes. */
+typedef enum store_range_result {
+    STORE_RANGE_NONE = 0,      /* no Range header, or one we ignore (as S3
+                                  does for several ranges or bad syntax) */
+    STORE_RANGE_OK,            /* [first, first + length) */
+    STORE_RANGE_UNSATISFIABLE, /* 416 InvalidRange */
+} store_range_result;
+
+store_range_result store_parse_range(const char *header, uint64_t size, uint64_t *first,
+                                     uint64_t *length);
+
+/* Appends s[0..len) escaped for XML text (& < > " '). */
+__attribute__((warn_unused_result)) ferry_err store_xml_escape(ferry_buf *out, const char *s,
+                                                               size_t len);
+/* Appends s[0..len) URL-encoded as S3's encoding-type=url does (everything
+ * but A-Z a-z 0-9 - . _ ~ and '/' escaped). */
+__attribute__((warn_unused_result)) ferry_err store_url_encode(ferry_buf *out, const char *s,
+                                                               size_t len);
+
+/* Hex of bytes into out (2 * len + 1). */
+void store_hex(const unsigned char *bytes, size_t len, char *out);
+/* Decodes standard base64 of exactly want bytes; false otherwise. */
+bool store_b64_decode_exact(const char *s, unsigned char *out, size_t want);
+
+#endif

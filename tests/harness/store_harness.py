@@ -1,0 +1,224 @@
+"""Harness pieces for tests of the embedded store: ferryd with [store]
+kind = embedded, on a free loopback port, TLS with the PKI's store.pem.
+
+    with Harness(devices=["dev-a"]) as h:
+        d = StoreFerryd(h).start()
+        s3 = d.boto3()                       # operator credential, verifies ca.pem
+        s3.put_object(Bucket="ingest", Key="k", Body=b"x")
+        d.stop()
+
+``StoreFerryd`` is stopped by PID through ``ferry_harness.Process`` (the
+Harness stops it too, also when a test fails). Clients: ``boto3()``,
+``aws(...)`` (Debian's /usr/bin/aws with the operator credential),
+``curl(...)``, and ``grant(...)`` which asks for a grant over MQTT as a
+device would.
+"""
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import time
+
+from ferry_harness import Process, build_dir, free_port, wait_until
+
+BUCKET = "ingest"
+REGION = "us-east-1"
+GRANT_KEY = "ferry-grants"
+GRANT_SECRET = "grant-secret-0123456789abcdefghijklmnop"
+OPERATOR_KEY = "ferry-operator"
+OPERATOR_SECRET = "operator-secret-0123456789abcdefghijkl"
+
+
+def ferryd_path():
+    return os.path.join(build_dir(), "cmd", "ferryd", "ferryd")
+
+
+def _secret_file(path, value):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return path
+
+
+def _store_ready(port, ca):
+    """A real TLS handshake with the store, verifying its certificate."""
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        with ctx.wrap_socket(sock, server_hostname="127.0.0.1"):
+            return True
+
+
+class StoreFerryd:
+    """ferryd with the embedded store, for a Harness's broker and PKI.
+
+    ``store`` adds lines to [store], ``policy`` to [policy], ``extra`` to
+    [ferryd]."""
+
+    def __init__(self, harness, name="ferryd", store=None, policy=None, extra=None,
+                 plain_http=False):
+        self.h = harness
+        self.name = name
+        self.dir = os.path.join(harness.tmp, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.config = os.path.join(self.dir, "ferryd.ini")
+        self.ledger = os.path.join(self.dir, "ledger.db")
+        self.data_dir = os.path.join(self.dir, "store")
+        self.port = free_port()
+        self.plain_http = plain_http
+        self.proc = None
+        self.ca = harness.ca
+        grant_secret = _secret_file(os.path.join(self.dir, "grant-secret"), GRANT_SECRET)
+        op_secret = _secret_file(os.path.join(self.dir, "operator-secret"), OPERATOR_SECRET)
+        pki = harness.pki
+        lines = [
+            "[ferryd]",
+            "log_level = debug",
+            "ledger = %s" % self.ledger,
+            "prefix = %s" % harness.prefix,
+            "shutdown_timeout = 5s",
+        ] + list(extra or []) + [
+            "[broker]",
+            "host = 127.0.0.1",
+            "port = %d" % harness.port,
+            "cafile = %s" % harness.ca,
+            "certfile = %s" % os.path.join(pki, "ferryd.pem"),
+            "keyfile = %s" % os.path.join(pki, "ferryd.key"),
+            "client_id = %s" % name,
+            "reconnect_min = 100ms",
+            "reconnect_max = 2s",
+            "[store]",
+            "kind = embedded",
+            "endpoint = %s" % self.endpoint,
+            "bucket = %s" % BUCKET,
+            "region = %s" % REGION,
+            "access_key = %s" % GRANT_KEY,
+            "secret_key_file = %s" % grant_secret,
+            "listen = 127.0.0.1",
+            "port = %d" % self.port,
+            "data_dir = %s" % self.data_dir,
+            "operator_access_key = %s" % OPERATOR_KEY,
+            "operator_secret_key_file = %s" % op_secret,
+        ] + (["plain_http = true"] if plain_http else [
+            "tls_cert = %s" % os.path.join(pki, "store.pem"),
+            "tls_key = %s" % os.path.join(pki, "store.key"),
+        ]) + list(store or []) + [
+            "[policy]",
+        ] + list(policy or [])
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    @property
+    def endpoint(self):
+        return "%s://127.0.0.1:%d" % ("http" if self.plain_http else "https", self.port)
+
+    def _ready(self, before):
+        if self.connects() <= before:
+            return False
+        if self.plain_http:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        return _store_ready(self.port, self.ca)
+
+    def start(self, timeout=30.0):
+        if self.proc is None:
+            self.proc = Process([ferryd_path(), "-c", self.config], self.name,
+                                os.path.join(self.dir, "ferryd.log"))
+            self.h._processes.append(self.proc)
+        before = self.connects()
+        self.proc.start(ready=lambda: self._ready(before), timeout=timeout)
+        return self
+
+    def log(self):
+        return self.proc.log_text() if self.proc else ""
+
+    def connects(self):
+        return self.log().count("event=broker.connected")
+
+    def stop(self):
+        return self.proc.stop() if self.proc is not None else None
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+
+    # --- the data directory ----------------------------------------------
+    def tmp_files(self):
+        d = os.path.join(self.data_dir, "tmp")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def object_files(self):
+        out = []
+        root = os.path.join(self.data_dir, "objects")
+        for sub in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            out += [os.path.join(sub, f) for f in os.listdir(os.path.join(root, sub))]
+        return out
+
+    # --- clients ----------------------------------------------------------
+    def boto3(self, access_key=OPERATOR_KEY, secret=OPERATOR_SECRET, **config):
+        import boto3
+        from botocore.config import Config
+        cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                     **config)
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
+                            aws_access_key_id=access_key, aws_secret_access_key=secret,
+                            verify=False if self.plain_http else self.ca, config=cfg)
+
+    def aws_env(self):
+        env = dict(os.environ)
+        env.update({
+            "AWS_ACCESS_KEY_ID": OPERATOR_KEY,
+            "AWS_SECRET_ACCESS_KEY": OPERATOR_SECRET,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CA_BUNDLE": self.ca,
+            "AWS_CONFIG_FILE": os.path.join(self.dir, "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.dir, "aws-credentials"),
+            "AWS_PAGER": "",
+            "HOME": self.dir,
+        })
+        with open(env["AWS_CONFIG_FILE"], "w") as f:
+            f.write("[default]\ns3 =\n    addressing_style = path\n")
+        return env
+
+    def aws(self, *args, check=True, timeout=120):
+        """Runs Debian's /usr/bin/aws against the store; returns CompletedProcess."""
+        argv = ["/usr/bin/aws", "--endpoint-url", self.endpoint] + [str(a) for a in args]
+        r = subprocess.run(argv, env=self.aws_env(), capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise AssertionError("aws %s failed (%d): %s %s" % (" ".join(args), r.returncode,
+                                                                r.stdout, r.stderr))
+        return r
+
+    def curl(self, args, timeout=60):
+        """Runs curl (verifying the store against ca.pem); returns (status, body)."""
+        argv = ["curl", "-sS", "-g", "--cacert", self.ca, "-o", "-", "-w", "\n%{http_code}",
+                "--max-time", "30"] + list(args)
+        out = subprocess.run(argv, capture_output=True, timeout=timeout, check=True)
+        text, _, code = out.stdout.decode("utf-8", "replace").rpartition("\n")
+        return int(code), text
+
+    def grant(self, client, device, rid, size, name="payload.bin",
+              content_type="application/octet-stream", **extra):
+        """Asks for a grant over MQTT as the device (client subscribed to its
+        response topic); returns the answer dict."""
+        body = {"id": rid, "name": name, "size": size, "content_type": content_type}
+        body.update(extra)
+        client.publish("%s/%s/upload/request" % (self.h.prefix, device),
+                       json.dumps(body).encode())
+        msg = client.expect_message(timeout=10)
+        return json.loads(msg.payload)
+
+
+def s3_code(text):
+    """The <Code> of an S3 error document ("" if none)."""
+    start = text.find("<Code>")
+    end = text.find("</Code>")
+    return text[start + 6:end] if start >= 0 and end > start else ""
+
+
+def request_id(text):
+    start = text.find("<RequestId>")
+    end = text.find("</RequestId>")
+    return text[start + 11:end] if start >= 0 and end > start else ""
