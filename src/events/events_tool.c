@@ -371,6 +371,13 @@ int main(int argc, char **argv)
         err = broker_link_new(&c, &link);
         if (err == FERRY_OK)
             err = broker_link_start(link);
+        /* libmosquitto refuses publishes before the first connection;
+         * give it the delivery timeout to come up (ferryd's link is long
+         * connected when its outbox runs). */
+        int64_t until = ferry_time_mono_ns() / 1000000 + opt.timeout_ms;
+        while (err == FERRY_OK && !broker_link_is_connected(link) &&
+               ferry_time_mono_ns() / 1000000 < until)
+            sleep_ms(10);
         if (err == FERRY_OK) {
             events_mqtt_config m = {.name = "mqtt", .link = link, .topic = opt.topic};
             err = events_mqtt_new(&m, &target);
