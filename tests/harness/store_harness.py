@@ -77,7 +77,6 @@ class StoreFerryd:
             "log_level = debug",
             "ledger = %s" % self.ledger,
             "prefix = %s" % harness.prefix,
-            "shutdown_timeout = 5s",
         ] + list(extra or []) + [
             "[broker]",
             "host = 127.0.0.1",
@@ -159,6 +158,9 @@ class StoreFerryd:
     def boto3(self, access_key=OPERATOR_KEY, secret=OPERATOR_SECRET, **config):
         import boto3
         from botocore.config import Config
+        # SigV4 explicitly: botocore 1.29 still pre-signs S3 URLs with SigV2
+        # by default, which the store does not accept.
+        config.setdefault("signature_version", "s3v4")
         cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                      **config)
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
