@@ -87,7 +87,9 @@ struct store {
     char id_prefix[9];
 };
 
-enum phase { PH_NEW = 0, PH_BODY, PH_DISCARD, PH_DONE };
+enum phase { PH_NEW = 0, PH_BODY, PH_POST, PH_DISCARD, PH_DONE };
+
+struct post_state;
 
 typedef struct req {
     store *s;
@@ -115,6 +117,8 @@ typedef struct req {
     ledger_grant grant;
     char content_type[LEDGER_CONTENT_TYPE_MAX + 1];
     char meta[LEDGER_META_MAX + 1];
+
+    struct post_state *post; /* POST object only */
 
     /* an error found while the body was arriving, answered at its end */
     int err_status;
@@ -256,11 +260,14 @@ static void req_discard_upload(req *r)
     }
 }
 
+static void post_state_free(struct post_state *ps);
+
 static void req_free(req *r)
 {
     if (r == NULL)
         return;
     req_discard_upload(r);
+    post_state_free(r->post);
     EVP_MD_CTX_free(r->md5);
     EVP_MD_CTX_free(r->sha);
     free(r->uri);
@@ -472,7 +479,16 @@ static principal authenticate(req *r, struct MHD_Connection *c, const header_lis
 
 /* Checks an upload signed with the device-grant credential against its
  * grant. On refusal answers and returns false. */
-static bool check_grant(req *r, struct MHD_Connection *c, const char *method, enum MHD_Result *ret)
+/* A refusal: status, S3 code, message. */
+typedef struct refusal {
+    unsigned status;
+    const char *code;
+    const char *message;
+} refusal;
+
+/* Checks an upload signed with the device-grant credential against its
+ * grant (r->t.key names it). Returns false and fills *why when refused. */
+static bool grant_allows(req *r, const char *method, refusal *why)
 {
     store *s = r->s;
     char gid[LEDGER_GRANT_ID_MAX + 1];
@@ -480,43 +496,41 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
     ferry_err e;
     int64_t now = ferry_time_now();
 
+    *why = (refusal){403, "AccessDenied", NULL};
     if (!store_key_grant_id(r->t.key, gid, sizeof gid)) {
-        *ret = respond_error(r, c, 403, "AccessDenied", "the key names no grant");
+        why->message = "the key names no grant";
         return false;
     }
     l = pool_take(s);
     e = ledger_grant_get(l, gid, &r->grant);
     pool_give(s, l);
-    if (e == FERRY_ERR_NOT_FOUND) {
-        *ret = respond_error(r, c, 403, "AccessDenied", "unknown grant");
+    if (e == FERRY_ERR_NOT_FOUND)
+        why->message = "unknown grant";
+    else if (e != FERRY_OK)
+        *why = (refusal){503, "SlowDown", "the ledger is not available; retry"};
+    else if (r->grant.state == LEDGER_GRANT_REVOKED)
+        why->message = "grant revoked";
+    else if (r->grant.state == LEDGER_GRANT_USED)
+        why->message = "grant already used";
+    else if (r->grant.state == LEDGER_GRANT_EXPIRED || r->grant.expires_at <= now)
+        why->message = "grant expired";
+    else if (strcmp(r->grant.bucket, r->t.bucket) != 0 || strcmp(r->grant.key, r->t.key) != 0)
+        why->message = "the key is not the grant's key";
+    else if (strcmp(r->grant.method, method) != 0)
+        why->message = "the grant is for another method";
+    if (why->message != NULL)
         return false;
-    }
-    if (e != FERRY_OK) {
-        *ret = respond_error(r, c, 503, "SlowDown", "the ledger is not available; retry");
-        return false;
-    }
-    if (r->grant.state == LEDGER_GRANT_REVOKED) {
-        *ret = respond_error(r, c, 403, "AccessDenied", "grant revoked");
-        return false;
-    }
-    if (r->grant.state == LEDGER_GRANT_USED) {
-        *ret = respond_error(r, c, 403, "AccessDenied", "grant already used");
-        return false;
-    }
-    if (r->grant.state == LEDGER_GRANT_EXPIRED || r->grant.expires_at <= now) {
-        *ret = respond_error(r, c, 403, "AccessDenied", "grant expired");
-        return false;
-    }
-    if (strcmp(r->grant.bucket, r->t.bucket) != 0 || strcmp(r->grant.key, r->t.key) != 0) {
-        *ret = respond_error(r, c, 403, "AccessDenied", "the key is not the grant's key");
-        return false;
-    }
-    if (strcmp(r->grant.method, method) != 0) {
-        *ret = respond_error(r, c, 403, "AccessDenied", "the grant is for another method");
-        return false;
-    }
     r->is_grant = true;
     return true;
+}
+
+static bool check_grant(req *r, struct MHD_Connection *c, const char *method, enum MHD_Result *ret)
+{
+    refusal why;
+    if (grant_allows(r, method, &why))
+        return true;
+    *ret = respond_error(r, c, why.status, why.code, why.message);
+    return false;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -605,18 +619,10 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
     return MHD_YES;
 }
 
-/* One chunk of body: to the file and the digests. MHD_NO drops the
- * connection (a client too slow to be worth its slot). */
-static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
+/* Appends a chunk to the temporary file and the digests; false (after
+ * deferring an error and dropping the file) when it cannot be written. */
+static bool body_write(req *r, const char *data, size_t len)
 {
-    store *s = r->s;
-    if (r->received + len > r->expected) {
-        /* libmicrohttpd frames the body by Content-Length; more is a bug. */
-        defer_error(r, 400, "IncompleteBody", "more bytes than Content-Length");
-        r->phase = PH_DISCARD;
-        req_discard_upload(r);
-        return MHD_YES;
-    }
     EVP_DigestUpdate(r->md5, data, len);
     EVP_DigestUpdate(r->sha, data, len);
     r->received += len;
@@ -627,62 +633,100 @@ static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
         if (w <= 0) {
             log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
             defer_error(r, 500, "InternalError", "the store could not write the object");
-            r->phase = PH_DISCARD;
             req_discard_upload(r);
-            return MHD_YES;
+            return false;
         }
         data += w;
         len -= (size_t)w;
     }
-    if (s->min_upload_rate > 0) {
-        int64_t elapsed = ferry_time_mono_ns() - r->start_ns;
-        if (elapsed > s->min_rate_grace_ns &&
-            (double)r->received < (double)s->min_upload_rate * ((double)elapsed / 1e9)) {
-            log_info("store.too_slow", "request_id=%s received=%" PRIu64 " elapsed_ms=%" PRId64,
-                     r->id, r->received, elapsed / 1000000);
-            return MHD_NO;
-        }
-    }
-    return MHD_YES;
+    return true;
 }
 
-static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
+/* A body that arrives slower than [store] min_upload_rate once the grace
+ * time has passed holds a slot for nothing (slowloris). */
+static bool too_slow(req *r)
+{
+    store *s = r->s;
+    if (s->min_upload_rate == 0)
+        return false;
+    int64_t elapsed = ferry_time_mono_ns() - r->start_ns;
+    if (elapsed > s->min_rate_grace_ns &&
+        (double)r->received < (double)s->min_upload_rate * ((double)elapsed / 1e9)) {
+        log_info("store.too_slow", "request_id=%s received=%" PRIu64 " elapsed_ms=%" PRId64, r->id,
+                 r->received, elapsed / 1000000);
+        return true;
+    }
+    return false;
+}
+
+/* One chunk of body: to the file and the digests. MHD_NO drops the
+ * connection (a client too slow to be worth its slot). */
+static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
+{
+    if (r->received + len > r->expected) {
+        /* libmicrohttpd frames the body by Content-Length; more is a bug. */
+        defer_error(r, 400, "IncompleteBody", "more bytes than Content-Length");
+        r->phase = PH_DISCARD;
+        req_discard_upload(r);
+        return MHD_YES;
+    }
+    if (!body_write(r, data, len)) {
+        r->phase = PH_DISCARD;
+        return MHD_YES;
+    }
+    return too_slow(r) ? MHD_NO : MHD_YES;
+}
+
+/* The end of an upload (PUT or POST): verifies the digests, commits the
+ * file (fsync, rename, fsync dir) and records the object (consuming the
+ * grant) in one ledger transaction. Returns true with the hex MD5 in
+ * md5_hex when the object is stored; otherwise the request is answered
+ * (*ret) and nothing is left behind. */
+static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], enum MHD_Result *ret)
 {
     store *s = r->s;
     unsigned char md5[16], sha[32];
     unsigned int mlen = 0, slen = 0;
-    char md5_hex[33], sha_hex[65], etag[40];
+    char sha_hex[65];
     char replaced[LEDGER_FILE_ID_MAX + 1] = "";
     ledger_object *o = NULL;
     ledger *l;
     ferry_err e;
-    struct MHD_Response *resp;
 
-    if (r->received != r->expected)
-        return respond_error(r, c, 400, "IncompleteBody",
-                             "You did not provide the number of bytes specified by the "
-                             "Content-Length HTTP header.");
-    if (EVP_DigestFinal_ex(r->md5, md5, &mlen) != 1 || EVP_DigestFinal_ex(r->sha, sha, &slen) != 1)
-        return respond_error(r, c, 500, "InternalError", "digest failed");
+    if (EVP_DigestFinal_ex(r->md5, md5, &mlen) != 1 ||
+        EVP_DigestFinal_ex(r->sha, sha, &slen) != 1) {
+        *ret = respond_error(r, c, 500, "InternalError", "digest failed");
+        return false;
+    }
     store_hex(md5, 16, md5_hex);
     store_hex(sha, 32, sha_hex);
-    if (r->want_md5 && CRYPTO_memcmp(md5, r->content_md5, 16) != 0)
-        return respond_error(r, c, 400, "BadDigest",
+    if (r->want_md5 && CRYPTO_memcmp(md5, r->content_md5, 16) != 0) {
+        *ret = respond_error(r, c, 400, "BadDigest",
                              "The Content-MD5 you specified did not match what we received.");
-    if (r->payload_sha[0] != '\0' && strcmp(r->payload_sha, sha_hex) != 0)
-        return respond_error(r, c, 400, "XAmzContentSHA256Mismatch",
+        return false;
+    }
+    if (r->payload_sha[0] != '\0' && strcmp(r->payload_sha, sha_hex) != 0) {
+        *ret = respond_error(r, c, 400, "XAmzContentSHA256Mismatch",
                              "The provided 'x-amz-content-sha256' header does not match what "
                              "was computed.");
-    if (r->want_checksum && CRYPTO_memcmp(sha, r->checksum, 32) != 0)
-        return respond_error(r, c, 400, "BadDigest",
+        return false;
+    }
+    if (r->want_checksum && CRYPTO_memcmp(sha, r->checksum, 32) != 0) {
+        *ret = respond_error(r, c, 400, "BadDigest",
                              "The SHA256 you specified did not match the calculated checksum.");
-    if (r->is_grant && r->grant.sha256[0] != '\0' && strcmp(r->grant.sha256, sha_hex) != 0)
-        return respond_error(r, c, 400, "BadDigest",
+        return false;
+    }
+    if (r->is_grant && r->grant.sha256[0] != '\0' && strcmp(r->grant.sha256, sha_hex) != 0) {
+        *ret = respond_error(r, c, 400, "BadDigest",
                              "The bytes do not match the SHA-256 the grant was issued for.");
+        return false;
+    }
 
     e = store_fs_commit(&s->fs, r->fd, r->file_id);
-    if (e != FERRY_OK)
-        return respond_error(r, c, 500, "InternalError", "the store could not write the object");
+    if (e != FERRY_OK) {
+        *ret = respond_error(r, c, 500, "InternalError", "the store could not write the object");
+        return false;
+    }
     close(r->fd);
     r->fd = -1;
     r->tmp_exists = false; /* renamed: from here the file is under objects/ */
@@ -690,7 +734,8 @@ static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
     o = calloc(1, sizeof *o);
     if (o == NULL) {
         store_fs_remove_object(&s->fs, r->file_id);
-        return respond_error(r, c, 500, "InternalError", "out of memory");
+        *ret = respond_error(r, c, 500, "InternalError", "out of memory");
+        return false;
     }
     snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
     memcpy(o->key, r->t.key, r->t.key_len + 1);
@@ -715,27 +760,42 @@ static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
     }
     pool_give(s, l);
     if (e != FERRY_OK) {
-        enum MHD_Result ret;
         store_fs_remove_object(&s->fs, r->file_id);
         if (e == FERRY_ERR_CONFLICT)
-            ret = respond_error(r, c, 403, "AccessDenied", "grant already used");
+            *ret = respond_error(r, c, 403, "AccessDenied", "grant already used");
         else if (e == FERRY_ERR_DENIED)
-            ret = respond_error(r, c, 403, "AccessDenied", "grant revoked");
+            *ret = respond_error(r, c, 403, "AccessDenied", "grant revoked");
         else if (e == FERRY_ERR_EXPIRED)
-            ret = respond_error(r, c, 403, "AccessDenied", "grant expired");
+            *ret = respond_error(r, c, 403, "AccessDenied", "grant expired");
         else if (e == FERRY_ERR_NOT_FOUND)
-            ret = respond_error(r, c, 403, "AccessDenied", "unknown grant");
+            *ret = respond_error(r, c, 403, "AccessDenied", "unknown grant");
         else
-            ret = respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+            *ret = respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
         free(o);
-        return ret;
+        return false;
     }
     if (replaced[0] != '\0')
         store_fs_remove_object(&s->fs, replaced);
     log_info("store.object_stored",
-             "request_id=%s key=\"%s\" size=%" PRIu64 " sha256=%s etag=%s device=%s grant=%s",
-             r->id, o->key, o->size, o->sha256, o->etag, o->device, o->grant_id);
+             "request_id=%s method=%s key=\"%s\" size=%" PRIu64 " sha256=%s etag=%s device=%s "
+             "grant=%s",
+             r->id, r->method, o->key, o->size, o->sha256, o->etag, o->device, o->grant_id);
     free(o);
+    return true;
+}
+
+static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
+{
+    char md5_hex[33], etag[40];
+    enum MHD_Result ret = MHD_NO;
+    struct MHD_Response *resp;
+
+    if (r->received != r->expected)
+        return respond_error(r, c, 400, "IncompleteBody",
+                             "You did not provide the number of bytes specified by the "
+                             "Content-Length HTTP header.");
+    if (!commit_object(r, c, md5_hex, &ret))
+        return ret;
     snprintf(etag, sizeof etag, "\"%s\"", md5_hex);
     resp = empty_response();
     if (resp == NULL)
@@ -744,6 +804,323 @@ static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
     if (r->want_checksum)
         MHD_add_response_header(resp, "x-amz-checksum-sha256", header(c, "x-amz-checksum-sha256"));
     return queue(r, c, 200, resp);
+}
+
+/* ---------------------------------------------------------------------- */
+/* POST object (browser-style form upload with a policy)                   */
+
+#define POST_FIELD_MAX        (SIGV4_MAX_POLICY_LEN + 1024) /* one field's value */
+#define POST_FIELDS_BYTES_MAX (64u << 10)                   /* all fields before the file */
+#define POST_BUFFER           16384                         /* the post processor's buffer */
+
+/* The form's fields as sigv4 wants them; values grow as the post processor
+ * hands them over in pieces. */
+typedef struct post_state {
+    struct MHD_PostProcessor *pp;
+    sigv4_kv kv[SIGV4_MAX_FORM_FIELDS];
+    size_t len[SIGV4_MAX_FORM_FIELDS];
+    size_t n;
+    size_t bytes;
+    bool file_started;
+    bool file_done;
+    bool failed; /* a refusal is deferred in the req */
+    unsigned success_status;
+    sigv4_verdict verdict;
+    char filename[256];
+} post_state;
+
+static void post_state_free(post_state *ps)
+{
+    if (ps == NULL)
+        return;
+    if (ps->pp != NULL)
+        MHD_destroy_post_processor(ps->pp);
+    for (size_t i = 0; i < ps->n; i++) {
+        free((char *)ps->kv[i].name);
+        free((char *)ps->kv[i].value);
+    }
+    free(ps);
+}
+
+static const char *post_field(const post_state *ps, const char *name)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        if (strcasecmp(ps->kv[i].name, name) == 0)
+            return ps->kv[i].value;
+    return NULL;
+}
+
+static void post_fail(req *r, post_state *ps, unsigned status, const char *code,
+                      const char *message)
+{
+    defer_error(r, status, code, message);
+    ps->failed = true;
+    req_discard_upload(r);
+}
+
+/* The file field begins: every field before it is known, so the policy is
+ * verified, the key and the grant checked and the temporary file opened. */
+static void post_start_file(req *r, post_state *ps, const char *filename)
+{
+    store *s = r->s;
+    sigv4_post_form form = {
+        .bucket = r->t.bucket, .fields = ps->kv, .n_fields = ps->n, .content_length = -1};
+    const char *key, *v;
+    ferry_buf kb;
+    refusal why;
+    ferry_err e;
+    const char *mwhy = NULL;
+    header_list *meta = NULL;
+
+    ps->file_started = true;
+    snprintf(ps->filename, sizeof ps->filename, "%s", filename != NULL ? filename : "");
+    e = sigv4_verify_post(&s->verifier, &form, ferry_time_now(), &ps->verdict);
+    if (e == FERRY_ERR_AUTH) {
+        post_fail(r, ps, (unsigned)sigv4_reason_http_status(ps->verdict.reason),
+                  sigv4_reason_s3_code(ps->verdict.reason),
+                  sigv4_reason_message(ps->verdict.reason));
+        return;
+    }
+    if (e != FERRY_OK) {
+        post_fail(r, ps, 500, "InternalError", "the policy could not be checked");
+        return;
+    }
+    key = post_field(ps, "key");
+    if (key == NULL) {
+        post_fail(r, ps, 400, "InvalidArgument", "Bucket POST must contain a field named 'key'.");
+        return;
+    }
+    /* S3 replaces ${filename} with the name of the file sent. */
+    ferry_buf_init(&kb, STORE_KEY_MAX);
+    e = FERRY_OK;
+    for (const char *p = key; *p != '\0' && e == FERRY_OK;) {
+        if (strncmp(p, "${filename}", 11) == 0) {
+            e = ferry_buf_append_str(&kb, ps->filename);
+            p += 11;
+        } else {
+            e = ferry_buf_append_byte(&kb, *p++);
+        }
+    }
+    if (e != FERRY_OK || kb.len == 0 || !store_key_check(kb.data, kb.len)) {
+        ferry_buf_cleanup(&kb);
+        post_fail(r, ps, 400, e == FERRY_ERR_TOO_LARGE ? "KeyTooLongError" : "InvalidArgument",
+                  "The key is empty, too long or not UTF-8 without control characters.");
+        return;
+    }
+    memcpy(r->t.key, kb.data, kb.len + 1);
+    r->t.key_len = kb.len;
+    ferry_buf_cleanup(&kb);
+
+    if (strcmp(ps->verdict.access_key_id, s->grant_ak) == 0 && !grant_allows(r, "POST", &why)) {
+        post_fail(r, ps, why.status, why.code, why.message);
+        return;
+    }
+    v = post_field(ps, "Content-Type");
+    snprintf(r->content_type, sizeof r->content_type, "%s",
+             v != NULL && v[0] != '\0' ? v : DEFAULT_CONTENT_TYPE);
+    if (r->is_grant && strcasecmp(r->content_type, r->grant.content_type) != 0) {
+        post_fail(r, ps, 403, "AccessDenied", "Content-Type is not the grant's content type");
+        return;
+    }
+    v = post_field(ps, "x-amz-checksum-sha256");
+    if (v != NULL) {
+        if (!store_b64_decode_exact(v, r->checksum, 32)) {
+            post_fail(r, ps, 400, "InvalidRequest", "Value for x-amz-checksum-sha256 is invalid.");
+            return;
+        }
+        r->want_checksum = true;
+    }
+    v = post_field(ps, "success_action_status");
+    ps->success_status = 204;
+    if (v != NULL && (strcmp(v, "200") == 0 || strcmp(v, "201") == 0))
+        ps->success_status = (unsigned)atoi(v);
+    meta = calloc(1, sizeof *meta);
+    if (meta == NULL) {
+        post_fail(r, ps, 500, "InternalError", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < ps->n && meta->n < SIGV4_MAX_HEADERS; i++)
+        meta->kv[meta->n++] = ps->kv[i];
+    bool meta_ok = collect_meta(meta, r->meta, sizeof r->meta, &mwhy);
+    free(meta);
+    if (!meta_ok) {
+        post_fail(r, ps, 400, "MetadataTooLarge", mwhy);
+        return;
+    }
+    r->md5 = EVP_MD_CTX_new();
+    r->sha = EVP_MD_CTX_new();
+    if (r->md5 == NULL || r->sha == NULL || EVP_DigestInit_ex(r->md5, EVP_md5(), NULL) != 1 ||
+        EVP_DigestInit_ex(r->sha, EVP_sha256(), NULL) != 1) {
+        post_fail(r, ps, 500, "InternalError", "digest setup failed");
+        return;
+    }
+    if (store_fs_new_id(r->file_id) != FERRY_OK ||
+        store_fs_create_tmp(&s->fs, r->file_id, &r->fd) != FERRY_OK) {
+        post_fail(r, ps, 500, "InternalError", "cannot create the temporary file");
+        return;
+    }
+    r->tmp_exists = true;
+}
+
+static enum MHD_Result post_iterator(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *filename, const char *content_type,
+                                     const char *transfer_encoding, const char *data, uint64_t off,
+                                     size_t size)
+{
+    req *r = cls;
+    post_state *ps = r->post;
+    (void)kind;
+    (void)content_type;
+    (void)transfer_encoding;
+    if (ps->failed || ps->file_done || key == NULL)
+        return MHD_YES;
+    if (strcmp(key, "file") == 0) {
+        if (!ps->file_started) {
+            post_start_file(r, ps, filename);
+            if (ps->failed)
+                return MHD_YES;
+        }
+        if (size > 0) {
+            if (r->received + size > r->s->max_object_size) {
+                post_fail(r, ps, 400, "EntityTooLarge",
+                          "Your proposed upload exceeds the maximum allowed object size.");
+                return MHD_YES;
+            }
+            if (!body_write(r, data, size))
+                ps->failed = true;
+        }
+        return MHD_YES;
+    }
+    if (ps->file_started) {
+        /* S3 ignores fields after the file. */
+        return MHD_YES;
+    }
+    if (off == 0) {
+        if (ps->n == SIGV4_MAX_FORM_FIELDS) {
+            post_fail(r, ps, 400, "InvalidArgument", "Too many form fields.");
+            return MHD_YES;
+        }
+        ps->kv[ps->n].name = strdup(key);
+        ps->kv[ps->n].value = calloc(1, 1);
+        ps->len[ps->n] = 0;
+        ps->n++;
+        if (ps->kv[ps->n - 1].name == NULL || ps->kv[ps->n - 1].value == NULL) {
+            post_fail(r, ps, 500, "InternalError", "out of memory");
+            return MHD_YES;
+        }
+    }
+    if (ps->n == 0 || strcmp(ps->kv[ps->n - 1].name, key) != 0) {
+        post_fail(r, ps, 400, "MalformedPOSTRequest", "The form fields are interleaved.");
+        return MHD_YES;
+    }
+    size_t i = ps->n - 1;
+    if (ps->len[i] + size > POST_FIELD_MAX || ps->bytes + size > POST_FIELDS_BYTES_MAX ||
+        memchr(data, '\0', size) != NULL) {
+        post_fail(r, ps, 400, "MalformedPOSTRequest", "A form field is too large or has NUL.");
+        return MHD_YES;
+    }
+    char *grown = realloc((char *)ps->kv[i].value, ps->len[i] + size + 1);
+    if (grown == NULL) {
+        post_fail(r, ps, 500, "InternalError", "out of memory");
+        return MHD_YES;
+    }
+    memcpy(grown + ps->len[i], data, size);
+    ps->len[i] += size;
+    grown[ps->len[i]] = '\0';
+    ps->kv[i].value = grown;
+    ps->bytes += size;
+    return MHD_YES;
+}
+
+static enum MHD_Result begin_post(req *r, struct MHD_Connection *c)
+{
+    const char *ct = header(c, "Content-Type");
+    post_state *ps;
+    if (ct == NULL || strncasecmp(ct, "multipart/form-data", 19) != 0)
+        return respond_error(r, c, 412, "PreconditionFailed",
+                             "Bucket POST must be of the enclosure-type multipart/form-data");
+    ps = calloc(1, sizeof *ps);
+    if (ps == NULL)
+        return MHD_NO;
+    r->post = ps;
+    ps->pp = MHD_create_post_processor(c, POST_BUFFER, post_iterator, r);
+    if (ps->pp == NULL)
+        return respond_error(r, c, 400, "MalformedPOSTRequest",
+                             "The body of your POST request is not well-formed "
+                             "multipart/form-data.");
+    r->start_ns = ferry_time_mono_ns();
+    r->phase = PH_POST;
+    return MHD_YES;
+}
+
+static enum MHD_Result post_chunk(req *r, const char *data, size_t len)
+{
+    post_state *ps = r->post;
+    if (!ps->failed && MHD_post_process(ps->pp, data, len) != MHD_YES && !ps->failed)
+        post_fail(r, ps, 400, "MalformedPOSTRequest",
+                  "The body of your POST request is not well-formed multipart/form-data.");
+    return (ps->file_started && !ps->failed && too_slow(r)) ? MHD_NO : MHD_YES;
+}
+
+static enum MHD_Result finish_post(req *r, struct MHD_Connection *c)
+{
+    post_state *ps = r->post;
+    char md5_hex[33], etag[40];
+    enum MHD_Result ret = MHD_NO;
+    struct MHD_Response *resp;
+    ferry_buf b;
+    ferry_err e;
+
+    if (ps->failed)
+        return respond_error(r, c, (unsigned)r->err_status, r->err_code, r->err_msg);
+    if (!ps->file_started)
+        return respond_error(r, c, 400, "InvalidArgument",
+                             "POST requires exactly one file upload per request.");
+    sigv4_reason lr = sigv4_post_check_length(&ps->verdict, (int64_t)r->received);
+    if (lr != SIGV4_R_OK)
+        return respond_error(r, c, (unsigned)sigv4_reason_http_status(lr), sigv4_reason_s3_code(lr),
+                             sigv4_reason_message(lr));
+    if (r->is_grant && r->received != r->grant.size)
+        return respond_error(r, c, 400,
+                             r->received < r->grant.size ? "EntityTooSmall" : "EntityTooLarge",
+                             "The file is not of the grant's size.");
+    if (!commit_object(r, c, md5_hex, &ret))
+        return ret;
+    snprintf(etag, sizeof etag, "\"%s\"", md5_hex);
+    ferry_buf_init(&b, 16384);
+    e = FERRY_OK;
+    if (ps->success_status == 201) {
+        e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<PostResponse>"
+                                     "<Location>/");
+        if (e == FERRY_OK)
+            e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
+        if (e == FERRY_OK)
+            e = ferry_buf_append_byte(&b, '/');
+        if (e == FERRY_OK)
+            e = store_url_encode(&b, r->t.key, r->t.key_len);
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(&b, "</Location><Bucket>");
+        if (e == FERRY_OK)
+            e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(&b, "</Bucket><Key>");
+        if (e == FERRY_OK)
+            e = store_xml_escape(&b, r->t.key, r->t.key_len);
+        if (e == FERRY_OK)
+            e = ferry_buf_appendf(&b, "</Key><ETag>&quot;%s&quot;</ETag></PostResponse>", md5_hex);
+    }
+    if (e != FERRY_OK) {
+        ferry_buf_cleanup(&b);
+        return MHD_NO;
+    }
+    resp = buf_response(&b);
+    ferry_buf_cleanup(&b);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "ETag", etag);
+    if (ps->success_status == 201)
+        MHD_add_response_header(resp, "Content-Type", "application/xml");
+    return queue(r, c, ps->success_status, resp);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1176,6 +1553,16 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
         return respond_error(r, c, 405, "MethodNotAllowed",
                              "The specified method is not allowed against this resource.");
 
+    if (strcmp(method, "POST") == 0) {
+        /* A form upload carries its signature in the form (the policy), so
+         * it is checked when the file field begins (post_start_file). */
+        if (r->t.bucket[0] == '\0' || r->t.key_len != 0)
+            return respond_error(r, c, 405, "MethodNotAllowed",
+                                 "POST uploads go to the bucket (/<bucket>).");
+        if (strcmp(r->t.bucket, s->bucket) != 0)
+            return respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
+        return begin_post(r, c);
+    }
     h = calloc(1, sizeof *h);
     if (h == NULL)
         return MHD_NO;
@@ -1198,10 +1585,6 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
     if (p == P_GRANT && !is_put) {
         ret = respond_error(r, c, 403, "AccessDenied",
                             "device credentials may only upload with a grant");
-        goto out;
-    }
-    if (strcmp(method, "POST") == 0) {
-        ret = respond_error(r, c, 501, "NotImplemented", "POST uploads are not supported yet.");
         goto out;
     }
     if (r->t.key_len == 0) {
@@ -1248,6 +1631,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             return put_chunk(r, upload_data, n);
         }
         return finish_put(r, c);
+    case PH_POST:
+        if (*upload_data_size > 0) {
+            size_t n = *upload_data_size;
+            *upload_data_size = 0;
+            return post_chunk(r, upload_data, n);
+        }
+        return finish_post(r, c);
     case PH_DISCARD:
         if (*upload_data_size > 0) {
             *upload_data_size = 0;
