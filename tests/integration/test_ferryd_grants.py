@@ -395,7 +395,7 @@ class ConfigChecks(unittest.TestCase):
                              "of range (1 to 65535)" % path)
             with open(path, "w") as f:
                 f.write("[broker]\ncafile = a\ncertfile = b\nkeyfile = c\n"
-                        "[store]\nsecret_key_file = s\n")
+                        "[store]\nkind = external\nsecret_key_file = s\n")
             r = subprocess.run([ferryd_path(), "--check-config", "-c", path],
                                capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 0, r.stderr)
