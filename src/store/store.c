@@ -1291,8 +1291,7 @@ static int list_row(const ledger_object *o, void *arg)
     struct tm tm;
     time_t tt = (time_t)o->created_at;
     gmtime_r(&tt, &tm);
-    snprintf(iso, sizeof iso, "%04d-%02d-%02dT%02d:%02d:%02d.000Z", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
     ls->err = ferry_buf_append_str(ls->contents, "<Contents><Key>");
     if (ls->err == FERRY_OK)
         ls->err = append_key(ls, ls->contents, o->key, klen);

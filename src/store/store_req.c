@@ -295,7 +295,7 @@ bool store_b64_decode_exact(const char *s, unsigned char *out, size_t want)
     if (n < 0)
         return false;
     /* EVP_DecodeBlock counts the padding as zero bytes. */
-    size_t pad = (s[len - 1] == '=') + (s[len - 2] == '=');
+    size_t pad = (size_t)(s[len - 1] == '=') + (size_t)(s[len - 2] == '=');
     if ((size_t)n - pad != want)
         return false;
     memcpy(out, tmp, want);

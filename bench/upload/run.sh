@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench upload: HTTPS PUT throughput of the embedded store (ferryd, fsync per
+# object, ledger record per object) against nginx from Debian (its dav module
+# writing PUT bodies to disk, no fsync) with the same certificate, same data
+# directory file system, in the same run. Cases:
+#   1g   one 1 GiB PUT                           (MB/s)
+#   64k  64 KiB PUTs, 32 concurrent connections  (req/s)
+#   1m   1 MiB PUTs, 32 concurrent connections   (req/s)
+# and the store's peak RSS while 1,000 slow uploads are open at once.
+# Usage: bench/upload/run.sh BUILD_DIR   (a release build; scripts/bench.sh)
+# nginx is installed with apt-get if missing (it is a benchmark peer only).
+set -euo pipefail
+build=$(cd "$1" && pwd)
+N64=${N64:-4000}
+N1M=${N1M:-600}
+SLOW=${SLOW:-1000}
+THREADS=${THREADS:-32}
+ferryctl=$build/cmd/ferryctl/ferryctl
+ferryd=$build/cmd/ferryd/ferryd
+bench=$build/bench/upload/ferry_bench_upload
+tmp=$(mktemp -d /tmp/ferry-bench-upload-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+if ! command -v nginx >/dev/null; then
+  echo "bench upload: installing nginx (benchmark peer)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light >/dev/null
+fi
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { # wait_for SECONDS COMMAND...
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "bench upload: timed out waiting for: $*" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+ulimit -n 16384 2>/dev/null || ulimit -n 4096
+
+"$ferryctl" pki init "$tmp/pki" >/dev/null
+pki=$tmp/pki
+
+# --- nginx: dav PUT over HTTPS, same certificate ---------------------------
+nport=$(free_port)
+mkdir -p "$tmp/nginx-root/dav" "$tmp/nginx-body"
+user_line=""
+[ "$(id -u)" -eq 0 ] && user_line="user root;"
+cat >"$tmp/nginx.conf" <<CONF
+$user_line
+worker_processes 2;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/nginx-body;
+  client_max_body_size 0;
+  client_body_buffer_size 128k;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$nport ssl;
+    ssl_certificate $pki/store.pem;
+    ssl_certificate_key $pki/store.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location /dav/ {
+      root $tmp/nginx-root;
+      dav_methods PUT;
+      create_full_put_path on;
+    }
+  }
+}
+CONF
+nginx -c "$tmp/nginx.conf" -p "$tmp" >"$tmp/nginx.log" 2>&1 &
+pids+=($!)
+wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$nport"
+
+# --- ferryd with the embedded store ----------------------------------------
+sport=$(free_port)
+bport=$(free_port) # no broker listens there: the store does not need one
+umask 077
+echo "bench-grant-secret-0123456789" >"$tmp/grant-secret"
+echo "bench-operator-secret-0123456789" >"$tmp/op-secret"
+cat >"$tmp/ferryd.ini" <<CONF
+[ferryd]
+log_level = warn
+ledger = $tmp/ledger.db
+[broker]
+port = $bport
+cafile = $pki/ca.pem
+certfile = $pki/ferryd.pem
+keyfile = $pki/ferryd.key
+[store]
+kind = embedded
+endpoint = https://127.0.0.1:$sport
+port = $sport
+secret_key_file = $tmp/grant-secret
+operator_secret_key_file = $tmp/op-secret
+tls_cert = $pki/store.pem
+tls_key = $pki/store.key
+data_dir = $tmp/store
+threads = $THREADS
+max_connections = $((SLOW + 100))
+CONF
+"$ferryd" -c "$tmp/ferryd.ini" >"$tmp/ferryd.log" 2>&1 &
+fpid=$!
+pids+=($fpid)
+wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$sport"
+
+ferry_base=https://127.0.0.1:$sport/ingest
+nginx_base=https://127.0.0.1:$nport/dav
+auth=(--access-key ferry-operator --secret bench-operator-secret-0123456789)
+run() { # run ferry|nginx SIZE COUNT CONC -> "req_per_s mb_per_s"
+  local base args=()
+  if [ "$1" = ferry ]; then base=$ferry_base; args=("${auth[@]}"); else base=$nginx_base; fi
+  "$bench" --base "$base" --ca "$pki/ca.pem" --size "$2" --count "$3" --concurrency "$4" \
+    "${args[@]}" | sed -E 's/req_per_s=([0-9.]+) mb_per_s=([0-9.]+).*/\1 \2/'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+clear_data() { rm -rf "$tmp/nginx-root/dav/bench"; }
+
+read -r _ f1g < <(run ferry $((1 << 30)) 1 1)
+read -r _ n1g < <(run nginx $((1 << 30)) 1 1)
+clear_data
+echo "bench upload: case=1g unit=MB/s ferry=$f1g nginx=$n1g ratio=$(ratio "$f1g" "$n1g")"
+read -r f64 _ < <(run ferry 65536 "$N64" 32)
+read -r n64 _ < <(run nginx 65536 "$N64" 32)
+echo "bench upload: case=64k unit=req/s ferry=$f64 nginx=$n64 ratio=$(ratio "$f64" "$n64")"
+read -r f1m _ < <(run ferry $((1 << 20)) "$N1M" 32)
+read -r n1m _ < <(run nginx $((1 << 20)) "$N1M" 32)
+clear_data
+echo "bench upload: case=1m unit=req/s ferry=$f1m nginx=$n1m ratio=$(ratio "$f1m" "$n1m")"
+
+# --- 1,000 slow uploads at once: the store's peak RSS ---------------------
+rss_before=$(awk '/VmRSS/ {print $2}' /proc/$fpid/status)
+"$bench" --base "$ferry_base" --ca "$pki/ca.pem" --size $((1 << 20)) --count "$SLOW" \
+  --concurrency "$SLOW" --slow 2048 --hold 15 "${auth[@]}" >"$tmp/slow.txt" 2>&1 || true
+peak=$(awk '/VmHWM/ {print $2}' /proc/$fpid/status)
+open_now=$(grep -c "" "$tmp/slow.txt" || true)
+echo "bench upload: case=slow$SLOW peak_rss_mb=$((peak / 1024)) rss_before_mb=$((rss_before / 1024)) threads=$THREADS"
