@@ -152,7 +152,9 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int rc,
     (void)props;
     broker_link *link = obj;
     atomic_fetch_sub(&link->inflight, 1);
-    if (rc != 0)
+    /* MQTT 5 reason codes below 0x80 are successes (0x10: no matching
+     * subscribers, routine for event topics nobody listens to yet). */
+    if (rc >= 0x80)
         log_warn("broker.publish_refused", "mid=%d rc=%d", mid, rc);
     pthread_mutex_lock(&link->ack_lock);
     bool woke = false;

@@ -10,7 +10,7 @@
  *   events_tool command [--stdout-max N] [--grace-ms N] [common] -- PROG ARG... < event.json
  *   events_tool mqtt --host H --port P --cafile F --cert F --key F --client-id ID
  *                    --topic T [--v311] [common] < event.json
- *   common: [--timeout-ms N] [--event-id ID] [--attempts N]
+ *   common: [--timeout-ms N] [--event-id ID] [--attempts N] [--repeat N [--threads T]]
  *           [--retry-min-ms N] [--retry-max-ms N]
  *
  * object.json has the fields of events_object (docs/events.md). A delivery
@@ -21,6 +21,8 @@
  * retried later), 2 failed for good or dead-lettered, 3 usage or setup error.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,7 @@
 #include "events.h"
 
 #define TOOL_MAX_INPUT (1024 * 1024)
+#define MAX_THREADS 16
 
 typedef struct options {
     const char *url, *cafile, *secret_file, *event_id, *host, *cert, *key, *client_id, *topic;
@@ -46,6 +49,8 @@ typedef struct options {
     int64_t timeout_ms, grace_ms, retry_min_ms, retry_max_ms;
     size_t stdout_max;
     unsigned attempts;
+    uint64_t repeat;  /* > 0: throughput run, this many deliveries */
+    unsigned threads; /* for the throughput run */
     const char *const *argv; /* command */
 } options;
 
@@ -241,6 +246,63 @@ static int run_deliveries(events_target *target, const options *opt, const ferry
     return status;
 }
 
+/* Throughput run: `repeat` deliveries (one attempt each) spread over the
+ * threads, each thread with its own target; event ids are made unique per
+ * delivery. Prints {"outcome":"bench","delivered":…,"per_s":…}. */
+typedef struct bench_thread {
+    pthread_t thread;
+    events_target *target;
+    const ferry_buf *input;
+    const options *opt;
+    unsigned index;
+    uint64_t count;
+    uint64_t delivered;
+} bench_thread;
+
+static void *bench_main(void *arg)
+{
+    bench_thread *b = arg;
+    events_delivery d;
+    events_delivery_init(&d);
+    for (uint64_t i = 0; i < b->count; i++) {
+        char id[64];
+        snprintf(id, sizeof id, "bench-%u-%llu", b->index, (unsigned long long)i);
+        if (events_target_deliver(b->target, id, ferry_buf_str(b->input), b->input->len,
+                                  b->opt->timeout_ms, &d) == FERRY_OK &&
+            d.outcome == EVENTS_DELIVERED)
+            b->delivered++;
+    }
+    events_delivery_cleanup(&d);
+    return NULL;
+}
+
+static int run_bench(events_target **targets, unsigned n, const options *opt,
+                     const ferry_buf *input)
+{
+    bench_thread b[MAX_THREADS];
+    memset(b, 0, sizeof b);
+    int64_t start = ferry_time_mono_ns();
+    unsigned started = 0;
+    for (unsigned i = 0; i < n; i++) {
+        b[i] = (bench_thread){.target = targets[i], .input = input, .opt = opt, .index = i,
+                              .count = opt->repeat / n + (i < opt->repeat % n ? 1 : 0)};
+        if (pthread_create(&b[i].thread, NULL, bench_main, &b[i]) != 0)
+            break;
+        started++;
+    }
+    uint64_t delivered = 0;
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(b[i].thread, NULL);
+        delivered += b[i].delivered;
+    }
+    double seconds = (double)(ferry_time_mono_ns() - start) / 1e9;
+    printf("{\"outcome\":\"bench\",\"threads\":%u,\"delivered\":%llu,\"seconds\":%.3f,"
+           "\"per_s\":%.0f}\n",
+           started, (unsigned long long)delivered, seconds,
+           seconds > 0 ? (double)delivered / seconds : 0.0);
+    return delivered == opt->repeat ? 0 : 1;
+}
+
 static bool parse_i64(const char *s, int64_t *out)
 {
     char *end = NULL;
@@ -261,9 +323,13 @@ static void on_message(void *ctx, broker_link *link, const broker_message *msg)
 
 int main(int argc, char **argv)
 {
-    options opt = {.timeout_ms = 10000, .attempts = 1, .retry_min_ms = 200, .retry_max_ms = 2000};
+    options opt = {.timeout_ms = 10000,
+                   .attempts = 1,
+                   .retry_min_ms = 200,
+                   .retry_max_ms = 2000,
+                   .threads = 1};
     int status = 3;
-    events_target *target = NULL;
+    events_target *targets[MAX_THREADS] = {NULL};
     broker_link *link = NULL;
     ferry_buf input, secret;
     ferry_buf_init(&input, TOOL_MAX_INPUT);
@@ -321,6 +387,10 @@ int main(int argc, char **argv)
             opt.retry_max_ms = n;
         else if (strcmp(a, "--attempts") == 0 && n > 0 && n < 1000)
             opt.attempts = (unsigned)n;
+        else if (strcmp(a, "--repeat") == 0 && n <= 10000000)
+            opt.repeat = (uint64_t)n;
+        else if (strcmp(a, "--threads") == 0 && n >= 1 && n <= MAX_THREADS)
+            opt.threads = (unsigned)n;
         else if (strcmp(a, "--stdout-max") == 0)
             opt.stdout_max = (size_t)n;
         else
@@ -336,27 +406,19 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    ferry_err err = FERRY_ERR_INVALID;
+    ferry_err err = FERRY_OK;
+    unsigned n_targets = opt.repeat > 0 ? opt.threads : 1;
     if (strcmp(mode, "webhook") == 0) {
         if (opt.url == NULL || opt.secret_file == NULL ||
             read_file(opt.secret_file, &secret) != FERRY_OK) {
             fprintf(stderr, "events_tool webhook: --url and a readable --secret-file needed\n");
             goto out;
         }
-        events_webhook_config c = {.name = "webhook",
-                                   .url = opt.url,
-                                   .cafile = opt.cafile,
-                                   .secret = (const unsigned char *)ferry_buf_str(&secret),
-                                   .secret_len = secret.len};
-        err = events_webhook_new(&c, &target);
     } else if (strcmp(mode, "command") == 0) {
-        if (opt.argv == NULL || opt.argv[0] == NULL)
-            return usage();
-        events_command_config c = {.name = "command",
-                                   .argv = opt.argv,
-                                   .stdout_max = opt.stdout_max,
-                                   .kill_grace_ms = opt.grace_ms};
-        err = events_command_new(&c, &target);
+        if (opt.argv == NULL || opt.argv[0] == NULL) {
+            status = usage();
+            goto out;
+        }
     } else if (strcmp(mode, "mqtt") == 0) {
         broker_link_config c = {.host = opt.host,
                                 .port = opt.port,
@@ -378,21 +440,40 @@ int main(int argc, char **argv)
         while (err == FERRY_OK && !broker_link_is_connected(link) &&
                ferry_time_mono_ns() / 1000000 < until)
             sleep_ms(10);
-        if (err == FERRY_OK) {
-            events_mqtt_config m = {.name = "mqtt", .link = link, .topic = opt.topic};
-            err = events_mqtt_new(&m, &target);
-        }
     } else {
         status = usage();
         goto out;
+    }
+    /* One target per thread (a target is driven by one thread at a time);
+     * MQTT targets share the one link, as in ferryd. */
+    for (unsigned i = 0; i < n_targets && err == FERRY_OK; i++) {
+        if (strcmp(mode, "webhook") == 0) {
+            events_webhook_config c = {.name = "webhook",
+                                       .url = opt.url,
+                                       .cafile = opt.cafile,
+                                       .secret = (const unsigned char *)ferry_buf_str(&secret),
+                                       .secret_len = secret.len};
+            err = events_webhook_new(&c, &targets[i]);
+        } else if (strcmp(mode, "command") == 0) {
+            events_command_config c = {.name = "command",
+                                       .argv = opt.argv,
+                                       .stdout_max = opt.stdout_max,
+                                       .kill_grace_ms = opt.grace_ms};
+            err = events_command_new(&c, &targets[i]);
+        } else {
+            events_mqtt_config m = {.name = "mqtt", .link = link, .topic = opt.topic};
+            err = events_mqtt_new(&m, &targets[i]);
+        }
     }
     if (err != FERRY_OK) {
         fprintf(stderr, "events_tool %s: setup failed: %s\n", mode, ferry_err_str(err));
         goto out;
     }
-    status = run_deliveries(target, &opt, &input);
+    status = opt.repeat > 0 ? run_bench(targets, n_targets, &opt, &input)
+                            : run_deliveries(targets[0], &opt, &input);
 out:
-    events_target_free(target);
+    for (unsigned i = 0; i < MAX_THREADS; i++)
+        events_target_free(targets[i]);
     broker_link_stop(link, 2000);
     broker_link_free(link);
     ferry_buf_wipe(&secret);

@@ -75,6 +75,24 @@ class MqttTarget(HarnessTestCase):
             self.assertEqual(msg.payload, event)
             self.assertEqual(msg.qos, 1)
 
+    def test_concurrent_deliveries_each_acknowledged(self):
+        """Four threads publish through one link, each waiting for its own
+        PUBACK: every delivery is confirmed and the subscriber gets them all."""
+        o = self.observer()
+        n = 2000
+        argv = self.argv(timeout_ms=10000) + ["--repeat", str(n), "--threads", "4"]
+        r = subprocess.run(argv, input=make_event(event_id="ev_bench"), capture_output=True,
+                           timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr.decode()[-2000:])
+        report = json.loads(r.stdout)
+        self.assertEqual(report["delivered"], n)
+        print("mqtt target, 4 threads, PUBACK per event: %s events/s" % report["per_s"])
+        got = 0
+        while got < n:
+            o.expect_message(timeout=10, topic=TOPIC)
+            got += 1
+        o.expect_no_message(timeout=0.5)
+
     def test_topic_not_allowed_is_refused(self):
         rc, report, err = self.deliver(make_event(), topic="elsewhere/events", attempts=3)
         self.assertEqual(rc, 2, err)

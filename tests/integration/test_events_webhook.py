@@ -16,6 +16,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -53,16 +54,26 @@ class Receiver:
 
     def __init__(self, cert, key, port=0):
         self.requests = []
+        self.peers = set()   # (address, port) of each connection used
         self.statuses = []   # popped per request; empty -> 200
         self.delay_s = 0.0
         self.extra_headers = {}
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse shows
+
+            def setup(self):
+                super().setup()
+                # Headers and body go out in two writes: without this, Nagle
+                # and the client's delayed ACK add 40 ms to every answer.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
                 outer.requests.append((dict(self.headers), body))
+                outer.peers.add(self.client_address)
                 if outer.delay_s:
                     time.sleep(outer.delay_s)
                 status = outer.statuses.pop(0) if outer.statuses else 200
@@ -159,6 +170,24 @@ class WebhookTarget(unittest.TestCase):
         self.assertEqual(rec["eventName"], "ObjectCreated:Put")
         self.assertEqual(rec["s3"]["object"]["key"], "dev-a/2026/11/25/g_1-heart+beat.wav")
         self.assertEqual(rec["ferry"]["event_id"], "ev_webhook_1")
+
+    def test_many_deliveries_reuse_connections(self):
+        """Two threads, 300 events: each arrives once, signed; curl keeps
+        its TLS connection between events."""
+        event = make_event(event_id="ev_many")
+        r = subprocess.run(self.argv() + ["--repeat", "300", "--threads", "2"], input=event,
+                           capture_output=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr.decode()[-2000:])
+        report = json.loads(r.stdout)
+        self.assertEqual(report["delivered"], 300)
+        print("webhook target (Python receiver), 2 threads: %s events/s" % report["per_s"])
+        self.assertEqual(len(self.rx.requests), 300)
+        self.assertLessEqual(len(self.rx.peers), 4, "connections are not reused")
+        ids = {h["X-Ferry-Event-Id"] for h, _ in self.rx.requests}
+        self.assertEqual(len(ids), 300)
+        for h, b in self.rx.requests:
+            self.assertEqual(b, event)
+            self.check_signature(h, b)
 
     def test_500_retried_then_dead_letter(self):
         self.rx.statuses = [500] * 10
