@@ -83,8 +83,7 @@ static ferry_err parse_wav(const unsigned char *p, size_t len, uint64_t total, m
                 *why = "WAV fmt chunk has a zero channel count, rate or block size";
                 return FERRY_ERR_INVALID;
             }
-            if (info->audio_format == 1 &&
-                (uint64_t)info->sample_rate * block_align != byte_rate) {
+            if (info->audio_format == 1 && (uint64_t)info->sample_rate * block_align != byte_rate) {
                 *why = "WAV byte rate does not match sample rate x block size";
                 return FERRY_ERR_INVALID;
             }
@@ -145,10 +144,10 @@ static ferry_err parse_png(const unsigned char *p, size_t len, media_info *info,
         return FERRY_ERR_INVALID;
     }
     uint8_t depth = p[24], color = p[25];
-    bool depth_ok = (color == 0 && (depth == 1 || depth == 2 || depth == 4 || depth == 8 ||
-                                    depth == 16)) ||
-                    (color == 3 && (depth == 1 || depth == 2 || depth == 4 || depth == 8)) ||
-                    ((color == 2 || color == 4 || color == 6) && (depth == 8 || depth == 16));
+    bool depth_ok =
+        (color == 0 && (depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16)) ||
+        (color == 3 && (depth == 1 || depth == 2 || depth == 4 || depth == 8)) ||
+        ((color == 2 || color == 4 || color == 6) && (depth == 8 || depth == 16));
     if (!depth_ok) {
         *why = "PNG bit depth and colour type do not go together";
         return FERRY_ERR_INVALID;
@@ -168,8 +167,7 @@ static bool is_sof(unsigned char m)
 }
 
 /* JPEG: walk the marker segments up to the first SOFn. */
-static ferry_err parse_jpeg(const unsigned char *p, size_t len, media_info *info,
-                            const char **why)
+static ferry_err parse_jpeg(const unsigned char *p, size_t len, media_info *info, const char **why)
 {
     uint64_t off = 2;
     for (;;) {

@@ -38,7 +38,7 @@ typedef struct media_info {
     /* PNG, JPEG */
     uint32_t width;
     uint32_t height;
-    uint8_t bit_depth; /* PNG bit depth, JPEG sample precision */
+    uint8_t bit_depth;  /* PNG bit depth, JPEG sample precision */
     uint8_t components; /* JPEG colour components; PNG colour type */
 } media_info;
 

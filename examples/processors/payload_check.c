@@ -42,7 +42,7 @@
 #include "media.h"
 #include "sigv4.h"
 
-#define EVENT_MAX (256 * 1024)
+#define EVENT_MAX    (256 * 1024)
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 typedef struct download {
@@ -280,17 +280,17 @@ int main(void)
         fail("key too long");
         goto out;
     }
-    sigv4_kv h[3] = {{"host", host}, {"x-amz-content-sha256", EMPTY_SHA256},
-                     {"x-amz-date", amz_date}};
+    sigv4_kv h[3] = {
+        {"host", host}, {"x-amz-content-sha256", EMPTY_SHA256}, {"x-amz-date", amz_date}};
     sigv4_request req = {.method = "GET",
                          .path = ferry_buf_str(&path),
                          .query = "",
                          .headers = h,
                          .n_headers = 3,
                          .payload_hash = EMPTY_SHA256};
-    ferry_err err = sigv4_authorization(akid, ferry_buf_str(&secret), region, "s3", amz_date, &req,
-                                        "host;x-amz-content-sha256;x-amz-date", EMPTY_SHA256,
-                                        &authz);
+    ferry_err err =
+        sigv4_authorization(akid, ferry_buf_str(&secret), region, "s3", amz_date, &req,
+                            "host;x-amz-content-sha256;x-amz-date", EMPTY_SHA256, &authz);
     ferry_buf_wipe(&secret);
     if (err != FERRY_OK) {
         fail("cannot sign the request: %s", ferry_err_str(err));

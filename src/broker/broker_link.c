@@ -413,8 +413,8 @@ ferry_err broker_link_start(broker_link *link)
 }
 
 /* broker_link_publish() with the message id written to *mid (may be NULL). */
-static ferry_err publish_mid(broker_link *link, const char *topic, const void *payload,
-                             size_t len, const broker_publish_options *options, int *mid)
+static ferry_err publish_mid(broker_link *link, const char *topic, const void *payload, size_t len,
+                             const broker_publish_options *options, int *mid)
 {
     mosquitto_property *props = NULL;
     if (len > INT32_MAX)
@@ -441,8 +441,8 @@ static ferry_err publish_mid(broker_link *link, const char *topic, const void *p
                                             : FERRY_ERR_UNAVAILABLE;
 }
 
-ferry_err broker_link_publish(broker_link *link, const char *topic, const void *payload,
-                              size_t len, const broker_publish_options *options)
+ferry_err broker_link_publish(broker_link *link, const char *topic, const void *payload, size_t len,
+                              const broker_publish_options *options)
 {
     return publish_mid(link, topic, payload, len, options, NULL);
 }

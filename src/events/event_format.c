@@ -241,8 +241,8 @@ ferry_err events_format(const events_object *obj, ferry_buf *out)
             json_pack("{s:s}", "sourceIPAddress", obj->source_ip ? obj->source_ip : ""), &ok);
     set_obj(record, "responseElements",
             json_pack("{s:s,s:s}", "x-amz-request-id",
-                      obj->store_request_id ? obj->store_request_id : obj->event_id,
-                      "x-amz-id-2", obj->event_id),
+                      obj->store_request_id ? obj->store_request_id : obj->event_id, "x-amz-id-2",
+                      obj->event_id),
             &ok);
     set_str(s3, "s3SchemaVersion", "1.0", &ok);
     set_str(s3, "configurationId", obj->configuration_id ? obj->configuration_id : "ferry", &ok);

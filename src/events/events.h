@@ -34,14 +34,14 @@
 #include "common/buf.h"
 #include "ferry/ferry_error.h"
 
-#define EVENTS_MAX_EVENT_LEN (64 * 1024)        /* one event notification */
+#define EVENTS_MAX_EVENT_LEN          (64 * 1024)      /* one event notification */
 #define EVENTS_MAX_DEVICE_MESSAGE_LEN (128 * 1024 - 1) /* receipt / processed, < 128 KB */
-#define EVENTS_MAX_KEY_LEN 1024                 /* S3's key limit, in bytes */
-#define EVENTS_MAX_FIELD_LEN 256                /* every other string field */
-#define EVENTS_COMMAND_STDOUT_MAX (64 * 1024)   /* default stdout cap of a command */
-#define EVENTS_COMMAND_STDERR_MAX (4 * 1024)    /* default stderr cap (logged) */
-#define EVENTS_DEFAULT_EVENT_SOURCE "aws:s3"
-#define EVENTS_DEFAULT_TOPIC_SUFFIX "/events/object-created"
+#define EVENTS_MAX_KEY_LEN            1024             /* S3's key limit, in bytes */
+#define EVENTS_MAX_FIELD_LEN          256              /* every other string field */
+#define EVENTS_COMMAND_STDOUT_MAX     (64 * 1024)      /* default stdout cap of a command */
+#define EVENTS_COMMAND_STDERR_MAX     (4 * 1024)       /* default stderr cap (logged) */
+#define EVENTS_DEFAULT_EVENT_SOURCE   "aws:s3"
+#define EVENTS_DEFAULT_TOPIC_SUFFIX   "/events/object-created"
 
 /* ---------------------------------------------------------------------- */
 /* The event                                                                */
@@ -56,21 +56,21 @@ typedef enum events_method {
  * Optional fields may be NULL; they are then written as S3 writes an
  * unknown value (see docs/events.md). */
 typedef struct events_object {
-    const char *event_id;  /* required: the idempotency key, unique and stable */
-    uint64_t sequencer;    /* required: per-key, grows with every event of a key */
+    const char *event_id; /* required: the idempotency key, unique and stable */
+    uint64_t sequencer;   /* required: per-key, grows with every event of a key */
     events_method method;
-    int64_t time_ms;       /* when the object was stored, UTC milliseconds */
-    const char *region;    /* required, e.g. "us-east-1" */
-    const char *bucket;    /* required */
-    const char *key;       /* required, raw (not encoded), <= EVENTS_MAX_KEY_LEN */
-    int64_t size;          /* bytes, >= 0 */
-    const char *etag;      /* required; surrounding quotes are dropped as S3 does */
-    const char *device;    /* required: the principal */
-    const char *grant;     /* required */
-    const char *sha256;    /* 64 hex digits or NULL */
-    const char *content_type;   /* or NULL */
-    const char *request_id;     /* the device's request "id", or NULL */
-    const char *source_ip;      /* the uploader's address, or NULL */
+    int64_t time_ms;              /* when the object was stored, UTC milliseconds */
+    const char *region;           /* required, e.g. "us-east-1" */
+    const char *bucket;           /* required */
+    const char *key;              /* required, raw (not encoded), <= EVENTS_MAX_KEY_LEN */
+    int64_t size;                 /* bytes, >= 0 */
+    const char *etag;             /* required; surrounding quotes are dropped as S3 does */
+    const char *device;           /* required: the principal */
+    const char *grant;            /* required */
+    const char *sha256;           /* 64 hex digits or NULL */
+    const char *content_type;     /* or NULL */
+    const char *request_id;       /* the device's request "id", or NULL */
+    const char *source_ip;        /* the uploader's address, or NULL */
     const char *store_request_id; /* the store's x-amz-request-id, or NULL */
     const char *event_source;     /* NULL: "aws:s3" (see docs/events.md) */
     const char *configuration_id; /* NULL: "ferry" */
@@ -109,8 +109,7 @@ __attribute__((warn_unused_result)) ferry_err events_receipt(const events_object
 __attribute__((warn_unused_result)) ferry_err events_processed(const events_object *obj,
                                                                const char *target,
                                                                const char *result_json,
-                                                               size_t result_len,
-                                                               ferry_buf *out);
+                                                               size_t result_len, ferry_buf *out);
 
 /* ---------------------------------------------------------------------- */
 /* Retry policy                                                             */
@@ -121,7 +120,10 @@ typedef struct events_retry_policy {
     unsigned max_attempts; /* after this many failed attempts: dead-letter */
 } events_retry_policy;
 
-#define EVENTS_RETRY_DEFAULT {.min_ms = 1000, .max_ms = 300000, .max_attempts = 10}
+#define EVENTS_RETRY_DEFAULT                                                                       \
+    {                                                                                              \
+        .min_ms = 1000, .max_ms = 300000, .max_attempts = 10                                       \
+    }
 
 typedef enum events_next {
     EVENTS_NEXT_RETRY = 0,   /* try again at *next_ms */
@@ -149,7 +151,7 @@ typedef enum events_outcome {
  * events_delivery_init(), release with events_delivery_cleanup(). */
 typedef struct events_delivery {
     events_outcome outcome;
-    char detail[256]; /* why, for the log and the dead-letter record; no secrets */
+    char detail[256];  /* why, for the log and the dead-letter record; no secrets */
     char *result_json; /* command target: its stdout when that is a JSON
                           object (compact, NUL-terminated), else NULL */
     size_t result_len;
@@ -164,11 +166,9 @@ typedef struct events_target events_target;
 /* Delivers one event (json, len bytes) with the given idempotency key,
  * giving up after timeout_ms. Writes *out (after cleaning it up) when it
  * returns FERRY_OK. */
-__attribute__((warn_unused_result)) ferry_err events_target_deliver(events_target *target,
-                                                                    const char *event_id,
-                                                                    const char *json, size_t len,
-                                                                    int64_t timeout_ms,
-                                                                    events_delivery *out);
+__attribute__((warn_unused_result)) ferry_err
+events_target_deliver(events_target *target, const char *event_id, const char *json, size_t len,
+                      int64_t timeout_ms, events_delivery *out);
 const char *events_target_name(const events_target *target);
 const char *events_target_kind(const events_target *target); /* "webhook", "command", "mqtt" */
 void events_target_free(events_target *target);
@@ -181,12 +181,12 @@ void events_target_free(events_target *target);
  * are not followed. 2xx: delivered. 408, 429, 5xx, no answer, transport
  * or TLS errors: retry later. Any other status (3xx, other 4xx): failed. */
 typedef struct events_webhook_config {
-    const char *name;     /* the target's name in logs */
-    const char *url;      /* https:// only */
-    const char *cafile;   /* PEM bundle, or NULL for the system's */
+    const char *name;            /* the target's name in logs */
+    const char *url;             /* https:// only */
+    const char *cafile;          /* PEM bundle, or NULL for the system's */
     const unsigned char *secret; /* HMAC key, copied and wiped on free */
-    size_t secret_len;    /* 1..1024 bytes */
-    int64_t connect_timeout_ms; /* 0: 5000 */
+    size_t secret_len;           /* 1..1024 bytes */
+    int64_t connect_timeout_ms;  /* 0: 5000 */
 } events_webhook_config;
 
 __attribute__((warn_unused_result)) ferry_err
@@ -194,9 +194,10 @@ events_webhook_new(const events_webhook_config *config, events_target **out);
 
 /* HMAC-SHA256 of body under secret as "sha256=<64 lower-case hex>" (the
  * X-Ferry-Signature value), NUL-terminated. Exposed for tests. */
-__attribute__((warn_unused_result)) ferry_err
-events_webhook_signature(const unsigned char *secret, size_t secret_len, const void *body,
-                         size_t len, char out[7 + 64 + 1]);
+__attribute__((warn_unused_result)) ferry_err events_webhook_signature(const unsigned char *secret,
+                                                                       size_t secret_len,
+                                                                       const void *body, size_t len,
+                                                                       char out[7 + 64 + 1]);
 
 /* Local command, like a Lambda: argv[0] is run directly (a path, no shell,
  * no PATH search) in its own process group with the event on stdin and the

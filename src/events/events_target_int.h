@@ -15,8 +15,8 @@
 
 typedef struct events_target_ops {
     const char *kind;
-    ferry_err (*deliver)(events_target *target, const char *event_id, const char *json,
-                         size_t len, int64_t timeout_ms, events_delivery *out);
+    ferry_err (*deliver)(events_target *target, const char *event_id, const char *json, size_t len,
+                         int64_t timeout_ms, events_delivery *out);
     void (*destroy)(events_target *target); /* frees the backend's own fields */
 } events_target_ops;
 
@@ -26,9 +26,8 @@ struct events_target {
 };
 
 /* Sets up the base; FERRY_ERR_NOMEM if the name cannot be copied. */
-__attribute__((warn_unused_result)) ferry_err events_target_base_init(events_target *target,
-                                                                      const events_target_ops *ops,
-                                                                      const char *name);
+__attribute__((warn_unused_result)) ferry_err
+events_target_base_init(events_target *target, const events_target_ops *ops, const char *name);
 
 /* printf into d->detail (truncated to fit). */
 __attribute__((format(printf, 2, 3))) void events_delivery_detail(events_delivery *d,

@@ -72,8 +72,7 @@ static void assert_same_shape(json_t *want, json_t *got, const char *path)
     char sub[512];
     if (got == NULL)
         fail_msg("missing %s", path);
-    if (json_typeof(want) != json_typeof(got) &&
-        !(json_is_integer(want) && json_is_integer(got)))
+    if (json_typeof(want) != json_typeof(got) && !(json_is_integer(want) && json_is_integer(got)))
         fail_msg("%s: type %d, S3 has %d", path, json_typeof(got), json_typeof(want));
     if (json_is_object(want)) {
         const char *k;
@@ -135,7 +134,8 @@ static void test_format_matches_s3_sample(void **state)
     assert_string_equal(str_at(ours, "ferry", "event_id", NULL), "ev_01HZX3K7T9");
     assert_string_equal(str_at(ours, "ferry", "device", NULL), "dev-a");
     assert_string_equal(str_at(ours, "ferry", "grant", NULL), "g_1");
-    assert_string_equal(str_at(ours, "ferry", "key", NULL), "dev-a/2026/11/25/g_1-heart beat+1.wav");
+    assert_string_equal(str_at(ours, "ferry", "key", NULL),
+                        "dev-a/2026/11/25/g_1-heart beat+1.wav");
     assert_string_equal(str_at(ours, "ferry", "sha256", NULL),
                         "21d8203651e6f1e9a5a53c93ad7792d52ee2b8d2c5654589d0b53c1d4be19cde");
     assert_string_equal(str_at(ours, "ferry", "content_type", NULL), "audio/wav");
@@ -354,9 +354,9 @@ static void test_webhook_signature(void **state)
     /* RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?". */
     char sig[7 + 64 + 1];
     const char *data = "what do ya want for nothing?";
-    assert_int_equal(events_webhook_signature((const unsigned char *)"Jefe", 4, data, strlen(data),
-                                              sig),
-                     FERRY_OK);
+    assert_int_equal(
+        events_webhook_signature((const unsigned char *)"Jefe", 4, data, strlen(data), sig),
+        FERRY_OK);
     assert_string_equal(sig, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec"
                              "3843");
     assert_int_equal(events_webhook_signature(NULL, 0, data, 1, sig), FERRY_ERR_INVALID);
@@ -411,8 +411,8 @@ static void test_target_argument_checks(void **state)
 {
     (void)state;
     events_target *t = NULL;
-    events_webhook_config w = {.url = "http://127.0.0.1/", .secret = (const unsigned char *)"k",
-                               .secret_len = 1};
+    events_webhook_config w = {
+        .url = "http://127.0.0.1/", .secret = (const unsigned char *)"k", .secret_len = 1};
     assert_int_equal(events_webhook_new(&w, &t), FERRY_ERR_INVALID); /* not https */
     w.url = "https://127.0.0.1/";
     w.secret_len = 0;

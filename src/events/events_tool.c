@@ -39,7 +39,7 @@
 #include "events.h"
 
 #define TOOL_MAX_INPUT (1024 * 1024)
-#define MAX_THREADS 16
+#define MAX_THREADS    16
 
 typedef struct options {
     const char *url, *cafile, *secret_file, *event_id, *host, *cert, *key, *client_id, *topic;
@@ -49,8 +49,8 @@ typedef struct options {
     int64_t timeout_ms, grace_ms, retry_min_ms, retry_max_ms;
     size_t stdout_max;
     unsigned attempts;
-    uint64_t repeat;  /* > 0: throughput run, this many deliveries */
-    unsigned threads; /* for the throughput run */
+    uint64_t repeat;         /* > 0: throughput run, this many deliveries */
+    unsigned threads;        /* for the throughput run */
     const char *const *argv; /* command */
 } options;
 
@@ -138,8 +138,8 @@ static int build_message(const char *what, const options *opt, const ferry_buf *
         } else {
             err = opt->result_file ? read_file(opt->result_file, &result) : FERRY_OK;
             if (err == FERRY_OK)
-                err = events_processed(&obj, opt->target_name, ferry_buf_str(&result),
-                                       result.len, &out);
+                err = events_processed(&obj, opt->target_name, ferry_buf_str(&result), result.len,
+                                       &out);
         }
     }
     if (err != FERRY_OK) {
@@ -185,9 +185,8 @@ static int run_deliveries(events_target *target, const options *opt, const ferry
     json_error_t jerr;
     json_t *event = json_loadb(ferry_buf_str(input), input->len, 0, &jerr);
     const char *event_id = find_event_id(opt, event);
-    events_retry_policy policy = {.min_ms = opt->retry_min_ms,
-                                  .max_ms = opt->retry_max_ms,
-                                  .max_attempts = opt->attempts};
+    events_retry_policy policy = {
+        .min_ms = opt->retry_min_ms, .max_ms = opt->retry_max_ms, .max_attempts = opt->attempts};
     events_delivery d;
     events_delivery_init(&d);
     unsigned attempts = 0;
@@ -229,8 +228,9 @@ static int run_deliveries(events_target *target, const options *opt, const ferry
         }
         sleep_ms(next - now);
     }
-    json_t *report = json_pack("{s:s,s:i,s:s,s:s}", "outcome", final, "attempts", (json_int_t)attempts,
-                               "detail", d.detail, "last", events_outcome_name(d.outcome));
+    json_t *report =
+        json_pack("{s:s,s:i,s:s,s:s}", "outcome", final, "attempts", (json_int_t)attempts, "detail",
+                  d.detail, "last", events_outcome_name(d.outcome));
     if (report != NULL && d.result_json != NULL) {
         json_t *r = json_loadb(d.result_json, d.result_len, 0, &jerr);
         if (r != NULL)
@@ -284,7 +284,10 @@ static int run_bench(events_target **targets, unsigned n, const options *opt,
     int64_t start = ferry_time_mono_ns();
     unsigned started = 0;
     for (unsigned i = 0; i < n; i++) {
-        b[i] = (bench_thread){.target = targets[i], .input = input, .opt = opt, .index = i,
+        b[i] = (bench_thread){.target = targets[i],
+                              .input = input,
+                              .opt = opt,
+                              .index = i,
                               .count = opt->repeat / n + (i < opt->repeat % n ? 1 : 0)};
         if (pthread_create(&b[i].thread, NULL, bench_main, &b[i]) != 0)
             break;

@@ -42,7 +42,7 @@
 
 extern char **environ;
 
-#define COMMAND_MAX_ARGS 64
+#define COMMAND_MAX_ARGS    64
 #define COMMAND_MAX_ARG_LEN 4096
 
 typedef struct command_target {
@@ -122,8 +122,8 @@ static ferry_err spawn(command_target *t, run *r)
     posix_spawnattr_t attr;
     bool fa_init = false, attr_init = false;
 
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) != 0 ||
-        pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) != 0 || pipe2(out, O_CLOEXEC) != 0 ||
+        pipe2(err, O_CLOEXEC) != 0) {
         result = FERRY_ERR_IO;
         goto out;
     }
@@ -169,27 +169,25 @@ static ferry_err spawn(command_target *t, run *r)
 #ifdef SYS_pidfd_open
     r->pid_fd = (int)syscall(SYS_pidfd_open, r->pid, 0);
 #endif
-out:
-    {
-        int saved = errno;
-        if (fa_init)
-            posix_spawn_file_actions_destroy(&fa);
-        if (attr_init)
-            posix_spawnattr_destroy(&attr);
-        for (int i = 0; i < 2; i++) {
-            close_fd(&in[i]);
-            close_fd(&out[i]);
-            close_fd(&err[i]);
-        }
-        errno = saved;
+out : {
+    int saved = errno;
+    if (fa_init)
+        posix_spawn_file_actions_destroy(&fa);
+    if (attr_init)
+        posix_spawnattr_destroy(&attr);
+    for (int i = 0; i < 2; i++) {
+        close_fd(&in[i]);
+        close_fd(&out[i]);
+        close_fd(&err[i]);
     }
+    errno = saved;
+}
     return result;
 }
 
 /* The poll loop: feed stdin, drain outputs, enforce the deadline. Returns
  * true if the run timed out. */
-static bool supervise(command_target *t, run *r, const char *json, size_t len,
-                      int64_t timeout_ms)
+static bool supervise(command_target *t, run *r, const char *json, size_t len, int64_t timeout_ms)
 {
     size_t written = 0;
     int64_t start = now_ms();

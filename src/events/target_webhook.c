@@ -28,8 +28,8 @@
 #include "common/log.h"
 
 #define WEBHOOK_MAX_SECRET_LEN 1024
-#define WEBHOOK_MAX_URL_LEN 2048
-#define WEBHOOK_BODY_KEEP 160 /* bytes of a response body kept for the log */
+#define WEBHOOK_MAX_URL_LEN    2048
+#define WEBHOOK_BODY_KEEP      160 /* bytes of a response body kept for the log */
 
 typedef struct webhook_target {
     events_target base;
@@ -46,8 +46,8 @@ typedef struct response_sink {
     size_t len;
 } response_sink;
 
-ferry_err events_webhook_signature(const unsigned char *secret, size_t secret_len,
-                                   const void *body, size_t len, char out[7 + 64 + 1])
+ferry_err events_webhook_signature(const unsigned char *secret, size_t secret_len, const void *body,
+                                   size_t len, char out[7 + 64 + 1])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char mac[EVP_MAX_MD_SIZE];
@@ -55,8 +55,8 @@ ferry_err events_webhook_signature(const unsigned char *secret, size_t secret_le
     if (secret == NULL || secret_len == 0 || secret_len > WEBHOOK_MAX_SECRET_LEN ||
         (body == NULL && len > 0))
         return FERRY_ERR_INVALID;
-    if (HMAC(EVP_sha256(), secret, (int)secret_len, body != NULL ? body : "", len, mac,
-             &mac_len) == NULL ||
+    if (HMAC(EVP_sha256(), secret, (int)secret_len, body != NULL ? body : "", len, mac, &mac_len) ==
+            NULL ||
         mac_len != 32)
         return FERRY_ERR_CRYPTO;
     memcpy(out, "sha256=", 7);
