@@ -155,8 +155,14 @@ static ferry_err spawn(command_target *t, run *r)
     }
     int rc = posix_spawn(&r->pid, t->argv[0], &fa, &attr, t->argv, environ);
     if (rc != 0) {
+        /* The program is missing or cannot be executed: only the operator
+         * can fix that. Anything else (no memory, too many processes) may
+         * pass by itself. */
         errno = rc;
-        result = FERRY_ERR_NOT_FOUND;
+        result = (rc == ENOENT || rc == EACCES || rc == ENOEXEC || rc == ENOTDIR || rc == ELOOP ||
+                  rc == EISDIR || rc == ENAMETOOLONG)
+                     ? FERRY_ERR_NOT_FOUND
+                     : FERRY_ERR_UNAVAILABLE;
         goto out;
     }
     r->in_fd = in[0];
@@ -243,8 +249,13 @@ static bool supervise(command_target *t, run *r, const char *json, size_t len, i
         if (next - now < wait)
             wait = next - now > 0 ? next - now : 0;
         int pr = poll(p, n, (int)wait);
-        if (pr < 0 && errno != EINTR)
+        if (pr < 0 && errno != EINTR) {
+            /* Cannot supervise any more: end the run rather than wait on
+             * a process we can no longer time out. */
+            timed_out = !r->exited;
+            kill(-r->pid, SIGKILL);
             break;
+        }
         if (pr <= 0)
             continue;
         if (i_in >= 0 && (p[i_in].revents & (POLLOUT | POLLERR | POLLHUP))) {
@@ -300,6 +311,12 @@ static ferry_err command_deliver(events_target *target, const char *event_id, co
          * the operator has will. */
         out->outcome = EVENTS_FAILED;
         events_delivery_detail(out, "cannot run %s: %s", t->argv[0], strerror(errno));
+        result = FERRY_OK;
+        goto out;
+    }
+    if (result == FERRY_ERR_UNAVAILABLE || result == FERRY_ERR_IO) {
+        out->outcome = EVENTS_RETRY_LATER;
+        events_delivery_detail(out, "cannot start %s: %s", t->argv[0], strerror(errno));
         result = FERRY_OK;
         goto out;
     }
