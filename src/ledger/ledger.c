@@ -293,6 +293,19 @@ ferry_err ledger_object_put(ledger *l, const ledger_object *obj, int64_t now,
                               replaced_file_id != NULL ? replaced_file_id : dummy);
 }
 
+ferry_err ledger_object_put_batch(ledger *l, ledger_object_put_item *items, size_t n)
+{
+    if (l == NULL || (items == NULL && n > 0))
+        return FERRY_ERR_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        items[i].replaced_file_id[0] = '\0';
+        items[i].err = items[i].obj == NULL ? FERRY_ERR_INVALID : check_object(items[i].obj);
+    }
+    if (n == 0)
+        return FERRY_OK;
+    return l->ops->object_put_batch(l->impl, items, n);
+}
+
 ferry_err ledger_object_get(ledger *l, const char *bucket, const char *key, ledger_object *out)
 {
     ferry_err err;

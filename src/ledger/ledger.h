@@ -300,6 +300,25 @@ typedef struct ledger_object {
  */
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_put(ledger *l, const ledger_object *obj, int64_t now, char *replaced_file_id);
+/* One object of a group commit (ledger_object_put_batch). */
+typedef struct ledger_object_put_item {
+    const ledger_object *obj;                      /* in */
+    int64_t now;                                   /* in: for the grant's expiry */
+    char replaced_file_id[LEDGER_FILE_ID_MAX + 1]; /* out, as ledger_object_put */
+    ferry_err err;                                 /* out: this item's result */
+} ledger_object_put_item;
+
+/*
+ * Group commit: does what ledger_object_put does for each of n items, in
+ * order, inside ONE write transaction (one fsync for the lot). An item whose
+ * grant is not usable (CONFLICT, EXPIRED, NOT_FOUND) or whose record is bad
+ * gets its own err and writes nothing; the others go on. Returns FERRY_OK
+ * when the transaction committed (every item's err is then set); any other
+ * return means nothing was written.
+ */
+__attribute__((warn_unused_result)) ferry_err
+ledger_object_put_batch(ledger *l, ledger_object_put_item *items, size_t n);
+
 /* FERRY_ERR_NOT_FOUND when bucket has no object key. */
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_get(ledger *l, const char *bucket, const char *key, ledger_object *out);

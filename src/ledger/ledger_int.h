@@ -40,6 +40,8 @@ typedef struct ledger_ops {
                             int (*fn)(const ledger_audit_row *row, void *arg), void *arg);
     ferry_err (*object_put)(void *impl, const ledger_object *obj, int64_t now,
                             char *replaced_file_id);
+    /* Items whose err is already set (by ledger.c's checks) are skipped. */
+    ferry_err (*object_put_batch)(void *impl, ledger_object_put_item *items, size_t n);
     ferry_err (*object_get)(void *impl, const char *bucket, const char *key, ledger_object *out);
     ferry_err (*object_delete)(void *impl, const char *bucket, const char *key, char *file_id_out);
     ferry_err (*object_list)(void *impl, const char *bucket, const char *prefix,

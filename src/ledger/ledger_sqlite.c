@@ -986,36 +986,33 @@ static ferry_err object_file_of(sqlite_ledger *s, const char *bucket, const char
     return err;
 }
 
-static ferry_err sq_object_put(void *impl, const ledger_object *obj, int64_t now,
-                               char *replaced_file_id)
+/* The body of an object put, inside a write transaction the caller owns:
+ * the grant's compare-and-set (if any), the old file id, the new row. On a
+ * grant refusal nothing was written (the UPDATE changed no row), so a batch
+ * can go on. */
+static ferry_err object_put_locked(sqlite_ledger *s, const ledger_object *obj, int64_t now,
+                                   char *replaced_file_id)
 {
-    sqlite_ledger *s = impl;
     sqlite3_stmt *st;
     ferry_err err;
     char old[LEDGER_FILE_ID_MAX + 1];
 
-    /* The write lock first: the grant's compare-and-set, the old file id
-     * and the new row are then one atomic step. */
-    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "object_put.begin")) != FERRY_OK)
-        return err;
     if (obj->grant_id[0] != '\0') {
         if ((err = stmt_get(s, ST_MARK_USED, &st)) != FERRY_OK)
-            goto out;
+            return err;
         bind_text(st, 1, obj->grant_id);
         sqlite3_bind_int64(st, 2, now);
         if ((err = stmt_done(s, st, "object_put.mark_used")) != FERRY_OK)
-            goto out;
+            return err;
         if (sqlite3_changes(s->db) != 1) {
             err = cas_failure(s, obj->grant_id, now);
-            if (err == FERRY_OK)
-                err = FERRY_ERR_INTERNAL;
-            goto out;
+            return err == FERRY_OK ? FERRY_ERR_INTERNAL : err;
         }
     }
     if ((err = object_file_of(s, obj->bucket, obj->key, old)) != FERRY_OK)
-        goto out;
+        return err;
     if ((err = stmt_get(s, ST_OBJECT_UPSERT, &st)) != FERRY_OK)
-        goto out;
+        return err;
     bind_text(st, 1, obj->bucket);
     bind_text(st, 2, obj->key);
     bind_text(st, 3, obj->file_id);
@@ -1028,10 +1025,59 @@ static ferry_err sq_object_put(void *impl, const ledger_object *obj, int64_t now
     bind_text_or_null(st, 10, obj->grant_id);
     sqlite3_bind_int64(st, 11, obj->created_at);
     if ((err = stmt_done(s, st, "object_put.upsert")) != FERRY_OK)
+        return err;
+    memcpy(replaced_file_id, old, sizeof old);
+    return FERRY_OK;
+}
+
+static bool grant_refusal(ferry_err err)
+{
+    return err == FERRY_ERR_CONFLICT || err == FERRY_ERR_EXPIRED || err == FERRY_ERR_NOT_FOUND;
+}
+
+static ferry_err sq_object_put(void *impl, const ledger_object *obj, int64_t now,
+                               char *replaced_file_id)
+{
+    sqlite_ledger *s = impl;
+    ferry_err err;
+    char old[LEDGER_FILE_ID_MAX + 1];
+
+    /* The write lock first: the grant's compare-and-set, the old file id
+     * and the new row are then one atomic step. */
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "object_put.begin")) != FERRY_OK)
+        return err;
+    if ((err = object_put_locked(s, obj, now, old)) != FERRY_OK)
         goto out;
     if ((err = exec_simple(s, ST_COMMIT, "object_put.commit")) != FERRY_OK)
         goto out;
     memcpy(replaced_file_id, old, sizeof old);
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
+static ferry_err sq_object_put_batch(void *impl, ledger_object_put_item *items, size_t n)
+{
+    sqlite_ledger *s = impl;
+    ferry_err err;
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "object_put_batch.begin")) != FERRY_OK)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        ledger_object_put_item *it = &items[i];
+        if (it->err != FERRY_OK)
+            continue;
+        err = object_put_locked(s, it->obj, it->now, it->replaced_file_id);
+        if (grant_refusal(err)) {
+            it->err = err;
+            err = FERRY_OK;
+        }
+        if (err)
+            goto out;
+    }
+    if ((err = exec_simple(s, ST_COMMIT, "object_put_batch.commit")) != FERRY_OK)
+        goto out;
     return FERRY_OK;
 out:
     rollback(s);
@@ -1062,8 +1108,7 @@ static ferry_err object_row(sqlite_ledger *s, sqlite3_stmt *st, ledger_object *o
     return FERRY_OK;
 }
 
-static ferry_err sq_object_get(void *impl, const char *bucket, const char *key,
-                               ledger_object *out)
+static ferry_err sq_object_get(void *impl, const char *bucket, const char *key, ledger_object *out)
 {
     sqlite_ledger *s = impl;
     sqlite3_stmt *st;
@@ -1187,6 +1232,7 @@ const ledger_ops ledger_sqlite_ops = {
     .grants_expire = sq_grants_expire,
     .audit_list = sq_audit_list,
     .object_put = sq_object_put,
+    .object_put_batch = sq_object_put_batch,
     .object_get = sq_object_get,
     .object_delete = sq_object_delete,
     .object_list = sq_object_list,

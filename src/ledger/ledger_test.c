@@ -762,6 +762,38 @@ static void test_objects(void **state)
     assert_int_equal(ledger_object_put(f->l, &o, T0, NULL), FERRY_ERR_INVALID);
 }
 
+/* A group commit: each item's own grant verdict, the rest committed. */
+static void test_object_put_batch(void **state)
+{
+    fixture *f = *state;
+    ledger_object a, b, c, back;
+    ledger_grant g;
+    ledger_object_put_item items[3];
+
+    make_grant(&g, "g_b1", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_object(&a, "batch/a", "g_b1");
+    make_object(&b, "batch/b", "g_b1"); /* the same grant again: loses */
+    make_object(&c, "batch/c", NULL);
+    snprintf(c.file_id, sizeof c.file_id, "file-c");
+    items[0] = (ledger_object_put_item){.obj = &a, .now = T0 + 1};
+    items[1] = (ledger_object_put_item){.obj = &b, .now = T0 + 1};
+    items[2] = (ledger_object_put_item){.obj = &c, .now = T0 + 1};
+    assert_int_equal(ledger_object_put_batch(f->l, items, 3), FERRY_OK);
+    assert_int_equal(items[0].err, FERRY_OK);
+    assert_int_equal(items[1].err, FERRY_ERR_CONFLICT);
+    assert_int_equal(items[2].err, FERRY_OK);
+    assert_int_equal(ledger_object_get(f->l, "ingest", "batch/a", &back), FERRY_OK);
+    assert_int_equal(ledger_object_get(f->l, "ingest", "batch/b", &back), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_object_get(f->l, "ingest", "batch/c", &back), FERRY_OK);
+    /* Replacing c in a later batch hands its file back. */
+    snprintf(c.file_id, sizeof c.file_id, "file-c2");
+    items[0] = (ledger_object_put_item){.obj = &c, .now = T0 + 1};
+    assert_int_equal(ledger_object_put_batch(f->l, items, 1), FERRY_OK);
+    assert_string_equal(items[0].replaced_file_id, "file-c");
+    assert_int_equal(ledger_object_put_batch(f->l, NULL, 0), FERRY_OK);
+}
+
 /* Two uploads of each grant race to record their object: exactly one wins. */
 static void test_race_object_put(void **state)
 {
@@ -814,6 +846,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_race_insert_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_objects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_object_put, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_object_put_batch, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

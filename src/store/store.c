@@ -82,7 +82,17 @@ struct store {
     size_t pool_free; /* pool[0 .. pool_free) are free */
     bool pool_ready;
 
+    /* Group commit: uploads that finish together are recorded in one
+     * ledger transaction (one fsync of the write-ahead log for all), by
+     * whichever of their threads comes first (the leader). */
+    pthread_mutex_t cq_mu;
+    pthread_cond_t cq_cv;
+    struct commit_item *cq_head;
+    struct commit_item *cq_tail;
+    bool cq_leader;
+
     atomic_int active; /* requests between URI log and completion */
+    atomic_int pipes;  /* hash pipelines running */
     atomic_uint_fast64_t seq;
     char id_prefix[9];
 };
@@ -119,6 +129,7 @@ typedef struct req {
     char meta[LEDGER_META_MAX + 1];
 
     struct post_state *post; /* POST object only */
+    struct hash_pipe *pipe;  /* large PUT bodies: hashing on two helper threads */
 
     /* an error found while the body was arriving, answered at its end */
     int err_status;
@@ -146,6 +157,73 @@ static void pool_give(store *s, ledger *l)
     s->pool[s->pool_free++] = l;
     pthread_cond_signal(&s->pool_cv);
     pthread_mutex_unlock(&s->pool_mu);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Group commit of object records                                           */
+
+#define COMMIT_BATCH_MAX 256
+
+typedef struct commit_item {
+    ledger_object_put_item item;
+    bool done;
+    struct commit_item *next;
+} commit_item;
+
+/* Records o (consuming its grant) together with whatever other uploads are
+ * waiting; returns this object's own result. Without the queue, 32 threads
+ * would each wait for SQLite's write lock (whose busy handler sleeps) and
+ * pay one log fsync per object. */
+static ferry_err group_commit(store *s, const ledger_object *o, int64_t now, char *replaced)
+{
+    commit_item me;
+    memset(&me, 0, sizeof me);
+    me.item.obj = o;
+    me.item.now = now;
+    pthread_mutex_lock(&s->cq_mu);
+    if (s->cq_tail != NULL)
+        s->cq_tail->next = &me;
+    else
+        s->cq_head = &me;
+    s->cq_tail = &me;
+    while (!me.done) {
+        if (s->cq_leader) {
+            pthread_cond_wait(&s->cq_cv, &s->cq_mu);
+            continue;
+        }
+        s->cq_leader = true;
+        while (s->cq_head != NULL) {
+            ledger_object_put_item items[COMMIT_BATCH_MAX];
+            commit_item *batch[COMMIT_BATCH_MAX];
+            size_t n = 0;
+            while (s->cq_head != NULL && n < COMMIT_BATCH_MAX) {
+                batch[n] = s->cq_head;
+                items[n] = s->cq_head->item;
+                n++;
+                s->cq_head = s->cq_head->next;
+            }
+            if (s->cq_head == NULL)
+                s->cq_tail = NULL;
+            pthread_mutex_unlock(&s->cq_mu);
+            ledger *l = pool_take(s);
+            ferry_err e = ledger_object_put_batch(l, items, n);
+            pool_give(s, l);
+            pthread_mutex_lock(&s->cq_mu);
+            for (size_t i = 0; i < n; i++) {
+                batch[i]->item.err = e != FERRY_OK ? e : items[i].err;
+                memcpy(batch[i]->item.replaced_file_id, items[i].replaced_file_id,
+                       sizeof items[i].replaced_file_id);
+                batch[i]->done = true;
+            }
+            pthread_cond_broadcast(&s->cq_cv);
+        }
+        s->cq_leader = false;
+        pthread_cond_broadcast(&s->cq_cv);
+    }
+    pthread_mutex_unlock(&s->cq_mu);
+    if (me.item.err == FERRY_OK)
+        memcpy(replaced, me.item.replaced_file_id, sizeof me.item.replaced_file_id);
+    return me.item.err;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -248,8 +326,12 @@ static void defer_error(req *r, unsigned status, const char *code, const char *m
 /* ---------------------------------------------------------------------- */
 /* Request context                                                          */
 
+static void pipe_free(store *s, struct hash_pipe *p);
+
 static void req_discard_upload(req *r)
 {
+    pipe_free(r->s, r->pipe);
+    r->pipe = NULL;
     if (r->fd >= 0) {
         close(r->fd);
         r->fd = -1;
@@ -534,6 +616,190 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
 }
 
 /* ---------------------------------------------------------------------- */
+/* Hash pipeline for large bodies                                           */
+
+/*
+ * One connection is served by one worker thread, and for a large body MD5
+ * and SHA-256 cost that thread more than TLS and the write together. So
+ * bodies of PIPE_MIN_BYTES or more are cut into PIPE_BLOCK blocks in a ring
+ * of PIPE_DEPTH: the worker fills a block, writes it to the file and hands it
+ * to two helper threads, one per digest, that read it in place. The worker
+ * waits only when the ring is full (memory per upload: PIPE_DEPTH blocks).
+ * At most PIPES_MAX uploads use a pipeline at once; others hash inline.
+ */
+#define PIPE_BLOCK     (256u << 10)
+#define PIPE_DEPTH     8
+#define PIPE_MIN_BYTES (8u << 20)
+#define PIPES_MAX      8
+
+typedef struct hash_pipe {
+    req *r;
+    pthread_t threads[2];
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned char *blocks[PIPE_DEPTH];
+    size_t lens[PIPE_DEPTH];
+    uint64_t produced;    /* blocks handed over */
+    uint64_t consumed[2]; /* blocks each helper has hashed */
+    bool closing;
+    size_t fill; /* bytes in the block being filled: blocks[produced % DEPTH] */
+} hash_pipe;
+
+typedef struct pipe_arg {
+    hash_pipe *p;
+    int k;
+} pipe_arg;
+
+static void *pipe_thread(void *arg)
+{
+    hash_pipe *p = ((pipe_arg *)arg)->p;
+    int k = ((pipe_arg *)arg)->k;
+    EVP_MD_CTX *ctx = k == 0 ? p->r->md5 : p->r->sha;
+    free(arg);
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->consumed[k] == p->produced && !p->closing)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->consumed[k] == p->produced)
+            break; /* closing and nothing left */
+        size_t idx = (size_t)(p->consumed[k] % PIPE_DEPTH);
+        size_t len = p->lens[idx];
+        pthread_mutex_unlock(&p->mu);
+        EVP_DigestUpdate(ctx, p->blocks[idx], len);
+        pthread_mutex_lock(&p->mu);
+        p->consumed[k]++;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Stops the helpers (after they hashed every block handed over) and frees
+ * the pipeline. Safe on NULL. */
+static void pipe_free(store *s, hash_pipe *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->closing = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int k = 0; k < p->started; k++)
+        pthread_join(p->threads[k], NULL);
+    for (int i = 0; i < PIPE_DEPTH; i++)
+        free(p->blocks[i]);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+    atomic_fetch_sub(&s->pipes, 1);
+}
+
+/* A pipeline for r, or NULL (then r hashes inline). */
+static hash_pipe *pipe_new(req *r)
+{
+    store *s = r->s;
+    hash_pipe *p;
+    if (atomic_fetch_add(&s->pipes, 1) >= PIPES_MAX) {
+        atomic_fetch_sub(&s->pipes, 1);
+        return NULL;
+    }
+    p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        atomic_fetch_sub(&s->pipes, 1);
+        return NULL;
+    }
+    p->r = r;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    for (int i = 0; i < PIPE_DEPTH; i++) {
+        p->blocks[i] = malloc(PIPE_BLOCK);
+        if (p->blocks[i] == NULL) {
+            pipe_free(s, p);
+            return NULL;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        pipe_arg *a = malloc(sizeof *a);
+        if (a != NULL) {
+            a->p = p;
+            a->k = k;
+        }
+        if (a == NULL || pthread_create(&p->threads[k], NULL, pipe_thread, a) != 0) {
+            free(a);
+            pipe_free(s, p);
+            return NULL;
+        }
+        p->started++;
+    }
+    return p;
+}
+
+static bool write_all(int fd, const unsigned char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, data, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        data += w;
+        len -= (size_t)w;
+    }
+    return true;
+}
+
+/* Writes the block being filled and hands it to the helpers; waits for a
+ * free slot. */
+static bool pipe_submit(hash_pipe *p, int fd)
+{
+    size_t idx = (size_t)(p->produced % PIPE_DEPTH);
+    if (p->fill == 0)
+        return true;
+    if (!write_all(fd, p->blocks[idx], p->fill))
+        return false;
+    pthread_mutex_lock(&p->mu);
+    p->lens[idx] = p->fill;
+    p->produced++;
+    p->fill = 0;
+    pthread_cond_broadcast(&p->cv);
+    /* The next block to fill must be free: both helpers are past it. */
+    while (p->produced - p->consumed[0] >= PIPE_DEPTH || p->produced - p->consumed[1] >= PIPE_DEPTH)
+        pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    return true;
+}
+
+static bool pipe_feed(hash_pipe *p, int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        size_t idx = (size_t)(p->produced % PIPE_DEPTH);
+        size_t n = PIPE_BLOCK - p->fill;
+        if (n > len)
+            n = len;
+        memcpy(p->blocks[idx] + p->fill, data, n);
+        p->fill += n;
+        data += n;
+        len -= n;
+        if (p->fill == PIPE_BLOCK && !pipe_submit(p, fd))
+            return false;
+    }
+    return true;
+}
+
+/* Flushes the last block and waits for both digests to be complete. */
+static bool pipe_finish(req *r)
+{
+    bool ok = true;
+    if (r->pipe == NULL)
+        return true;
+    ok = pipe_submit(r->pipe, r->fd);
+    pipe_free(r->s, r->pipe);
+    r->pipe = NULL;
+    return ok;
+}
+
+/* ---------------------------------------------------------------------- */
 /* PutObject                                                                */
 
 static enum MHD_Result finish_put(req *r, struct MHD_Connection *c);
@@ -612,6 +878,8 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
         (e = store_fs_create_tmp(&s->fs, r->file_id, &r->fd)) != FERRY_OK)
         return respond_error(r, c, 500, "InternalError", "cannot create the temporary file");
     r->tmp_exists = true;
+    if (r->expected >= PIPE_MIN_BYTES)
+        r->pipe = pipe_new(r);
     r->start_ns = ferry_time_mono_ns();
     r->phase = PH_BODY;
     if (r->expected == 0)
@@ -623,6 +891,15 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
  * deferring an error and dropping the file) when it cannot be written. */
 static bool body_write(req *r, const char *data, size_t len)
 {
+    if (r->pipe != NULL) {
+        r->received += len;
+        if (pipe_feed(r->pipe, r->fd, data, len))
+            return true;
+        log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
+        defer_error(r, 500, "InternalError", "the store could not write the object");
+        req_discard_upload(r);
+        return false;
+    }
     EVP_DigestUpdate(r->md5, data, len);
     EVP_DigestUpdate(r->sha, data, len);
     r->received += len;
@@ -750,15 +1027,15 @@ static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], en
         snprintf(o->grant_id, sizeof o->grant_id, "%s", r->grant.id);
     }
     o->created_at = ferry_time_now();
-    l = pool_take(s);
-    e = ledger_object_put(l, o, o->created_at, replaced);
+    e = group_commit(s, o, o->created_at, replaced);
     if (e == FERRY_ERR_CONFLICT && r->is_grant) {
         /* Say which: another upload won the race, or it was revoked. */
         ledger_grant g;
+        l = pool_take(s);
         if (ledger_grant_get(l, r->grant.id, &g) == FERRY_OK && g.state == LEDGER_GRANT_REVOKED)
             e = FERRY_ERR_DENIED;
+        pool_give(s, l);
     }
-    pool_give(s, l);
     if (e != FERRY_OK) {
         store_fs_remove_object(&s->fs, r->file_id);
         if (e == FERRY_ERR_CONFLICT)
@@ -794,6 +1071,8 @@ static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
         return respond_error(r, c, 400, "IncompleteBody",
                              "You did not provide the number of bytes specified by the "
                              "Content-Length HTTP header.");
+    if (!pipe_finish(r))
+        return respond_error(r, c, 500, "InternalError", "the store could not write the object");
     if (!commit_object(r, c, md5_hex, &ret))
         return ret;
     snprintf(etag, sizeof etag, "\"%s\"", md5_hex);
@@ -1758,6 +2037,8 @@ ferry_err store_new(const store_config *cfg, store **out)
         return FERRY_ERR_NOMEM;
     pthread_mutex_init(&s->pool_mu, NULL);
     pthread_cond_init(&s->pool_cv, NULL);
+    pthread_mutex_init(&s->cq_mu, NULL);
+    pthread_cond_init(&s->cq_cv, NULL);
     s->pool_ready = true;
     s->bucket = strdup(cfg->bucket);
     s->region = strdup(cfg->region);
@@ -1887,6 +2168,8 @@ void store_free(store *s)
     if (s->pool_ready) {
         pthread_mutex_destroy(&s->pool_mu);
         pthread_cond_destroy(&s->pool_cv);
+        pthread_mutex_destroy(&s->cq_mu);
+        pthread_cond_destroy(&s->cq_cv);
     }
     free(s->bucket);
     free(s->region);
