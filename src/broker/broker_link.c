@@ -64,12 +64,15 @@ struct broker_link {
 
     /* Publishers waiting for the PUBACK of one message (publish_acked). */
     pthread_mutex_t ack_lock;
-    pthread_cond_t ack_cond; /* CLOCK_MONOTONIC */
+    pthread_condattr_t ack_condattr; /* CLOCK_MONOTONIC, for each waiter's cond */
     struct ack_waiter *waiters;
     bool ack_init;
 };
 
+/* One per publish_acked() call, on its stack; its own condition variable
+ * so a PUBACK wakes only the thread that waits for it. */
 typedef struct ack_waiter {
+    pthread_cond_t cond;
     int mid;
     bool done;
     int reason_code;
@@ -157,16 +160,13 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int rc,
     if (rc >= 0x80)
         log_warn("broker.publish_refused", "mid=%d rc=%d", mid, rc);
     pthread_mutex_lock(&link->ack_lock);
-    bool woke = false;
     for (ack_waiter *w = link->waiters; w != NULL; w = w->next) {
         if (w->mid == mid && !w->done) {
             w->done = true;
             w->reason_code = rc;
-            woke = true;
+            pthread_cond_signal(&w->cond);
         }
     }
-    if (woke)
-        pthread_cond_broadcast(&link->ack_cond);
     pthread_mutex_unlock(&link->ack_lock);
 }
 
@@ -330,20 +330,13 @@ ferry_err broker_link_new(const broker_link_config *config, broker_link **out)
     link->ctx = config->ctx;
     atomic_store(&link->version, config->protocol == BROKER_PROTOCOL_V311 ? 4 : 5);
     {
-        pthread_condattr_t ca;
-        if (pthread_condattr_init(&ca) != 0) {
+        if (pthread_condattr_init(&link->ack_condattr) != 0) {
             result = FERRY_ERR_NOMEM;
             goto out;
         }
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        int prc = pthread_mutex_init(&link->ack_lock, NULL);
-        if (prc == 0) {
-            prc = pthread_cond_init(&link->ack_cond, &ca);
-            if (prc != 0)
-                pthread_mutex_destroy(&link->ack_lock);
-        }
-        pthread_condattr_destroy(&ca);
-        if (prc != 0) {
+        pthread_condattr_setclock(&link->ack_condattr, CLOCK_MONOTONIC);
+        if (pthread_mutex_init(&link->ack_lock, NULL) != 0) {
+            pthread_condattr_destroy(&link->ack_condattr);
             result = FERRY_ERR_NOMEM;
             goto out;
         }
@@ -463,16 +456,19 @@ ferry_err broker_link_publish_acked(broker_link *link, const char *topic, const 
         deadline.tv_nsec -= 1000000000L;
     }
 
+    if (pthread_cond_init(&waiter.cond, &link->ack_condattr) != 0)
+        return FERRY_ERR_NOMEM;
     pthread_mutex_lock(&link->ack_lock);
     ferry_err result = publish_mid(link, topic, payload, len, options, &waiter.mid);
     if (result != FERRY_OK) {
         pthread_mutex_unlock(&link->ack_lock);
+        pthread_cond_destroy(&waiter.cond);
         return result;
     }
     waiter.next = link->waiters;
     link->waiters = &waiter;
     while (!waiter.done) {
-        int rc = pthread_cond_timedwait(&link->ack_cond, &link->ack_lock, &deadline);
+        int rc = pthread_cond_timedwait(&waiter.cond, &link->ack_lock, &deadline);
         if (rc == ETIMEDOUT)
             break;
     }
@@ -483,6 +479,7 @@ ferry_err broker_link_publish_acked(broker_link *link, const char *topic, const 
         }
     }
     pthread_mutex_unlock(&link->ack_lock);
+    pthread_cond_destroy(&waiter.cond);
     if (!waiter.done)
         return FERRY_ERR_TIMEOUT;
     return waiter.reason_code >= 0x80 ? FERRY_ERR_DENIED : FERRY_OK;
@@ -514,7 +511,7 @@ void broker_link_free(broker_link *link)
     free(link->keyfile);
     free(link->client_id);
     if (link->ack_init) {
-        pthread_cond_destroy(&link->ack_cond);
+        pthread_condattr_destroy(&link->ack_condattr);
         pthread_mutex_destroy(&link->ack_lock);
     }
     free(link);
