@@ -172,7 +172,7 @@ ferry_err store_fs_create_tmp(store_fs *fs, const char *id, int *fd_out)
     char p[STORE_PATH_MAX];
     if (!id_ok(id))
         return FERRY_ERR_INVALID;
-    snprintf(p, sizeof p, "%s/tmp/%s.part", fs->root, id);
+    snprintf(p, sizeof p, "%s/objects/%c%c/%s.part", fs->root, id[0], id[1], id);
     int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         log_error("store.tmp_create_failed", "path=%s error=\"%s\"", p, strerror(errno));
@@ -187,7 +187,7 @@ void store_fs_remove_tmp(store_fs *fs, const char *id)
     char p[STORE_PATH_MAX];
     if (!id_ok(id))
         return;
-    snprintf(p, sizeof p, "%s/tmp/%s.part", fs->root, id);
+    snprintf(p, sizeof p, "%s/objects/%c%c/%s.part", fs->root, id[0], id[1], id);
     unlink(p);
 }
 
@@ -202,7 +202,7 @@ ferry_err store_fs_commit(store_fs *fs, int fd, const char *id)
         log_error("store.fsync_failed", "error=\"%s\"", strerror(errno));
         return FERRY_ERR_IO;
     }
-    snprintf(from, sizeof from, "%s/tmp/%s.part", fs->root, id);
+    snprintf(from, sizeof from, "%s/objects/%c%c/%s.part", fs->root, id[0], id[1], id);
     snprintf(to, sizeof to, "%s/objects/%c%c/%s", fs->root, id[0], id[1], id);
     if (rename(from, to) != 0) {
         log_error("store.rename_failed", "error=\"%s\"", strerror(errno));

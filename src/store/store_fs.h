@@ -2,18 +2,23 @@
  * store_fs.h - the embedded store's data directory.
  *
  * Layout under data_dir:
- *   tmp/<file-id>.part      bodies being received (same file system as
- *                           objects/, so the final rename is atomic)
- *   objects/<xx>/<file-id>  stored objects; xx = the id's first two hex
- *                           digits, 256 directories created at start-up
+ *   objects/<xx>/<file-id>       stored objects; xx = the id's first two hex
+ *                                digits, 256 directories created at start-up
+ *   objects/<xx>/<file-id>.part  bodies being received, in the directory
+ *                                they will be renamed within (atomic, and
+ *                                one directory to fsync). Spreading them
+ *                                over 256 directories keeps concurrent
+ *                                creates and renames from queueing on one
+ *                                directory's lock.
+ *   tmp/                         unused since; emptied at start-up
  * A file id is 32 random hex digits. Object keys never appear in paths: the
  * ledger maps (bucket, key) to a file id, and a data file is visible only
  * through its ledger row.
  *
- * Invariants: a file under objects/ that no ledger row names is garbage (a
- * crash between the rename and the ledger commit, or a replaced object whose
- * unlink did not happen) and store_fs_sweep() removes it; everything in tmp/
- * at start-up is an interrupted upload and is removed too.
+ * Invariants: a file under objects/ that no ledger row names is garbage (an
+ * interrupted upload's .part file, a crash between the rename and the ledger
+ * commit, or a replaced object whose unlink did not happen) and
+ * store_fs_sweep() removes it at start-up.
  */
 #ifndef FERRY_STORE_FS_H
 #define FERRY_STORE_FS_H
@@ -44,13 +49,14 @@ __attribute__((warn_unused_result)) ferry_err store_fs_sweep(store_fs *fs, ledge
 /* A fresh random file id (STORE_FILE_ID_LEN hex digits + NUL). */
 __attribute__((warn_unused_result)) ferry_err store_fs_new_id(char id[STORE_FILE_ID_LEN + 1]);
 
-/* Opens tmp/<id>.part for writing (created exclusively, mode 0600). */
+/* Opens objects/xx/<id>.part for writing (created exclusively, mode 0600). */
 __attribute__((warn_unused_result)) ferry_err store_fs_create_tmp(store_fs *fs, const char *id,
                                                                   int *fd_out);
-/* Removes tmp/<id>.part (ignoring a missing file). */
+/* Removes objects/xx/<id>.part (ignoring a missing file). */
 void store_fs_remove_tmp(store_fs *fs, const char *id);
 
-/* fsync(fd), rename tmp/<id>.part -> objects/xx/<id>, fsync objects/xx.
+/* fdatasync(fd), rename objects/xx/<id>.part -> objects/xx/<id>, fsync
+ * objects/xx.
  * The caller still owns and closes fd. */
 __attribute__((warn_unused_result)) ferry_err store_fs_commit(store_fs *fs, int fd, const char *id);
 

@@ -143,16 +143,22 @@ class StoreFerryd:
             self.proc.kill()
 
     # --- the data directory ----------------------------------------------
+    def _all_files(self):
+        out = []
+        for sub in ("tmp", "objects"):
+            for dirpath, _, names in os.walk(os.path.join(self.data_dir, sub)):
+                out += [os.path.join(dirpath, n) for n in names]
+        return sorted(out)
+
     def tmp_files(self):
-        d = os.path.join(self.data_dir, "tmp")
-        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+        """Uploads in progress (or left over): *.part files, anything in tmp/."""
+        return [f for f in self._all_files()
+                if f.endswith(".part") or "/tmp/" in f[len(self.data_dir):]]
 
     def object_files(self):
-        out = []
-        root = os.path.join(self.data_dir, "objects")
-        for sub in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-            out += [os.path.join(sub, f) for f in os.listdir(os.path.join(root, sub))]
-        return out
+        """Stored objects' data files (objects/xx/<id>)."""
+        return [f for f in self._all_files()
+                if not f.endswith(".part") and "/objects/" in f[len(self.data_dir):]]
 
     # --- clients ----------------------------------------------------------
     def boto3(self, access_key=OPERATOR_KEY, secret=OPERATOR_SECRET, **config):
