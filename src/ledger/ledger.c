@@ -352,3 +352,121 @@ ferry_err ledger_object_file_known(ledger *l, const char *file_id, bool *known)
         return err;
     return l->ops->object_file_known(l->impl, file_id, known);
 }
+
+/* ---------------------------------------------------------------------- */
+/* The event outbox                                                         */
+
+static const char *const delivery_state_names[] = {
+    [LEDGER_DELIVERY_PENDING] = "pending",
+    [LEDGER_DELIVERY_DELIVERED] = "delivered",
+    [LEDGER_DELIVERY_DEAD] = "dead",
+};
+
+const char *ledger_delivery_state_str(ledger_delivery_state state)
+{
+    if ((unsigned)state >= sizeof delivery_state_names / sizeof delivery_state_names[0])
+        return "unknown";
+    return delivery_state_names[state];
+}
+
+ferry_err ledger_event_targets_set(ledger *l, const char *const *names, size_t n)
+{
+    ferry_err err;
+    if (l == NULL || (names == NULL && n > 0))
+        return FERRY_ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if ((err = check_str(names[i], LEDGER_TARGET_NAME_MAX)) != FERRY_OK)
+            return err;
+    return l->ops->event_targets_set(l->impl, names, n);
+}
+
+ferry_err ledger_event_latest(ledger *l, const char *bucket, const char *key, ledger_event *out)
+{
+    ferry_err err;
+    if (l == NULL || out == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(bucket, LEDGER_BUCKET_MAX)) != FERRY_OK ||
+        (err = check_str(key, LEDGER_OBJECT_KEY_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->event_latest(l->impl, bucket, key, out);
+}
+
+ferry_err ledger_delivery_claim(ledger *l, const char *target, int64_t now_ms, int64_t lease_ms,
+                                ledger_delivery *out, size_t max, size_t *n)
+{
+    ferry_err err;
+    if (l == NULL || out == NULL || n == NULL || max == 0 || lease_ms < 0)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(target, LEDGER_TARGET_NAME_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->delivery_claim(l->impl, target, now_ms, lease_ms, out, max, n);
+}
+
+/* The error text is cut to LEDGER_DELIVERY_ERR_MAX bytes (it is only for
+ * people), on a UTF-8 boundary. */
+static void error_copy(char *dst, const char *src)
+{
+    size_t len = src != NULL ? strnlen(src, LEDGER_DELIVERY_ERR_MAX) : 0;
+    while (len > 0 && src[len] != '\0' && ((unsigned char)src[len] & 0xC0) == 0x80)
+        len--;
+    if (len > 0)
+        memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+static ferry_err delivery_set(ledger *l, int64_t event_seq, const char *target,
+                              ledger_delivery_state to, unsigned attempts, int64_t next_ms,
+                              const char *error)
+{
+    ferry_err err;
+    char e[LEDGER_DELIVERY_ERR_MAX + 1];
+    if (l == NULL || event_seq <= 0)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(target, LEDGER_TARGET_NAME_MAX)) != FERRY_OK)
+        return err;
+    error_copy(e, error);
+    return l->ops->delivery_set(l->impl, event_seq, target, to, attempts, next_ms, e);
+}
+
+ferry_err ledger_delivery_done(ledger *l, int64_t event_seq, const char *target)
+{
+    return delivery_set(l, event_seq, target, LEDGER_DELIVERY_DELIVERED, 0, 0, NULL);
+}
+
+ferry_err ledger_delivery_retry(ledger *l, int64_t event_seq, const char *target, unsigned attempts,
+                                int64_t next_ms, const char *error)
+{
+    return delivery_set(l, event_seq, target, LEDGER_DELIVERY_PENDING, attempts, next_ms, error);
+}
+
+ferry_err ledger_delivery_dead(ledger *l, int64_t event_seq, const char *target, unsigned attempts,
+                               const char *error)
+{
+    return delivery_set(l, event_seq, target, LEDGER_DELIVERY_DEAD, attempts, 0, error);
+}
+
+ferry_err ledger_delivery_list(ledger *l, ledger_delivery_state state, const char *target,
+                               int64_t after_seq, size_t limit,
+                               int (*fn)(const ledger_delivery *d, void *arg), void *arg)
+{
+    ferry_err err;
+    if (l == NULL || fn == NULL || (unsigned)state > LEDGER_DELIVERY_DEAD)
+        return FERRY_ERR_INVALID;
+    if (target != NULL && (err = check_str(target, LEDGER_TARGET_NAME_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->delivery_list(l->impl, state, target, after_seq, limit, fn, arg);
+}
+
+ferry_err ledger_delivery_replay(ledger *l, const char *target, const char *event_id,
+                                 int64_t now_ms, uint64_t *count)
+{
+    ferry_err err;
+    uint64_t dummy;
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    if ((target != NULL && (err = check_str(target, LEDGER_TARGET_NAME_MAX)) != FERRY_OK) ||
+        (event_id != NULL && (err = check_str(event_id, LEDGER_EVENT_ID_MAX)) != FERRY_OK))
+        return err;
+    return l->ops->delivery_replay(l->impl, target, event_id, now_ms,
+                                   count != NULL ? count : &dummy);
+}

@@ -338,4 +338,116 @@ ledger_object_list(ledger *l, const char *bucket, const char *prefix, const char
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_file_known(ledger *l, const char *file_id, bool *known);
 
+/* ---------------------------------------------------------------------- */
+/* The event outbox (issue 6).                                              */
+/*
+ * Every object recorded under a grant (ledger_object_put, _put_batch) gets,
+ * in the SAME transaction, one event row and one delivery row per active
+ * event target (ledger_event_targets_set), so an object never exists
+ * without its event nor an event without its object. The event row holds
+ * everything the event JSON and the device messages are built from, so a
+ * redelivery builds the same bytes. Objects stored by an operator (no
+ * grant) have no device to tell and raise no event.
+ *
+ * Event ids ("ev_" + 32 hex digits from SQLite's randomblob) are unique and
+ * never change: they are the idempotency key. seq grows with every event
+ * (one counter for the whole ledger), so it also orders the events of one
+ * key: it is the S3 `sequencer`.
+ *
+ * A delivery is pending, delivered or dead. The worker of a target claims
+ * due pending deliveries (taking a lease: next_ms moves to now + lease, so
+ * a worker that dies mid-delivery only delays it) and records the outcome.
+ * A pending delivery holds back the later events of the same bucket and key
+ * for that target (per-key order); a dead one does not (otherwise one
+ * poison event would stop its key for good).
+ */
+
+#define LEDGER_EVENT_ID_MAX     40        /* "ev_" + 32 hex */
+#define LEDGER_TARGET_NAME_MAX  64        /* a [target.NAME] section name, or "@device" */
+#define LEDGER_DELIVERY_ERR_MAX 255       /* last error, for the dead-letter listing */
+#define LEDGER_DEVICE_TARGET    "@device" /* the receipt to the device */
+
+typedef struct ledger_event {
+    int64_t seq; /* the sequencer */
+    char id[LEDGER_EVENT_ID_MAX + 1];
+    char bucket[LEDGER_BUCKET_MAX + 1];
+    char key[LEDGER_OBJECT_KEY_MAX + 1];
+    uint64_t size;
+    char etag[LEDGER_ETAG_MAX + 1];
+    char sha256[LEDGER_SHA256_HEX_LEN + 1];
+    char content_type[LEDGER_CONTENT_TYPE_MAX + 1];
+    char device[LEDGER_DEVICE_MAX + 1];
+    char grant_id[LEDGER_GRANT_ID_MAX + 1];
+    char request_id[LEDGER_REQUEST_ID_MAX + 1]; /* "" when the grant had none */
+    char method[LEDGER_METHOD_MAX + 1];         /* the grant's: "PUT", "POST" */
+    int64_t created_ms;                         /* the object's created_at, in ms */
+} ledger_event;
+
+typedef enum ledger_delivery_state {
+    LEDGER_DELIVERY_PENDING = 0,
+    LEDGER_DELIVERY_DELIVERED,
+    LEDGER_DELIVERY_DEAD,
+} ledger_delivery_state;
+
+/* "pending", "delivered", "dead". */
+const char *ledger_delivery_state_str(ledger_delivery_state state);
+
+typedef struct ledger_delivery {
+    ledger_event event;
+    char target[LEDGER_TARGET_NAME_MAX + 1];
+    ledger_delivery_state state;
+    unsigned attempts; /* failed attempts so far */
+    int64_t next_ms;   /* when due (UTC ms) */
+    char last_error[LEDGER_DELIVERY_ERR_MAX + 1];
+} ledger_delivery;
+
+/* Makes names (n of them, each 1..LEDGER_TARGET_NAME_MAX bytes) exactly the
+ * set of active targets: the ones new events get a delivery row for.
+ * Deliveries of a target no longer active stay as they are (pending ones
+ * wait until it comes back). One transaction. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_event_targets_set(ledger *l, const char *const *names, size_t n);
+
+/* The event of the current object at (bucket, key): the latest event
+ * recorded for it. FERRY_ERR_NOT_FOUND when none. For tools and tests. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_event_latest(ledger *l, const char *bucket, const char *key, ledger_event *out);
+
+/* In one write transaction: up to max due deliveries of target (pending,
+ * next_ms <= now_ms, no earlier pending event of the same key for that
+ * target), oldest first, each leased until now_ms + lease_ms. *n receives
+ * how many were written to out. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_delivery_claim(ledger *l, const char *target, int64_t now_ms, int64_t lease_ms,
+                      ledger_delivery *out, size_t max, size_t *n);
+
+/* pending -> delivered. FERRY_ERR_CONFLICT when the delivery is not pending
+ * (replayed or already marked), FERRY_ERR_NOT_FOUND when unknown. */
+__attribute__((warn_unused_result)) ferry_err ledger_delivery_done(ledger *l, int64_t event_seq,
+                                                                   const char *target);
+/* A failed attempt: stays pending, attempts set, due again at next_ms. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_delivery_retry(ledger *l, int64_t event_seq, const char *target, unsigned attempts,
+                      int64_t next_ms, const char *error);
+/* pending -> dead (dead-letter), with the last error. */
+__attribute__((warn_unused_result)) ferry_err ledger_delivery_dead(ledger *l, int64_t event_seq,
+                                                                   const char *target,
+                                                                   unsigned attempts,
+                                                                   const char *error);
+
+/* Calls fn for each delivery in state (of target; all targets when NULL)
+ * with event seq > after_seq, oldest first, at most limit. fn returning
+ * non-zero stops the walk. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_delivery_list(ledger *l, ledger_delivery_state state, const char *target, int64_t after_seq,
+                     size_t limit, int (*fn)(const ledger_delivery *d, void *arg), void *arg);
+
+/* dead -> pending (attempts 0, due at now_ms) for the dead deliveries of
+ * target (all when NULL) and of event_id (all when NULL). *count (may be
+ * NULL) receives how many moved. */
+__attribute__((warn_unused_result)) ferry_err ledger_delivery_replay(ledger *l, const char *target,
+                                                                     const char *event_id,
+                                                                     int64_t now_ms,
+                                                                     uint64_t *count);
+
 #endif

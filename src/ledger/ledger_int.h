@@ -48,6 +48,20 @@ typedef struct ledger_ops {
                              const char *start_after, size_t limit,
                              int (*fn)(const ledger_object *obj, void *arg), void *arg);
     ferry_err (*object_file_known)(void *impl, const char *file_id, bool *known);
+    ferry_err (*event_targets_set)(void *impl, const char *const *names, size_t n);
+    ferry_err (*event_latest)(void *impl, const char *bucket, const char *key, ledger_event *out);
+    ferry_err (*delivery_claim)(void *impl, const char *target, int64_t now_ms, int64_t lease_ms,
+                                ledger_delivery *out, size_t max, size_t *n);
+    /* to: LEDGER_DELIVERY_DELIVERED, _PENDING (a retry) or _DEAD; error may
+     * be NULL. */
+    ferry_err (*delivery_set)(void *impl, int64_t event_seq, const char *target,
+                              ledger_delivery_state to, unsigned attempts, int64_t next_ms,
+                              const char *error);
+    ferry_err (*delivery_list)(void *impl, ledger_delivery_state state, const char *target,
+                               int64_t after_seq, size_t limit,
+                               int (*fn)(const ledger_delivery *d, void *arg), void *arg);
+    ferry_err (*delivery_replay)(void *impl, const char *target, const char *event_id,
+                                 int64_t now_ms, uint64_t *count);
 } ledger_ops;
 
 struct ledger {

@@ -109,6 +109,45 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (bucket, object_key)"
     ") WITHOUT ROWID;"
     "CREATE INDEX objects_file ON objects(file_id);",
+    /* 3: the event outbox (issue 6). An event row is written in the
+     * transaction that records its object, with one delivery row per
+     * active target (event_targets, kept by ferryd from its config). seq is
+     * AUTOINCREMENT so a sequencer is never reused, even after the newest
+     * events are deleted. The event copies what it is built from (not a
+     * foreign key to objects: the object may be replaced or deleted later,
+     * its event stays as it was). */
+    "CREATE TABLE event_targets ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  active INTEGER NOT NULL CHECK (active IN (0, 1))"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE events ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  bucket TEXT NOT NULL,"
+    "  object_key TEXT NOT NULL,"
+    "  size INTEGER NOT NULL CHECK (size >= 0),"
+    "  etag TEXT NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  content_type TEXT NOT NULL,"
+    "  device TEXT NOT NULL,"
+    "  grant_id TEXT NOT NULL,"
+    "  request_id TEXT NOT NULL,"
+    "  method TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL"
+    ");"
+    /* Per-key order: the earlier events of one key. */
+    "CREATE INDEX events_key ON events(bucket, object_key, seq);"
+    "CREATE TABLE deliveries ("
+    "  event_seq INTEGER NOT NULL REFERENCES events(seq),"
+    "  target TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL,"
+    "  next_ms INTEGER NOT NULL,"
+    "  last_error TEXT NOT NULL,"
+    "  PRIMARY KEY (event_seq, target)"
+    ") WITHOUT ROWID;"
+    /* A worker's claim: its target's due pending rows. */
+    "CREATE INDEX deliveries_due ON deliveries(target, state, next_ms);",
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -136,8 +175,27 @@ enum stmt_id {
     ST_OBJECT_DELETE,
     ST_OBJECT_LIST,
     ST_OBJECT_FILE_KNOWN,
+    ST_EVENT_INSERT,
+    ST_DELIVERY_FANOUT,
+    ST_TARGETS_OFF,
+    ST_TARGET_ON,
+    ST_EVENT_LATEST,
+    ST_DELIVERY_DUE,
+    ST_DELIVERY_LEASE,
+    ST_DELIVERY_DONE,
+    ST_DELIVERY_SET,
+    ST_DELIVERY_EXISTS,
+    ST_DELIVERY_LIST_ALL,
+    ST_DELIVERY_LIST_TARGET,
+    ST_DELIVERY_REPLAY,
     ST__COUNT
 };
+
+/* The columns event_row() reads, then those delivery_row() adds. */
+#define EVENT_COLS                                                                                 \
+    "e.seq, e.id, e.bucket, e.object_key, e.size, e.etag, e.sha256, e.content_type, e.device,"     \
+    " e.grant_id, e.request_id, e.method, e.created_ms"
+#define DELIVERY_COLS EVENT_COLS ", d.target, d.state, d.attempts, d.next_ms, d.last_error"
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
@@ -202,6 +260,51 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " AND substr(CAST(object_key AS BLOB), 1, ?4) = CAST(?3 AS BLOB)"
                        " ORDER BY object_key LIMIT ?5",
     [ST_OBJECT_FILE_KNOWN] = "SELECT 1 FROM objects WHERE file_id = ?1 LIMIT 1",
+    /* The event id comes from SQLite's CSPRNG-seeded randomblob: 128 bits,
+     * so ids from several ferryd on one ledger never collide in practice
+     * (and the UNIQUE constraint would refuse the commit if they did). */
+    [ST_EVENT_INSERT] =
+        "INSERT INTO events (id, bucket, object_key, size, etag, sha256, content_type, device,"
+        " grant_id, request_id, method, created_ms)"
+        " SELECT 'ev_' || lower(hex(randomblob(16))), ?1, ?2, ?3, ?4, ?5, ?6, device, id,"
+        " request_id, method, ?7 FROM grants WHERE id = ?8",
+    [ST_DELIVERY_FANOUT] = "INSERT INTO deliveries (event_seq, target, state, attempts, next_ms,"
+                           " last_error) SELECT ?1, name, 'pending', 0, ?2, ''"
+                           " FROM event_targets WHERE active = 1",
+    [ST_TARGETS_OFF] = "UPDATE event_targets SET active = 0",
+    [ST_TARGET_ON] = "INSERT INTO event_targets (name, active) VALUES (?1, 1)"
+                     " ON CONFLICT (name) DO UPDATE SET active = 1",
+    [ST_EVENT_LATEST] = "SELECT " EVENT_COLS " FROM events e"
+                        " WHERE e.bucket = ?1 AND e.object_key = ?2 ORDER BY e.seq DESC LIMIT 1",
+    /* Per-key order: a row is due only when no earlier event of its key is
+     * still pending for the same target (leased rows count as pending). */
+    [ST_DELIVERY_DUE] =
+        "SELECT " DELIVERY_COLS " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+        " WHERE d.target = ?1 AND d.state = 'pending' AND d.next_ms <= ?2"
+        " AND NOT EXISTS (SELECT 1 FROM events e2 JOIN deliveries d2"
+        "   ON d2.event_seq = e2.seq AND d2.target = ?1"
+        "   WHERE e2.bucket = e.bucket AND e2.object_key = e.object_key AND e2.seq < e.seq"
+        "   AND d2.state = 'pending')"
+        " ORDER BY d.event_seq LIMIT ?3",
+    [ST_DELIVERY_LEASE] = "UPDATE deliveries SET next_ms = ?3"
+                          " WHERE event_seq = ?1 AND target = ?2 AND state = 'pending'",
+    [ST_DELIVERY_DONE] = "UPDATE deliveries SET state = 'delivered', last_error = ''"
+                         " WHERE event_seq = ?1 AND target = ?2 AND state = 'pending'",
+    [ST_DELIVERY_SET] = "UPDATE deliveries SET state = ?3, attempts = ?4, next_ms = ?5,"
+                        " last_error = ?6"
+                        " WHERE event_seq = ?1 AND target = ?2 AND state = 'pending'",
+    [ST_DELIVERY_EXISTS] = "SELECT 1 FROM deliveries WHERE event_seq = ?1 AND target = ?2",
+    [ST_DELIVERY_LIST_ALL] =
+        "SELECT " DELIVERY_COLS " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+        " WHERE d.state = ?1 AND d.event_seq > ?2 ORDER BY d.event_seq, d.target LIMIT ?3",
+    [ST_DELIVERY_LIST_TARGET] =
+        "SELECT " DELIVERY_COLS " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+        " WHERE d.state = ?1 AND d.event_seq > ?2 AND d.target = ?4"
+        " ORDER BY d.event_seq LIMIT ?3",
+    [ST_DELIVERY_REPLAY] =
+        "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?1"
+        " WHERE state = 'dead' AND (?2 IS NULL OR target = ?2)"
+        " AND (?3 IS NULL OR event_seq = (SELECT seq FROM events WHERE id = ?3))",
 };
 
 typedef struct sqlite_ledger {
@@ -986,6 +1089,37 @@ static ferry_err object_file_of(sqlite_ledger *s, const char *bucket, const char
     return err;
 }
 
+/* The outbox half of an object put: the event (its device, request id and
+ * method read from the grant, already consumed in this transaction) and
+ * one pending delivery per active target, due at once. */
+static ferry_err event_insert_locked(sqlite_ledger *s, const ledger_object *obj)
+{
+    sqlite3_stmt *st;
+    ferry_err err;
+    int64_t created_ms = obj->created_at * 1000;
+
+    if ((err = stmt_get(s, ST_EVENT_INSERT, &st)) != FERRY_OK)
+        return err;
+    bind_text(st, 1, obj->bucket);
+    bind_text(st, 2, obj->key);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)obj->size);
+    bind_text(st, 4, obj->etag);
+    bind_text(st, 5, obj->sha256);
+    bind_text(st, 6, obj->content_type);
+    sqlite3_bind_int64(st, 7, created_ms);
+    bind_text(st, 8, obj->grant_id);
+    if ((err = stmt_done(s, st, "event.insert")) != FERRY_OK)
+        return err == FERRY_ERR_EXISTS ? FERRY_ERR_DB : err;
+    if (sqlite3_changes(s->db) != 1)
+        return FERRY_ERR_INTERNAL; /* the grant was consumed just above */
+    sqlite3_int64 seq = sqlite3_last_insert_rowid(s->db);
+    if ((err = stmt_get(s, ST_DELIVERY_FANOUT, &st)) != FERRY_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, seq);
+    sqlite3_bind_int64(st, 2, created_ms);
+    return stmt_done(s, st, "event.fanout");
+}
+
 /* The body of an object put, inside a write transaction the caller owns:
  * the grant's compare-and-set (if any), the old file id, the new row. On a
  * grant refusal nothing was written (the UPDATE changed no row), so a batch
@@ -1025,6 +1159,8 @@ static ferry_err object_put_locked(sqlite_ledger *s, const ledger_object *obj, i
     bind_text_or_null(st, 10, obj->grant_id);
     sqlite3_bind_int64(st, 11, obj->created_at);
     if ((err = stmt_done(s, st, "object_put.upsert")) != FERRY_OK)
+        return err;
+    if (obj->grant_id[0] != '\0' && (err = event_insert_locked(s, obj)) != FERRY_OK)
         return err;
     memcpy(replaced_file_id, old, sizeof old);
     return FERRY_OK;
@@ -1213,6 +1349,259 @@ static ferry_err sq_object_file_known(void *impl, const char *file_id, bool *kno
     return err;
 }
 
+/* ---------------------------------------------------------------------- */
+/* The event outbox                                                         */
+
+/* Fills ev from columns 0..12 (EVENT_COLS). */
+static ferry_err event_row(sqlite_ledger *s, sqlite3_stmt *st, ledger_event *ev)
+{
+    ferry_err err;
+    sqlite3_int64 size;
+    memset(ev, 0, sizeof *ev);
+    ev->seq = sqlite3_column_int64(st, 0);
+    if ((err = col_text(s, st, 1, ev->id, sizeof ev->id)) != FERRY_OK ||
+        (err = col_text(s, st, 2, ev->bucket, sizeof ev->bucket)) != FERRY_OK ||
+        (err = col_text(s, st, 3, ev->key, sizeof ev->key)) != FERRY_OK ||
+        (err = col_text(s, st, 5, ev->etag, sizeof ev->etag)) != FERRY_OK ||
+        (err = col_text(s, st, 6, ev->sha256, sizeof ev->sha256)) != FERRY_OK ||
+        (err = col_text(s, st, 7, ev->content_type, sizeof ev->content_type)) != FERRY_OK ||
+        (err = col_text(s, st, 8, ev->device, sizeof ev->device)) != FERRY_OK ||
+        (err = col_text(s, st, 9, ev->grant_id, sizeof ev->grant_id)) != FERRY_OK ||
+        (err = col_text(s, st, 10, ev->request_id, sizeof ev->request_id)) != FERRY_OK ||
+        (err = col_text(s, st, 11, ev->method, sizeof ev->method)) != FERRY_OK)
+        return err;
+    size = sqlite3_column_int64(st, 4);
+    if (size < 0)
+        return FERRY_ERR_DB;
+    ev->size = (uint64_t)size;
+    ev->created_ms = sqlite3_column_int64(st, 12);
+    return FERRY_OK;
+}
+
+static ferry_err delivery_state_parse(const char *v, ledger_delivery_state *out)
+{
+    for (int i = LEDGER_DELIVERY_PENDING; i <= LEDGER_DELIVERY_DEAD; i++) {
+        if (strcmp(v, ledger_delivery_state_str((ledger_delivery_state)i)) == 0) {
+            *out = (ledger_delivery_state)i;
+            return FERRY_OK;
+        }
+    }
+    log_error("ledger.corrupt", "backend=sqlite what=delivery_state");
+    return FERRY_ERR_DB;
+}
+
+/* Fills d from the columns of DELIVERY_COLS. */
+static ferry_err delivery_row(sqlite_ledger *s, sqlite3_stmt *st, ledger_delivery *d)
+{
+    ferry_err err;
+    char state[16];
+    sqlite3_int64 attempts;
+    if ((err = event_row(s, st, &d->event)) != FERRY_OK)
+        return err;
+    if ((err = col_text(s, st, 13, d->target, sizeof d->target)) != FERRY_OK ||
+        (err = col_text(s, st, 14, state, sizeof state)) != FERRY_OK ||
+        (err = col_text(s, st, 17, d->last_error, sizeof d->last_error)) != FERRY_OK ||
+        (err = delivery_state_parse(state, &d->state)) != FERRY_OK)
+        return err;
+    attempts = sqlite3_column_int64(st, 15);
+    if (attempts < 0 || attempts > UINT32_MAX)
+        return FERRY_ERR_DB;
+    d->attempts = (unsigned)attempts;
+    d->next_ms = sqlite3_column_int64(st, 16);
+    return FERRY_OK;
+}
+
+static ferry_err sq_event_targets_set(void *impl, const char *const *names, size_t n)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "targets_set.begin")) != FERRY_OK)
+        return err;
+    if ((err = exec_simple(s, ST_TARGETS_OFF, "targets_set.off")) != FERRY_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if ((err = stmt_get(s, ST_TARGET_ON, &st)) != FERRY_OK)
+            goto out;
+        bind_text(st, 1, names[i]);
+        if ((err = stmt_done(s, st, "targets_set.on")) != FERRY_OK)
+            goto out;
+    }
+    if ((err = exec_simple(s, ST_COMMIT, "targets_set.commit")) != FERRY_OK)
+        goto out;
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
+static ferry_err sq_event_latest(void *impl, const char *bucket, const char *key, ledger_event *out)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ledger_event ev;
+    ferry_err err = stmt_get(s, ST_EVENT_LATEST, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, bucket);
+    bind_text(st, 2, key);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = event_row(s, st, &ev);
+    else if (rc == SQLITE_DONE)
+        err = FERRY_ERR_NOT_FOUND;
+    else
+        err = db_fail(s, "event_latest", rc);
+    sqlite3_reset(st);
+    if (err == FERRY_OK)
+        *out = ev;
+    return err;
+}
+
+static ferry_err sq_delivery_claim(void *impl, const char *target, int64_t now_ms, int64_t lease_ms,
+                                   ledger_delivery *out, size_t max, size_t *n)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    size_t got = 0;
+    int rc;
+
+    /* The write lock first: two workers of one target (two ferryd on one
+     * ledger) then never claim the same row. */
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "claim.begin")) != FERRY_OK)
+        return err;
+    if ((err = stmt_get(s, ST_DELIVERY_DUE, &st)) != FERRY_OK)
+        goto out;
+    bind_text(st, 1, target);
+    sqlite3_bind_int64(st, 2, now_ms);
+    sqlite3_bind_int64(st, 3, max > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)max);
+    while (got < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((err = delivery_row(s, st, &out[got])) != FERRY_OK) {
+            sqlite3_reset(st);
+            goto out;
+        }
+        got++;
+    }
+    if (got < max && rc != SQLITE_DONE) {
+        err = db_fail(s, "claim.select", rc);
+        sqlite3_reset(st);
+        goto out;
+    }
+    sqlite3_reset(st);
+    for (size_t i = 0; i < got; i++) {
+        if ((err = stmt_get(s, ST_DELIVERY_LEASE, &st)) != FERRY_OK)
+            goto out;
+        sqlite3_bind_int64(st, 1, out[i].event.seq);
+        bind_text(st, 2, target);
+        sqlite3_bind_int64(st, 3, now_ms + lease_ms);
+        if ((err = stmt_done(s, st, "claim.lease")) != FERRY_OK)
+            goto out;
+    }
+    if ((err = exec_simple(s, ST_COMMIT, "claim.commit")) != FERRY_OK)
+        goto out;
+    *n = got;
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
+static ferry_err sq_delivery_set(void *impl, int64_t event_seq, const char *target,
+                                 ledger_delivery_state to, unsigned attempts, int64_t next_ms,
+                                 const char *error)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    int rc;
+
+    if (to == LEDGER_DELIVERY_DELIVERED) {
+        if ((err = stmt_get(s, ST_DELIVERY_DONE, &st)) != FERRY_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, event_seq);
+        bind_text(st, 2, target);
+    } else {
+        if ((err = stmt_get(s, ST_DELIVERY_SET, &st)) != FERRY_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, event_seq);
+        bind_text(st, 2, target);
+        bind_text(st, 3, ledger_delivery_state_str(to));
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)attempts);
+        sqlite3_bind_int64(st, 5, next_ms);
+        bind_text(st, 6, error);
+    }
+    if ((err = stmt_done(s, st, "delivery_set")) != FERRY_OK)
+        return err;
+    if (sqlite3_changes(s->db) == 1)
+        return FERRY_OK;
+    /* No row moved: say whether it is unknown or no longer pending. */
+    if ((err = stmt_get(s, ST_DELIVERY_EXISTS, &st)) != FERRY_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, event_seq);
+    bind_text(st, 2, target);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return FERRY_ERR_CONFLICT;
+    if (rc == SQLITE_DONE)
+        return FERRY_ERR_NOT_FOUND;
+    return db_fail(s, "delivery_set.exists", rc);
+}
+
+static ferry_err sq_delivery_list(void *impl, ledger_delivery_state state, const char *target,
+                                  int64_t after_seq, size_t limit,
+                                  int (*fn)(const ledger_delivery *d, void *arg), void *arg)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err =
+        stmt_get(s, target != NULL ? ST_DELIVERY_LIST_TARGET : ST_DELIVERY_LIST_ALL, &st);
+    ledger_delivery *d = NULL;
+    int rc;
+    if (err)
+        return err;
+    d = malloc(sizeof *d);
+    if (d == NULL)
+        return FERRY_ERR_NOMEM;
+    bind_text(st, 1, ledger_delivery_state_str(state));
+    sqlite3_bind_int64(st, 2, after_seq);
+    sqlite3_bind_int64(st, 3, limit > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)limit);
+    if (target != NULL)
+        bind_text(st, 4, target);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((err = delivery_row(s, st, d)) != FERRY_OK)
+            goto out;
+        if (fn(d, arg) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        err = db_fail(s, "delivery_list", rc);
+out:
+    sqlite3_reset(st);
+    free(d);
+    return err;
+}
+
+static ferry_err sq_delivery_replay(void *impl, const char *target, const char *event_id,
+                                    int64_t now_ms, uint64_t *count)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_DELIVERY_REPLAY, &st);
+    if (err)
+        return err;
+    sqlite3_bind_int64(st, 1, now_ms);
+    bind_text(st, 2, target);
+    bind_text(st, 3, event_id);
+    if ((err = stmt_done(s, st, "delivery_replay")) != FERRY_OK)
+        return err;
+    *count = (uint64_t)sqlite3_changes(s->db);
+    return FERRY_OK;
+}
+
 const ledger_ops ledger_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -1237,4 +1626,10 @@ const ledger_ops ledger_sqlite_ops = {
     .object_delete = sq_object_delete,
     .object_list = sq_object_list,
     .object_file_known = sq_object_file_known,
+    .event_targets_set = sq_event_targets_set,
+    .event_latest = sq_event_latest,
+    .delivery_claim = sq_delivery_claim,
+    .delivery_set = sq_delivery_set,
+    .delivery_list = sq_delivery_list,
+    .delivery_replay = sq_delivery_replay,
 };

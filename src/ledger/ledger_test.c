@@ -117,7 +117,7 @@ static void test_migrate_fresh_and_reopen(void **state)
 
     assert_string_equal(ledger_backend(f->l), "sqlite");
     assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, 2);
+    assert_int_equal(v, 3);
     /* Re-opening an up-to-date database changes nothing and keeps data. */
     ledger_grant g;
     make_grant(&g, "g_a", "dev-1", 10, T0, 60);
@@ -126,7 +126,7 @@ static void test_migrate_fresh_and_reopen(void **state)
     f->l = NULL;
     assert_int_equal(ledger_open(f->path, &again), FERRY_OK);
     assert_int_equal(ledger_schema_version(again, &v), FERRY_OK);
-    assert_int_equal(v, 2);
+    assert_int_equal(v, 3);
     ledger_grant back;
     assert_int_equal(ledger_grant_get(again, "g_a", &back), FERRY_OK);
     assert_string_equal(back.key, g.key);
@@ -828,6 +828,167 @@ static void test_race_insert_limit(void **state)
     assert_int_equal(n, 5);
 }
 
+/* ---------------------------------------------------------------------- */
+/* The event outbox                                                         */
+
+static int count_cb(const ledger_delivery *d, void *arg)
+{
+    (void)d;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static int count_state(ledger *l, ledger_delivery_state state, const char *target)
+{
+    int n = 0;
+    assert_int_equal(ledger_delivery_list(l, state, target, 0, 1000, count_cb, &n), FERRY_OK);
+    return n;
+}
+
+/* An object under a grant brings its event and one delivery per active
+ * target, in the same transaction; an operator's object brings none. */
+static void test_outbox_event_with_object(void **state)
+{
+    fixture *f = *state;
+    static const char *const targets[] = {"hook", LEDGER_DEVICE_TARGET};
+    ledger_grant g;
+    ledger_object o;
+    ledger_event ev;
+    ledger_delivery d[4];
+    size_t n = 99;
+
+    assert_int_equal(ledger_event_targets_set(f->l, targets, 2), FERRY_OK);
+    make_grant(&g, "g_ev1", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_object(&o, "ev/one", "g_ev1");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "ev/one", &ev), FERRY_OK);
+    assert_int_equal(strlen(ev.id), 35);
+    assert_memory_equal(ev.id, "ev_", 3);
+    assert_string_equal(ev.device, "dev-1");
+    assert_string_equal(ev.grant_id, "g_ev1");
+    assert_string_equal(ev.request_id, "r-g_ev1");
+    assert_string_equal(ev.method, "PUT");
+    assert_string_equal(ev.sha256, o.sha256);
+    assert_int_equal(ev.size, 3);
+    assert_int_equal(ev.created_ms, T0 * 1000);
+
+    /* Claimed once: the lease hides it from the next claim. */
+    assert_int_equal(ledger_delivery_claim(f->l, "hook", T0 * 1000, 30000, d, 4, &n), FERRY_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(d[0].event.id, ev.id);
+    assert_string_equal(d[0].target, "hook");
+    assert_int_equal(d[0].attempts, 0);
+    assert_int_equal(ledger_delivery_claim(f->l, "hook", T0 * 1000, 30000, d, 4, &n), FERRY_OK);
+    assert_int_equal(n, 0);
+    /* After the lease (a worker that died) it comes back. */
+    assert_int_equal(ledger_delivery_claim(f->l, "hook", T0 * 1000 + 30000, 30000, d, 4, &n),
+                     FERRY_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ledger_delivery_done(f->l, ev.seq, "hook"), FERRY_OK);
+    assert_int_equal(ledger_delivery_done(f->l, ev.seq, "hook"), FERRY_ERR_CONFLICT);
+    assert_int_equal(ledger_delivery_done(f->l, ev.seq + 1000, "hook"), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_DELIVERED, "hook"), 1);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_PENDING, LEDGER_DEVICE_TARGET), 1);
+
+    /* A target dropped from the config gets no rows for new events. */
+    assert_int_equal(ledger_event_targets_set(f->l, targets + 1, 1), FERRY_OK);
+    make_grant(&g, "g_ev2", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_object(&o, "ev/two", "g_ev2");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_PENDING, "hook"), 0);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_PENDING, LEDGER_DEVICE_TARGET), 2);
+
+    /* No grant, no device: no event. */
+    make_object(&o, "ev/operator", NULL);
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "ev/operator", &ev), FERRY_ERR_NOT_FOUND);
+
+    /* A refused grant in a batch writes neither object nor event. */
+    ledger_object_put_item items[1];
+    make_object(&o, "ev/again", "g_ev1");
+    items[0] = (ledger_object_put_item){.obj = &o, .now = T0 + 1};
+    assert_int_equal(ledger_object_put_batch(f->l, items, 1), FERRY_OK);
+    assert_int_equal(items[0].err, FERRY_ERR_CONFLICT);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "ev/again", &ev), FERRY_ERR_NOT_FOUND);
+
+    /* Bad arguments. */
+    assert_int_equal(ledger_delivery_claim(f->l, "", 0, 0, d, 4, &n), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_delivery_claim(f->l, "hook", 0, 0, d, 0, &n), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_event_targets_set(f->l, NULL, 1), FERRY_ERR_INVALID);
+}
+
+/* Per-key order, retry, dead-letter and replay. */
+static void test_outbox_order_dead_replay(void **state)
+{
+    fixture *f = *state;
+    static const char *const targets[] = {"cmd"};
+    ledger_grant g;
+    ledger_object o;
+    ledger_delivery d[4];
+    size_t n = 0;
+    uint64_t moved = 0;
+    int64_t now = T0 * 1000;
+
+    assert_int_equal(ledger_event_targets_set(f->l, targets, 1), FERRY_OK);
+    /* Two events of one key, one of another. */
+    make_grant(&g, "g_k1", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_k2", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_k3", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_object(&o, "same", "g_k1");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+    make_object(&o, "same", "g_k2");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+    make_object(&o, "other", "g_k3");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+
+    /* The second event of "same" waits for the first. */
+    assert_int_equal(ledger_delivery_claim(f->l, "cmd", now, 1000, d, 4, &n), FERRY_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(d[0].event.grant_id, "g_k1");
+    assert_string_equal(d[1].event.grant_id, "g_k3");
+    int64_t first = d[0].event.seq;
+    assert_true(d[1].event.seq > first);
+    assert_int_equal(ledger_delivery_done(f->l, d[1].event.seq, "cmd"), FERRY_OK);
+    assert_int_equal(ledger_delivery_retry(f->l, first, "cmd", 1, now + 5000, "exit 1"), FERRY_OK);
+    assert_int_equal(ledger_delivery_claim(f->l, "cmd", now + 1000, 1000, d, 4, &n), FERRY_OK);
+    assert_int_equal(n, 0); /* first not due yet, second held back */
+    assert_int_equal(ledger_delivery_claim(f->l, "cmd", now + 5000, 1000, d, 4, &n), FERRY_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(d[0].event.seq, first);
+    assert_int_equal(d[0].attempts, 1);
+    assert_string_equal(d[0].last_error, "exit 1");
+
+    /* Dead-letter: no longer holds the key back. */
+    assert_int_equal(ledger_delivery_dead(f->l, first, "cmd", 2, "exit 1 again"), FERRY_OK);
+    assert_int_equal(ledger_delivery_claim(f->l, "cmd", now + 5000, 1000, d, 4, &n), FERRY_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(d[0].event.grant_id, "g_k2");
+    assert_int_equal(ledger_delivery_done(f->l, d[0].event.seq, "cmd"), FERRY_OK);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_DEAD, NULL), 1);
+    assert_int_equal(ledger_delivery_retry(f->l, first, "cmd", 3, now, "x"), FERRY_ERR_CONFLICT);
+
+    /* Replay: by event id (another id moves nothing), then due at once. */
+    assert_int_equal(ledger_delivery_replay(f->l, "cmd", "ev_none", now, &moved), FERRY_OK);
+    assert_int_equal(moved, 0);
+    ledger_event ev;
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "same", &ev), FERRY_OK);
+    assert_true(ev.seq > first); /* the latest of "same" is the second */
+    assert_int_equal(ledger_delivery_replay(f->l, NULL, NULL, now + 6000, &moved), FERRY_OK);
+    assert_int_equal(moved, 1);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_DEAD, NULL), 0);
+    assert_int_equal(ledger_delivery_claim(f->l, "cmd", now + 6000, 1000, d, 4, &n), FERRY_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(d[0].event.seq, first);
+    assert_int_equal(d[0].attempts, 0);
+    assert_int_equal(ledger_delivery_done(f->l, first, "cmd"), FERRY_OK);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_DELIVERED, "cmd"), 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -847,6 +1008,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_objects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_object_put, setup, teardown),
         cmocka_unit_test_setup_teardown(test_object_put_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_event_with_object, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_order_dead_replay, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
