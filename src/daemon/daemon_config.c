@@ -156,15 +156,26 @@ const ferry_cfg_table daemon_config_table = {options, sizeof options / sizeof op
 ferry_err daemon_config_load(daemon_config *cfg, const char *path, char *err, size_t err_size)
 {
     memset(cfg, 0, sizeof *cfg);
-    ferry_err e = ferry_cfg_load(&daemon_config_table, cfg, path, NULL, NULL, err, err_size);
+    events_config_init(&cfg->events);
+    ferry_err e = ferry_cfg_load(&daemon_config_table, cfg, path, events_config_section,
+                                 &cfg->events, err, err_size);
     if (e)
         return e;
-    return daemon_config_check(cfg, err, err_size);
+    if ((e = daemon_config_check(cfg, err, err_size)) != FERRY_OK)
+        return e;
+    /* No target configured: the MQTT topic the issue names as the default,
+     * built through the same parser as a written section would be. */
+    if (cfg->events.count == 0 &&
+        events_config_section(&cfg->events, "target." DAEMON_DEFAULT_TARGET, "type", "mqtt", err,
+                              err_size) != 0)
+        return FERRY_ERR_CONFIG;
+    return events_config_check(&cfg->events, cfg->prefix, err, err_size);
 }
 
 void daemon_config_free(daemon_config *cfg)
 {
     ferry_cfg_free(&daemon_config_table, cfg);
+    events_config_cleanup(&cfg->events);
 }
 
 ferry_err daemon_config_check(const daemon_config *cfg, char *err, size_t err_size)

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "common/config.h"
+#include "events/events_config.h"
 #include "ferry/ferry_error.h"
 #include "grants/grants.h"
 
@@ -82,15 +83,23 @@ typedef struct daemon_config {
     int64_t policy_daily_quota;
     int64_t policy_put_max_size;
     int64_t policy_rate_table_size;
+
+    /* [target.NAME] sections (src/events/events_config.h), checked, with
+     * their defaults filled in. With none, one MQTT target named "mqtt"
+     * publishing to <prefix>/events/object-created stands in (docs/events.md). */
+    events_config events;
 } daemon_config;
 
 extern const ferry_cfg_table daemon_config_table;
 
-/* Loads and checks path; on failure err holds one line naming file, line and
- * option. The config must be freed with daemon_config_free in every case. */
-__attribute__((warn_unused_result)) ferry_err daemon_config_load(daemon_config *cfg,
-                                                                 const char *path, char *err,
-                                                                 size_t err_size);
+/* Name of the MQTT target ferryd adds when the config names none. */
+#define DAEMON_DEFAULT_TARGET "mqtt"
+
+/* Loads and checks path, [target.NAME] sections included; on failure err
+ * holds one line naming file, line and option. The config must be freed with daemon_config_free in
+ * every case. */
+__attribute__((warn_unused_result)) ferry_err
+daemon_config_load(daemon_config *cfg, const char *path, char *err, size_t err_size);
 void daemon_config_free(daemon_config *cfg);
 
 /* Cross-option checks, after loading. */

@@ -11,7 +11,8 @@
  * ledger handles of its own; it starts before the broker link (a grant's URL
  * must work as soon as it is sent) and stops before it on SIGTERM, letting
  * uploads in flight finish for up to shutdown_timeout and aborting the rest
- * without leaving partial files.
+ * without leaving partial files. The outbox (outbox.h) runs one thread per
+ * event target, started after the broker link and stopped before it.
  */
 #include "ferryd.h"
 
@@ -30,6 +31,7 @@
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "daemon/grant_service.h"
+#include "daemon/outbox.h"
 #include "ledger/ledger.h"
 #include "sigv4/sigv4.h"
 #include "store/store.h"
@@ -215,6 +217,7 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
     store *embedded = NULL;
     char op_secret[SIGV4_MAX_SECRET_LEN + 1] = "";
     broker_link *link = NULL;
+    outbox *events = NULL;
     ferryd_state *st = calloc(1, sizeof *st);
     char secret[SIGV4_MAX_SECRET_LEN + 1];
     char err[512];
@@ -334,6 +337,24 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         log_error("broker.init_failed", "error=\"%s\"", ferry_err_str(result));
         goto out;
     }
+    /* The outbox after the link (its MQTT targets and the device messages
+     * publish through it). Events recorded before this point, or while a
+     * previous ferryd was down, are simply due and go out now. */
+    outbox_config ocfg = {
+        .ledger_url = cfg->ledger,
+        .prefix = cfg->prefix,
+        .region = cfg->store_region,
+        .events = &cfg->events,
+        .link = link,
+    };
+    err[0] = '\0';
+    result = outbox_new(&ocfg, &events, err, sizeof err);
+    if (result == FERRY_OK)
+        result = outbox_start(events);
+    if (result) {
+        log_error("outbox.init_failed", "error=\"%s\" detail=\"%s\"", ferry_err_str(result), err);
+        goto out;
+    }
     log_info("ferryd.started", "broker=%s:%lld subscription=%s ledger=%s store=%s bucket=%s",
              cfg->broker_host, (long long)cfg->broker_port, subscription, cfg->ledger,
              cfg->store_endpoint, cfg->store_bucket);
@@ -359,6 +380,9 @@ out:
     store_stop(embedded, cfg->shutdown_timeout_ms);
     store_free(embedded);
     OPENSSL_cleanse(op_secret, sizeof op_secret);
+    /* Then the outbox: the delivery in progress finishes, the rest stays
+     * pending in the ledger for the next start. */
+    outbox_free(events);
     /* Stopping the link first finishes the request being handled and waits
      * for the broker to acknowledge the answers already published. */
     broker_link_stop(link, cfg->shutdown_timeout_ms);

@@ -1,0 +1,391 @@
+/*
+ * outbox.c - ferryd's event delivery workers; see outbox.h.
+ *
+ * Each worker loops: claim up to CLAIM_MAX due deliveries of its target
+ * (leased for the target's timeout plus a margin, so a delivery that is
+ * still running is never handed out twice), deliver them one by one, record
+ * each outcome. With nothing due it sleeps poll_ms on a condition variable
+ * that outbox_stop() signals, so SIGTERM is answered within one delivery.
+ */
+#include "outbox.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker/broker_link.h"
+#include "common/buf.h"
+#include "common/log.h"
+#include "events/events.h"
+#include "ledger/ledger.h"
+
+#define CLAIM_MAX         32
+#define LEASE_MARGIN_MS   30000 /* beyond the target's own timeout */
+#define DEVICE_TIMEOUT_MS 10000 /* PUBACK of a receipt */
+#define TOPIC_MAX         1024
+
+typedef struct worker {
+    struct outbox *owner;
+    char name[LEDGER_TARGET_NAME_MAX + 1];
+    events_target *target; /* NULL for the device's receipts */
+    int64_t timeout_ms;
+    bool send_processed;
+    events_retry_policy retry;
+    ledger *ledger;
+    pthread_t thread;
+    bool started;
+    unsigned seed; /* rand_r state for the jitter (not a secret) */
+    ledger_delivery batch[CLAIM_MAX];
+} worker;
+
+struct outbox {
+    char *prefix;
+    char *region;
+    struct broker_link *link;
+    int64_t poll_ms;
+    worker *workers;
+    size_t count;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The events_object the builders take, borrowing the row's strings. */
+static void object_of(const outbox *o, const ledger_event *ev, events_object *obj)
+{
+    memset(obj, 0, sizeof *obj);
+    obj->event_id = ev->id;
+    obj->sequencer = (uint64_t)ev->seq;
+    obj->method = strcmp(ev->method, "POST") == 0 ? EVENTS_POST : EVENTS_PUT;
+    obj->time_ms = ev->created_ms;
+    obj->region = o->region;
+    obj->bucket = ev->bucket;
+    obj->key = ev->key;
+    obj->size = (int64_t)ev->size;
+    obj->etag = ev->etag;
+    obj->device = ev->device;
+    obj->grant = ev->grant_id;
+    obj->sha256 = ev->sha256[0] != '\0' ? ev->sha256 : NULL;
+    obj->content_type = ev->content_type[0] != '\0' ? ev->content_type : NULL;
+    obj->request_id = ev->request_id[0] != '\0' ? ev->request_id : NULL;
+}
+
+static ferry_err device_topic(const outbox *o, const char *device, char *out, size_t out_size)
+{
+    int n = snprintf(out, out_size, "%s/%s/upload/response", o->prefix, device);
+    return n < 0 || (size_t)n >= out_size ? FERRY_ERR_TOO_LARGE : FERRY_OK;
+}
+
+/* One attempt for the device worker: the receipt, acknowledged by the
+ * broker. */
+static ferry_err deliver_receipt(worker *w, const events_object *obj, events_delivery *d)
+{
+    outbox *o = w->owner;
+    ferry_buf msg;
+    char topic[TOPIC_MAX];
+    ferry_err err;
+
+    ferry_buf_init(&msg, EVENTS_MAX_DEVICE_MESSAGE_LEN + 1);
+    if ((err = device_topic(o, obj->device, topic, sizeof topic)) != FERRY_OK ||
+        (err = events_receipt(obj, &msg)) != FERRY_OK) {
+        d->outcome = EVENTS_FAILED;
+        snprintf(d->detail, sizeof d->detail, "cannot build the receipt: %s", ferry_err_str(err));
+        err = FERRY_OK;
+        goto out;
+    }
+    err = broker_link_publish_acked(o->link, topic, msg.data, msg.len, NULL, w->timeout_ms);
+    if (err == FERRY_OK) {
+        d->outcome = EVENTS_DELIVERED;
+    } else if (err == FERRY_ERR_DENIED) {
+        d->outcome = EVENTS_FAILED;
+        snprintf(d->detail, sizeof d->detail, "broker refused the publish to %s", topic);
+    } else {
+        d->outcome = EVENTS_RETRY_LATER;
+        snprintf(d->detail, sizeof d->detail, "no PUBACK: %s", ferry_err_str(err));
+    }
+    err = FERRY_OK;
+out:
+    ferry_buf_cleanup(&msg);
+    return err;
+}
+
+/* A command target's result to the device. QoS 1 through the link's queue:
+ * it goes out after a reconnect too. Failure to build or queue it is
+ * logged; the event itself was delivered and is not run again for it. */
+static void send_processed(worker *w, const events_object *obj, const events_delivery *d)
+{
+    outbox *o = w->owner;
+    ferry_buf msg;
+    char topic[TOPIC_MAX];
+    ferry_err err;
+
+    ferry_buf_init(&msg, EVENTS_MAX_DEVICE_MESSAGE_LEN + 1);
+    if ((err = device_topic(o, obj->device, topic, sizeof topic)) == FERRY_OK &&
+        (err = events_processed(obj, w->name, d->result_json, d->result_len, &msg)) == FERRY_OK)
+        err = broker_link_publish(o->link, topic, msg.data, msg.len, NULL);
+    if (err != FERRY_OK)
+        log_error("event.processed_failed", "event=%s target=%s device=%s error=\"%s\"",
+                  obj->event_id, w->name, obj->device, ferry_err_str(err));
+    else
+        log_info("event.processed_sent", "event=%s target=%s device=%s", obj->event_id, w->name,
+                 obj->device);
+    ferry_buf_cleanup(&msg);
+}
+
+/* Delivers one claimed delivery and records the outcome. */
+static void deliver_one(worker *w, ledger_delivery *ld)
+{
+    outbox *o = w->owner;
+    events_object obj;
+    events_delivery d;
+    ferry_buf json;
+    ferry_err err;
+    const ledger_event *ev = &ld->event;
+
+    events_delivery_init(&d);
+    ferry_buf_init(&json, EVENTS_MAX_EVENT_LEN + 1);
+    object_of(o, ev, &obj);
+    if (w->target == NULL) {
+        err = deliver_receipt(w, &obj, &d);
+    } else if ((err = events_format(&obj, &json)) != FERRY_OK) {
+        /* The row cannot become an event (it never will): dead-letter. */
+        d.outcome = EVENTS_FAILED;
+        snprintf(d.detail, sizeof d.detail, "cannot build the event: %s", ferry_err_str(err));
+        err = FERRY_OK;
+    } else {
+        err = events_target_deliver(w->target, ev->id, json.data, json.len, w->timeout_ms, &d);
+    }
+    if (err != FERRY_OK) {
+        d.outcome = EVENTS_RETRY_LATER;
+        snprintf(d.detail, sizeof d.detail, "could not try: %s", ferry_err_str(err));
+    }
+
+    unsigned attempts = ld->attempts + 1;
+    if (d.outcome == EVENTS_DELIVERED) {
+        if (w->send_processed && d.result_json != NULL)
+            send_processed(w, &obj, &d);
+        err = ledger_delivery_done(w->ledger, ev->seq, w->name);
+        log_debug("event.delivered", "event=%s target=%s key=\"%s\" attempts=%u", ev->id, w->name,
+                  ev->key, attempts);
+    } else {
+        int64_t next = 0;
+        double r = (double)rand_r(&w->seed) / ((double)RAND_MAX + 1.0);
+        if (d.outcome == EVENTS_RETRY_LATER &&
+            events_next_attempt(&w->retry, attempts, now_ms(), r, &next) == EVENTS_NEXT_RETRY) {
+            err = ledger_delivery_retry(w->ledger, ev->seq, w->name, attempts, next, d.detail);
+            log_warn("event.retry", "event=%s target=%s attempts=%u in_ms=%lld detail=\"%s\"",
+                     ev->id, w->name, attempts, (long long)(next - now_ms()), d.detail);
+        } else {
+            err = ledger_delivery_dead(w->ledger, ev->seq, w->name, attempts, d.detail);
+            log_error("event.dead_letter", "event=%s target=%s attempts=%u detail=\"%s\"", ev->id,
+                      w->name, attempts, d.detail);
+        }
+    }
+    /* CONFLICT: an operator replayed or the row moved meanwhile; the
+     * delivery happened anyway, which at-least-once allows. */
+    if (err != FERRY_OK && err != FERRY_ERR_CONFLICT)
+        log_error("event.record_failed", "event=%s target=%s error=\"%s\"", ev->id, w->name,
+                  ferry_err_str(err));
+    ferry_buf_cleanup(&json);
+    events_delivery_cleanup(&d);
+}
+
+static bool stopping(outbox *o)
+{
+    pthread_mutex_lock(&o->mu);
+    bool s = o->stopping;
+    pthread_mutex_unlock(&o->mu);
+    return s;
+}
+
+/* Sleeps up to ms, returning early when the outbox stops. */
+static void idle_wait(outbox *o, int64_t ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(ms / 1000);
+    until.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&o->mu);
+    if (!o->stopping)
+        pthread_cond_timedwait(&o->cv, &o->mu, &until);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    outbox *o = w->owner;
+    int64_t lease = w->timeout_ms + LEASE_MARGIN_MS;
+
+    while (!stopping(o)) {
+        size_t n = 0;
+        ferry_err err =
+            ledger_delivery_claim(w->ledger, w->name, now_ms(), lease, w->batch, CLAIM_MAX, &n);
+        if (err != FERRY_OK) {
+            log_error("event.claim_failed", "target=%s error=\"%s\"", w->name, ferry_err_str(err));
+            idle_wait(o, 1000);
+            continue;
+        }
+        if (n == 0) {
+            idle_wait(o, o->poll_ms);
+            continue;
+        }
+        /* Claimed rows not tried before the stop keep their lease and are
+         * due again after it (at least once). */
+        for (size_t i = 0; i < n && !stopping(o); i++)
+            deliver_one(w, &w->batch[i]);
+    }
+    return NULL;
+}
+
+static ferry_err worker_init(outbox *o, worker *w, const outbox_config *config,
+                             const events_target_spec *spec, unsigned index, char *err,
+                             size_t err_size)
+{
+    ferry_err e;
+    w->owner = o;
+    w->seed = (unsigned)now_ms() ^ (index * 2654435761u);
+    if (spec != NULL) {
+        snprintf(w->name, sizeof w->name, "%s", spec->name);
+        w->timeout_ms = spec->timeout_ms;
+        w->send_processed = spec->send_processed;
+        w->retry = spec->retry;
+        if ((e = events_target_from_spec(spec, config->link, &w->target, err, err_size)) !=
+            FERRY_OK)
+            return e;
+    } else {
+        events_retry_policy def = EVENTS_RETRY_DEFAULT;
+        snprintf(w->name, sizeof w->name, "%s", LEDGER_DEVICE_TARGET);
+        w->timeout_ms = DEVICE_TIMEOUT_MS;
+        w->retry =
+            config->events->retry_default.max_attempts > 0 ? config->events->retry_default : def;
+    }
+    if ((e = ledger_open(config->ledger_url, &w->ledger)) != FERRY_OK ||
+        (e = ledger_set_sync(w->ledger, LEDGER_SYNC_NORMAL)) != FERRY_OK) {
+        snprintf(err, err_size, "ledger %s: %s", config->ledger_url, ferry_err_str(e));
+        return e;
+    }
+    return FERRY_OK;
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d != NULL)
+        memcpy(d, s, n);
+    return d;
+}
+
+ferry_err outbox_new(const outbox_config *config, outbox **out, char *err, size_t err_size)
+{
+    ferry_err result = FERRY_OK;
+    outbox *o = NULL;
+    const char *names[EVENTS_MAX_TARGETS + 1];
+
+    if (config == NULL || out == NULL || config->events == NULL || config->link == NULL ||
+        config->ledger_url == NULL || config->prefix == NULL || config->region == NULL) {
+        snprintf(err, err_size, "outbox: incomplete configuration");
+        return FERRY_ERR_INVALID;
+    }
+    o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return FERRY_ERR_NOMEM;
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->cv, NULL);
+    o->link = config->link;
+    o->poll_ms = config->poll_ms > 0 ? config->poll_ms : 100;
+    o->prefix = dup_str(config->prefix);
+    o->region = dup_str(config->region);
+    o->workers = calloc(config->events->count + 1, sizeof *o->workers);
+    if (o->prefix == NULL || o->region == NULL || o->workers == NULL) {
+        result = FERRY_ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i <= config->events->count; i++) {
+        const events_target_spec *spec =
+            i < config->events->count ? &config->events->targets[i] : NULL;
+        o->count++;
+        result = worker_init(o, &o->workers[i], config, spec, (unsigned)i, err, err_size);
+        if (result != FERRY_OK)
+            goto out;
+        names[i] = o->workers[i].name;
+    }
+    /* From here on every new object gets a delivery row for each of them. */
+    result = ledger_event_targets_set(o->workers[0].ledger, names, o->count);
+    if (result != FERRY_OK) {
+        snprintf(err, err_size, "ledger: cannot record the event targets: %s",
+                 ferry_err_str(result));
+        goto out;
+    }
+    *out = o;
+    o = NULL;
+out:
+    outbox_free(o);
+    return result;
+}
+
+ferry_err outbox_start(outbox *o)
+{
+    if (o == NULL)
+        return FERRY_ERR_INVALID;
+    for (size_t i = 0; i < o->count; i++) {
+        worker *w = &o->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            log_error("outbox.thread_failed", "target=%s", w->name);
+            outbox_stop(o);
+            return FERRY_ERR_NOMEM;
+        }
+        w->started = true;
+        log_info("outbox.target", "target=%s kind=%s", w->name,
+                 w->target != NULL ? events_target_kind(w->target) : "device");
+    }
+    return FERRY_OK;
+}
+
+void outbox_stop(outbox *o)
+{
+    if (o == NULL)
+        return;
+    pthread_mutex_lock(&o->mu);
+    o->stopping = true;
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+    for (size_t i = 0; i < o->count; i++) {
+        if (o->workers[i].started) {
+            pthread_join(o->workers[i].thread, NULL);
+            o->workers[i].started = false;
+        }
+    }
+}
+
+void outbox_free(outbox *o)
+{
+    if (o == NULL)
+        return;
+    outbox_stop(o);
+    for (size_t i = 0; i < o->count; i++) {
+        events_target_free(o->workers[i].target);
+        ledger_close(o->workers[i].ledger);
+    }
+    free(o->workers);
+    free(o->prefix);
+    free(o->region);
+    pthread_cond_destroy(&o->cv);
+    pthread_mutex_destroy(&o->mu);
+    free(o);
+}
