@@ -108,7 +108,7 @@ static ferry_err deliver_receipt(worker *w, const events_object *obj, events_del
         d->outcome = EVENTS_DELIVERED;
     } else if (err == FERRY_ERR_DENIED) {
         d->outcome = EVENTS_FAILED;
-        snprintf(d->detail, sizeof d->detail, "broker refused the publish to %s", topic);
+        snprintf(d->detail, sizeof d->detail, "broker refused the publish to %.180s", topic);
     } else {
         d->outcome = EVENTS_RETRY_LATER;
         snprintf(d->detail, sizeof d->detail, "no PUBACK: %s", ferry_err_str(err));
