@@ -3,17 +3,16 @@
 #
 #   1. ferryctl makes a CA, the broker's and ferryd's certificates and a
 #      device certificate (dev-001), and Mosquitto's config + ACL;
-#   2. Mosquitto (mutual TLS), ferryd and a store start;
+#   2. Mosquitto (mutual TLS) and ferryd with its embedded S3-compatible store
+#      (HTTPS with the PKI's store certificate) start;
 #   3. the device asks for an upload grant over MQTT 5 (mosquitto_rr, with its
 #      own certificate), gets a pre-signed URL, uploads a heart-sound WAV with
-#      curl, and the bytes are read back and compared;
+#      curl over HTTPS, and the bytes are read back (operator credential) and
+#      compared; the same URL again, and other bytes, are refused by the store;
 #   4. a few requests ferryd refuses, and why.
 #
-# The store: Ferry's embedded S3-compatible store is not built yet (issue 5),
-# so this demo uploads to s3rver (@20minutes/s3rver 4.0.4, from npm), a
-# third-party S3 emulator that verifies SigV4 signatures, configured in ferryd
-# as an external store. Receipts and processor events (issue 6) come later.
-# Everything started here is stopped by PID on exit.
+# Receipts and processor events (issue 6) come later. Everything started
+# here is stopped by PID on exit.
 set -euo pipefail
 build=$(cd "${1:-build/release}" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,23 +49,10 @@ mosquitto -c "$work/broker/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 pids+=($!)
 wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$mqtt_port"
 
-step "Store: s3rver 4.0.4 (stand-in until the embedded store lands)"
-node_prefix=$build/node
-if [ ! -f "$node_prefix/node_modules/s3rver/lib/s3rver.js" ]; then
-  npm install --no-audit --no-fund --prefix "$node_prefix" s3rver@npm:@20minutes/s3rver@4.0.4 >/dev/null
-fi
-s3_port=$(free_port)
-mkdir -p "$work/s3rver"
-node -e "
-const S3rver = require('$node_prefix/node_modules/s3rver/lib/s3rver.js');
-new S3rver({address: '127.0.0.1', port: $s3_port, directory: '$work/s3rver', silent: true,
-            configureBuckets: [{name: 'ingest', configs: []}]}).run();" &
-pids+=($!)
-wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$s3_port"
-echo "s3rver on http://127.0.0.1:$s3_port, bucket ingest"
-
-step "ferryd"
-(umask 077; echo S3RVER >"$work/store-secret")
+step "ferryd with the embedded store"
+store_port=$(free_port)
+(umask 077; $py -c 'import secrets; print(secrets.token_urlsafe(30))' >"$work/store-secret"
+ $py -c 'import secrets; print(secrets.token_urlsafe(30))' >"$work/operator-secret")
 cat >"$work/ferryd.ini" <<INI
 [ferryd]
 ledger = $work/ledger.db
@@ -77,10 +63,14 @@ certfile = $work/pki/ferryd.pem
 keyfile = $work/pki/ferryd.key
 client_id = ferryd
 [store]
-kind = external
-endpoint = http://127.0.0.1:$s3_port
-access_key = S3RVER
+kind = embedded
+endpoint = https://127.0.0.1:$store_port
+port = $store_port
 secret_key_file = $work/store-secret
+operator_secret_key_file = $work/operator-secret
+tls_cert = $work/pki/store.pem
+tls_key = $work/pki/store.key
+data_dir = $work/store
 [policy]
 content_types = audio/*, image/*
 max_size = 50M
@@ -89,7 +79,8 @@ INI
 "$ferryd" -c "$work/ferryd.ini" 2>"$work/ferryd.log" &
 pids+=($!)
 wait_for 10 grep -q event=broker.connected "$work/ferryd.log"
-grep -E "event=(ferryd.started|broker.connected)" "$work/ferryd.log" | sed 's/^/  /'
+wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$store_port"
+grep -E "event=(store.started|ferryd.started|broker.connected)" "$work/ferryd.log" | sed 's/^/  /'
 
 step "dev-001 records a heart sound (a 2 s WAV) and asks for a grant over MQTT 5"
 $py - "$work/heart.wav" <<'PY'
@@ -109,28 +100,38 @@ grant=$(mosquitto_rr "${dev[@]}" -V mqttv5 -q 1 -t ferry/dev-001/upload/request 
 echo "answer on ferry/dev-001/upload/response:"
 echo "$grant" | $py -c 'import json,sys; print(json.dumps(json.load(sys.stdin), indent=2))' | sed 's/X-Amz-Signature=[0-9a-f]*/X-Amz-Signature=…/'
 
-step "dev-001 uploads the bytes with curl to the pre-signed URL"
+step "dev-001 uploads the bytes with curl (HTTPS, verifying the store against ca.pem)"
 mapfile -t curl_args < <(echo "$grant" | $py -c '
 import json, sys
 g = json.load(sys.stdin)
 for k, v in g["headers"].items():
     print("-H"); print("%s: %s" % (k, v))
 print(g["url"])')
-status=$(curl -sS -o "$work/put.out" -w '%{http_code}' -X PUT -T "$work/heart.wav" "${curl_args[@]}")
+tls=(--cacert "$work/pki/ca.pem")
+status=$(curl -sS "${tls[@]}" -o "$work/put.out" -w '%{http_code}' -X PUT -T "$work/heart.wav" "${curl_args[@]}")
 echo "HTTP $status"
 [ "$status" = 200 ] || { cat "$work/put.out"; exit 1; }
 key=$(echo "$grant" | $py -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-get_url=$("$ferryctl" presign --endpoint "http://127.0.0.1:$s3_port" --bucket ingest --key "$key" \
-  --method GET --access-key S3RVER --secret-key-file "$work/store-secret")
-curl -sS --fail -o "$work/back.wav" "$get_url"
+get_url=$("$ferryctl" presign --endpoint "https://127.0.0.1:$store_port" --bucket ingest --key "$key" \
+  --method GET --access-key ferry-operator --secret-key-file "$work/operator-secret")
+curl -sS "${tls[@]}" --fail -o "$work/back.wav" "$get_url"
 if cmp -s "$work/heart.wav" "$work/back.wav"; then
   echo "stored as ingest/$key: $size bytes, sha256 $sha (read back and compared)"
 else
   echo "demo: the stored object differs from the upload" >&2; exit 1
 fi
+$py - "$work/ledger.db" "$key" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+row = db.execute("SELECT o.size, o.etag, o.device, o.grant_id, g.state FROM objects o"
+                 " JOIN grants g ON g.id = o.grant_id WHERE o.object_key = ?", (sys.argv[2],)).fetchone()
+print("  ledger: object size=%s etag=%s device=%s grant=%s (grant state: %s)" % row)
+PY
+echo "the same URL a second time (grants are single-use):"
+curl -sS "${tls[@]}" -w '\n  HTTP %{http_code}\n' -X PUT -T "$work/heart.wav" "${curl_args[@]}" | sed 's/^/  /'
 echo "the same URL used to send other bytes as text/html:"
 head -c "$size" /dev/urandom >"$work/other.wav"
-curl -sS -o /dev/null -w '  HTTP %{http_code} (the signature binds the content type, length and checksum)\n' \
+curl -sS "${tls[@]}" -o /dev/null -w '  HTTP %{http_code} (the signature binds the content type, length and checksum)\n' \
   -X PUT -T "$work/other.wav" -H "content-type: text/html" "${curl_args[@]: -1}"
 
 step "Requests ferryd refuses"
@@ -153,4 +154,4 @@ for row in db.execute("SELECT * FROM audit ORDER BY rowid"):
 PY
 
 step "Done"
-echo "Not in this demo yet: the embedded store (issue 5), receipts and processor events (issue 6)."
+echo "Not in this demo yet: receipts and processor events (issue 6)."

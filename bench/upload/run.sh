@@ -137,7 +137,13 @@ echo "bench upload: case=1m unit=req/s ferry=$f1m nginx=$n1m ratio=$(ratio "$f1m
 # --- 1,000 slow uploads at once: the store's peak RSS ---------------------
 rss_before=$(awk '/VmRSS/ {print $2}' /proc/$fpid/status)
 "$bench" --base "$ferry_base" --ca "$pki/ca.pem" --size $((1 << 20)) --count "$SLOW" \
-  --concurrency "$SLOW" --slow 2048 --hold 15 "${auth[@]}" >"$tmp/slow.txt" 2>&1 || true
+  --concurrency "$SLOW" --slow 2048 --hold 15 "${auth[@]}" >"$tmp/slow.txt" 2>&1 &
+slow_pid=$!
+pids+=($slow_pid)
+sleep 10
+# Connections open to the store and uploads in progress, mid-way.
+open_conns=$(ss -Htn state established "( sport = :$sport )" | wc -l)
+parts=$(find "$tmp/store/objects" -name '*.part' | wc -l)
+wait "$slow_pid" || true
 peak=$(awk '/VmHWM/ {print $2}' /proc/$fpid/status)
-open_now=$(grep -c "" "$tmp/slow.txt" || true)
-echo "bench upload: case=slow$SLOW peak_rss_mb=$((peak / 1024)) rss_before_mb=$((rss_before / 1024)) threads=$THREADS"
+echo "bench upload: case=slow$SLOW peak_rss_mb=$((peak / 1024)) rss_before_mb=$((rss_before / 1024)) open_connections=$open_conns uploads_in_progress=$parts threads=$THREADS"

@@ -168,14 +168,29 @@ int main(int argc, char **argv)
     job *jobs = calloc((size_t)o.concurrency, sizeof *jobs);
     long started = 0, ok = 0, failed = 0;
     double t0 = now_s();
-    for (long i = 0; i < o.concurrency && started < o.count; i++) {
+    /* Slow mode ramps up (50 connections per 100 ms): a thousand TLS
+     * handshakes started at once would all crawl on this one thread. */
+    long first = o.slow_rate > 0 ? 0 : o.concurrency;
+    for (long i = 0; i < first && started < o.count; i++) {
         jobs[i].h = curl_easy_init();
         if (prepare(&o, signer, &jobs[i], started++) != 0)
             return 1;
         curl_multi_add_handle(m, jobs[i].h);
     }
+    double next_ramp = now_s();
     int running = 1;
-    while (running > 0) {
+    while (running > 0 || (o.slow_rate > 0 && started < o.concurrency)) {
+        if (o.slow_rate > 0 && started < o.concurrency && now_s() >= next_ramp) {
+            for (int k = 0; k < 50 && started < o.concurrency && started < o.count; k++) {
+                job *j = &jobs[started];
+                j->h = curl_easy_init();
+                if (prepare(&o, signer, j, started++) != 0)
+                    return 1;
+                curl_multi_add_handle(m, j->h);
+            }
+            next_ramp = now_s() + 0.1;
+            running = 1;
+        }
         curl_multi_perform(m, &running);
         CURLMsg *msg;
         int left;
