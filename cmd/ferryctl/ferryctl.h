@@ -12,5 +12,6 @@ int ferryctl_broker_config(int argc, char **argv); /* broker_config_cmd.c */
 int ferryctl_presign(int argc, char **argv);       /* presign_cmd.c */
 int ferryctl_device(int argc, char **argv);        /* device_cmd.c */
 int ferryctl_grant(int argc, char **argv);         /* grant_cmd.c */
+int ferryctl_events(int argc, char **argv);        /* events_cmd.c */
 
 #endif

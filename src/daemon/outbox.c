@@ -142,8 +142,18 @@ static void send_processed(worker *w, const events_object *obj, const events_del
     ferry_buf_cleanup(&msg);
 }
 
-/* Delivers one claimed delivery and records the outcome. */
-static void deliver_one(worker *w, ledger_delivery *ld)
+/* Whether a "retry later" from this target says the target as a whole is
+ * unreachable (a receiver or broker down), rather than something about one
+ * event: then its whole backlog waits (target-level backoff). A command's
+ * failure may be the event's own, so the others go on. */
+static bool target_level(const worker *w)
+{
+    return w->target == NULL || strcmp(events_target_kind(w->target), "command") != 0;
+}
+
+/* Delivers one claimed delivery and records the outcome. Returns the time
+ * the target's backlog should wait for (target-level backoff), or 0. */
+static int64_t deliver_one(worker *w, ledger_delivery *ld)
 {
     outbox *o = w->owner;
     events_object obj;
@@ -171,6 +181,7 @@ static void deliver_one(worker *w, ledger_delivery *ld)
     }
 
     unsigned attempts = ld->attempts + 1;
+    int64_t backoff_until = 0;
     if (d.outcome == EVENTS_DELIVERED) {
         if (w->send_processed && d.result_json != NULL)
             send_processed(w, &obj, &d);
@@ -183,6 +194,8 @@ static void deliver_one(worker *w, ledger_delivery *ld)
         if (d.outcome == EVENTS_RETRY_LATER &&
             events_next_attempt(&w->retry, attempts, now_ms(), r, &next) == EVENTS_NEXT_RETRY) {
             err = ledger_delivery_retry(w->ledger, ev->seq, w->name, attempts, next, d.detail);
+            if (target_level(w))
+                backoff_until = next;
             log_warn("event.retry", "event=%s target=%s attempts=%u in_ms=%lld detail=\"%s\"",
                      ev->id, w->name, attempts, (long long)(next - now_ms()), d.detail);
         } else {
@@ -198,6 +211,25 @@ static void deliver_one(worker *w, ledger_delivery *ld)
                   ferry_err_str(err));
     ferry_buf_cleanup(&json);
     events_delivery_cleanup(&d);
+    return backoff_until;
+}
+
+/* Target-level backoff: the rest of the batch (still leased) and every
+ * other pending delivery of the target wait until `until`, attempts
+ * unchanged. When the target is back the backlog is due at one instant
+ * and the claim hands it out in sequencer order. */
+static void postpone_rest(worker *w, size_t from, size_t n, int64_t until)
+{
+    ferry_err err = ledger_delivery_postpone(w->ledger, w->name, until, NULL);
+    for (size_t i = from; err == FERRY_OK && i < n; i++) {
+        ledger_delivery *ld = &w->batch[i];
+        err = ledger_delivery_retry(w->ledger, ld->event.seq, w->name, ld->attempts, until,
+                                    ld->last_error);
+        if (err == FERRY_ERR_CONFLICT)
+            err = FERRY_OK;
+    }
+    if (err != FERRY_OK)
+        log_error("event.postpone_failed", "target=%s error=\"%s\"", w->name, ferry_err_str(err));
 }
 
 static bool stopping(outbox *o)
@@ -246,8 +278,13 @@ static void *worker_main(void *arg)
         }
         /* Claimed rows not tried before the stop keep their lease and are
          * due again after it (at least once). */
-        for (size_t i = 0; i < n && !stopping(o); i++)
-            deliver_one(w, &w->batch[i]);
+        for (size_t i = 0; i < n && !stopping(o); i++) {
+            int64_t until = deliver_one(w, &w->batch[i]);
+            if (until != 0) {
+                postpone_rest(w, i + 1, n, until);
+                break;
+            }
+        }
     }
     return NULL;
 }

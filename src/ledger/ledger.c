@@ -470,3 +470,14 @@ ferry_err ledger_delivery_replay(ledger *l, const char *target, const char *even
     return l->ops->delivery_replay(l->impl, target, event_id, now_ms,
                                    count != NULL ? count : &dummy);
 }
+
+ferry_err ledger_delivery_postpone(ledger *l, const char *target, int64_t until_ms, uint64_t *count)
+{
+    ferry_err err;
+    uint64_t dummy;
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(target, LEDGER_TARGET_NAME_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->delivery_postpone(l->impl, target, until_ms, count != NULL ? count : &dummy);
+}

@@ -435,6 +435,14 @@ __attribute__((warn_unused_result)) ferry_err ledger_delivery_dead(ledger *l, in
                                                                    unsigned attempts,
                                                                    const char *error);
 
+/* Target-level backoff: every pending delivery of target due before
+ * until_ms becomes due at until_ms (attempts unchanged), so a receiver
+ * that is down is not tried once per event, and when it is back the
+ * backlog goes out in sequencer order. *count (may be NULL) receives how
+ * many moved. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_delivery_postpone(ledger *l, const char *target, int64_t until_ms, uint64_t *count);
+
 /* Calls fn for each delivery in state (of target; all targets when NULL)
  * with event seq > after_seq, oldest first, at most limit. fn returning
  * non-zero stops the walk. */

@@ -188,6 +188,7 @@ enum stmt_id {
     ST_DELIVERY_LIST_ALL,
     ST_DELIVERY_LIST_TARGET,
     ST_DELIVERY_REPLAY,
+    ST_DELIVERY_POSTPONE,
     ST__COUNT
 };
 
@@ -301,6 +302,8 @@ static const char *const stmt_sql[ST__COUNT] = {
         "SELECT " DELIVERY_COLS " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
         " WHERE d.state = ?1 AND d.event_seq > ?2 AND d.target = ?4"
         " ORDER BY d.event_seq LIMIT ?3",
+    [ST_DELIVERY_POSTPONE] = "UPDATE deliveries SET next_ms = ?2"
+                             " WHERE target = ?1 AND state = 'pending' AND next_ms < ?2",
     [ST_DELIVERY_REPLAY] =
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?1"
         " WHERE state = 'dead' AND (?2 IS NULL OR target = ?2)"
@@ -1585,6 +1588,22 @@ out:
     return err;
 }
 
+static ferry_err sq_delivery_postpone(void *impl, const char *target, int64_t until_ms,
+                                      uint64_t *count)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_DELIVERY_POSTPONE, &st);
+    if (err)
+        return err;
+    bind_text(st, 1, target);
+    sqlite3_bind_int64(st, 2, until_ms);
+    if ((err = stmt_done(s, st, "delivery_postpone")) != FERRY_OK)
+        return err;
+    *count = (uint64_t)sqlite3_changes(s->db);
+    return FERRY_OK;
+}
+
 static ferry_err sq_delivery_replay(void *impl, const char *target, const char *event_id,
                                     int64_t now_ms, uint64_t *count)
 {
@@ -1631,5 +1650,6 @@ const ledger_ops ledger_sqlite_ops = {
     .delivery_claim = sq_delivery_claim,
     .delivery_set = sq_delivery_set,
     .delivery_list = sq_delivery_list,
+    .delivery_postpone = sq_delivery_postpone,
     .delivery_replay = sq_delivery_replay,
 };

@@ -987,6 +987,26 @@ static void test_outbox_order_dead_replay(void **state)
     assert_int_equal(d[0].attempts, 0);
     assert_int_equal(ledger_delivery_done(f->l, first, "cmd"), FERRY_OK);
     assert_int_equal(count_state(f->l, LEDGER_DELIVERY_DELIVERED, "cmd"), 3);
+
+    /* Target-level backoff moves every pending row due earlier, keeps
+     * attempts, and leaves later ones alone. */
+    make_grant(&g, "g_k4", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_grant(&g, "g_k5", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_object(&o, "p4", "g_k4");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+    make_object(&o, "p5", "g_k5");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+    assert_int_equal(ledger_delivery_postpone(f->l, "cmd", now + 9000, &moved), FERRY_OK);
+    assert_int_equal(moved, 2);
+    assert_int_equal(ledger_delivery_postpone(f->l, "cmd", now + 8000, &moved), FERRY_OK);
+    assert_int_equal(moved, 0);
+    assert_int_equal(ledger_delivery_claim(f->l, "cmd", now + 8999, 1000, d, 4, &n), FERRY_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(ledger_delivery_claim(f->l, "cmd", now + 9000, 1000, d, 4, &n), FERRY_OK);
+    assert_int_equal(n, 2);
+    assert_true(d[0].event.seq < d[1].event.seq);
 }
 
 int main(void)
