@@ -135,15 +135,19 @@ clear_data
 echo "bench upload: case=1m unit=req/s ferry=$f1m nginx=$n1m ratio=$(ratio "$f1m" "$n1m")"
 
 # --- 1,000 slow uploads at once: the store's peak RSS ---------------------
+# slow_clients.py ramps the connections up in batches, then trickles 4 KiB/s
+# into each; "up=N" says how many were open at once.
 rss_before=$(awk '/VmRSS/ {print $2}' /proc/$fpid/status)
-"$bench" --base "$ferry_base" --ca "$pki/ca.pem" --size $((1 << 20)) --count "$SLOW" \
-  --concurrency "$SLOW" --slow 2048 --hold 15 "${auth[@]}" >"$tmp/slow.txt" 2>&1 &
+: >"$tmp/slow.txt"
+/usr/bin/python3 "$(dirname "$0")/slow_clients.py" "$sport" "$pki/ca.pem" "$SLOW" 5 \
+  ferry-operator bench-operator-secret-0123456789 >"$tmp/slow.txt" 2>&1 &
 slow_pid=$!
 pids+=($slow_pid)
-sleep 10
-# Connections open to the store and uploads in progress, mid-way.
-open_conns=$(ss -Htn state established "( sport = :$sport )" | wc -l)
+parts=0
+until grep -q '^up=' "$tmp/slow.txt" || ! kill -0 "$slow_pid" 2>/dev/null; do sleep 0.5; done
+sleep 2
 parts=$(find "$tmp/store/objects" -name '*.part' | wc -l)
 wait "$slow_pid" || true
+up=$(sed -n 's/^up=//p' "$tmp/slow.txt")
 peak=$(awk '/VmHWM/ {print $2}' /proc/$fpid/status)
-echo "bench upload: case=slow$SLOW peak_rss_mb=$((peak / 1024)) rss_before_mb=$((rss_before / 1024)) open_connections=$open_conns uploads_in_progress=$parts threads=$THREADS"
+echo "bench upload: case=slow$SLOW peak_rss_mb=$((peak / 1024)) rss_before_mb=$((rss_before / 1024)) connections_up=${up:-0} uploads_in_progress=$parts threads=$THREADS"

@@ -75,8 +75,6 @@ typedef struct opts {
     uint64_t size;
     long count;
     long concurrency;
-    long slow_rate;
-    double hold_s;
 } opts;
 
 static int prepare(const opts *o, sigv4_signer *signer, job *j, long seq)
@@ -116,8 +114,6 @@ static int prepare(const opts *o, sigv4_signer *signer, job *j, long seq)
     if (j->hdrs == NULL)
         j->hdrs = curl_slist_append(NULL, "Expect:");
     curl_easy_setopt(j->h, CURLOPT_HTTPHEADER, j->hdrs);
-    if (o->slow_rate > 0)
-        curl_easy_setopt(j->h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)o->slow_rate);
     return 0;
 }
 
@@ -140,10 +136,6 @@ int main(int argc, char **argv)
             o.count = strtol(v, NULL, 10);
         else if (strcmp(k, "--concurrency") == 0)
             o.concurrency = strtol(v, NULL, 10);
-        else if (strcmp(k, "--slow") == 0)
-            o.slow_rate = strtol(v, NULL, 10);
-        else if (strcmp(k, "--hold") == 0)
-            o.hold_s = strtod(v, NULL);
         else {
             fprintf(stderr, "ferry_bench_upload: unknown option %s\n", k);
             return 2;
@@ -151,7 +143,7 @@ int main(int argc, char **argv)
     }
     if (o.base == NULL || o.ca == NULL || o.count < 1 || o.concurrency < 1) {
         fprintf(stderr, "usage: ferry_bench_upload --base URL --ca FILE [--size B --count N "
-                        "--concurrency C --access-key K --secret S --slow RATE --hold S]\n");
+                        "--concurrency C --access-key K --secret S]\n");
         return 2;
     }
     if (RAND_bytes(block, sizeof block) != 1)
@@ -168,29 +160,14 @@ int main(int argc, char **argv)
     job *jobs = calloc((size_t)o.concurrency, sizeof *jobs);
     long started = 0, ok = 0, failed = 0;
     double t0 = now_s();
-    /* Slow mode ramps up (50 connections per 100 ms): a thousand TLS
-     * handshakes started at once would all crawl on this one thread. */
-    long first = o.slow_rate > 0 ? 0 : o.concurrency;
-    for (long i = 0; i < first && started < o.count; i++) {
+    for (long i = 0; i < o.concurrency && started < o.count; i++) {
         jobs[i].h = curl_easy_init();
         if (prepare(&o, signer, &jobs[i], started++) != 0)
             return 1;
         curl_multi_add_handle(m, jobs[i].h);
     }
-    double next_ramp = now_s();
     int running = 1;
-    while (running > 0 || (o.slow_rate > 0 && started < o.concurrency)) {
-        if (o.slow_rate > 0 && started < o.concurrency && now_s() >= next_ramp) {
-            for (int k = 0; k < 50 && started < o.concurrency && started < o.count; k++) {
-                job *j = &jobs[started];
-                j->h = curl_easy_init();
-                if (prepare(&o, signer, j, started++) != 0)
-                    return 1;
-                curl_multi_add_handle(m, j->h);
-            }
-            next_ramp = now_s() + 0.1;
-            running = 1;
-        }
+    while (running > 0) {
         curl_multi_perform(m, &running);
         CURLMsg *msg;
         int left;
@@ -210,15 +187,13 @@ int main(int argc, char **argv)
                 failed++;
             }
             curl_multi_remove_handle(m, j->h);
-            if (started < o.count && o.slow_rate == 0) {
+            if (started < o.count) {
                 if (prepare(&o, signer, j, started++) != 0)
                     return 1;
                 curl_multi_add_handle(m, j->h);
                 running++;
             }
         }
-        if (o.hold_s > 0 && now_s() - t0 >= o.hold_s)
-            break;
         if (running > 0)
             curl_multi_poll(m, NULL, 0, 100, NULL);
     }
@@ -236,5 +211,5 @@ int main(int argc, char **argv)
     curl_multi_cleanup(m);
     sigv4_signer_free(signer);
     curl_global_cleanup();
-    return failed > 0 && o.slow_rate == 0 ? 1 : 0;
+    return failed > 0 ? 1 : 0;
 }
