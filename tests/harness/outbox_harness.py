@@ -75,6 +75,7 @@ class Receiver:
         self.events = []      # (event id header, parsed body), in arrival order
         self.bad = []
         self.statuses = []
+        self.conns = []       # open connections: stop() cuts kept-alive ones too
         self.lock = threading.Lock()
         self.secret_file = os.path.join(harness.tmp, "webhook-secret-%d" % id(self))
         fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -93,6 +94,8 @@ class Receiver:
             def setup(self):
                 super().setup()
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with outer.lock:
+                    outer.conns.append(self.request)
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
@@ -136,6 +139,13 @@ class Receiver:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     close = stop
 
