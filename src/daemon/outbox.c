@@ -1,10 +1,12 @@
 /*
  * outbox.c - ferryd's event delivery workers; see outbox.h.
  *
- * Each worker loops: claim up to CLAIM_MAX due deliveries of its target
- * (leased for the target's timeout plus a margin, so a delivery that is
- * still running is never handed out twice), deliver them one by one, record
- * each outcome. With nothing due it sleeps poll_ms on a condition variable
+ * Each worker loops: claim up to CLAIM_MAX due deliveries of its target (a
+ * command target: one at a time, its attempts may each take its whole
+ * timeout), leased for the target's timeout plus LEASE_MARGIN_MS (so a
+ * delivery still running is not handed out again; if a batch outlasts its
+ * lease another ferryd on the same ledger may deliver a row twice, which
+ * at-least-once allows), deliver them one by one, record each outcome. With nothing due it sleeps poll_ms on a condition variable
  * that outbox_stop() signals, so SIGTERM is answered within one delivery.
  */
 #include "outbox.h"
@@ -22,8 +24,12 @@
 #include "events/events.h"
 #include "ledger/ledger.h"
 
-#define CLAIM_MAX         32
-#define LEASE_MARGIN_MS   30000 /* beyond the target's own timeout */
+#define CLAIM_MAX 32
+/* A claim's lease only has to outlast one attempt, which the target bounds
+ * (its timeout, plus the kill grace for a command): the margin covers
+ * recording the outcome. A ferryd killed mid-delivery thus delays that
+ * delivery by about the target's timeout, no more. */
+#define LEASE_MARGIN_MS   5000
 #define DEVICE_TIMEOUT_MS 10000 /* PUBACK of a receipt */
 #define TOPIC_MAX         1024
 
@@ -32,6 +38,8 @@ typedef struct worker {
     char name[LEDGER_TARGET_NAME_MAX + 1];
     events_target *target; /* NULL for the device's receipts */
     int64_t timeout_ms;
+    int64_t lease_ms;
+    size_t claim_max;
     bool send_processed;
     events_retry_policy retry;
     ledger *ledger;
@@ -261,12 +269,12 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     outbox *o = w->owner;
-    int64_t lease = w->timeout_ms + LEASE_MARGIN_MS;
+    int64_t lease = w->lease_ms;
 
     while (!stopping(o)) {
         size_t n = 0;
         ferry_err err =
-            ledger_delivery_claim(w->ledger, w->name, now_ms(), lease, w->batch, CLAIM_MAX, &n);
+            ledger_delivery_claim(w->ledger, w->name, now_ms(), lease, w->batch, w->claim_max, &n);
         if (err != FERRY_OK) {
             log_error("event.claim_failed", "target=%s error=\"%s\"", w->name, ferry_err_str(err));
             idle_wait(o, 1000);
@@ -296,9 +304,14 @@ static ferry_err worker_init(outbox *o, worker *w, const outbox_config *config,
     ferry_err e;
     w->owner = o;
     w->seed = (unsigned)now_ms() ^ (index * 2654435761u);
+    w->claim_max = spec != NULL && spec->type == EVENTS_TARGET_COMMAND ? 1 : CLAIM_MAX;
     if (spec != NULL) {
         snprintf(w->name, sizeof w->name, "%s", spec->name);
         w->timeout_ms = spec->timeout_ms;
+        w->lease_ms = spec->timeout_ms + LEASE_MARGIN_MS +
+                      (spec->type == EVENTS_TARGET_COMMAND
+                           ? (spec->kill_grace_ms > 0 ? spec->kill_grace_ms : 2000)
+                           : 0);
         w->send_processed = spec->send_processed;
         w->retry = spec->retry;
         if ((e = events_target_from_spec(spec, config->link, &w->target, err, err_size)) !=
@@ -308,6 +321,7 @@ static ferry_err worker_init(outbox *o, worker *w, const outbox_config *config,
         events_retry_policy def = EVENTS_RETRY_DEFAULT;
         snprintf(w->name, sizeof w->name, "%s", LEDGER_DEVICE_TARGET);
         w->timeout_ms = DEVICE_TIMEOUT_MS;
+        w->lease_ms = DEVICE_TIMEOUT_MS + LEASE_MARGIN_MS;
         w->retry =
             config->events->retry_default.max_attempts > 0 ? config->events->retry_default : def;
     }
