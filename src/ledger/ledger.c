@@ -481,3 +481,17 @@ ferry_err ledger_delivery_postpone(ledger *l, const char *target, int64_t until_
         return err;
     return l->ops->delivery_postpone(l->impl, target, until_ms, count != NULL ? count : &dummy);
 }
+
+ferry_err ledger_event_external(ledger *l, const ledger_external_object *obj, int64_t now,
+                                ledger_event *out, bool *duplicate)
+{
+    if (l == NULL || obj == NULL || out == NULL || duplicate == NULL)
+        return FERRY_ERR_INVALID;
+    if (!ARRAY_TERMINATED(obj->grant_id) || !ARRAY_TERMINATED(obj->bucket) ||
+        !ARRAY_TERMINATED(obj->key) || !ARRAY_TERMINATED(obj->etag))
+        return FERRY_ERR_TOO_LARGE;
+    if (obj->grant_id[0] == '\0' || obj->bucket[0] == '\0' || obj->key[0] == '\0' ||
+        obj->size > (UINT64_C(1) << 62))
+        return FERRY_ERR_INVALID;
+    return l->ops->event_external(l->impl, obj, now, out, duplicate);
+}

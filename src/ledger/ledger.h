@@ -435,6 +435,33 @@ __attribute__((warn_unused_result)) ferry_err ledger_delivery_dead(ledger *l, in
                                                                    unsigned attempts,
                                                                    const char *error);
 
+/* An object an EXTERNAL store reports (its bucket notification, matched to
+ * a grant by the key): what the store says it stored. */
+typedef struct ledger_external_object {
+    char grant_id[LEDGER_GRANT_ID_MAX + 1];
+    char bucket[LEDGER_BUCKET_MAX + 1];
+    char key[LEDGER_OBJECT_KEY_MAX + 1];
+    uint64_t size;
+    char etag[LEDGER_ETAG_MAX + 1]; /* hex, without quotes; may be "" */
+} ledger_external_object;
+
+/*
+ * Feeds an external store's object into the outbox, in one write
+ * transaction: the grant must exist and name exactly obj's bucket and key
+ * (FERRY_ERR_NOT_FOUND / FERRY_ERR_DENIED otherwise) and obj->size must be
+ * the grant's size (FERRY_ERR_INVALID). A grant already reported is not
+ * reported twice: *duplicate = true and nothing is written (the store may
+ * send its notification more than once). Otherwise the grant moves to used
+ * (from issued or expired: the upload happened while the URL was valid,
+ * the notification may come later; a revoked grant is FERRY_ERR_CONFLICT)
+ * and the event and its deliveries are inserted as for a stored object
+ * (sha256 and content type from the grant, created at now). On success
+ * the event (new or existing) is written to out.
+ */
+__attribute__((warn_unused_result)) ferry_err
+ledger_event_external(ledger *l, const ledger_external_object *obj, int64_t now, ledger_event *out,
+                      bool *duplicate);
+
 /* Target-level backoff: every pending delivery of target due before
  * until_ms becomes due at until_ms (attempts unchanged), so a receiver
  * that is down is not tried once per event, and when it is back the

@@ -60,6 +60,8 @@ typedef struct ledger_ops {
     ferry_err (*delivery_list)(void *impl, ledger_delivery_state state, const char *target,
                                int64_t after_seq, size_t limit,
                                int (*fn)(const ledger_delivery *d, void *arg), void *arg);
+    ferry_err (*event_external)(void *impl, const ledger_external_object *obj, int64_t now,
+                                ledger_event *out, bool *duplicate);
     ferry_err (*delivery_postpone)(void *impl, const char *target, int64_t until_ms,
                                    uint64_t *count);
     ferry_err (*delivery_replay)(void *impl, const char *target, const char *event_id,

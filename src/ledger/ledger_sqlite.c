@@ -148,6 +148,9 @@ static const char *const migrations[] = {
     ") WITHOUT ROWID;"
     /* A worker's claim: its target's due pending rows. */
     "CREATE INDEX deliveries_due ON deliveries(target, state, next_ms);",
+    /* 4: an external store's notification is matched to its grant's event
+     * (a repeated notification must not raise a second event). */
+    "CREATE INDEX events_grant ON events(grant_id);",
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -189,6 +192,9 @@ enum stmt_id {
     ST_DELIVERY_LIST_TARGET,
     ST_DELIVERY_REPLAY,
     ST_DELIVERY_POSTPONE,
+    ST_EVENT_BY_GRANT,
+    ST_GRANT_USE_EXTERNAL,
+    ST_EVENT_INSERT_EXTERNAL,
     ST__COUNT
 };
 
@@ -302,6 +308,17 @@ static const char *const stmt_sql[ST__COUNT] = {
         "SELECT " DELIVERY_COLS " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
         " WHERE d.state = ?1 AND d.event_seq > ?2 AND d.target = ?4"
         " ORDER BY d.event_seq LIMIT ?3",
+    [ST_EVENT_BY_GRANT] = "SELECT " EVENT_COLS " FROM events e WHERE e.grant_id = ?1"
+                          " ORDER BY e.seq LIMIT 1",
+    [ST_GRANT_USE_EXTERNAL] = "UPDATE grants SET state = 'used', used_at = ?2"
+                              " WHERE id = ?1 AND state IN ('issued', 'expired', 'used')",
+    /* As ST_EVENT_INSERT, with the grant's own sha256 and content type
+     * (the external store's notification carries neither reliably). */
+    [ST_EVENT_INSERT_EXTERNAL] =
+        "INSERT INTO events (id, bucket, object_key, size, etag, sha256, content_type, device,"
+        " grant_id, request_id, method, created_ms)"
+        " SELECT 'ev_' || lower(hex(randomblob(16))), ?1, ?2, ?3, ?4, coalesce(sha256, ''),"
+        " content_type, device, id, request_id, method, ?5 FROM grants WHERE id = ?6",
     [ST_DELIVERY_POSTPONE] = "UPDATE deliveries SET next_ms = ?2"
                              " WHERE target = ?1 AND state = 'pending' AND next_ms < ?2",
     [ST_DELIVERY_REPLAY] =
@@ -1588,6 +1605,97 @@ out:
     return err;
 }
 
+/* The first event recorded for grant_id into out; *found says whether. */
+static ferry_err event_by_grant(sqlite_ledger *s, const char *grant_id, ledger_event *out,
+                                bool *found)
+{
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_EVENT_BY_GRANT, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, grant_id);
+    rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW)
+        err = event_row(s, st, out);
+    else if (rc != SQLITE_DONE)
+        err = db_fail(s, "event_by_grant", rc);
+    sqlite3_reset(st);
+    return err;
+}
+
+static ferry_err sq_event_external(void *impl, const ledger_external_object *obj, int64_t now,
+                                   ledger_event *out, bool *duplicate)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    ledger_grant g;
+    ledger_event ev;
+    bool found = false, dup = false;
+    int64_t created_ms = now * 1000;
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "event_external.begin")) != FERRY_OK)
+        return err;
+    if ((err = sq_grant_get(s, obj->grant_id, &g)) != FERRY_OK)
+        goto out;
+    if (strcmp(g.bucket, obj->bucket) != 0 || strcmp(g.key, obj->key) != 0) {
+        err = FERRY_ERR_DENIED;
+        goto out;
+    }
+    if (g.size != obj->size) {
+        err = FERRY_ERR_INVALID;
+        goto out;
+    }
+    if ((err = event_by_grant(s, obj->grant_id, &ev, &found)) != FERRY_OK)
+        goto out;
+    dup = found;
+    if (!found) {
+        if ((err = stmt_get(s, ST_GRANT_USE_EXTERNAL, &st)) != FERRY_OK)
+            goto out;
+        bind_text(st, 1, obj->grant_id);
+        sqlite3_bind_int64(st, 2, now);
+        if ((err = stmt_done(s, st, "event_external.use")) != FERRY_OK)
+            goto out;
+        if (sqlite3_changes(s->db) != 1) {
+            err = FERRY_ERR_CONFLICT; /* revoked */
+            goto out;
+        }
+        if ((err = stmt_get(s, ST_EVENT_INSERT_EXTERNAL, &st)) != FERRY_OK)
+            goto out;
+        bind_text(st, 1, obj->bucket);
+        bind_text(st, 2, obj->key);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)obj->size);
+        bind_text(st, 4, obj->etag);
+        sqlite3_bind_int64(st, 5, created_ms);
+        bind_text(st, 6, obj->grant_id);
+        if ((err = stmt_done(s, st, "event_external.insert")) != FERRY_OK)
+            goto out;
+        sqlite3_int64 seq = sqlite3_last_insert_rowid(s->db);
+        if ((err = stmt_get(s, ST_DELIVERY_FANOUT, &st)) != FERRY_OK)
+            goto out;
+        sqlite3_bind_int64(st, 1, seq);
+        sqlite3_bind_int64(st, 2, created_ms);
+        if ((err = stmt_done(s, st, "event_external.fanout")) != FERRY_OK)
+            goto out;
+        if ((err = event_by_grant(s, obj->grant_id, &ev, &found)) != FERRY_OK)
+            goto out;
+        if (!found) {
+            err = FERRY_ERR_INTERNAL;
+            goto out;
+        }
+    }
+    if ((err = exec_simple(s, ST_COMMIT, "event_external.commit")) != FERRY_OK)
+        goto out;
+    *duplicate = dup;
+    *out = ev;
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
 static ferry_err sq_delivery_postpone(void *impl, const char *target, int64_t until_ms,
                                       uint64_t *count)
 {
@@ -1650,6 +1758,7 @@ const ledger_ops ledger_sqlite_ops = {
     .delivery_claim = sq_delivery_claim,
     .delivery_set = sq_delivery_set,
     .delivery_list = sq_delivery_list,
+    .event_external = sq_event_external,
     .delivery_postpone = sq_delivery_postpone,
     .delivery_replay = sq_delivery_replay,
 };

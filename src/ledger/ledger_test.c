@@ -117,7 +117,7 @@ static void test_migrate_fresh_and_reopen(void **state)
 
     assert_string_equal(ledger_backend(f->l), "sqlite");
     assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, 3);
+    assert_int_equal(v, 4);
     /* Re-opening an up-to-date database changes nothing and keeps data. */
     ledger_grant g;
     make_grant(&g, "g_a", "dev-1", 10, T0, 60);
@@ -126,7 +126,7 @@ static void test_migrate_fresh_and_reopen(void **state)
     f->l = NULL;
     assert_int_equal(ledger_open(f->path, &again), FERRY_OK);
     assert_int_equal(ledger_schema_version(again, &v), FERRY_OK);
-    assert_int_equal(v, 3);
+    assert_int_equal(v, 4);
     ledger_grant back;
     assert_int_equal(ledger_grant_get(again, "g_a", &back), FERRY_OK);
     assert_string_equal(back.key, g.key);
@@ -1009,6 +1009,67 @@ static void test_outbox_order_dead_replay(void **state)
     assert_true(d[0].event.seq < d[1].event.seq);
 }
 
+/* An external store's notification, matched to its grant. */
+static void test_outbox_external(void **state)
+{
+    fixture *f = *state;
+    static const char *const targets[] = {"hook"};
+    ledger_grant g;
+    ledger_external_object x;
+    ledger_event ev, again;
+    bool dup = true;
+
+    assert_int_equal(ledger_event_targets_set(f->l, targets, 1), FERRY_OK);
+    make_grant(&g, "g_x1", "dev-1", 3, T0, 60);
+    snprintf(g.sha256, sizeof g.sha256, "%s",
+             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    insert_ok(f->l, &g);
+    memset(&x, 0, sizeof x);
+    snprintf(x.grant_id, sizeof x.grant_id, "g_x1");
+    snprintf(x.bucket, sizeof x.bucket, "ingest");
+    snprintf(x.key, sizeof x.key, "%s", g.key);
+    snprintf(x.etag, sizeof x.etag, "900150983cd24fb0d6963f7d28e17f72");
+    x.size = 3;
+
+    /* Refusals change nothing. */
+    x.size = 4;
+    assert_int_equal(ledger_event_external(f->l, &x, T0 + 5, &ev, &dup), FERRY_ERR_INVALID);
+    x.size = 3;
+    snprintf(x.bucket, sizeof x.bucket, "other");
+    assert_int_equal(ledger_event_external(f->l, &x, T0 + 5, &ev, &dup), FERRY_ERR_DENIED);
+    snprintf(x.bucket, sizeof x.bucket, "ingest");
+    snprintf(x.grant_id, sizeof x.grant_id, "g_nope");
+    assert_int_equal(ledger_event_external(f->l, &x, T0 + 5, &ev, &dup), FERRY_ERR_NOT_FOUND);
+    snprintf(x.grant_id, sizeof x.grant_id, "g_x1");
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_PENDING, NULL), 0);
+
+    /* After the grant's expiry too: the upload happened while it was valid. */
+    assert_int_equal(ledger_event_external(f->l, &x, T0 + 120, &ev, &dup), FERRY_OK);
+    assert_false(dup);
+    assert_string_equal(ev.grant_id, "g_x1");
+    assert_string_equal(ev.device, "dev-1");
+    assert_string_equal(ev.sha256, g.sha256);
+    assert_int_equal(ev.created_ms, (T0 + 120) * 1000);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_PENDING, "hook"), 1);
+    ledger_grant back;
+    assert_int_equal(ledger_grant_get(f->l, "g_x1", &back), FERRY_OK);
+    assert_int_equal(back.state, LEDGER_GRANT_USED);
+    /* The same notification again: the same event, nothing new. */
+    assert_int_equal(ledger_event_external(f->l, &x, T0 + 130, &again, &dup), FERRY_OK);
+    assert_true(dup);
+    assert_string_equal(again.id, ev.id);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_PENDING, "hook"), 1);
+
+    /* A revoked grant raises no event. */
+    make_grant(&g, "g_x2", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    assert_int_equal(ledger_grant_revoke(f->l, "g_x2", T0 + 1), FERRY_OK);
+    snprintf(x.grant_id, sizeof x.grant_id, "g_x2");
+    snprintf(x.key, sizeof x.key, "%s", g.key);
+    assert_int_equal(ledger_event_external(f->l, &x, T0 + 5, &ev, &dup), FERRY_ERR_CONFLICT);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_PENDING, "hook"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1030,6 +1091,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_object_put_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_event_with_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_order_dead_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_external, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
