@@ -149,6 +149,20 @@ static const ferry_cfg_option options[] = {
      "`method: auto` picks a PUT grant up to this size and a POST grant above it."},
     {"policy", "rate_table_size", FERRY_CFG_INT, S(policy_rate_table_size), "100000", 16, 100000000,
      NULL, 0, "Devices whose request rate is tracked at once (memory bound)."},
+    {"notify", "port", FERRY_CFG_INT, S(notify_port), "0", 0, 65535, NULL, 0,
+     "HTTPS port of `POST /events/s3`, where an external S3-compatible store (or a forwarder "
+     "of AWS S3 notifications) reports stored objects, fed into the event outbox. 0: off."},
+    {"notify", "listen", FERRY_CFG_STRING, S(notify_listen), "127.0.0.1", 1, 64, NULL, 0,
+     "Address `/events/s3` listens on (IPv4 or IPv6 literal)."},
+    {"notify", "tls_cert", FERRY_CFG_STRING, S(notify_tls_cert), NULL, 1, 4096, NULL, 0,
+     "Certificate (PEM) of the `/events/s3` listener. Required with a port."},
+    {"notify", "tls_key", FERRY_CFG_STRING, S(notify_tls_key), NULL, 1, 4096, NULL, 0,
+     "Private key (PEM) of `tls_cert`."},
+    {"notify", "token_file", FERRY_CFG_STRING, S(notify_token_file), NULL, 1, 4096, NULL, 0,
+     "File holding the bearer token notifications must carry (first line, mode 600). "
+     "Required with a port."},
+    {"notify", "max_body", FERRY_CFG_SIZE, S(notify_max_body), "1M", 1024, 16LL << 20, NULL, 0,
+     "Largest notification body accepted."},
 };
 
 const ferry_cfg_table daemon_config_table = {options, sizeof options / sizeof options[0]};
@@ -217,6 +231,13 @@ ferry_err daemon_config_check(const daemon_config *cfg, char *err, size_t err_si
             snprintf(err, err_size, "[broker] share_group: must not contain / + #");
             return FERRY_ERR_CONFIG;
         }
+    }
+    if (cfg->notify_port != 0 && (cfg->notify_tls_cert == NULL || cfg->notify_tls_key == NULL ||
+                                  cfg->notify_token_file == NULL)) {
+        snprintf(err, err_size,
+                 "[notify] tls_cert, tls_key and token_file are required with a "
+                 "port");
+        return FERRY_ERR_CONFIG;
     }
     grant_policy policy;
     daemon_config_policy(cfg, &policy);

@@ -84,6 +84,14 @@ typedef struct daemon_config {
     int64_t policy_put_max_size;
     int64_t policy_rate_table_size;
 
+    /* [notify]: the /events/s3 listener for external stores (notify_http.h) */
+    char *notify_listen;
+    int64_t notify_port; /* 0: off */
+    char *notify_tls_cert;
+    char *notify_tls_key;
+    char *notify_token_file;
+    int64_t notify_max_body;
+
     /* [target.NAME] sections (src/events/events_config.h), checked, with
      * their defaults filled in. With none, one MQTT target named "mqtt"
      * publishing to <prefix>/events/object-created stands in (docs/events.md). */

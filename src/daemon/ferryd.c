@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "daemon/grant_service.h"
+#include "daemon/notify_http.h"
 #include "daemon/outbox.h"
 #include "ledger/ledger.h"
 #include "sigv4/sigv4.h"
@@ -218,6 +219,7 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
     char op_secret[SIGV4_MAX_SECRET_LEN + 1] = "";
     broker_link *link = NULL;
     outbox *events = NULL;
+    notify_http *notify = NULL;
     ferryd_state *st = calloc(1, sizeof *st);
     char secret[SIGV4_MAX_SECRET_LEN + 1];
     char err[512];
@@ -355,6 +357,33 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         log_error("outbox.init_failed", "error=\"%s\" detail=\"%s\"", ferry_err_str(result), err);
         goto out;
     }
+    /* /events/s3 last: a notification it accepts is delivered by the
+     * outbox started above. */
+    if (cfg->notify_port != 0) {
+        char token[512];
+        result = ferryd_read_secret(cfg->notify_token_file, token, sizeof token, err, sizeof err);
+        if (result == FERRY_OK) {
+            notify_http_config ncfg = {
+                .listen = cfg->notify_listen,
+                .port = (int)cfg->notify_port,
+                .tls_cert_file = cfg->notify_tls_cert,
+                .tls_key_file = cfg->notify_tls_key,
+                .token = token,
+                .ledger_url = cfg->ledger,
+                .bucket = cfg->store_bucket,
+                .max_body = (size_t)cfg->notify_max_body,
+            };
+            result = notify_http_new(&ncfg, &notify);
+            if (result)
+                snprintf(err, sizeof err, "cannot start the /events/s3 listener");
+        }
+        OPENSSL_cleanse(token, sizeof token);
+        if (result) {
+            log_error("notify.init_failed", "error=\"%s\" detail=\"%s\"", ferry_err_str(result),
+                      err);
+            goto out;
+        }
+    }
     log_info("ferryd.started", "broker=%s:%lld subscription=%s ledger=%s store=%s bucket=%s",
              cfg->broker_host, (long long)cfg->broker_port, subscription, cfg->ledger,
              cfg->store_endpoint, cfg->store_bucket);
@@ -380,6 +409,7 @@ out:
     store_stop(embedded, cfg->shutdown_timeout_ms);
     store_free(embedded);
     OPENSSL_cleanse(op_secret, sizeof op_secret);
+    notify_http_free(notify);
     /* Then the outbox: the delivery in progress finishes, the rest stays
      * pending in the ledger for the next start. */
     outbox_free(events);

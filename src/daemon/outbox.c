@@ -6,8 +6,9 @@
  * timeout), leased for the target's timeout plus LEASE_MARGIN_MS (so a
  * delivery still running is not handed out again; if a batch outlasts its
  * lease another ferryd on the same ledger may deliver a row twice, which
- * at-least-once allows), deliver them one by one, record each outcome. With nothing due it sleeps poll_ms on a condition variable
- * that outbox_stop() signals, so SIGTERM is answered within one delivery.
+ * at-least-once allows), deliver them one by one, record each outcome. With nothing due it sleeps
+ * poll_ms on a condition variable that outbox_stop() signals, so SIGTERM is answered within one
+ * delivery.
  */
 #include "outbox.h"
 
