@@ -48,6 +48,8 @@ typedef struct worker {
     bool started;
     unsigned seed; /* rand_r state for the jitter (not a secret) */
     ledger_delivery batch[CLAIM_MAX];
+    int64_t done[CLAIM_MAX]; /* delivered, not yet marked in the ledger */
+    size_t done_count;
 } worker;
 
 struct outbox {
@@ -194,7 +196,9 @@ static int64_t deliver_one(worker *w, ledger_delivery *ld)
     if (d.outcome == EVENTS_DELIVERED) {
         if (w->send_processed && d.result_json != NULL)
             send_processed(w, &obj, &d);
-        err = ledger_delivery_done(w->ledger, ev->seq, w->name);
+        /* Marked with the rest of the batch (flush_done): one commit per
+         * batch. A crash before it redelivers, which at-least-once allows. */
+        w->done[w->done_count++] = ev->seq;
         log_debug("event.delivered", "event=%s target=%s key=\"%s\" attempts=%u", ev->id, w->name,
                   ev->key, attempts);
     } else {
@@ -221,6 +225,16 @@ static int64_t deliver_one(worker *w, ledger_delivery *ld)
     ferry_buf_cleanup(&json);
     events_delivery_cleanup(&d);
     return backoff_until;
+}
+
+/* Marks the batch's delivered rows in one transaction. */
+static void flush_done(worker *w)
+{
+    ferry_err err = ledger_delivery_done_batch(w->ledger, w->name, w->done, w->done_count, NULL);
+    if (err != FERRY_OK)
+        log_error("event.record_failed", "target=%s count=%zu error=\"%s\"", w->name, w->done_count,
+                  ferry_err_str(err));
+    w->done_count = 0;
 }
 
 /* Target-level backoff: the rest of the batch (still leased) and every
@@ -294,6 +308,7 @@ static void *worker_main(void *arg)
                 break;
             }
         }
+        flush_done(w);
     }
     return NULL;
 }

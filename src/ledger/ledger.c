@@ -495,3 +495,21 @@ ferry_err ledger_event_external(ledger *l, const ledger_external_object *obj, in
         return FERRY_ERR_INVALID;
     return l->ops->event_external(l->impl, obj, now, out, duplicate);
 }
+
+ferry_err ledger_delivery_done_batch(ledger *l, const char *target, const int64_t *event_seqs,
+                                     size_t n, uint64_t *marked)
+{
+    ferry_err err;
+    uint64_t dummy;
+    if (l == NULL || (event_seqs == NULL && n > 0))
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(target, LEDGER_TARGET_NAME_MAX)) != FERRY_OK)
+        return err;
+    if (n == 0) {
+        if (marked != NULL)
+            *marked = 0;
+        return FERRY_OK;
+    }
+    return l->ops->delivery_done_batch(l->impl, target, event_seqs, n,
+                                       marked != NULL ? marked : &dummy);
+}

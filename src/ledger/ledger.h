@@ -425,6 +425,13 @@ ledger_delivery_claim(ledger *l, const char *target, int64_t now_ms, int64_t lea
  * (replayed or already marked), FERRY_ERR_NOT_FOUND when unknown. */
 __attribute__((warn_unused_result)) ferry_err ledger_delivery_done(ledger *l, int64_t event_seq,
                                                                    const char *target);
+/* ledger_delivery_done for n deliveries of target in ONE transaction (a
+ * worker marks a claimed batch at once: one commit instead of n). Rows no
+ * longer pending are skipped; *marked (may be NULL) receives how many
+ * moved. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_delivery_done_batch(ledger *l, const char *target, const int64_t *event_seqs, size_t n,
+                           uint64_t *marked);
 /* A failed attempt: stays pending, attempts set, due again at next_ms. */
 __attribute__((warn_unused_result)) ferry_err
 ledger_delivery_retry(ledger *l, int64_t event_seq, const char *target, unsigned attempts,

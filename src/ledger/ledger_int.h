@@ -57,6 +57,8 @@ typedef struct ledger_ops {
     ferry_err (*delivery_set)(void *impl, int64_t event_seq, const char *target,
                               ledger_delivery_state to, unsigned attempts, int64_t next_ms,
                               const char *error);
+    ferry_err (*delivery_done_batch)(void *impl, const char *target, const int64_t *event_seqs,
+                                     size_t n, uint64_t *marked);
     ferry_err (*delivery_list)(void *impl, ledger_delivery_state state, const char *target,
                                int64_t after_seq, size_t limit,
                                int (*fn)(const ledger_delivery *d, void *arg), void *arg);

@@ -151,6 +151,11 @@ static const char *const migrations[] = {
     /* 4: an external store's notification is matched to its grant's event
      * (a repeated notification must not raise a second event). */
     "CREATE INDEX events_grant ON events(grant_id);",
+    /* 5: the claim walks a target's pending rows in sequencer order and
+     * stops after its batch (a backlog of N rows no longer costs a sort of
+     * N per claim); rows not yet due are filtered on the way. */
+    ("DROP INDEX deliveries_due;"
+     "CREATE INDEX deliveries_pending ON deliveries(target, state, event_seq);"),
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -1587,6 +1592,34 @@ static ferry_err sq_delivery_set(void *impl, int64_t event_seq, const char *targ
     return db_fail(s, "delivery_set.exists", rc);
 }
 
+static ferry_err sq_delivery_done_batch(void *impl, const char *target, const int64_t *event_seqs,
+                                        size_t n, uint64_t *marked)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    uint64_t moved = 0;
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "done_batch.begin")) != FERRY_OK)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        if ((err = stmt_get(s, ST_DELIVERY_DONE, &st)) != FERRY_OK)
+            goto out;
+        sqlite3_bind_int64(st, 1, event_seqs[i]);
+        bind_text(st, 2, target);
+        if ((err = stmt_done(s, st, "done_batch")) != FERRY_OK)
+            goto out;
+        moved += (uint64_t)sqlite3_changes(s->db);
+    }
+    if ((err = exec_simple(s, ST_COMMIT, "done_batch.commit")) != FERRY_OK)
+        goto out;
+    *marked = moved;
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
 static ferry_err sq_delivery_list(void *impl, ledger_delivery_state state, const char *target,
                                   int64_t after_seq, size_t limit,
                                   int (*fn)(const ledger_delivery *d, void *arg), void *arg)
@@ -1773,6 +1806,7 @@ const ledger_ops ledger_sqlite_ops = {
     .event_latest = sq_event_latest,
     .delivery_claim = sq_delivery_claim,
     .delivery_set = sq_delivery_set,
+    .delivery_done_batch = sq_delivery_done_batch,
     .delivery_list = sq_delivery_list,
     .event_external = sq_event_external,
     .delivery_postpone = sq_delivery_postpone,

@@ -117,7 +117,7 @@ static void test_migrate_fresh_and_reopen(void **state)
 
     assert_string_equal(ledger_backend(f->l), "sqlite");
     assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, 4);
+    assert_int_equal(v, 5);
     /* Re-opening an up-to-date database changes nothing and keeps data. */
     ledger_grant g;
     make_grant(&g, "g_a", "dev-1", 10, T0, 60);
@@ -126,7 +126,7 @@ static void test_migrate_fresh_and_reopen(void **state)
     f->l = NULL;
     assert_int_equal(ledger_open(f->path, &again), FERRY_OK);
     assert_int_equal(ledger_schema_version(again, &v), FERRY_OK);
-    assert_int_equal(v, 4);
+    assert_int_equal(v, 5);
     ledger_grant back;
     assert_int_equal(ledger_grant_get(again, "g_a", &back), FERRY_OK);
     assert_string_equal(back.key, g.key);
@@ -1007,6 +1007,11 @@ static void test_outbox_order_dead_replay(void **state)
     assert_int_equal(ledger_delivery_claim(f->l, "cmd", now + 9000, 1000, d, 4, &n), FERRY_OK);
     assert_int_equal(n, 2);
     assert_true(d[0].event.seq < d[1].event.seq);
+    int64_t seqs[3] = {d[0].event.seq, d[1].event.seq, first};
+    assert_int_equal(ledger_delivery_done_batch(f->l, "cmd", seqs, 3, &moved), FERRY_OK);
+    assert_int_equal(moved, 2); /* first was already delivered */
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_DELIVERED, "cmd"), 5);
+    assert_int_equal(ledger_delivery_done_batch(f->l, "cmd", NULL, 0, &moved), FERRY_OK);
 }
 
 /* An external store's notification, matched to its grant. */
