@@ -10,7 +10,9 @@ key form-encoded as S3 sends it). Checked:
   checked with Python's hmac) and as a receipt to the device;
 - the same notification again: counted as a duplicate, nothing new;
 - a notification for another bucket, an unknown grant or the wrong size is
-  refused (422) and changes nothing; non-ObjectCreated events are ignored.
+  refused (422) and changes nothing; so are bodies that are not JSON, have
+  duplicate keys, no Records array, bad records, a bad key escape, or are
+  over max_body (413); non-ObjectCreated events are ignored.
 """
 
 import json
@@ -78,8 +80,9 @@ class OutboxNotify(unittest.TestCase):
 
     def post(self, body, token=TOKEN, path="/events/s3"):
         ctx = ssl.create_default_context(cafile=self.h.ca)
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         req = urllib.request.Request("https://127.0.0.1:%d%s" % (self.port, path),
-                                     data=json.dumps(body).encode(), method="POST",
+                                     data=data, method="POST",
                                      headers={"Content-Type": "application/json"})
         if token is not None:
             req.add_header("Authorization", "Bearer " + token)
@@ -133,6 +136,14 @@ class OutboxNotify(unittest.TestCase):
             code, body = self.post({"Records": [bad]})
             self.assertEqual(code, 422, body)
             self.assertEqual(body["refused"], 1)
+        self.assertEqual(self.ledger_counts(), (0, 0))
+        # Hostile bodies: refused, nothing changes, ferryd stays up.
+        for junk in (b"not json", b"{\"Records\": 5}", b"[]", b"\x00\xff" * 10,
+                     b"{\"Records\":[],\"Records\":[]}", b"{\"Records\":[5, null, {}]}"):
+            code, _ = self.post(junk)
+            self.assertIn(code, (400, 422), junk)
+        self.assertEqual(self.post(b" " * (2 << 20))[0], 413)
+        self.assertEqual(self.post({"Records": [record("%zz/" + key, 1234)]})[0], 422)
         self.assertEqual(self.ledger_counts(), (0, 0))
         code, body = self.post({"Records": [record(key, 1234, name="ObjectRemoved:Delete")]})
         self.assertEqual((code, body["ignored"]), (200, 1))
