@@ -138,7 +138,9 @@ class OutboxEndToEnd(unittest.TestCase):
         wait_for(lambda: not any(self.d.deliveries(t, "pending")
                                  for t in ("bus", "hook", "check", "@device")),
                  what="nothing pending")
-        self.d.stop()
+        # SIGTERM: the workers stop, ferryd exits 0 and says so.
+        self.assertEqual(self.d.stop(), 0)
+        self.assertIn("event=ferryd.stopped", self.d.log())
         self.d.start()
         self.sub.expect_no_message(timeout=1.5)
         before = len(self.hook.events)
