@@ -306,6 +306,57 @@ class GrantUploads(StoreTestCase):
         self.assertFalse(self.exists("op/sha-mismatch.bin"))
         self.assert_clean_and_serving()
 
+    def test_header_auth_outside_the_skew_window(self):
+        """A header-signed request dated 20 minutes off (botocore's clock
+        pinned there) is refused with RequestTimeTooSkewed, before any byte
+        is stored; the same request signed now goes through."""
+        import datetime
+        import ssl
+        import urllib.request
+        from unittest import mock
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        def signed_put(key, body, skew_s):
+            real = datetime.datetime
+
+            class Skewed(real):
+                @classmethod
+                def utcnow(cls):
+                    return real.utcnow() + datetime.timedelta(seconds=skew_s)
+
+                @classmethod
+                def now(cls, tz=None):
+                    return real.now(tz) + datetime.timedelta(seconds=skew_s)
+
+            url = self.d.endpoint + "/ingest/" + key
+            req = AWSRequest(method="PUT", url=url, data=body,
+                             headers={"Content-Length": str(len(body)),
+                                      "X-Amz-Content-SHA256":
+                                      hashlib.sha256(body).hexdigest()})
+            with mock.patch("botocore.auth.datetime.datetime", Skewed):
+                S3SigV4Auth(Credentials(OPERATOR_KEY, OPERATOR_SECRET), "s3",
+                            "us-east-1").add_auth(req)
+            ctx = ssl.create_default_context(cafile=self.d.ca)
+            http = urllib.request.Request(url, data=body, method="PUT",
+                                          headers=dict(req.headers.items()))
+            try:
+                with urllib.request.urlopen(http, context=ctx, timeout=30) as resp:
+                    return resp.status, resp.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+
+        for skew in (-1200, 1200):
+            with self.subTest(skew_s=skew):
+                r = signed_put("op/skewed.bin", b"late" * 10, skew)
+                self.assert_refused(r, 403, "RequestTimeTooSkewed")
+                self.assertFalse(self.exists("op/skewed.bin"))
+        status, body = signed_put("op/skewed.bin", b"in time" * 10, 0)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.get_bytes("op/skewed.bin"), b"in time" * 10)
+        self.assert_clean_and_serving()
+
     def test_two_racing_uploads_of_one_grant(self):
         data = os.urandom(8 << 20)
         path = self.payload(data)
