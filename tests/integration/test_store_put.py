@@ -357,6 +357,43 @@ class GrantUploads(StoreTestCase):
         self.assertEqual(self.get_bytes("op/skewed.bin"), b"in time" * 10)
         self.assert_clean_and_serving()
 
+    def test_ledger_busy_is_slowdown_and_stores_nothing(self):
+        """While another process holds the ledger's write lock longer than
+        the busy timeout, an upload cannot be recorded: 503 SlowDown, the
+        bytes already on disk are removed, the grant stays unused, and the
+        same grant uploads once the ledger is free again."""
+        c = self.device("dev-a")
+        data = os.urandom(5000)
+        g = self.new_grant(c, data)
+        path = self.payload(data)
+        locked, release = threading.Event(), threading.Event()
+
+        def hold_write_lock():
+            db = sqlite3.connect(self.d.ledger, timeout=10, isolation_level=None)
+            db.execute("BEGIN IMMEDIATE")
+            locked.set()
+            release.wait(30)
+            db.execute("ROLLBACK")
+            db.close()
+
+        t = threading.Thread(target=hold_write_lock)
+        t.start()
+        try:
+            self.assertTrue(locked.wait(10))
+            r = self.put_grant(g, path)
+        finally:
+            release.set()
+            t.join()
+        self.assert_refused(r, 503, "SlowDown")
+        self.assertFalse(self.exists(g["key"]))
+        wait_until(lambda: self.d.tmp_files() == [], timeout=5, what="tmp/ empty")
+        self.assertEqual(self.ledger_exec("SELECT state FROM grants WHERE id = ?", g["grant"]),
+                         [("issued",)])
+        code, body = self.put_grant(g, path)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(self.get_bytes(g["key"]), data)
+        c.close()
+
     def test_two_racing_uploads_of_one_grant(self):
         data = os.urandom(8 << 20)
         path = self.payload(data)
