@@ -46,6 +46,7 @@ wait_for() { # wait_for SECONDS COMMAND...
 }
 now_s() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 stop_pid() { # stop_pid PID: SIGTERM, wait for it
   kill "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
@@ -61,7 +62,8 @@ user_args=()
 "$ferryctl" broker-config "$tmp/broker" --pki "$pki" --bind 127.0.0.1 --port "$port" \
   "${user_args[@]}" >/dev/null
 mosquitto -c "$tmp/broker/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
-pids+=($!)
+mosq_pid=$!
+pids+=($mosq_pid)
 wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
 
 # --- nginx: the webhook receiver -------------------------------------------
@@ -131,7 +133,10 @@ INI
   fi
 }
 
-# measure mqtt|webhook RUN -> prints "per_s first_to_last_per_s received"
+# measure mqtt|webhook RUN -> writes "per_s steady_per_s received
+# first_after_s ferryd_cpu_us_per_event broker_cpu_us_per_event" to
+# $tmp/result. Not run in a $( ) subshell: the PIDs it starts must reach
+# the cleanup trap, and a failure must stop the whole script.
 measure() {
   local kind=$1 dir=$tmp/$1-$2 fpid spid t0 last first got
   mkdir -p "$dir"
@@ -164,6 +169,8 @@ measure() {
     kill -USR1 "$(cat "$tmp/nginx.pid")" # reopen the (truncated) access log
     sleep 0.3
   fi
+  local mq0
+  mq0=$(cpu_ticks "$mosq_pid")
   t0=$(now_s)
   "$ferryd" -c "$dir/ferryd.ini" >"$dir/ferryd-1.log" 2>&1 &
   fpid=$!
@@ -188,21 +195,33 @@ measure() {
     first=$(head -n 1 "$tmp/hook.log" | cut -d' ' -f1)
     last=$(tail -n 1 "$tmp/hook.log" | cut -d' ' -f1)
   fi
+  # CPU time (user + system) per event: ferryd's whole run, the broker's
+  # share of the same window.
+  local fcpu mcpu
+  fcpu=$(cpu_ticks "$fpid")
+  mcpu=$(( $(cpu_ticks "$mosq_pid") - mq0 ))
   stop_pid "$fpid"
-  awk -v n="$N" -v t0="$t0" -v f="$first" -v l="$last" -v got="$got" \
-    'BEGIN { printf "%.0f %.0f %d %.2f\n", n / (l - t0), (n - 1) / (l - f), got, f - t0 }'
+  awk -v n="$N" -v t0="$t0" -v f="$first" -v l="$last" -v got="$got" -v fc="$fcpu" \
+    -v mc="$mcpu" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.0f %.0f %d %.2f %.0f %.0f\n", n / (l - t0), (n - 1) / (l - f), got,
+             f - t0, fc / hz * 1e6 / n, mc / hz * 1e6 / n }' >"$tmp/result"
 }
 
 mqtt=() webhook=()
+hdr="per_s steady_per_s received first_after_s ferryd_cpu_us/ev broker_cpu_us/ev"
 for r in $(seq "$RUNS"); do
-  mqtt+=("$(measure mqtt "$r")")
-  echo "  run $r mqtt:    per_s first_to_last_per_s received first_after_s = ${mqtt[-1]}" >&2
-  webhook+=("$(measure webhook "$r")")
-  echo "  run $r webhook: per_s first_to_last_per_s received first_after_s = ${webhook[-1]}" >&2
+  measure mqtt "$r"
+  mqtt+=("$(cat "$tmp/result")")
+  echo "  run $r mqtt:    $hdr = ${mqtt[-1]}" >&2
+  measure webhook "$r"
+  webhook+=("$(cat "$tmp/result")")
+  echo "  run $r webhook: $hdr = ${webhook[-1]}" >&2
 done
 col() { printf '%s\n' "${@:2}" | cut -d' ' -f"$1" | median; }
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench events: mqtt_per_s=$(col 1 "${mqtt[@]}") webhook_per_s=$(col 1 "${webhook[@]}")" \
   "mqtt_steady_per_s=$(col 2 "${mqtt[@]}") webhook_steady_per_s=$(col 2 "${webhook[@]}")" \
   "events=$N mqtt_received=$(col 3 "${mqtt[@]}") webhook_received=$(col 3 "${webhook[@]}")" \
+  "mqtt_ferryd_cpu_us=$(col 5 "${mqtt[@]}") mqtt_broker_cpu_us=$(col 6 "${mqtt[@]}")" \
+  "webhook_ferryd_cpu_us=$(col 5 "${webhook[@]}")" \
   "runs=$RUNS load=\"$load\""
