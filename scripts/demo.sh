@@ -9,10 +9,12 @@
 #      own certificate), gets a pre-signed URL, uploads a heart-sound WAV with
 #      curl over HTTPS, and the bytes are read back (operator credential) and
 #      compared; the same URL again, and other bytes, are refused by the store;
-#   4. a few requests ferryd refuses, and why.
+#   4. the store announces the object: an S3-style event on MQTT, a processor
+#      (examples/processors/payload_check) that reads it back and checks it,
+#      a receipt and the processor's result to the device;
+#   5. a few requests ferryd refuses, and why.
 #
-# Receipts and processor events (issue 6) come later. Everything started
-# here is stopped by PID on exit.
+# Everything started here is stopped by PID on exit.
 set -euo pipefail
 build=$(cd "${1:-build/release}" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,6 +39,8 @@ wait_for() { local deadline=$((SECONDS + $1)); shift
 step "PKI: a CA, server certificates, ferryd's identity and device dev-001"
 "$ferryctl" pki init "$work/pki"
 "$ferryctl" pki issue "$work/pki" dev-001
+# A second ferryd identity, for a processor that watches the event topic.
+"$ferryctl" pki ferryd "$work/pki" ferryd-watch
 mqtt_port=$(free_port)
 user_args=()
 [ "$(id -u)" -eq 0 ] && user_args=(--user root)
@@ -74,7 +78,24 @@ data_dir = $work/store
 [policy]
 content_types = audio/*, image/*
 max_size = 50M
+; Where ferryd announces each stored object (S3 event-notification JSON),
+; and a processor run like a Lambda: it reads the object back, checks it and
+; its summary goes to the device as a "processed" message.
+[target.bus]
+type = mqtt
+[target.check]
+type = command
+command = $work/payload_check.sh
+timeout = 20s
 INI
+cat >"$work/payload_check.sh" <<SH
+#!/bin/sh
+export FERRY_S3_ENDPOINT=https://127.0.0.1:$store_port FERRY_S3_ACCESS_KEY=ferry-operator
+export FERRY_S3_SECRET_KEY_FILE=$work/operator-secret FERRY_S3_REGION=us-east-1
+export FERRY_S3_CA_FILE=$work/pki/ca.pem
+exec $build/examples/processors/payload_check
+SH
+chmod 700 "$work/payload_check.sh"
 "$ferryd" --check-config -c "$work/ferryd.ini"
 "$ferryd" -c "$work/ferryd.ini" 2>"$work/ferryd.log" &
 pids+=($!)
@@ -99,6 +120,18 @@ grant=$(mosquitto_rr "${dev[@]}" -V mqttv5 -q 1 -t ferry/dev-001/upload/request 
   -e ferry/dev-001/upload/response -m "$request" -W 10)
 echo "answer on ferry/dev-001/upload/response:"
 echo "$grant" | $py -c 'import json,sys; print(json.dumps(json.load(sys.stdin), indent=2))' | sed 's/X-Amz-Signature=[0-9a-f]*/X-Amz-Signature=…/'
+
+# The device listens for its receipt and the processor's result; a
+# processor with ferryd's rights listens for the event.
+mosquitto_sub "${dev[@]}" -V mqttv5 -q 1 -t ferry/dev-001/upload/response -C 2 -W 30 \
+  >"$work/device-messages" 2>&1 &
+device_sub=$!
+mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" --cafile "$work/pki/ca.pem" \
+  --cert "$work/pki/ferryd-watch.pem" --key "$work/pki/ferryd-watch.key" -V mqttv5 -q 1 \
+  -t ferry/events/object-created -C 1 -W 30 >"$work/event" 2>&1 &
+event_sub=$!
+pids+=($device_sub $event_sub)
+sleep 0.5
 
 step "dev-001 uploads the bytes with curl (HTTPS, verifying the store against ca.pem)"
 mapfile -t curl_args < <(echo "$grant" | $py -c '
@@ -127,6 +160,12 @@ row = db.execute("SELECT o.size, o.etag, o.device, o.grant_id, g.state FROM obje
                  " JOIN grants g ON g.id = o.grant_id WHERE o.object_key = ?", (sys.argv[2],)).fetchone()
 print("  ledger: object size=%s etag=%s device=%s grant=%s (grant state: %s)" % row)
 PY
+wait "$event_sub" || { cat "$work/event"; exit 1; }
+wait "$device_sub" || { cat "$work/device-messages"; exit 1; }
+echo "event on ferry/events/object-created (S3 notification format):"
+$py -c 'import json,sys; print(json.dumps(json.load(sys.stdin), indent=2))' <"$work/event" | sed 's/^/  /'
+echo "to the device on ferry/dev-001/upload/response:"
+sed 's/^/  /' "$work/device-messages"
 echo "the same URL a second time (grants are single-use):"
 curl -sS "${tls[@]}" -w '\n  HTTP %{http_code}\n' -X PUT -T "$work/heart.wav" "${curl_args[@]}" | sed 's/^/  /'
 echo "the same URL used to send other bytes as text/html:"
@@ -154,4 +193,4 @@ for row in db.execute("SELECT * FROM audit ORDER BY rowid"):
 PY
 
 step "Done"
-echo "Not in this demo yet: receipts and processor events (issue 6)."
+echo "See docs/ for multi-ferryd fleets, external S3-compatible stores and webhook targets."
