@@ -16,6 +16,8 @@
 #
 # Everything started here is stopped by PID on exit.
 set -euo pipefail
+FERRY_WHO="demo"
+. "$(dirname "$0")/lib.sh"
 build=$(cd "${1:-build/release}" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
 ferryctl=$build/cmd/ferryctl/ferryctl
@@ -29,12 +31,6 @@ cleanup() {
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-free_port() { $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "demo: timed out waiting for: $*" >&2; exit 1; }
-    sleep 0.1
-  done; }
 
 step "PKI: a CA, server certificates, ferryd's identity and device dev-001"
 "$ferryctl" pki init "$work/pki"

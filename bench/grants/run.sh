@@ -4,6 +4,8 @@
 # Usage: bench/grants/run.sh BUILD_DIR   (scripts/bench.sh passes the release build)
 # Each measurement runs RUNS times; the medians are reported.
 set -euo pipefail
+FERRY_WHO="bench grants"
+. "$(dirname "$0")/../../scripts/lib.sh"
 build=$(cd "$1" && pwd)
 RUNS=${RUNS:-3}
 SECONDS_1=${SECONDS_1:-4}
@@ -20,14 +22,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # wait_for SECONDS COMMAND...
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "bench grants: timed out waiting for: $*" >&2; exit 1; }
-    sleep 0.1
-  done
-}
 
 "$ferryctl" pki init "$tmp/pki" >/dev/null
 for i in $(seq 0 $((DEVICES - 1))); do "$ferryctl" pki issue "$tmp/pki" "bench-$i" >/dev/null; done

@@ -10,6 +10,8 @@
 # Usage: bench/upload/run.sh BUILD_DIR   (a release build; scripts/bench.sh)
 # nginx is installed with apt-get if missing (it is a benchmark peer only).
 set -euo pipefail
+FERRY_WHO="bench upload"
+. "$(dirname "$0")/../../scripts/lib.sh"
 build=$(cd "$1" && pwd)
 N64=${N64:-4000}
 N1M=${N1M:-600}
@@ -26,18 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! command -v nginx >/dev/null; then
-  echo "bench upload: installing nginx (benchmark peer)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light >/dev/null
-fi
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # wait_for SECONDS COMMAND...
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "bench upload: timed out waiting for: $*" >&2; exit 1; }
-    sleep 0.1
-  done
-}
+command -v nginx >/dev/null || ensure_package nginx-light
 ulimit -n 16384 2>/dev/null || ulimit -n 4096
 
 "$ferryctl" pki init "$tmp/pki" >/dev/null
