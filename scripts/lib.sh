@@ -34,3 +34,8 @@ ensure_package() {
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
     { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 }
+
+# median: the median of the numbers on standard input, one per line.
+median() {
+  sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'
+}

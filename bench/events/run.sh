@@ -17,6 +17,8 @@
 # Usage: bench/events/run.sh BUILD_DIR   (a release build; scripts/bench.sh)
 # nginx is installed with apt-get if missing (it is a benchmark peer only).
 set -euo pipefail
+FERRY_WHO="bench events"
+. "$(dirname "$0")/../../scripts/lib.sh"
 build=$(cd "$1" && pwd)
 N=${N:-20000}
 RUNS=${RUNS:-3}
@@ -32,20 +34,8 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "bench events: $*" >&2; exit 1; }
 
-if ! command -v nginx >/dev/null; then
-  echo "bench events: installing nginx (benchmark peer)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light >/dev/null
-fi
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # wait_for SECONDS COMMAND...
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || fail "timed out waiting for: $*"
-    sleep 0.05
-  done
-}
+command -v nginx >/dev/null || ensure_package nginx-light
 now_s() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 stop_pid() { # stop_pid PID: SIGTERM, wait for it
   kill "$1" 2>/dev/null || true

@@ -38,7 +38,6 @@ client() { # client DEVICES SECONDS -> "p50 p99 per_s"
   "$bench" client --port "$port" --ca "$tmp/pki/ca.pem" --pki "$tmp/pki" --devices "$1" \
     --seconds "$2" | sed -E 's/.*p50_us=([0-9]+) p99_us=([0-9]+) per_s=([0-9]+).*/\1 \2 \3/'
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 measure() { # measure LABEL -> sets LABEL_{p50,p99,per_s}_{1,N}
   local label=$1 runs1=() runsN=()
   for r in $(seq "$RUNS"); do
