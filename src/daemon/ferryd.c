@@ -237,6 +237,10 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
     if (result == FERRY_OK)
         result = ledger_set_sync(service_ledger,
                                  cfg->ledger_sync == 1 ? LEDGER_SYNC_FULL : LEDGER_SYNC_NORMAL);
+    /* The request path never pays for a checkpoint: the main loop below
+     * runs them in the background. */
+    if (result == FERRY_OK)
+        result = ledger_set_autocheckpoint(service_ledger, false);
     if (result == FERRY_OK)
         result = ledger_open(cfg->ledger, &sweep_ledger);
     if (result) {
@@ -389,7 +393,13 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
              cfg->store_endpoint, cfg->store_bucket);
 
     int64_t next_sweep = ferry_time_mono_ns();
+    int64_t next_checkpoint = next_sweep;
     while (!*stop) {
+        if (ferry_time_mono_ns() >= next_checkpoint) {
+            if (ledger_checkpoint(sweep_ledger) != FERRY_OK)
+                log_warn("ledger.checkpoint_failed", "ledger=%s", cfg->ledger);
+            next_checkpoint = ferry_time_mono_ns() + 1000000000LL;
+        }
         if (ferry_time_mono_ns() >= next_sweep) {
             uint64_t expired = 0;
             if (ledger_grants_expire(sweep_ledger, ferry_time_now(), &expired) != FERRY_OK)

@@ -72,6 +72,20 @@ out:
     return err;
 }
 
+ferry_err ledger_set_autocheckpoint(ledger *l, bool on)
+{
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    return l->ops->set_autocheckpoint(l->impl, on);
+}
+
+ferry_err ledger_checkpoint(ledger *l)
+{
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    return l->ops->checkpoint(l->impl);
+}
+
 ferry_err ledger_set_sync(ledger *l, ledger_sync mode)
 {
     if (l == NULL || (mode != LEDGER_SYNC_FULL && mode != LEDGER_SYNC_NORMAL))

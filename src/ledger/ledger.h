@@ -154,6 +154,15 @@ typedef enum ledger_sync {
 } ledger_sync;
 
 __attribute__((warn_unused_result)) ferry_err ledger_set_sync(ledger *l, ledger_sync mode);
+
+/* Checkpoints on the caller's schedule. By default SQLite copies the
+ * write-ahead log back into the database (with an fsync) inside whichever
+ * commit crosses the threshold, which stalls that one request for tens of
+ * milliseconds. ferryd turns that off on its request-path handle and calls
+ * ledger_checkpoint() from a background thread instead. A PASSIVE
+ * checkpoint never waits for, nor blocks, readers or writers. */
+__attribute__((warn_unused_result)) ferry_err ledger_set_autocheckpoint(ledger *l, bool on);
+__attribute__((warn_unused_result)) ferry_err ledger_checkpoint(ledger *l);
 /* Name of the backend ("sqlite"). */
 const char *ledger_backend(const ledger *l);
 /* The schema version the database is at. */

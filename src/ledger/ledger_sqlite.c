@@ -629,6 +629,21 @@ static ferry_err sq_set_sync(void *impl, ledger_sync mode)
                     "synchronous");
 }
 
+static ferry_err sq_set_autocheckpoint(void *impl, bool on)
+{
+    /* The threshold set at open (10,000 pages), or none. */
+    return exec_sql(impl, on ? "PRAGMA wal_autocheckpoint = 10000" : "PRAGMA wal_autocheckpoint = 0",
+                    "wal_autocheckpoint");
+}
+
+static ferry_err sq_checkpoint(void *impl)
+{
+    sqlite_ledger *s = impl;
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    /* BUSY: another connection is checkpointing; nothing to do this time. */
+    return rc == SQLITE_OK || rc == SQLITE_BUSY ? FERRY_OK : db_fail(s, "checkpoint", rc);
+}
+
 static ferry_err sq_schema_version(void *impl, int64_t *out)
 {
     return pragma_int(impl, "PRAGMA user_version", out);
@@ -1784,6 +1799,8 @@ const ledger_ops ledger_sqlite_ops = {
     .close = sq_close,
     .schema_version = sq_schema_version,
     .set_sync = sq_set_sync,
+    .set_autocheckpoint = sq_set_autocheckpoint,
+    .checkpoint = sq_checkpoint,
     .device_get = sq_device_get,
     .device_upsert = sq_device_upsert,
     .open_grants = sq_open_grants,

@@ -224,6 +224,39 @@ static void test_device_upsert_get(void **state)
     assert_int_equal(ledger_device_get(f->l, NULL, &back), FERRY_ERR_INVALID);
 }
 
+/* Sync mode, autocheckpoint off and a background checkpoint: writes stay
+ * readable from another connection and the log is folded back into the
+ * database file. */
+static void test_sync_and_checkpoint_controls(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(ledger_set_sync(f->l, LEDGER_SYNC_NORMAL), FERRY_OK);
+    assert_int_equal(ledger_set_sync(f->l, LEDGER_SYNC_FULL), FERRY_OK);
+    assert_int_equal(ledger_set_sync(f->l, (ledger_sync)7), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_set_sync(NULL, LEDGER_SYNC_FULL), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_set_sync(f->l, LEDGER_SYNC_NORMAL), FERRY_OK);
+    assert_int_equal(ledger_set_autocheckpoint(f->l, false), FERRY_OK);
+    ledger_grant g;
+    char id[16];
+    for (int i = 0; i < 50; i++) {
+        snprintf(id, sizeof id, "g_ck%d", i);
+        make_grant(&g, id, "dev-ck", 10, T0, 300);
+        insert_ok(f->l, &g);
+    }
+    ledger *other = NULL;
+    assert_int_equal(ledger_open(f->path, &other), FERRY_OK);
+    assert_int_equal(ledger_checkpoint(other), FERRY_OK);
+    ledger_grant back;
+    assert_int_equal(ledger_grant_get(other, "g_ck49", &back), FERRY_OK);
+    uint64_t open = 0;
+    assert_int_equal(ledger_open_grants(other, "dev-ck", T0, &open), FERRY_OK);
+    assert_int_equal(open, 50);
+    ledger_close(other);
+    assert_int_equal(ledger_set_autocheckpoint(f->l, true), FERRY_OK);
+    assert_int_equal(ledger_checkpoint(f->l), FERRY_OK);
+    assert_int_equal(ledger_checkpoint(NULL), FERRY_ERR_INVALID);
+}
+
 static void test_grant_insert_get(void **state)
 {
     fixture *f = *state;
@@ -1083,6 +1116,7 @@ int main(void)
         cmocka_unit_test(test_open_bad_urls),
         cmocka_unit_test_setup_teardown(test_device_upsert_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grant_insert_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_and_checkpoint_controls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_count_and_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_inside_insert, setup, teardown),
