@@ -238,7 +238,8 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         result = ledger_set_sync(service_ledger,
                                  cfg->ledger_sync == 1 ? LEDGER_SYNC_FULL : LEDGER_SYNC_NORMAL);
     /* The request path never pays for a checkpoint: the main loop below
-     * runs them in the background. */
+     * runs them in the background, every 5 s (each costs an fsync of the
+     * database file, so not more often). */
     if (result == FERRY_OK)
         result = ledger_set_autocheckpoint(service_ledger, false);
     if (result == FERRY_OK)
@@ -398,7 +399,7 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         if (ferry_time_mono_ns() >= next_checkpoint) {
             if (ledger_checkpoint(sweep_ledger) != FERRY_OK)
                 log_warn("ledger.checkpoint_failed", "ledger=%s", cfg->ledger);
-            next_checkpoint = ferry_time_mono_ns() + 1000000000LL;
+            next_checkpoint = ferry_time_mono_ns() + 5000000000LL;
         }
         if (ferry_time_mono_ns() >= next_sweep) {
             uint64_t expired = 0;
