@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "grants/grants.h"
@@ -284,42 +285,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 static ferry_err read_pem(const char *path, char **out)
 {
-    ferry_err err = FERRY_OK;
-    struct stat st;
-    char *data = NULL;
-    size_t got = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        log_error("notify.tls_file", "path=%s error=\"%s\"", path, strerror(errno));
-        return FERRY_ERR_CONFIG;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
-        st.st_size > NOTIFY_PEM_MAX) {
-        err = FERRY_ERR_CONFIG;
-        goto out;
-    }
-    data = malloc((size_t)st.st_size + 1);
-    if (data == NULL) {
-        err = FERRY_ERR_NOMEM;
-        goto out;
-    }
-    while (got < (size_t)st.st_size) {
-        ssize_t k = read(fd, data + got, (size_t)st.st_size - got);
-        if (k <= 0) {
-            err = FERRY_ERR_IO;
-            goto out;
-        }
-        got += (size_t)k;
-    }
-    data[got] = '\0';
-    *out = data;
-    data = NULL;
-out:
-    if (data != NULL) {
-        OPENSSL_cleanse(data, (size_t)st.st_size);
-        free(data);
-    }
-    close(fd);
+    const char *why = "";
+    ferry_err err = ferry_read_small_file(path, NOTIFY_PEM_MAX, out, &why);
+    if (err != FERRY_OK)
+        log_error("notify.tls_file", "path=%s error=\"%s\"", path, why);
     return err;
 }
 

@@ -41,6 +41,7 @@
 #include <openssl/rand.h>
 
 #include "common/buf.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "grants/grants.h"
@@ -1947,43 +1948,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 static ferry_err read_small_file(const char *path, char **out)
 {
-    ferry_err err = FERRY_OK;
-    char *data = NULL;
-    struct stat st;
-    size_t got = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        log_error("store.tls_file", "path=%s error=\"%s\"", path, strerror(errno));
-        return FERRY_ERR_CONFIG;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
-        (uint64_t)st.st_size > STORE_TLS_FILE_MAX) {
-        log_error("store.tls_file", "path=%s error=\"not a regular file of 1 B to 256 KB\"", path);
-        err = FERRY_ERR_CONFIG;
-        goto out;
-    }
-    data = malloc((size_t)st.st_size + 1);
-    if (data == NULL) {
-        err = FERRY_ERR_NOMEM;
-        goto out;
-    }
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
-        if (n <= 0) {
-            err = FERRY_ERR_IO;
-            goto out;
-        }
-        got += (size_t)n;
-    }
-    data[got] = '\0';
-    *out = data;
-    data = NULL;
-out:
-    if (data != NULL) {
-        OPENSSL_cleanse(data, (size_t)st.st_size);
-        free(data);
-    }
-    close(fd);
+    const char *why = "";
+    ferry_err err = ferry_read_small_file(path, STORE_TLS_FILE_MAX, out, &why);
+    if (err != FERRY_OK)
+        log_error("store.tls_file", "path=%s error=\"%s\"", path, why);
     return err;
 }
 
