@@ -349,15 +349,6 @@ static ferry_err worker_init(outbox *o, worker *w, const outbox_config *config,
     return FERRY_OK;
 }
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d != NULL)
-        memcpy(d, s, n);
-    return d;
-}
-
 ferry_err outbox_new(const outbox_config *config, outbox **out, char *err, size_t err_size)
 {
     ferry_err result = FERRY_OK;
@@ -376,8 +367,8 @@ ferry_err outbox_new(const outbox_config *config, outbox **out, char *err, size_
     pthread_cond_init(&o->cv, NULL);
     o->link = config->link;
     o->poll_ms = config->poll_ms > 0 ? config->poll_ms : 100;
-    o->prefix = dup_str(config->prefix);
-    o->region = dup_str(config->region);
+    o->prefix = strdup(config->prefix);
+    o->region = strdup(config->region);
     o->workers = calloc(config->events->count + 1, sizeof *o->workers);
     if (o->prefix == NULL || o->region == NULL || o->workers == NULL) {
         result = FERRY_ERR_NOMEM;

@@ -49,8 +49,9 @@ static ferry_err check_charset(const char *name, char *err, size_t err_size)
         char c = name[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-')) {
-            snprintf(err, err_size, "name may only contain A-Z a-z 0-9 . _ - (it is an MQTT "
-                                    "topic level and a file name)");
+            snprintf(err, err_size,
+                     "name may only contain A-Z a-z 0-9 . _ - (it is an MQTT "
+                     "topic level and a file name)");
             return FERRY_ERR_INVALID;
         }
     }
@@ -147,8 +148,8 @@ static void unlock_dir(int fd)
 /* Writes a key (0600) and a certificate (0644) as DIR/stem.key and
  * DIR/stem.pem; key may be NULL (a CSR-signed certificate). On failure
  * neither file is left behind. */
-static ferry_err write_pair(const char *dir, const char *stem, EVP_PKEY *key, X509 *cert,
-                            char *err, size_t err_size)
+static ferry_err write_pair(const char *dir, const char *stem, EVP_PKEY *key, X509 *cert, char *err,
+                            size_t err_size)
 {
     char key_path[PATH_MAX], cert_path[PATH_MAX], rel[PATH_MAX];
     ferry_buf pem;
@@ -255,8 +256,7 @@ static ferry_err write_crl(const char *dir, X509 *ca, EVP_PKEY *ca_key, const pk
         goto out;
     }
     number++;
-    result = pki_crl_build(ca, ca_key, index, number, ferry_time_now(), days, &crl, err,
-                           err_size);
+    result = pki_crl_build(ca, ca_key, index, number, ferry_time_now(), days, &crl, err, err_size);
     if (result != FERRY_OK)
         goto out;
     result = FERRY_ERR_CRYPTO;
@@ -490,14 +490,14 @@ ferry_err pki_init(const char *dir, const pki_init_options *opts, char *err, siz
         goto out;
     ca_written = true;
 
-    result = issue_with_key(dir, "broker", "broker", PKI_CERT_SERVER, ca, ca_key, opts->days,
-                            opts, &index, err, err_size);
+    result = issue_with_key(dir, "broker", "broker", PKI_CERT_SERVER, ca, ca_key, opts->days, opts,
+                            &index, err, err_size);
     if (result == FERRY_OK)
         result = issue_with_key(dir, "store", "store", PKI_CERT_SERVER, ca, ca_key, opts->days,
                                 opts, &index, err, err_size);
     if (result == FERRY_OK)
-        result = issue_with_key(dir, "ferryd", "ferryd", PKI_CERT_CLIENT, ca, ca_key,
-                                opts->days, NULL, &index, err, err_size);
+        result = issue_with_key(dir, "ferryd", "ferryd", PKI_CERT_CLIENT, ca, ca_key, opts->days,
+                                NULL, &index, err, err_size);
     if (result != FERRY_OK)
         goto out;
     result = write_crl(dir, ca, ca_key, &index, opts->days, err, err_size);
@@ -547,14 +547,42 @@ static void client_stem(char *out, size_t out_size, const char *name)
 
 /* Issues a client certificate for a device or an extra ferryd identity;
  * the name has been checked by the caller for its kind. */
+/* What every operation on an existing PKI holds: the directory's lock, the
+ * CA and its key, and the index of issued certificates. */
+typedef struct pki_session {
+    int lock_fd;
+    X509 *ca;
+    EVP_PKEY *ca_key;
+    pki_index index;
+} pki_session;
+
+/* Takes the lock, then loads the CA and the index. On failure err says
+ * why; session_close() is needed in every case. */
+static ferry_err session_open(const char *dir, pki_session *s, char *err, size_t err_size)
+{
+    ferry_err result = lock_dir(dir, &s->lock_fd, err, err_size);
+    if (result == FERRY_OK)
+        result = load_ca(dir, &s->ca, &s->ca_key, err, err_size);
+    if (result == FERRY_OK)
+        result = pki_index_load(dir, &s->index, err, err_size);
+    return result;
+}
+
+static void session_close(pki_session *s)
+{
+    pki_index_cleanup(&s->index);
+    X509_free(s->ca);
+    EVP_PKEY_free(s->ca_key);
+    unlock_dir(s->lock_fd);
+}
+
 static ferry_err issue_client(const char *dir, const char *name, const char *csr_path, int days,
                               char *err, size_t err_size)
 {
     char stem[PATH_MAX];
-    int lock_fd = -1;
-    X509 *ca = NULL, *cert = NULL;
-    EVP_PKEY *ca_key = NULL, *key = NULL;
-    pki_index index = {NULL, 0};
+    pki_session ps = {.lock_fd = -1};
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
     ferry_buf csr;
     bool files_written = false;
     ferry_buf_init(&csr, PKI_PEM_MAX);
@@ -577,16 +605,10 @@ static ferry_err issue_client(const char *dir, const char *name, const char *csr
             goto out;
         }
     }
-    result = lock_dir(dir, &lock_fd, err, err_size);
+    result = session_open(dir, &ps, err, err_size);
     if (result != FERRY_OK)
         goto out;
-    result = load_ca(dir, &ca, &ca_key, err, err_size);
-    if (result != FERRY_OK)
-        goto out;
-    result = pki_index_load(dir, &index, err, err_size);
-    if (result != FERRY_OK)
-        goto out;
-    if (find_current(&index, name) != NULL) {
+    if (find_current(&ps.index, name) != NULL) {
         snprintf(err, err_size, "'%s' already has a certificate (revoke it first)", name);
         result = FERRY_ERR_EXISTS;
         goto out;
@@ -597,8 +619,8 @@ static ferry_err issue_client(const char *dir, const char *name, const char *csr
         .kind = PKI_CERT_CLIENT,
         .common_name = name,
         .subject_key = key,
-        .issuer = ca,
-        .issuer_key = ca_key,
+        .issuer = ps.ca,
+        .issuer_key = ps.ca_key,
         .now = ferry_time_now(),
         .days = days,
     };
@@ -613,9 +635,9 @@ static ferry_err issue_client(const char *dir, const char *name, const char *csr
     files_written = true;
     entry.not_after = spec.now + (int64_t)days * 86400;
     snprintf(entry.name, sizeof entry.name, "%s", name);
-    result = pki_index_add(&index, &entry);
+    result = pki_index_add(&ps.index, &entry);
     if (result == FERRY_OK)
-        result = pki_index_save(dir, &index);
+        result = pki_index_save(dir, &ps.index);
     if (result != FERRY_OK) {
         snprintf(err, err_size, "%s/index: cannot write: %s", dir, ferry_err_str(result));
         goto out;
@@ -624,13 +646,10 @@ static ferry_err issue_client(const char *dir, const char *name, const char *csr
 out:
     if (files_written)
         remove_pair(dir, stem);
-    pki_index_cleanup(&index);
     X509_free(cert);
-    X509_free(ca);
     EVP_PKEY_free(key);
-    EVP_PKEY_free(ca_key);
     ferry_buf_cleanup(&csr);
-    unlock_dir(lock_fd);
+    session_close(&ps);
     return result;
 }
 
@@ -644,8 +663,7 @@ ferry_err pki_issue(const char *dir, const char *name, const char *csr_path, int
     return issue_client(dir, name, csr_path, days, err, err_size);
 }
 
-ferry_err pki_issue_ferryd(const char *dir, const char *name, int days, char *err,
-                           size_t err_size)
+ferry_err pki_issue_ferryd(const char *dir, const char *name, int days, char *err, size_t err_size)
 {
     err[0] = '\0';
     ferry_err result = pki_ferryd_name_check(name, err, err_size);
@@ -708,10 +726,7 @@ static void retire_files(const char *dir, const pki_index_entry *e)
 
 ferry_err pki_revoke(const char *dir, const char *name, char *err, size_t err_size)
 {
-    int lock_fd = -1;
-    X509 *ca = NULL;
-    EVP_PKEY *ca_key = NULL;
-    pki_index index = {NULL, 0};
+    pki_session ps = {.lock_fd = -1};
     err[0] = '\0';
     /* Devices and the extra ferryd identities; the primary ferryd, broker
      * and store are replaced by a new `pki init`, not revoked one by one. */
@@ -720,16 +735,10 @@ ferry_err pki_revoke(const char *dir, const char *name, char *err, size_t err_si
                            : pki_name_check(name, err, err_size);
     if (result != FERRY_OK)
         goto out;
-    result = lock_dir(dir, &lock_fd, err, err_size);
+    result = session_open(dir, &ps, err, err_size);
     if (result != FERRY_OK)
         goto out;
-    result = load_ca(dir, &ca, &ca_key, err, err_size);
-    if (result != FERRY_OK)
-        goto out;
-    result = pki_index_load(dir, &index, err, err_size);
-    if (result != FERRY_OK)
-        goto out;
-    pki_index_entry *e = find_current(&index, name);
+    pki_index_entry *e = find_current(&ps.index, name);
     if (e == NULL) {
         snprintf(err, err_size, "'%s' has no unrevoked certificate", name);
         result = FERRY_ERR_NOT_FOUND;
@@ -739,47 +748,32 @@ ferry_err pki_revoke(const char *dir, const char *name, char *err, size_t err_si
     e->revoked_at = ferry_time_now();
     /* The CRL first: if it cannot be written, the index still says valid
      * and the operator can simply run revoke again. */
-    result = write_crl(dir, ca, ca_key, &index, crl_interval_days(dir), err, err_size);
+    result = write_crl(dir, ps.ca, ps.ca_key, &ps.index, crl_interval_days(dir), err, err_size);
     if (result != FERRY_OK)
         goto out;
-    result = pki_index_save(dir, &index);
+    result = pki_index_save(dir, &ps.index);
     if (result != FERRY_OK) {
         snprintf(err, err_size, "%s/index: cannot write: %s", dir, ferry_err_str(result));
         goto out;
     }
     retire_files(dir, e);
 out:
-    pki_index_cleanup(&index);
-    X509_free(ca);
-    EVP_PKEY_free(ca_key);
-    unlock_dir(lock_fd);
+    session_close(&ps);
     return result;
 }
 
 ferry_err pki_crl_refresh(const char *dir, int days, char *err, size_t err_size)
 {
-    int lock_fd = -1;
-    X509 *ca = NULL;
-    EVP_PKEY *ca_key = NULL;
-    pki_index index = {NULL, 0};
+    pki_session ps = {.lock_fd = -1};
     err[0] = '\0';
     ferry_err result = check_days(days, err, err_size);
     if (result != FERRY_OK)
         goto out;
-    result = lock_dir(dir, &lock_fd, err, err_size);
+    result = session_open(dir, &ps, err, err_size);
     if (result != FERRY_OK)
         goto out;
-    result = load_ca(dir, &ca, &ca_key, err, err_size);
-    if (result != FERRY_OK)
-        goto out;
-    result = pki_index_load(dir, &index, err, err_size);
-    if (result != FERRY_OK)
-        goto out;
-    result = write_crl(dir, ca, ca_key, &index, days, err, err_size);
+    result = write_crl(dir, ps.ca, ps.ca_key, &ps.index, days, err, err_size);
 out:
-    pki_index_cleanup(&index);
-    X509_free(ca);
-    EVP_PKEY_free(ca_key);
-    unlock_dir(lock_fd);
+    session_close(&ps);
     return result;
 }

@@ -29,7 +29,7 @@
 #include "common/timefmt.h"
 
 #define SIGV4_MAX_CONDITIONS 64
-#define SIGV4_MAX_FIELD_LEN 8192
+#define SIGV4_MAX_FIELD_LEN  8192
 
 typedef enum cond_kind { COND_EQ, COND_PREFIX, COND_RANGE } cond_kind;
 
@@ -87,8 +87,8 @@ static bool b64_decode(const char *in, size_t len, unsigned char *out, size_t *o
             if (v[k] < 0)
                 return false;
         }
-        unsigned triple = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 |
-                          (unsigned)v[3];
+        unsigned triple =
+            (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
         out[o++] = (unsigned char)(triple >> 16);
         if (pad < 2)
             out[o++] = (unsigned char)(triple >> 8 & 0xff);
@@ -97,15 +97,6 @@ static bool b64_decode(const char *in, size_t len, unsigned char *out, size_t *o
     }
     *out_len = o;
     return true;
-}
-
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d != NULL)
-        memcpy(d, s, n);
-    return d;
 }
 
 void sigv4_policy_free(sigv4_policy *policy)
@@ -149,8 +140,8 @@ static sigv4_reason parse_condition(const json_t *c, policy_cond *out)
             if (!json_is_string(val) || k[0] == '\0')
                 return SIGV4_R_POLICY_JSON;
             out->kind = COND_EQ;
-            out->field = dup_str(k[0] == '$' ? k + 1 : k);
-            out->value = dup_str(json_string_value(val));
+            out->field = strdup(k[0] == '$' ? k + 1 : k);
+            out->value = strdup(json_string_value(val));
         }
     } else if (json_is_array(c) && json_array_size(c) == 3) {
         const json_t *op = json_array_get(c, 0);
@@ -162,7 +153,7 @@ static sigv4_reason parse_condition(const json_t *c, policy_cond *out)
             if (!json_size(json_array_get(c, 1), &out->min) ||
                 !json_size(json_array_get(c, 2), &out->max) || out->min > out->max)
                 return SIGV4_R_POLICY_JSON;
-            out->field = dup_str("content-length-range");
+            out->field = strdup("content-length-range");
         } else {
             if (strcasecmp(ops, "eq") == 0)
                 out->kind = COND_EQ;
@@ -177,8 +168,8 @@ static sigv4_reason parse_condition(const json_t *c, policy_cond *out)
             /* Array conditions name fields with a leading '$'. */
             if (fs[0] != '$' || fs[1] == '\0')
                 return SIGV4_R_POLICY_JSON;
-            out->field = dup_str(fs + 1);
-            out->value = dup_str(json_string_value(v));
+            out->field = strdup(fs + 1);
+            out->value = strdup(json_string_value(v));
         }
     } else {
         return SIGV4_R_POLICY_JSON;
@@ -274,8 +265,8 @@ static void set_detail(sigv4_verdict *vd, const char *s)
 }
 
 /* The same scope check as sigv4_verify.c, for the form's credential. */
-static sigv4_reason post_scope(const sigv4_verifier *v, const sigv4_scope *sc,
-                               const char *amz_date, sigv4_verdict *vd)
+static sigv4_reason post_scope(const sigv4_verifier *v, const sigv4_scope *sc, const char *amz_date,
+                               sigv4_verdict *vd)
 {
     snprintf(vd->access_key_id, sizeof vd->access_key_id, "%s", sc->access_key_id);
     if (strcmp(sc->region, v->region) != 0) {
@@ -315,7 +306,8 @@ ferry_err sigv4_verify_post(const sigv4_verifier *v, const sigv4_post_form *form
             why = SIGV4_R_FORM_MALFORMED;
             goto out;
         }
-        if (!sigv4__ieq(n, "policy") && strnlen(val, SIGV4_MAX_FIELD_LEN + 1) > SIGV4_MAX_FIELD_LEN) {
+        if (!sigv4__ieq(n, "policy") &&
+            strnlen(val, SIGV4_MAX_FIELD_LEN + 1) > SIGV4_MAX_FIELD_LEN) {
             set_detail(vd, n);
             why = SIGV4_R_FORM_MALFORMED;
             goto out;
@@ -415,9 +407,9 @@ ferry_err sigv4_verify_post(const sigv4_verifier *v, const sigv4_post_form *form
         }
         /* The bucket is the one in the URL, not a form field. */
         const char *got = sigv4__ieq(c->field, "bucket") ? form->bucket : form_get(form, c->field);
-        bool ok = got != NULL && (c->kind == COND_EQ ? strcmp(got, c->value) == 0
-                                                     : strncmp(got, c->value,
-                                                               strlen(c->value)) == 0);
+        bool ok =
+            got != NULL && (c->kind == COND_EQ ? strcmp(got, c->value) == 0
+                                               : strncmp(got, c->value, strlen(c->value)) == 0);
         if (!ok) {
             set_detail(vd, c->field);
             why = SIGV4_R_POLICY_CONDITION;
@@ -494,7 +486,7 @@ static ferry_err form_add(sigv4_form *f, size_t cap, const char *name, const cha
 {
     if (f->n_fields >= cap)
         return FERRY_ERR_INTERNAL;
-    char *n = dup_str(name), *v = dup_str(value);
+    char *n = strdup(name), *v = strdup(value);
     if (n == NULL || v == NULL) {
         free(n);
         free(v);
@@ -509,9 +501,9 @@ static ferry_err form_add(sigv4_form *f, size_t cap, const char *name, const cha
 /* Names the caller may not set through extra fields: Ferry writes them. */
 static bool reserved_field(const char *name)
 {
-    static const char *const names[] = {"policy",     "x-amz-signature", "x-amz-algorithm",
-                                        "x-amz-credential", "x-amz-date", "key",
-                                        "bucket",     "content-type",    "file"};
+    static const char *const names[] = {"policy",           "x-amz-signature", "x-amz-algorithm",
+                                        "x-amz-credential", "x-amz-date",      "key",
+                                        "bucket",           "content-type",    "file"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (sigv4__ieq(name, names[i]))
             return true;
@@ -594,8 +586,8 @@ ferry_err sigv4_post_policy(sigv4_signer *signer, const sigv4_post_params *p, in
                                                      (json_int_t)p->length_min,
                                                      (json_int_t)p->length_max));
     for (size_t i = 0; i < p->n_fields; i++)
-        rc |= json_array_append_new(conds,
-                                    json_pack("{s:s}", p->fields[i].name, p->fields[i].value));
+        rc |=
+            json_array_append_new(conds, json_pack("{s:s}", p->fields[i].name, p->fields[i].value));
     rc |= json_array_append_new(conds, json_pack("{s:s}", "x-amz-algorithm", SIGV4_ALGORITHM));
     rc |= json_array_append_new(conds, json_pack("{s:s}", "x-amz-credential", cred.data));
     rc |= json_array_append_new(conds, json_pack("{s:s}", "x-amz-date", amz_date));

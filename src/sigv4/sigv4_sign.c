@@ -36,14 +36,14 @@ struct sigv4_signer {
     char *secret;
     char *region;
     char *service;
-    char *cred_enc; /* "akid%2F" ... as in X-Amz-Credential: the access key,
-                       then (after the date) region and service, URI-encoded */
+    char *cred_enc;  /* "akid%2F" ... as in X-Amz-Credential: the access key,
+                        then (after the date) region and service, URI-encoded */
     char *scope_enc; /* "region%2Fservice%2Faws4_request", URI-encoded */
 
     EVP_MD *md;
-    EVP_MD_CTX *work;          /* digest context, re-initialised per use */
-    unsigned char ipad[64];    /* key ^ 0x36.. : secret, wiped with the key */
-    unsigned char opad[64];    /* key ^ 0x5c.. */
+    EVP_MD_CTX *work;       /* digest context, re-initialised per use */
+    unsigned char ipad[64]; /* key ^ 0x36.. : secret, wiped with the key */
+    unsigned char opad[64]; /* key ^ 0x5c.. */
     bool have_key;
     char key_date[FERRY_AMZ_DATE_LEN + 1];
     unsigned char key[32];
@@ -58,15 +58,6 @@ static char *put(char *w, const char *s, size_t n)
 {
     memcpy(w, s, n);
     return w + n;
-}
-
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d != NULL)
-        memcpy(d, s, n);
-    return d;
 }
 
 void sigv4_signer_free(sigv4_signer *signer)
@@ -110,10 +101,10 @@ sigv4_signer *sigv4_signer_new(const char *access_key_id, const char *secret, co
     ferry_buf_init(&s->scratch, SIGV4_MAX_CANON_LEN);
     ferry_buf enc;
     ferry_buf_init(&enc, SIGV4_MAX_ACCESS_KEY_LEN * 3);
-    s->access_key_id = dup_str(access_key_id);
-    s->secret = dup_str(secret);
-    s->region = dup_str(region);
-    s->service = dup_str(service);
+    s->access_key_id = strdup(access_key_id);
+    s->secret = strdup(secret);
+    s->region = strdup(region);
+    s->service = strdup(service);
     s->md = EVP_MD_fetch(NULL, "SHA256", NULL);
     s->work = EVP_MD_CTX_new();
     if (sigv4__uri_encode(&enc, access_key_id, strlen(access_key_id), false) == FERRY_OK)
@@ -125,9 +116,8 @@ sigv4_signer *sigv4_signer_new(const char *access_key_id, const char *secret, co
         ferry_buf_append_str(&enc, "%2Faws4_request") == FERRY_OK)
         s->scope_enc = ferry_buf_detach(&enc);
     ferry_buf_cleanup(&enc);
-    if (s->access_key_id == NULL || s->secret == NULL || s->region == NULL ||
-        s->service == NULL || s->md == NULL || s->work == NULL || s->cred_enc == NULL ||
-        s->scope_enc == NULL) {
+    if (s->access_key_id == NULL || s->secret == NULL || s->region == NULL || s->service == NULL ||
+        s->md == NULL || s->work == NULL || s->cred_enc == NULL || s->scope_enc == NULL) {
         sigv4_signer_free(s);
         return NULL;
     }
@@ -176,11 +166,9 @@ static ferry_err signer_mac_hex(sigv4_signer *s, const char *msg, size_t len, ch
 {
     unsigned char inner[32], mac[32];
     unsigned int n = 0;
-    if (!digest_init(s) ||
-        !EVP_DigestUpdate(s->work, s->ipad, sizeof s->ipad) ||
+    if (!digest_init(s) || !EVP_DigestUpdate(s->work, s->ipad, sizeof s->ipad) ||
         !EVP_DigestUpdate(s->work, msg, len) || !EVP_DigestFinal_ex(s->work, inner, &n) ||
-        !digest_init(s) ||
-        !EVP_DigestUpdate(s->work, s->opad, sizeof s->opad) ||
+        !digest_init(s) || !EVP_DigestUpdate(s->work, s->opad, sizeof s->opad) ||
         !EVP_DigestUpdate(s->work, inner, sizeof inner) || !EVP_DigestFinal_ex(s->work, mac, &n))
         return FERRY_ERR_CRYPTO;
     sigv4__hex(mac, sizeof mac, out);
@@ -341,13 +329,13 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
     size_t n_hdrs = p->n_headers;
     size_t url_start = url_out->len;
 
-    if (p->method == NULL || !sigv4__is_token(p->method, strlen(p->method)) ||
-        p->path == NULL || p->path[0] != '/' || strlen(p->path) > SIGV4_MAX_PATH_LEN ||
+    if (p->method == NULL || !sigv4__is_token(p->method, strlen(p->method)) || p->path == NULL ||
+        p->path[0] != '/' || strlen(p->path) > SIGV4_MAX_PATH_LEN ||
         n_hdrs >= sizeof hdrs / sizeof hdrs[0] || p->n_query > SIGV4_MAX_PARAMS ||
         (n_hdrs > 0 && p->headers == NULL) || (p->n_query > 0 && p->query == NULL))
         return FERRY_ERR_INVALID;
-    if (p->expires_s < SIGV4_MIN_EXPIRES_S || p->expires_s > SIGV4_MAX_EXPIRES_S ||
-        now < 0 || now > SIGV4_MAX_TIME)
+    if (p->expires_s < SIGV4_MIN_EXPIRES_S || p->expires_s > SIGV4_MAX_EXPIRES_S || now < 0 ||
+        now > SIGV4_MAX_TIME)
         return FERRY_ERR_RANGE;
     if ((err = parse_endpoint(p->endpoint, &base_len, host, sizeof host)))
         return err;
@@ -362,8 +350,8 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
         hdrs[i].idx = i;
     }
     for (size_t i = 0; i < p->n_query; i++)
-        if (p->query[i].name == NULL || p->query[i].value == NULL ||
-            p->query[i].name[0] == '\0' || reserved_query_name(p->query[i].name))
+        if (p->query[i].name == NULL || p->query[i].value == NULL || p->query[i].name[0] == '\0' ||
+            reserved_query_name(p->query[i].name))
             return FERRY_ERR_INVALID;
     /* host joins the caller's headers so that one sorted list drives both
      * the canonical headers and X-Amz-SignedHeaders. */
@@ -408,8 +396,7 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
     if ((err = ferry_buf_append(q, "X-Amz-Algorithm=" SIGV4_ALGORITHM "&X-Amz-Credential=",
                                 sizeof("X-Amz-Algorithm=" SIGV4_ALGORITHM "&X-Amz-Credential=") -
                                     1)) ||
-        (err = ferry_buf_append_str(q, s->cred_enc)) ||
-        (err = ferry_buf_append(q, "%2F", 3)) ||
+        (err = ferry_buf_append_str(q, s->cred_enc)) || (err = ferry_buf_append(q, "%2F", 3)) ||
         (err = ferry_buf_append(q, date, FERRY_AMZ_DATE_LEN)) ||
         (err = ferry_buf_append(q, "%2F", 3)) || (err = ferry_buf_append_str(q, s->scope_enc)) ||
         (err = ferry_buf_append(q, "&X-Amz-Date=", 12)) ||
@@ -432,8 +419,7 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
                 goto out;
             refs[n].name_len = sc->len - refs[n].name_off;
             refs[n].value_off = sc->len;
-            if ((err = sigv4__uri_encode(sc, p->query[i].value, strlen(p->query[i].value),
-                                         false)))
+            if ((err = sigv4__uri_encode(sc, p->query[i].value, strlen(p->query[i].value), false)))
                 goto out;
             refs[n].value_len = sc->len - refs[n].value_off;
             n++;
@@ -469,8 +455,8 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
                     m = prev->value_len < cur.value_len ? prev->value_len : cur.value_len;
                     cmp = memcmp(sc->data + prev->value_off, sc->data + cur.value_off, m);
                     if (cmp == 0)
-                        cmp = prev->value_len < cur.value_len ? -1
-                                                              : prev->value_len > cur.value_len;
+                        cmp =
+                            prev->value_len < cur.value_len ? -1 : prev->value_len > cur.value_len;
                 }
                 if (cmp <= 0)
                     break;
@@ -495,7 +481,8 @@ ferry_err sigv4_presign(sigv4_signer *s, const sigv4_presign_params *p, int64_t 
     size_t method_len = strlen(p->method), path_raw = strlen(p->path);
     size_t need = method_len + 1 + 3 * path_raw + 1 + q->len + 2 + sizeof SIGV4_UNSIGNED_PAYLOAD;
     for (size_t i = 0; i < n_hdrs; i++) {
-        size_t vlen = hdrs[i].idx == SIZE_MAX ? strlen(host) : strlen(p->headers[hdrs[i].idx].value);
+        size_t vlen =
+            hdrs[i].idx == SIZE_MAX ? strlen(host) : strlen(p->headers[hdrs[i].idx].value);
         hdrs[i].value_len = vlen;
         need += 2 * strlen(hdrs[i].name) + vlen + 3;
     }
