@@ -96,6 +96,40 @@ def ferryd_path():
     return os.path.join(build_dir(), "cmd", "ferryd", "ferryd")
 
 
+def secret_file(path, value):
+    """Writes value (str or bytes) as a 0600 secret file; returns path.
+    Text gets a trailing newline, as an operator's file would."""
+    data = value if isinstance(value, bytes) else (value + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def ferryd_config_head(harness, ledger, identity="ferryd", client_id=None, extra=None,
+                       broker=None):
+    """The [ferryd] and [broker] sections every test ferryd shares: debug
+    logs, the ledger, the harness's prefix and broker with ferryd's (or
+    another ferryd-*) identity, quick reconnects. ``extra`` adds lines to
+    [ferryd], ``broker`` to [broker]."""
+    return [
+        "[ferryd]",
+        "log_level = debug",
+        "ledger = %s" % ledger,
+        "prefix = %s" % harness.prefix,
+    ] + list(extra or []) + [
+        "[broker]",
+        "host = 127.0.0.1",
+        "port = %d" % harness.port,
+        "cafile = %s" % harness.ca,
+        "certfile = %s" % os.path.join(harness.pki, identity + ".pem"),
+        "keyfile = %s" % os.path.join(harness.pki, identity + ".key"),
+        "client_id = %s" % (client_id or identity),
+        "reconnect_min = 100ms",
+        "reconnect_max = 2s",
+    ] + list(broker or [])
+
+
 class Ferryd:
     """ferryd configured for a Harness's broker and PKI and a store.
 
@@ -112,33 +146,15 @@ class Ferryd:
         self.config = os.path.join(self.dir, "ferryd.ini")
         self.ledger = os.path.join(self.dir, "ledger.db")
         self.proc = None
-        secret_file = os.path.join(self.dir, "store-secret")
-        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(S3RVER_SECRET + "\n")
-        pki = harness.pki
-        lines = [
-            "[ferryd]",
-            "log_level = debug",
-            "ledger = %s" % self.ledger,
-            "prefix = %s" % harness.prefix,
-        ] + list(extra or []) + [
-            "[broker]",
-            "host = 127.0.0.1",
-            "port = %d" % harness.port,
-            "cafile = %s" % harness.ca,
-            "certfile = %s" % os.path.join(pki, identity + ".pem"),
-            "keyfile = %s" % os.path.join(pki, identity + ".key"),
-            "client_id = %s" % identity,
-            "reconnect_min = 100ms",
-            "reconnect_max = 2s",
-        ] + list(broker or []) + [
+        store_secret = secret_file(os.path.join(self.dir, "store-secret"), S3RVER_SECRET)
+        lines = ferryd_config_head(harness, self.ledger, identity, extra=extra,
+                                   broker=broker) + [
             "[store]",
             "kind = external",
             "endpoint = %s" % store.endpoint,
             "bucket = %s" % store.bucket,
             "access_key = %s" % S3RVER_KEY,
-            "secret_key_file = %s" % secret_file,
+            "secret_key_file = %s" % store_secret,
             "[policy]",
         ] + list(policy or [])
         with open(self.config, "w") as f:

@@ -25,7 +25,9 @@ import ssl
 import tempfile
 import threading
 import time
+import unittest
 
+from ferryd_harness import secret_file
 from store_harness import StoreFerryd
 
 WEBHOOK_SECRET = b"outbox-webhook-secret-0123456789"
@@ -78,9 +80,7 @@ class Receiver:
         self.conns = []       # open connections: stop() cuts kept-alive ones too
         self.lock = threading.Lock()
         self.secret_file = os.path.join(harness.tmp, "webhook-secret-%d" % id(self))
-        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secret)
+        secret_file(self.secret_file, secret)
         self.port = None
         self.server = None
         self.start()
@@ -231,3 +231,19 @@ def wait_for(predicate, timeout=20, interval=0.05, what="condition"):
             return v
         time.sleep(interval)
     raise AssertionError("timed out waiting for " + what)
+
+
+class OutboxTestCase(unittest.TestCase):
+    """A test class with a harness ``h`` and maybe a webhook receiver
+    ``hook``, both set in setUpClass; both are closed after the class (also
+    when setUpClass failed half-way: call tearDownClass there)."""
+
+    h = None
+    hook = None
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.hook is not None:
+            cls.hook.close()
+        if cls.h is not None:
+            cls.h.close()

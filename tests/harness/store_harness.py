@@ -22,6 +22,7 @@ import subprocess
 import time
 
 from ferry_harness import Process, build_dir, free_port, wait_until
+from ferryd_harness import ferryd_config_head, ferryd_path, secret_file
 
 BUCKET = "ingest"
 REGION = "us-east-1"
@@ -29,17 +30,6 @@ GRANT_KEY = "ferry-grants"
 GRANT_SECRET = "grant-secret-0123456789abcdefghijklmnop"
 OPERATOR_KEY = "ferry-operator"
 OPERATOR_SECRET = "operator-secret-0123456789abcdefghijkl"
-
-
-def ferryd_path():
-    return os.path.join(build_dir(), "cmd", "ferryd", "ferryd")
-
-
-def _secret_file(path, value):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return path
 
 
 def _store_ready(port, ca):
@@ -69,24 +59,10 @@ class StoreFerryd:
         self.plain_http = plain_http
         self.proc = None
         self.ca = harness.ca
-        grant_secret = _secret_file(os.path.join(self.dir, "grant-secret"), GRANT_SECRET)
-        op_secret = _secret_file(os.path.join(self.dir, "operator-secret"), OPERATOR_SECRET)
+        grant_secret = secret_file(os.path.join(self.dir, "grant-secret"), GRANT_SECRET)
+        op_secret = secret_file(os.path.join(self.dir, "operator-secret"), OPERATOR_SECRET)
         pki = harness.pki
-        lines = [
-            "[ferryd]",
-            "log_level = debug",
-            "ledger = %s" % self.ledger,
-            "prefix = %s" % harness.prefix,
-        ] + list(extra or []) + [
-            "[broker]",
-            "host = 127.0.0.1",
-            "port = %d" % harness.port,
-            "cafile = %s" % harness.ca,
-            "certfile = %s" % os.path.join(pki, "ferryd.pem"),
-            "keyfile = %s" % os.path.join(pki, "ferryd.key"),
-            "client_id = %s" % name,
-            "reconnect_min = 100ms",
-            "reconnect_max = 2s",
+        lines = ferryd_config_head(harness, self.ledger, client_id=name, extra=extra) + [
             "[store]",
             "kind = embedded",
             "endpoint = %s" % self.endpoint,

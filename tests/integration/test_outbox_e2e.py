@@ -20,7 +20,7 @@ import unittest
 import wave
 
 from ferry_harness import Harness, build_dir
-from outbox_harness import (OutboxFerryd, Receiver, device, device_messages, upload,
+from outbox_harness import (OutboxFerryd, OutboxTestCase, Receiver, device, device_messages, upload,
                             wait_for)
 from store_harness import OPERATOR_KEY, REGION
 
@@ -36,7 +36,7 @@ def make_wav(frames=8000, rate=8000):
     return b.getvalue()
 
 
-class OutboxEndToEnd(unittest.TestCase):
+class OutboxEndToEnd(OutboxTestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -69,11 +69,6 @@ class OutboxEndToEnd(unittest.TestCase):
             cls.tearDownClass()
             raise
 
-    @classmethod
-    def tearDownClass(cls):
-        if getattr(cls, "hook", None):
-            cls.hook.close()
-        cls.h.close()
 
     def bus_events(self, n, timeout=20):
         out = []

@@ -26,7 +26,7 @@ import urllib.request
 
 from ferry_harness import Harness, free_port
 from ferryd_harness import Ferryd
-from outbox_harness import Receiver, device, device_messages, wait_for
+from outbox_harness import OutboxTestCase, Receiver, device, device_messages, wait_for
 
 TOKEN = "notify-token-0123456789abcdef"
 
@@ -44,7 +44,7 @@ def record(key, size, bucket="ingest", name="ObjectCreated:Put"):
                               "eTag": "\"0123456789abcdef0123456789abcdef\""}}}
 
 
-class OutboxNotify(unittest.TestCase):
+class OutboxNotify(OutboxTestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -72,11 +72,6 @@ class OutboxNotify(unittest.TestCase):
             cls.tearDownClass()
             raise
 
-    @classmethod
-    def tearDownClass(cls):
-        if getattr(cls, "hook", None):
-            cls.hook.close()
-        cls.h.close()
 
     def post(self, body, token=TOKEN, path="/events/s3"):
         ctx = ssl.create_default_context(cafile=self.h.ca)

@@ -21,13 +21,13 @@ import time
 import unittest
 
 from ferry_harness import Harness, ferryctl_path
-from outbox_harness import (OutboxFerryd, Receiver, device, device_messages, upload,
+from outbox_harness import (OutboxFerryd, OutboxTestCase, Receiver, device, device_messages, upload,
                             wait_for)
 
 MAX_ATTEMPTS = 3
 
 
-class OutboxRetry(unittest.TestCase):
+class OutboxRetry(OutboxTestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -54,11 +54,6 @@ class OutboxRetry(unittest.TestCase):
             cls.tearDownClass()
             raise
 
-    @classmethod
-    def tearDownClass(cls):
-        if getattr(cls, "hook", None):
-            cls.hook.close()
-        cls.h.close()
 
     def ferryctl_events(self, *args):
         r = subprocess.run([ferryctl_path(), "events"] + list(args) + ["--ledger", self.d.ledger],
