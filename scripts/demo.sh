@@ -23,13 +23,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 ferryctl=$build/cmd/ferryctl/ferryctl
 ferryd=$build/cmd/ferryd/ferryd
 py=/usr/bin/python3
-work=$(mktemp -d /tmp/ferry-demo-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-  if [ -n "${FERRY_DEMO_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+ferry_workdir ferry-demo   # set FERRY_KEEP_TMP=1 to keep it
+work=$tmp
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "PKI: a CA, server certificates, ferryd's identity and device dev-001"

@@ -39,3 +39,18 @@ ensure_package() {
 median() {
   sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'
 }
+
+# ferry_workdir NAME: makes a fresh directory /tmp/NAME-XXXXXX in $tmp and,
+# on exit, stops every process whose PID the script added to the array
+# `pids` (by PID, SIGTERM) and removes the directory (kept, and named on
+# stderr, when FERRY_KEEP_TMP is set, as in the Python harness).
+pids=()
+ferry_cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  if [ -n "${FERRY_KEEP_TMP:-}" ]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+ferry_workdir() {
+  tmp=$(mktemp -d "/tmp/$1-XXXXXX")
+  trap ferry_cleanup EXIT
+}

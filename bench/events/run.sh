@@ -25,13 +25,7 @@ RUNS=${RUNS:-3}
 ferryctl=$build/cmd/ferryctl/ferryctl
 ferryd=$build/cmd/ferryd/ferryd
 fill=$build/bench/events/ferry_bench_events_fill
-tmp=$(mktemp -d /tmp/ferry-bench-events-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+ferry_workdir ferry-bench-events
 fail() { echo "bench events: $*" >&2; exit 1; }
 
 command -v nginx >/dev/null || ensure_package nginx-light

@@ -14,14 +14,7 @@ DEVICES=${DEVICES:-100}
 ferryctl=$build/cmd/ferryctl/ferryctl
 ferryd=$build/cmd/ferryd/ferryd
 bench=$build/bench/grants/ferry_bench_grants
-tmp=$(mktemp -d /tmp/ferry-bench-grants-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
+ferry_workdir ferry-bench-grants
 
 "$ferryctl" pki init "$tmp/pki" >/dev/null
 for i in $(seq 0 $((DEVICES - 1))); do "$ferryctl" pki issue "$tmp/pki" "bench-$i" >/dev/null; done

@@ -20,13 +20,7 @@ THREADS=${THREADS:-32}
 ferryctl=$build/cmd/ferryctl/ferryctl
 ferryd=$build/cmd/ferryd/ferryd
 bench=$build/bench/upload/ferry_bench_upload
-tmp=$(mktemp -d /tmp/ferry-bench-upload-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+ferry_workdir ferry-bench-upload
 
 command -v nginx >/dev/null || ensure_package nginx-light
 ulimit -n 16384 2>/dev/null || ulimit -n 4096
