@@ -212,7 +212,8 @@ __attribute__((warn_unused_result)) ferry_err grant_rate_take(grant_rate_limiter
 size_t grant_rate_limiter_count(grant_rate_limiter *rl);
 
 /* A fresh grant id: "g_" + 26 lower-case Crockford base32 characters
- * encoding 128 bits from RAND_bytes. URL-safe and key-safe. */
+ * encoding 128 bits: the issue time in milliseconds (48 bits, so ids sort
+ * by time) and 80 bits from RAND_bytes. URL-safe and key-safe. */
 __attribute__((warn_unused_result)) ferry_err grant_id_new(char out[GRANT_ID_LEN + 1]);
 /* Whether s has the shape of a grant id of ours. */
 bool grant_id_valid(const char *s);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "grants/grants.h"
 
@@ -217,6 +218,13 @@ static void test_grant_ids(void **state)
         assert_int_equal(grant_id_new(b), FERRY_OK);
         assert_string_not_equal(a, b);
     }
+    /* Ids sort by issue time (milliseconds): one made a few milliseconds
+     * later sorts after, whatever its random part. */
+    assert_int_equal(grant_id_new(a), FERRY_OK);
+    struct timespec pause = {0, 3 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    assert_int_equal(grant_id_new(b), FERRY_OK);
+    assert_true(strcmp(a, b) < 0);
     assert_true(grant_id_valid("g_0123456789abcdefghjkmnpqrs"));
     assert_true(grant_id_valid("g_7zzzzzzzzzzzzzzzzzzzzzzzzz"));
     assert_false(grant_id_valid("g_8zzzzzzzzzzzzzzzzzzzzzzzzz")); /* > 128 bits */
