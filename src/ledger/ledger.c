@@ -5,8 +5,10 @@
  */
 #include "ledger_int.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *const state_names[] = {
     [LEDGER_GRANT_ISSUED] = "issued",
@@ -178,8 +180,95 @@ static ferry_err check_grant(const ledger_grant *g)
     return FERRY_OK;
 }
 
+/*
+ * The grant gate. Inside ledger_write_begin() .. ledger_write_commit() a
+ * caller may hand out grants before they are committed (the grant service
+ * answers first when the embedded store enforces grants, ferryd.c). A
+ * reader in this process that looks such a grant up in between would find
+ * nothing and refuse a valid grant; so a lookup that finds no grant while
+ * some handle of this process holds uncommitted grants waits for that
+ * transaction to end and looks again. Process-wide because the store's
+ * handles and the grant service's are different handles on one database.
+ */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static unsigned gate_holders;   /* write transactions holding uncommitted grants */
+static uint64_t gate_ends;      /* how many such transactions have ended */
+
+static void gate_hold(ledger *l)
+{
+    if (!l->in_write || l->holds_grants)
+        return;
+    pthread_mutex_lock(&gate_lock);
+    gate_holders++;
+    pthread_mutex_unlock(&gate_lock);
+    l->holds_grants = true;
+}
+
+static void gate_release(ledger *l)
+{
+    if (!l->holds_grants)
+        return;
+    pthread_mutex_lock(&gate_lock);
+    gate_holders--;
+    gate_ends++;
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&gate_lock);
+    l->holds_grants = false;
+}
+
+/* Waits until a write transaction holding uncommitted grants ends, if one
+ * is open now; at most LEDGER_BUSY_TIMEOUT_MS. Returns whether one ended
+ * (then a second lookup may find what the first did not). */
+static bool gate_wait(void)
+{
+    bool ended = false;
+    pthread_mutex_lock(&gate_lock);
+    if (gate_holders > 0) {
+        uint64_t seen = gate_ends;
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += LEDGER_BUSY_TIMEOUT_MS / 1000;
+        while (gate_ends == seen &&
+               pthread_cond_timedwait(&gate_cond, &gate_lock, &deadline) == 0)
+            ;
+        ended = gate_ends != seen;
+    }
+    pthread_mutex_unlock(&gate_lock);
+    return ended;
+}
+
+ferry_err ledger_write_begin(ledger *l)
+{
+    if (l == NULL || l->in_write)
+        return FERRY_ERR_INVALID;
+    ferry_err err = l->ops->write_begin(l->impl);
+    if (err == FERRY_OK)
+        l->in_write = true;
+    return err;
+}
+
+ferry_err ledger_write_commit(ledger *l)
+{
+    if (l == NULL || !l->in_write)
+        return FERRY_ERR_INVALID;
+    ferry_err err = l->ops->write_commit(l->impl);
+    l->in_write = false;
+    gate_release(l);
+    return err;
+}
+
+void ledger_write_rollback(ledger *l)
+{
+    if (l == NULL || !l->in_write)
+        return;
+    l->ops->write_rollback(l->impl);
+    l->in_write = false;
+    gate_release(l);
+}
+
 ferry_err ledger_grant_insert(ledger *l, const ledger_grant *g, const ledger_limits *limits,
-                              const char *detail, ledger_verdict *verdict)
+                              ledger_verdict *verdict)
 {
     ferry_err err;
     static const ledger_limits no_limits = {0, 0, 0};
@@ -187,12 +276,10 @@ ferry_err ledger_grant_insert(ledger *l, const ledger_grant *g, const ledger_lim
         return FERRY_ERR_INVALID;
     if ((err = check_grant(g)) != FERRY_OK)
         return err;
-    if ((err = check_opt_str(detail, LEDGER_AUDIT_DETAIL_MAX)) != FERRY_OK)
-        return err;
     if (limits != NULL && limits->max_open_grants > INT64_MAX)
         return FERRY_ERR_RANGE;
-    return l->ops->grant_insert(l->impl, g, limits != NULL ? limits : &no_limits,
-                                detail != NULL ? detail : "", verdict);
+    gate_hold(l);
+    return l->ops->grant_insert(l->impl, g, limits != NULL ? limits : &no_limits, verdict);
 }
 
 ferry_err ledger_grant_insert_batch(ledger *l, ledger_insert *items, size_t n)
@@ -204,13 +291,14 @@ ferry_err ledger_grant_insert_batch(ledger *l, ledger_insert *items, size_t n)
         it->verdict = LEDGER_INSERTED;
         if (it->grant == NULL)
             it->err = FERRY_ERR_INVALID;
-        else if ((it->err = check_grant(it->grant)) == FERRY_OK)
-            it->err = check_opt_str(it->detail, LEDGER_AUDIT_DETAIL_MAX);
+        else
+            it->err = check_grant(it->grant);
         if (it->err == FERRY_OK && it->limits != NULL && it->limits->max_open_grants > INT64_MAX)
             it->err = FERRY_ERR_RANGE;
     }
     if (n == 0)
         return FERRY_OK;
+    gate_hold(l);
     return l->ops->grant_insert_batch(l->impl, items, n);
 }
 
@@ -236,7 +324,10 @@ ferry_err ledger_grant_get(ledger *l, const char *grant_id, ledger_grant *out)
         return FERRY_ERR_INVALID;
     if ((err = check_str(grant_id, LEDGER_GRANT_ID_MAX)) != FERRY_OK)
         return err;
-    return l->ops->grant_get(l->impl, grant_id, out);
+    err = l->ops->grant_get(l->impl, grant_id, out);
+    if (err == FERRY_ERR_NOT_FOUND && !l->in_write && gate_wait())
+        err = l->ops->grant_get(l->impl, grant_id, out);
+    return err;
 }
 
 ferry_err ledger_grant_mark_used(ledger *l, const char *grant_id, int64_t now)

@@ -1,6 +1,7 @@
 /*
  * ledger.h - Ferry's ledger: devices and their policy overrides, grants and
- * their life cycle, and the audit trail of every grant issued or refused.
+ * their life cycle (a grant's row records its issue), and the audit trail of
+ * every refusal and revocation.
  *
  * Callers see only this interface. Behind it sits one backend chosen by the
  * URL given to ledger_open() ("sqlite:PATH" or a plain path today; a
@@ -12,10 +13,11 @@
  *     issued -> expired; every move is a compare-and-set on the current
  *     state, so of two racing callers exactly one wins (the other gets
  *     FERRY_ERR_CONFLICT).
- *   - A grant and the audit row recording its issue are written in one
- *     transaction, and the open-grant limit and the daily byte quota are
- *     re-checked inside that same write transaction, so several ferryd
- *     sharing one ledger can never together pass a limit.
+ *   - A grant's row is the record of its issue (device, request id, time,
+ *     method, size); the audit log holds refusals and revocations. The
+ *     open-grant limit and the daily byte quota are re-checked inside the
+ *     write transaction that inserts the grant, so several ferryd sharing
+ *     one ledger can never together pass a limit.
  *   - Every write that returns FERRY_OK is durable (SQLite: WAL with
  *     synchronous=FULL).
  *
@@ -190,21 +192,19 @@ ledger_bytes_since(ledger *l, const char *device, int64_t day_start, int64_t now
 /*
  * In one write transaction (BEGIN IMMEDIATE): creates the device row if
  * missing, counts the device's open grants and its quota bytes at
- * g->issued_at, and if both stay within limits inserts g (state issued) and
- * an audit row (outcome "issued", code "Granted", detail). *verdict says
- * which, and is written whenever FERRY_OK is returned; on any other return
- * nothing was written. A grant id that already exists is FERRY_ERR_EXISTS.
+ * g->issued_at, and if both stay within limits inserts g (state issued).
+ * *verdict says which, and is written whenever FERRY_OK is returned; on any
+ * other return nothing was written. A grant id that already exists is
+ * FERRY_ERR_EXISTS. Inside ledger_write_begin() it joins that transaction.
  */
 __attribute__((warn_unused_result)) ferry_err ledger_grant_insert(ledger *l, const ledger_grant *g,
                                                                   const ledger_limits *limits,
-                                                                  const char *detail,
                                                                   ledger_verdict *verdict);
 
 /* One grant of a batch (ledger_grant_insert_batch). */
 typedef struct ledger_insert {
     const ledger_grant *grant;   /* in */
     const ledger_limits *limits; /* in; NULL: no limits */
-    const char *detail;          /* in; may be NULL */
     ledger_verdict verdict;      /* out, meaningful when err is FERRY_OK */
     ferry_err err;               /* out: FERRY_OK, or this item's own error
                                     (FERRY_ERR_EXISTS, _INVALID, _TOO_LARGE) */
@@ -223,6 +223,22 @@ typedef struct ledger_insert {
  */
 __attribute__((warn_unused_result)) ferry_err
 ledger_grant_insert_batch(ledger *l, ledger_insert *items, size_t n);
+
+/*
+ * An explicit write transaction on this handle (BEGIN IMMEDIATE: it holds
+ * the database's write lock until it ends). Inside it, ledger_grant_insert
+ * and ledger_grant_insert_batch join it instead of committing on their own
+ * (a batch that fails then leaves the transaction to be rolled back), and
+ * reads on this handle see its writes. It must end with
+ * ledger_write_commit() or ledger_write_rollback(); a failed commit rolls
+ * back. Grants inserted in it are not visible to other handles until the
+ * commit; a ledger_grant_get() of this process that finds no grant while
+ * such a transaction is open waits for it to end and looks once more, so
+ * grants may be handed out before their commit (see grant_service.h).
+ */
+__attribute__((warn_unused_result)) ferry_err ledger_write_begin(ledger *l);
+__attribute__((warn_unused_result)) ferry_err ledger_write_commit(ledger *l);
+void ledger_write_rollback(ledger *l);
 
 /* Records a refused request in the audit log: outcome "refused", code is the
  * protocol's rejection code name, detail the message sent. request_id may be

@@ -29,9 +29,15 @@ typedef struct ledger_ops {
     ferry_err (*bytes_since)(void *impl, const char *device, int64_t day_start, int64_t now,
                              uint64_t *out);
     ferry_err (*grant_insert)(void *impl, const ledger_grant *g, const ledger_limits *limits,
-                              const char *detail, ledger_verdict *verdict);
+                              ledger_verdict *verdict);
     /* Items whose err is already set (by ledger.c's checks) are skipped. */
     ferry_err (*grant_insert_batch)(void *impl, ledger_insert *items, size_t n);
+    /* Inside write_begin .. write_commit/_rollback, grant_insert and
+     * grant_insert_batch join the open transaction instead of running their
+     * own, and leave ending it to the caller. */
+    ferry_err (*write_begin)(void *impl);
+    ferry_err (*write_commit)(void *impl);
+    void (*write_rollback)(void *impl);
     ferry_err (*audit_refusal)(void *impl, const char *device, const char *request_id,
                                const char *code, const char *detail, int64_t now);
     ferry_err (*grant_get)(void *impl, const char *grant_id, ledger_grant *out);
@@ -75,6 +81,8 @@ typedef struct ledger_ops {
 struct ledger {
     const ledger_ops *ops;
     void *impl;
+    bool in_write;       /* between ledger_write_begin and its end */
+    bool holds_grants;   /* ... and grants were inserted in it (the gate, ledger.c) */
 };
 
 extern const ledger_ops ledger_sqlite_ops;

@@ -156,6 +156,41 @@ static const char *const migrations[] = {
      * N per claim); rows not yet due are filtered on the way. */
     ("DROP INDEX deliveries_due;"
      "CREATE INDEX deliveries_pending ON deliveries(target, state, event_seq);"),
+    /* 6: fewer B-tree pages written per grant (docs/benchmarks.md, grants).
+     * Grant ids sort by issue time (grant_key.c), so the table is keyed by
+     * its id without a rowid: one B-tree instead of a rowid table plus the
+     * id's unique index, and inserts append at its end. An issued grant's
+     * record is its row (device, request id, time, method, size), so the
+     * audit log keeps refusals and revocations only. The open-grant and
+     * sweep indexes cover only issued grants (partial indexes): a grant
+     * leaves them when it is used, revoked or expired. Rebuilt by the
+     * documented table-rebuild procedure; foreign keys are off during
+     * migrations (sq_open), so dropping the old table does not touch the
+     * objects that refer to its grants. */
+    ("CREATE TABLE grants_v6 ("
+     "  id TEXT PRIMARY KEY NOT NULL,"
+     "  device TEXT NOT NULL REFERENCES devices(id),"
+     "  request_id TEXT NOT NULL,"
+     "  object_key TEXT NOT NULL,"
+     "  bucket TEXT NOT NULL,"
+     "  method TEXT NOT NULL,"
+     "  size INTEGER NOT NULL CHECK (size >= 0),"
+     "  content_type TEXT NOT NULL,"
+     "  sha256 TEXT,"
+     "  state TEXT NOT NULL,"
+     "  issued_at INTEGER NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  used_at INTEGER,"
+     "  revoked_at INTEGER"
+     ") WITHOUT ROWID;"
+     "INSERT INTO grants_v6 SELECT id, device, request_id, object_key, bucket, method, size,"
+     "  content_type, sha256, state, issued_at, expires_at, used_at, revoked_at FROM grants;"
+     "DROP TABLE grants;"
+     "ALTER TABLE grants_v6 RENAME TO grants;"
+     "CREATE INDEX grants_open ON grants(device, expires_at) WHERE state = 'issued';"
+     "CREATE INDEX grants_device_issued ON grants(device, issued_at, state, expires_at, size);"
+     "CREATE INDEX grants_open_expires ON grants(expires_at) WHERE state = 'issued';"
+     "DELETE FROM audit WHERE outcome = 'issued';"),
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -335,6 +370,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 typedef struct sqlite_ledger {
     sqlite3 *db;
     sqlite3_stmt *stmts[ST__COUNT];
+    bool in_write; /* inside ledger_write_begin() .. _commit()/_rollback() */
 } sqlite_ledger;
 
 /* Logs a database error with the operation that failed; never logs bound
@@ -604,12 +640,18 @@ static ferry_err sq_open(const char *location, void **impl)
      * 16 MB page cache, so the open-grant and quota queries seldom hit the
      * file system. */
     if ((err = exec_sql(s,
-                        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                        "PRAGMA synchronous = FULL;"
                         " PRAGMA wal_autocheckpoint = 10000; PRAGMA mmap_size = 268435456;"
                         " PRAGMA cache_size = -16384;",
                         "pragmas")) != FERRY_OK)
         goto out;
+    /* Foreign keys are enforced only after the migrations: a migration that
+     * rebuilds a table (6) drops the old one while other tables refer to
+     * its rows, which SQLite's table-rebuild procedure does with them off
+     * (and the pragma cannot change inside the migration's transaction). */
     if ((err = migrate(s)) != FERRY_OK)
+        goto out;
+    if ((err = exec_sql(s, "PRAGMA foreign_keys = ON", "pragmas")) != FERRY_OK)
         goto out;
     *impl = s;
     s = NULL;
@@ -788,12 +830,12 @@ static ferry_err audit_insert(sqlite_ledger *s, int64_t at, const char *device,
 }
 
 /* The body of a grant insert, run inside a BEGIN IMMEDIATE transaction the
- * caller owns: checks the limits, then writes the device row, the grant and
- * its audit row. *verdict is set when FERRY_OK is returned. On
+ * caller owns: checks the limits, then writes the device row and the grant
+ * (whose row is the record of its issue). *verdict is set when FERRY_OK is returned. On
  * FERRY_ERR_EXISTS only the failed INSERT statement was undone (SQLite
  * aborts the statement, not the transaction), so a batch can go on. */
 static ferry_err insert_locked(sqlite_ledger *s, const ledger_grant *g, const ledger_limits *limits,
-                               const char *detail, ledger_verdict *verdict)
+                               ledger_verdict *verdict)
 {
     sqlite3_stmt *st;
     ferry_err err;
@@ -842,36 +884,52 @@ static ferry_err insert_locked(sqlite_ledger *s, const ledger_grant *g, const le
     sqlite3_bind_int64(st, 11, g->expires_at);
     if ((err = stmt_done(s, st, "grant_insert")) != FERRY_OK)
         return err;
-    if ((err = audit_insert(s, g->issued_at, g->device, g->request_id, g->id, "issued", "Granted",
-                            detail)) != FERRY_OK)
-        return err;
     *verdict = LEDGER_INSERTED;
     return FERRY_OK;
 }
 
+/* A call's own write transaction, unless the caller holds one
+ * (ledger_write_begin): then the call's writes join it, and committing or
+ * rolling back is the caller's. */
+static ferry_err call_begin(sqlite_ledger *s, const char *op)
+{
+    return s->in_write ? FERRY_OK : exec_simple(s, ST_BEGIN_IMMEDIATE, op);
+}
+
+static ferry_err call_commit(sqlite_ledger *s, const char *op)
+{
+    return s->in_write ? FERRY_OK : exec_simple(s, ST_COMMIT, op);
+}
+
+static void call_rollback(sqlite_ledger *s)
+{
+    if (!s->in_write)
+        rollback(s);
+}
+
 static ferry_err sq_grant_insert(void *impl, const ledger_grant *g, const ledger_limits *limits,
-                                 const char *detail, ledger_verdict *verdict)
+                                 ledger_verdict *verdict)
 {
     sqlite_ledger *s = impl;
     ferry_err err;
     ledger_verdict v = LEDGER_INSERTED;
 
-    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "grant_insert.begin")) != FERRY_OK)
+    if ((err = call_begin(s, "grant_insert.begin")) != FERRY_OK)
         return err;
-    if ((err = insert_locked(s, g, limits, detail, &v)) != FERRY_OK)
+    if ((err = insert_locked(s, g, limits, &v)) != FERRY_OK)
         goto out;
     if (v != LEDGER_INSERTED) {
         /* Nothing was written; ROLLBACK just ends the transaction. */
-        rollback(s);
+        call_rollback(s);
         *verdict = v;
         return FERRY_OK;
     }
-    if ((err = exec_simple(s, ST_COMMIT, "grant_insert.commit")) != FERRY_OK)
+    if ((err = call_commit(s, "grant_insert.commit")) != FERRY_OK)
         goto out;
     *verdict = v;
     return FERRY_OK;
 out:
-    rollback(s);
+    call_rollback(s);
     return err;
 }
 
@@ -881,14 +939,14 @@ static ferry_err sq_grant_insert_batch(void *impl, ledger_insert *items, size_t 
     sqlite_ledger *s = impl;
     ferry_err err;
 
-    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "grant_insert_batch.begin")) != FERRY_OK)
+    if ((err = call_begin(s, "grant_insert_batch.begin")) != FERRY_OK)
         return err;
     for (size_t i = 0; i < n; i++) {
         ledger_insert *it = &items[i];
         if (it->err != FERRY_OK)
             continue;
         err = insert_locked(s, it->grant, it->limits != NULL ? it->limits : &no_limits,
-                            it->detail != NULL ? it->detail : "", &it->verdict);
+                            &it->verdict);
         if (err == FERRY_ERR_EXISTS) {
             it->err = err;
             err = FERRY_OK;
@@ -896,12 +954,38 @@ static ferry_err sq_grant_insert_batch(void *impl, ledger_insert *items, size_t 
         if (err)
             goto out;
     }
-    if ((err = exec_simple(s, ST_COMMIT, "grant_insert_batch.commit")) != FERRY_OK)
+    if ((err = call_commit(s, "grant_insert_batch.commit")) != FERRY_OK)
         goto out;
     return FERRY_OK;
 out:
-    rollback(s);
+    call_rollback(s);
     return err;
+}
+
+static ferry_err sq_write_begin(void *impl)
+{
+    sqlite_ledger *s = impl;
+    ferry_err err = exec_simple(s, ST_BEGIN_IMMEDIATE, "write.begin");
+    if (err == FERRY_OK)
+        s->in_write = true;
+    return err;
+}
+
+static ferry_err sq_write_commit(void *impl)
+{
+    sqlite_ledger *s = impl;
+    ferry_err err = exec_simple(s, ST_COMMIT, "write.commit");
+    if (err)
+        rollback(s);
+    s->in_write = false;
+    return err;
+}
+
+static void sq_write_rollback(void *impl)
+{
+    sqlite_ledger *s = impl;
+    rollback(s);
+    s->in_write = false;
 }
 
 static ferry_err sq_audit_refusal(void *impl, const char *device, const char *request_id,
@@ -1807,6 +1891,9 @@ const ledger_ops ledger_sqlite_ops = {
     .bytes_since = sq_bytes_since,
     .grant_insert = sq_grant_insert,
     .grant_insert_batch = sq_grant_insert_batch,
+    .write_begin = sq_write_begin,
+    .write_commit = sq_write_commit,
+    .write_rollback = sq_write_rollback,
     .audit_refusal = sq_audit_refusal,
     .grant_get = sq_grant_get,
     .grant_mark_used = sq_grant_mark_used,

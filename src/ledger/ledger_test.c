@@ -18,6 +18,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ledger/ledger.h"
@@ -84,7 +85,7 @@ static void make_grant(ledger_grant *g, const char *id, const char *device, uint
 static void insert_ok(ledger *l, const ledger_grant *g)
 {
     ledger_verdict v = LEDGER_OVER_QUOTA;
-    assert_int_equal(ledger_grant_insert(l, g, NULL, "test", &v), FERRY_OK);
+    assert_int_equal(ledger_grant_insert(l, g, NULL, &v), FERRY_OK);
     assert_int_equal(v, LEDGER_INSERTED);
 }
 
@@ -117,7 +118,7 @@ static void test_migrate_fresh_and_reopen(void **state)
 
     assert_string_equal(ledger_backend(f->l), "sqlite");
     assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, 5);
+    assert_int_equal(v, 6);
     /* Re-opening an up-to-date database changes nothing and keeps data. */
     ledger_grant g;
     make_grant(&g, "g_a", "dev-1", 10, T0, 60);
@@ -126,7 +127,7 @@ static void test_migrate_fresh_and_reopen(void **state)
     f->l = NULL;
     assert_int_equal(ledger_open(f->path, &again), FERRY_OK);
     assert_int_equal(ledger_schema_version(again, &v), FERRY_OK);
-    assert_int_equal(v, 5);
+    assert_int_equal(v, 6);
     ledger_grant back;
     assert_int_equal(ledger_grant_get(again, "g_a", &back), FERRY_OK);
     assert_string_equal(back.key, g.key);
@@ -281,17 +282,17 @@ static void test_grant_insert_get(void **state)
     assert_int_equal(ledger_device_get(f->l, "dev-1", &d), FERRY_OK);
     assert_false(d.max_size_bytes.set);
     /* Same id twice. */
-    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, NULL, &v), FERRY_ERR_EXISTS);
+    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, &v), FERRY_ERR_EXISTS);
     assert_int_equal(ledger_grant_get(f->l, "g_none", &back), FERRY_ERR_NOT_FOUND);
     /* Malformed records. */
     make_grant(&g, "g_two", "dev-1", 1, T0, 0);
-    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, NULL, &v), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, &v), FERRY_ERR_INVALID);
     make_grant(&g, "g_two", "dev-1", 1, T0, 10);
     snprintf(g.sha256, sizeof g.sha256, "abc");
-    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, NULL, &v), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, &v), FERRY_ERR_INVALID);
     make_grant(&g, "g_two", "dev-1", 1, T0, 10);
     memset(g.key, 'k', sizeof g.key);
-    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, NULL, &v), FERRY_ERR_TOO_LARGE);
+    assert_int_equal(ledger_grant_insert(f->l, &g, NULL, &v), FERRY_ERR_TOO_LARGE);
 }
 
 typedef struct audit_collect {
@@ -320,18 +321,22 @@ static void test_audit(void **state)
                      FERRY_OK);
     assert_int_equal(ledger_audit_refusal(f->l, "dev-1", NULL, "", "x", T0), FERRY_ERR_INVALID);
 
+    assert_int_equal(ledger_audit_refusal(f->l, "dev-1", "r-10", "RateLimited", "slow", T0 + 3),
+                     FERRY_OK);
+
+    /* The issued grant's record is its row, not an audit row. */
     memset(&c, 0, sizeof c);
     assert_int_equal(ledger_audit_list(f->l, NULL, 0, 100, collect, &c), FERRY_OK);
     assert_int_equal(c.n, 3);
-    assert_string_equal(c.rows[0].outcome, "issued");
-    assert_string_equal(c.rows[0].code, "Granted");
-    assert_string_equal(c.rows[0].grant_id, "g_1");
-    assert_string_equal(c.rows[0].detail, "test");
-    assert_string_equal(c.rows[1].outcome, "refused");
-    assert_string_equal(c.rows[1].device, "dev-2");
-    assert_string_equal(c.rows[1].request_id, "");
-    assert_string_equal(c.rows[2].code, "TooLarge");
-    assert_int_equal(c.rows[2].at, T0 + 2);
+    assert_string_equal(c.rows[0].outcome, "refused");
+    assert_string_equal(c.rows[0].device, "dev-2");
+    assert_string_equal(c.rows[0].request_id, "");
+    assert_string_equal(c.rows[1].code, "TooLarge");
+    assert_int_equal(c.rows[1].at, T0 + 2);
+    ledger_grant got;
+    assert_int_equal(ledger_grant_get(f->l, "g_1", &got), FERRY_OK);
+    assert_string_equal(got.device, "dev-1");
+    assert_int_equal(got.issued_at, T0);
 
     memset(&c, 0, sizeof c);
     assert_int_equal(ledger_audit_list(f->l, "dev-1", 0, 100, collect, &c), FERRY_OK);
@@ -340,7 +345,7 @@ static void test_audit(void **state)
     memset(&c, 0, sizeof c);
     assert_int_equal(ledger_audit_list(f->l, "dev-1", after, 1, collect, &c), FERRY_OK);
     assert_int_equal(c.n, 1);
-    assert_string_equal(c.rows[0].request_id, "r-9");
+    assert_string_equal(c.rows[0].request_id, "r-10");
 }
 
 static void test_open_count_and_bytes(void **state)
@@ -387,28 +392,28 @@ static void test_limits_inside_insert(void **state)
     ledger_limits lim = {.max_open_grants = 2, .daily_quota_bytes = 1000, .day_start = T0 - 10};
 
     make_grant(&g, "g_1", "dev-1", 400, T0, 60);
-    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, &v), FERRY_OK);
     assert_int_equal(v, LEDGER_INSERTED);
     make_grant(&g, "g_2", "dev-1", 400, T0, 60);
-    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, &v), FERRY_OK);
     assert_int_equal(v, LEDGER_INSERTED);
     make_grant(&g, "g_3", "dev-1", 1, T0, 60);
-    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, &v), FERRY_OK);
     assert_int_equal(v, LEDGER_OVER_OPEN_GRANTS);
     assert_int_equal(ledger_grant_get(f->l, "g_3", &g), FERRY_ERR_NOT_FOUND);
 
     /* One used: a slot frees, but 400 + 400 + 201 > 1000. */
     assert_int_equal(ledger_grant_mark_used(f->l, "g_1", T0 + 1), FERRY_OK);
     make_grant(&g, "g_3", "dev-1", 201, T0 + 2, 60);
-    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, &v), FERRY_OK);
     assert_int_equal(v, LEDGER_OVER_QUOTA);
     make_grant(&g, "g_3", "dev-1", 200, T0 + 2, 60);
-    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, &v), FERRY_OK);
     assert_int_equal(v, LEDGER_INSERTED);
     /* A size over the whole quota, and sizes that would overflow a sum. */
     lim.max_open_grants = 0;
     make_grant(&g, "g_4", "dev-9", UINT64_C(1) << 62, T0, 60);
-    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, NULL, &v), FERRY_OK);
+    assert_int_equal(ledger_grant_insert(f->l, &g, &lim, &v), FERRY_OK);
     assert_int_equal(v, LEDGER_OVER_QUOTA);
     /* A refused insert writes nothing, not even the device row. */
     ledger_device d;
@@ -462,10 +467,10 @@ static void test_mark_used_revoke_expire(void **state)
 
     memset(&c, 0, sizeof c);
     assert_int_equal(ledger_audit_list(f->l, "dev-1", 0, 100, collect, &c), FERRY_OK);
-    assert_int_equal(c.n, 5);
-    assert_string_equal(c.rows[4].outcome, "revoked");
-    assert_string_equal(c.rows[4].grant_id, "g_3");
-    assert_string_equal(c.rows[4].request_id, "r-g_3");
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.rows[0].outcome, "revoked");
+    assert_string_equal(c.rows[0].grant_id, "g_3");
+    assert_string_equal(c.rows[0].request_id, "r-g_3");
 }
 
 static void test_insert_batch(void **state)
@@ -475,7 +480,6 @@ static void test_insert_batch(void **state)
     ledger_insert items[6];
     ledger_limits lim = {.max_open_grants = 3, .daily_quota_bytes = 0};
     uint64_t n = 0;
-    audit_collect c;
 
     make_grant(&g[0], "g_dup", "dev-1", 1, T0, 60);
     insert_ok(f->l, &g[0]); /* already there: the batch's copy must fail alone */
@@ -488,7 +492,6 @@ static void test_insert_batch(void **state)
     for (int i = 0; i < 6; i++) {
         items[i].grant = &g[i];
         items[i].limits = &lim;
-        items[i].detail = "batch";
     }
     assert_int_equal(ledger_grant_insert_batch(f->l, items, 6), FERRY_OK);
     assert_int_equal(items[0].err, FERRY_ERR_EXISTS);
@@ -503,10 +506,9 @@ static void test_insert_batch(void **state)
     assert_int_equal(items[5].verdict, LEDGER_OVER_OPEN_GRANTS);
     assert_int_equal(ledger_open_grants(f->l, "dev-2", T0, &n), FERRY_OK);
     assert_int_equal(n, 3);
-    memset(&c, 0, sizeof c);
-    assert_int_equal(ledger_audit_list(f->l, "dev-2", 0, 100, collect, &c), FERRY_OK);
-    assert_int_equal(c.n, 3);
-    assert_string_equal(c.rows[2].grant_id, "g_b4");
+    ledger_grant got;
+    assert_int_equal(ledger_grant_get(f->l, "g_b4", &got), FERRY_OK);
+    assert_int_equal(got.state, LEDGER_GRANT_ISSUED);
     assert_int_equal(ledger_grant_insert_batch(f->l, NULL, 0), FERRY_OK);
     assert_int_equal(ledger_grant_insert_batch(f->l, NULL, 1), FERRY_ERR_INVALID);
 }
@@ -542,7 +544,7 @@ static void test_crash_keeps_committed(void **state)
             ledger_verdict v;
             snprintf(id, sizeof id, "g_c%d", i);
             make_grant(&g, id, "dev-crash", 1, T0, 60);
-            if (ledger_grant_insert(l, &g, NULL, NULL, &v) != FERRY_OK)
+            if (ledger_grant_insert(l, &g, NULL, &v) != FERRY_OK)
                 _exit(3);
             if (write(fds[1], &i, sizeof i) != (ssize_t)sizeof i)
                 _exit(4);
@@ -638,7 +640,7 @@ static void *race_thread(void *arg)
             ledger_limits lim = {.max_open_grants = 5, .daily_quota_bytes = 0};
             snprintf(id, sizeof id, "g_t%d_%d", r->id, i);
             make_grant(&g, id, "dev-race", 1, T0, 60);
-            ferry_err err = ledger_grant_insert(l, &g, &lim, NULL, &v);
+            ferry_err err = ledger_grant_insert(l, &g, &lim, &v);
             if (err == FERRY_OK && v == LEDGER_INSERTED)
                 r->wins++;
             else if (err == FERRY_OK)
@@ -793,6 +795,140 @@ static void test_objects(void **state)
     make_object(&o, "x", NULL);
     o.sha256[0] = '\0';
     assert_int_equal(ledger_object_put(f->l, &o, T0, NULL), FERRY_ERR_INVALID);
+}
+
+/* Migration 6 rebuilds the grants table: a database at version 5 (its
+ * grants table rebuilt here in the version-5 shape, with an object that
+ * refers to a grant and an "issued" audit row) keeps every grant and
+ * object, drops the issued audit rows, and passes the foreign-key check. */
+static void test_migrate_grants_v6(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    ledger_grant g;
+    ledger_object o;
+    int64_t v = 0;
+
+    make_grant(&g, "g_old", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_object(&o, "b/old", "g_old");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+    ledger_close(f->l);
+    f->l = NULL;
+
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE grants_v5 (id TEXT PRIMARY KEY NOT NULL,"
+                     " device TEXT NOT NULL REFERENCES devices(id), request_id TEXT NOT NULL,"
+                     " object_key TEXT NOT NULL, bucket TEXT NOT NULL, method TEXT NOT NULL,"
+                     " size INTEGER NOT NULL, content_type TEXT NOT NULL, sha256 TEXT,"
+                     " state TEXT NOT NULL, issued_at INTEGER NOT NULL,"
+                     " expires_at INTEGER NOT NULL, used_at INTEGER, revoked_at INTEGER);"
+                     "INSERT INTO grants_v5 SELECT * FROM grants; DROP TABLE grants;"
+                     "ALTER TABLE grants_v5 RENAME TO grants;"
+                     "CREATE INDEX grants_device_state ON grants(device, state, expires_at);"
+                     "INSERT INTO audit (at, device, request_id, grant_id, outcome, code, detail)"
+                     " VALUES (1, 'dev-1', 'r-g_old', 'g_old', 'issued', 'Granted', 'x');"
+                     "PRAGMA user_version = 5;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    assert_int_equal(ledger_open(f->path, &f->l), FERRY_OK);
+    assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
+    assert_int_equal(v, 6);
+    assert_int_equal(ledger_grant_get(f->l, "g_old", &g), FERRY_OK);
+    assert_int_equal(g.state, LEDGER_GRANT_USED);
+    assert_int_equal(ledger_object_get(f->l, "ingest", "b/old", &o), FERRY_OK);
+    assert_string_equal(o.grant_id, "g_old");
+
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT (SELECT count(*) FROM audit),"
+                                        " (SELECT count(*) FROM pragma_foreign_key_check),"
+                                        " (SELECT sql LIKE '%WITHOUT ROWID' FROM sqlite_schema"
+                                        "  WHERE name = 'grants')",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 0);
+    assert_int_equal(sqlite3_column_int(st, 1), 0);
+    assert_int_equal(sqlite3_column_int(st, 2), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+typedef struct lookup_ctx {
+    const char *path;
+    const char *grant_id;
+    ferry_err result;
+} lookup_ctx;
+
+static void *lookup_thread(void *arg)
+{
+    lookup_ctx *c = arg;
+    ledger *l = NULL;
+    ledger_grant g;
+    c->result = ledger_open(c->path, &l);
+    if (c->result == FERRY_OK)
+        c->result = ledger_grant_get(l, c->grant_id, &g);
+    ledger_close(l);
+    return NULL;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {0, ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* An explicit write transaction: a batch joins it (not visible to another
+ * handle before the commit); a lookup on another handle that finds no
+ * grant while the transaction is open waits for its end, then finds the
+ * committed grant, or nothing after a rollback. */
+static void test_write_transaction_gate(void **state)
+{
+    fixture *f = *state;
+    ledger *other = NULL;
+    ledger_grant g, back;
+    ledger_insert item;
+    pthread_t t;
+    lookup_ctx c = {f->path, "g_gate", FERRY_ERR_INVALID};
+
+    assert_int_equal(ledger_open(f->path, &other), FERRY_OK);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_ERR_INVALID); /* none open */
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_write_begin(f->l), FERRY_ERR_INVALID); /* no nesting */
+    make_grant(&g, "g_gate", "dev-1", 3, T0, 60);
+    item = (ledger_insert){.grant = &g};
+    assert_int_equal(ledger_grant_insert_batch(f->l, &item, 1), FERRY_OK);
+    assert_int_equal(item.verdict, LEDGER_INSERTED);
+    /* Its own handle sees it; the lookup thread waits for the commit. */
+    assert_int_equal(ledger_grant_get(f->l, "g_gate", &back), FERRY_OK);
+    assert_int_equal(pthread_create(&t, NULL, lookup_thread, &c), 0);
+    sleep_ms(100);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(c.result, FERRY_OK);
+
+    /* Rolled back: the waiting lookup finds nothing, and nothing was kept. */
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    make_grant(&g, "g_gone", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    c = (lookup_ctx){f->path, "g_gone", FERRY_ERR_INVALID};
+    assert_int_equal(pthread_create(&t, NULL, lookup_thread, &c), 0);
+    sleep_ms(100);
+    ledger_write_rollback(f->l);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(c.result, FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_grant_get(other, "g_gone", &back), FERRY_ERR_NOT_FOUND);
+    /* The handle is usable on its own again. */
+    make_grant(&g, "g_after", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    assert_int_equal(ledger_grant_get(other, "g_after", &back), FERRY_OK);
+    ledger_close(other);
 }
 
 /* A group commit: each item's own grant verdict, the rest committed. */
@@ -1113,6 +1249,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrate_fresh_and_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_too_new_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_grants_v6, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_transaction_gate, setup, teardown),
         cmocka_unit_test(test_open_bad_urls),
         cmocka_unit_test_setup_teardown(test_device_upsert_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grant_insert_get, setup, teardown),
