@@ -440,6 +440,12 @@ ferry_err broker_link_publish(broker_link *link, const char *topic, const void *
     return publish_mid(link, topic, payload, len, options, NULL);
 }
 
+void broker_link_flush(broker_link *link)
+{
+    if (link != NULL && atomic_load(&link->connected))
+        (void)mosquitto_loop_write(link->mosq, 1);
+}
+
 ferry_err broker_link_publish_acked(broker_link *link, const char *topic, const void *payload,
                                     size_t len, const broker_publish_options *options,
                                     int64_t timeout_ms)

@@ -93,6 +93,12 @@ broker_link_publish(broker_link *link, const char *topic, const void *payload, s
 __attribute__((warn_unused_result)) ferry_err
 broker_link_publish_acked(broker_link *link, const char *topic, const void *payload, size_t len,
                           const broker_publish_options *options, int64_t timeout_ms);
+/* Writes what is queued for the broker now, instead of at the network
+ * thread's next turn (publishes from any thread are only queued, because
+ * the client runs in threaded mode). Only from the link's own thread (its
+ * handlers): ferryd sends a batch's answers before the batch's ledger
+ * commit this way. Errors are left to the next turn, which sees them too. */
+void broker_link_flush(broker_link *link);
 /* Waits up to timeout_ms for every QoS 1 publish to be acknowledged, then
  * disconnects and joins the network thread. */
 void broker_link_stop(broker_link *link, int64_t timeout_ms);

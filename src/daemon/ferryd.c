@@ -3,8 +3,9 @@
  *
  * Threads: the broker link's network thread handles every request inline
  * (parse, policy, sign, ledger insert, publish): that keeps a request's
- * round trip free of thread hand-offs, and one thread sustains well over
- * 10,000 grants/s (docs/benchmarks.md). It owns the grant service and its
+ * round trip free of thread hand-offs. Requests that arrive together are one
+ * batch and one ledger transaction; with the embedded store the batch's
+ * answers are published before that transaction commits (grant_service.h). It owns the grant service and its
  * ledger handle. The main thread waits for the stop signal and sweeps
  * expired grants with a ledger handle of its own. With [store] kind =
  * embedded, the store (src/store) runs in libmicrohttpd's own threads with
@@ -50,6 +51,11 @@ typedef struct queued_request {
 
 typedef struct ferryd_state {
     grant_service *service;
+    /* Publish each batch's answers before its ledger commit (embedded store
+     * only: grant_service.h says why that is safe there and not with an
+     * external store). The commit then overlaps the answer's trip to the
+     * device instead of delaying it. */
+    bool answer_before_commit;
     uint64_t handled;
     uint64_t batches;
     size_t queued;
@@ -140,8 +146,12 @@ static void flush_requests(ferryd_state *st, broker_link *link)
             .response_topic = q->response_topic,
         };
     }
-    ferry_err e = grant_service_handle_batch(st->service, st->inputs, n, ferry_time_now(),
-                                             ferry_time_mono_ns(), st->answers, st->results);
+    ferry_err e =
+        st->answer_before_commit
+            ? grant_service_decide_batch(st->service, st->inputs, n, ferry_time_now(),
+                                         ferry_time_mono_ns(), st->answers, st->results)
+            : grant_service_handle_batch(st->service, st->inputs, n, ferry_time_now(),
+                                         ferry_time_mono_ns(), st->answers, st->results);
     for (size_t i = 0; i < n; i++) {
         queued_request *q = &st->queue[i];
         if (e != FERRY_OK || st->results[i] == FERRY_ERR_INVALID) {
@@ -164,6 +174,13 @@ static void flush_requests(ferryd_state *st, broker_link *link)
             st->handled++;
         }
         queued_request_cleanup(q);
+    }
+    if (st->answer_before_commit && e == FERRY_OK) {
+        size_t voided = 0;
+        broker_link_flush(link); /* the answers leave now, the commit follows */
+        if (grant_service_commit_batch(st->service, &voided) != FERRY_OK)
+            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"",
+                      voided);
     }
     st->queued = 0;
     st->batches++;
@@ -264,6 +281,7 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
         .ledger = service_ledger,
     };
     result = grant_service_new(&scfg, &st->service);
+    st->answer_before_commit = cfg->store_kind == DAEMON_STORE_EMBEDDED;
     if (result) {
         log_error("service.init_failed", "error=\"%s\"", ferry_err_str(result));
         goto out;

@@ -41,6 +41,8 @@ typedef struct pending {
     grant_policy policy;
     ledger_grant grant;
     bool to_insert; /* passed every check; answer->json holds the grant */
+    bool refused;   /* answered with `refusal`, whose audit row was written */
+    grant_rejection refusal;
 } pending;
 
 struct grant_service {
@@ -52,6 +54,10 @@ struct grant_service {
     grant_rate_limiter *rate;
     ledger *ledger;
     pending *pending; /* GRANT_BATCH_MAX entries, reused by every batch */
+    /* The batch decided by grant_service_decide_batch, until its commit. */
+    size_t batch_n;
+    int64_t batch_now;
+    bool batch_open; /* its ledger write transaction is open */
 };
 
 ferry_err grant_service_new(const grant_service_config *cfg, grant_service **out)
@@ -93,6 +99,8 @@ void grant_service_free(grant_service *svc)
 {
     if (svc == NULL)
         return;
+    if (svc->batch_open) /* decided but never committed: nothing is kept */
+        ledger_write_rollback(svc->ledger);
     sigv4_signer_free(svc->signer);
     grant_rate_limiter_free(svc->rate);
     free(svc->pending);
@@ -167,8 +175,19 @@ static ferry_err set_json(grant_answer *answer, json_t *doc)
     return FERRY_OK;
 }
 
-static ferry_err reject(grant_service *svc, const char *device, const grant_rejection *rej,
-                        int64_t now, grant_answer *answer)
+/* Writes the audit row of a refusal (inside the batch's transaction when
+ * one is open). */
+static void audit_refusal(grant_service *svc, const pending *p, int64_t now)
+{
+    const grant_rejection *rej = &p->refusal;
+    const char *code = grant_reject_code_str(rej->code);
+    if (ledger_audit_refusal(svc->ledger, p->device, rej->has_id ? rej->id : NULL, code,
+                             rej->message, now) != FERRY_OK)
+        log_error("ledger.audit_failed", "device=%s code=%s", p->device, code);
+}
+
+static ferry_err reject(grant_service *svc, pending *p, const grant_rejection *rej, int64_t now,
+                        grant_answer *answer)
 {
     char *text = NULL;
     ferry_err e = grant_rejection_json(rej, &text);
@@ -179,11 +198,11 @@ static ferry_err reject(grant_service *svc, const char *device, const grant_reje
     answer->granted = false;
     answer->code = rej->code;
     answer->message_expiry_s = REJECTION_EXPIRY_S;
-    const char *code = grant_reject_code_str(rej->code);
-    if (ledger_audit_refusal(svc->ledger, device, rej->has_id ? rej->id : NULL, code, rej->message,
-                             now) != FERRY_OK)
-        log_error("ledger.audit_failed", "device=%s code=%s", device, code);
-    log_info("grant.refused", "device=%s id=%s code=%s", device, rej->has_id ? rej->id : "-", code);
+    p->refusal = *rej;
+    p->refused = true;
+    audit_refusal(svc, p, now);
+    log_info("grant.refused", "device=%s id=%s code=%s", p->device, rej->has_id ? rej->id : "-",
+             grant_reject_code_str(rej->code));
     return FERRY_OK;
 }
 
@@ -267,7 +286,7 @@ static ferry_err refuse_internal(grant_service *svc, pending *p, ferry_err why, 
     log_error("grant.failed", "device=%s id=%s error=\"%s\"", p->device, p->req.id,
               ferry_err_str(why));
     grant_reject(&rej, GRANT_REJECT_INTERNAL, "the grant could not be issued; try again later");
-    return reject(svc, p->device, &rej, now, answer);
+    return reject(svc, p, &rej, now, answer);
 }
 
 /* Builds and signs the grant for an allowed request; the answer is ready to
@@ -319,6 +338,7 @@ static ferry_err check_request(grant_service *svc, const grant_service_input *in
 {
     memset(answer, 0, sizeof *answer);
     p->to_insert = false;
+    p->refused = false;
     p->req.id[0] = '\0';
     if (grant_service_topic_device(svc->prefix, in->topic, p->device, sizeof p->device) != FERRY_OK)
         return FERRY_ERR_INVALID;
@@ -339,7 +359,7 @@ static ferry_err check_request(grant_service *svc, const grant_service_input *in
         } else {
             grant_reject(&rej, GRANT_REJECT_INVALID_RESPONSE_TOPIC,
                          "the response topic must lie under %s/%s/", svc->prefix, p->device);
-            return reject(svc, p->device, &rej, now, answer);
+            return reject(svc, p, &rej, now, answer);
         }
     }
 
@@ -351,7 +371,7 @@ static ferry_err check_request(grant_service *svc, const grant_service_input *in
     } else if (e != FERRY_ERR_NOT_FOUND) {
         log_error("ledger.read_failed", "device=%s error=\"%s\"", p->device, ferry_err_str(e));
         grant_reject(&rej, GRANT_REJECT_INTERNAL, "the ledger is unavailable; try again later");
-        return reject(svc, p->device, &rej, now, answer);
+        return reject(svc, p, &rej, now, answer);
     }
 
     bool allowed = true;
@@ -361,12 +381,12 @@ static ferry_err check_request(grant_service *svc, const grant_service_input *in
         return e;
     if (!allowed) {
         grant_reject(&rej, GRANT_REJECT_RATE_LIMITED, "too many requests; slow down");
-        return reject(svc, p->device, &rej, now, answer);
+        return reject(svc, p, &rej, now, answer);
     }
     if (!ok)
-        return reject(svc, p->device, &rej, now, answer);
+        return reject(svc, p, &rej, now, answer);
     if (grant_policy_check(&p->policy, &p->req, &rej) != FERRY_OK)
-        return reject(svc, p->device, &rej, now, answer);
+        return reject(svc, p, &rej, now, answer);
     e = prepare_grant(svc, p, now, answer);
     if (e)
         return refuse_internal(svc, p, e, now, answer);
@@ -396,42 +416,97 @@ static ferry_err settle(grant_service *svc, pending *p, const ledger_insert *ins
         grant_reject(&rej, GRANT_REJECT_QUOTA_EXCEEDED,
                      "the daily quota of %llu bytes would be exceeded",
                      (unsigned long long)p->policy.daily_quota_bytes);
-    return reject(svc, p->device, &rej, now, answer);
+    return reject(svc, p, &rej, now, answer);
 }
 
-ferry_err grant_service_handle_batch(grant_service *svc, const grant_service_input *in, size_t n,
+/* The batch's transaction was rolled back: its refusals' audit rows went
+ * with it, so they are written again, each on its own. */
+static void reaudit_refusals(grant_service *svc)
+{
+    for (size_t i = 0; i < svc->batch_n; i++)
+        if (svc->pending[i].refused)
+            audit_refusal(svc, &svc->pending[i], svc->batch_now);
+}
+
+ferry_err grant_service_decide_batch(grant_service *svc, const grant_service_input *in, size_t n,
                                      int64_t now, int64_t now_mono_ns, grant_answer *answers,
                                      ferry_err *results)
 {
-    if (n == 0 || n > GRANT_BATCH_MAX)
+    if (svc == NULL || n == 0 || n > GRANT_BATCH_MAX || svc->batch_open)
         return FERRY_ERR_INVALID;
     pending *p = svc->pending;
     ledger_insert inserts[GRANT_BATCH_MAX];
     ledger_limits limits[GRANT_BATCH_MAX];
     size_t owner[GRANT_BATCH_MAX]; /* inserts[k] belongs to request owner[k] */
-    char detail[GRANT_BATCH_MAX][48];
     size_t k = 0;
 
+    /* One write transaction for the whole batch: the device reads, the
+     * refusals' audit rows and the grants. If it cannot be opened (the
+     * database is busy past its timeout), each step runs on its own and
+     * fails or succeeds by itself. */
+    svc->batch_n = n;
+    svc->batch_now = now;
+    svc->batch_open = ledger_write_begin(svc->ledger) == FERRY_OK;
     for (size_t i = 0; i < n; i++) {
         results[i] = check_request(svc, &in[i], now, now_mono_ns, &p[i], &answers[i]);
         if (results[i] != FERRY_OK || !p[i].to_insert)
             continue;
         grant_policy_limits(&p[i].policy, now, &limits[k]);
-        snprintf(detail[k], sizeof detail[k], "method=%s size=%llu", p[i].grant.method,
-                 (unsigned long long)p[i].grant.size);
-        inserts[k] =
-            (ledger_insert){.grant = &p[i].grant, .limits = &limits[k], .detail = detail[k]};
+        inserts[k] = (ledger_insert){.grant = &p[i].grant, .limits = &limits[k]};
         owner[k++] = i;
     }
     if (k == 0)
         return FERRY_OK;
     ferry_err e = ledger_grant_insert_batch(svc->ledger, inserts, k);
+    if (e != FERRY_OK && svc->batch_open) {
+        ledger_write_rollback(svc->ledger);
+        svc->batch_open = false;
+        reaudit_refusals(svc);
+    }
     for (size_t j = 0; j < k; j++) {
         size_t i = owner[j];
         if (e != FERRY_OK)
             results[i] = refuse_internal(svc, &p[i], e, now, &answers[i]);
         else
             results[i] = settle(svc, &p[i], &inserts[j], now, &answers[i]);
+    }
+    return FERRY_OK;
+}
+
+ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
+{
+    size_t granted = 0;
+    if (svc == NULL)
+        return FERRY_ERR_INVALID;
+    if (!svc->batch_open)
+        return FERRY_OK;
+    svc->batch_open = false;
+    ferry_err e = ledger_write_commit(svc->ledger);
+    if (e == FERRY_OK)
+        return FERRY_OK;
+    for (size_t i = 0; i < svc->batch_n; i++)
+        granted += svc->pending[i].to_insert && !svc->pending[i].refused;
+    log_error("grant.commit_failed", "grants=%zu error=\"%s\"", granted, ferry_err_str(e));
+    reaudit_refusals(svc);
+    if (voided != NULL)
+        *voided = granted;
+    return e;
+}
+
+ferry_err grant_service_handle_batch(grant_service *svc, const grant_service_input *in, size_t n,
+                                     int64_t now, int64_t now_mono_ns, grant_answer *answers,
+                                     ferry_err *results)
+{
+    ferry_err e = grant_service_decide_batch(svc, in, n, now, now_mono_ns, answers, results);
+    if (e)
+        return e;
+    if (grant_service_commit_batch(svc, NULL) == FERRY_OK)
+        return FERRY_OK;
+    /* Nothing of the batch was kept: its grants become refusals. */
+    for (size_t i = 0; i < n; i++) {
+        pending *p = &svc->pending[i];
+        if (results[i] == FERRY_OK && p->to_insert && !p->refused)
+            results[i] = refuse_internal(svc, p, FERRY_ERR_DB, now, &answers[i]);
     }
     return FERRY_OK;
 }

@@ -90,6 +90,35 @@ __attribute__((warn_unused_result)) ferry_err
 grant_service_handle_batch(grant_service *svc, const grant_service_input *in, size_t n, int64_t now,
                            int64_t now_mono_ns, grant_answer *answers, ferry_err *results);
 
+/*
+ * grant_service_handle_batch in two steps, for a caller that publishes the
+ * answers before the ledger commit (ferryd, when the embedded store is the
+ * one that enforces grants).
+ *
+ * decide_batch does all of handle_batch's work inside one open ledger
+ * write transaction and leaves it open: the answers are final unless the
+ * commit fails. commit_batch ends it. Until then the batch's grants are
+ * invisible to other ledger handles, and a store lookup of one of them
+ * waits for the commit (ledger_write_begin), so a device that is quicker
+ * than the commit is not refused. If the commit fails, every grant of the
+ * batch is void: never recorded, refused by the embedded store as an
+ * unknown grant, so the device asks again; commit_batch returns the error,
+ * logs it, writes the refusals' audit rows again and sets *voided (may be
+ * NULL) to the number of grants voided.
+ *
+ * Why this is safe only with the embedded store: a grant is usable only
+ * once it is in the ledger there (it fails closed). An external store
+ * honours the signed URL whatever the ledger says, so with it ferryd
+ * commits first (handle_batch) and an unrecorded grant can never be used.
+ * Between the two calls nothing else may use the service or its ledger.
+ */
+__attribute__((warn_unused_result)) ferry_err
+grant_service_decide_batch(grant_service *svc, const grant_service_input *in, size_t n,
+                           int64_t now, int64_t now_mono_ns, grant_answer *answers,
+                           ferry_err *results);
+__attribute__((warn_unused_result)) ferry_err grant_service_commit_batch(grant_service *svc,
+                                                                         size_t *voided);
+
 /* Extracts the device id from "<prefix>/<device>/upload/request".
  * FERRY_ERR_INVALID if the topic has another shape or the id is invalid. */
 __attribute__((warn_unused_result)) ferry_err

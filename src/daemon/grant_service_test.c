@@ -411,6 +411,63 @@ static void test_a_batch_is_one_transaction_with_per_request_answers(void **stat
         FERRY_ERR_INVALID);
 }
 
+/* Two steps (answers published before the commit): until
+ * grant_service_commit_batch the grant and the refusal's audit row are in
+ * the open transaction only; after it both are in the ledger. A service
+ * freed between the two keeps nothing. */
+static void test_decide_then_commit(void **state)
+{
+    fixture *f = *state;
+    const char *ok = "{\"id\":\"d\",\"name\":\"a.wav\",\"size\":10,\"content_type\":\"audio/wav\"}";
+    grant_service_input in[2] = {
+        {.topic = "ferry/dev-d/upload/request", .payload = ok, .payload_len = strlen(ok)},
+        {.topic = "ferry/dev-d/upload/request", .payload = "[", .payload_len = 1},
+    };
+    grant_answer answers[2];
+    ferry_err results[2];
+    ledger *other = NULL;
+    ledger_grant g;
+    char grant_id[LEDGER_GRANT_ID_MAX + 1];
+    int refusals = 0;
+
+    assert_int_equal(ledger_open(f->db, &other), FERRY_OK);
+    assert_int_equal(grant_service_decide_batch(f->svc, in, 2, NOW, 1, answers, results), FERRY_OK);
+    assert_int_equal(results[0], FERRY_OK);
+    assert_true(answers[0].granted);
+    assert_int_equal(answers[1].code, GRANT_REJECT_MALFORMED_JSON);
+    /* A second batch cannot start while this one is open. */
+    assert_int_equal(grant_service_decide_batch(f->svc, in, 1, NOW, 1, answers, results),
+                     FERRY_ERR_INVALID);
+    json_t *doc = json_loads(answers[0].json, 0, NULL);
+    assert_non_null(doc);
+    snprintf(grant_id, sizeof grant_id, "%s", json_string_value(json_object_get(doc, "grant")));
+    json_decref(doc);
+    assert_int_equal(ledger_audit_list(other, "dev-d", 0, 100, count_refusals, &refusals),
+                     FERRY_OK);
+    assert_int_equal(refusals, 0);
+    assert_int_equal(grant_service_commit_batch(f->svc, NULL), FERRY_OK);
+    assert_int_equal(ledger_grant_get(other, grant_id, &g), FERRY_OK);
+    assert_string_equal(g.device, "dev-d");
+    assert_int_equal(ledger_audit_list(other, "dev-d", 0, 100, count_refusals, &refusals),
+                     FERRY_OK);
+    assert_int_equal(refusals, 1);
+    assert_int_equal(grant_service_commit_batch(f->svc, NULL), FERRY_OK); /* nothing open */
+    for (size_t i = 0; i < 2; i++)
+        grant_answer_cleanup(&answers[i]);
+
+    /* Decided, never committed: freeing the service rolls it back. */
+    assert_int_equal(grant_service_decide_batch(f->svc, in, 1, NOW, 1, answers, results), FERRY_OK);
+    doc = json_loads(answers[0].json, 0, NULL);
+    snprintf(grant_id, sizeof grant_id, "%s", json_string_value(json_object_get(doc, "grant")));
+    json_decref(doc);
+    grant_answer_cleanup(&answers[0]);
+    grant_service_free(f->svc);
+    f->svc = NULL;
+    assert_int_equal(ledger_grant_get(other, grant_id, &g), FERRY_ERR_NOT_FOUND);
+    ledger_close(other);
+    assert_int_equal(make_service(f), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +480,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_each_rejection_has_its_code, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_grants_rate_quota_and_disabled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_are_audited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decide_then_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_batch_is_one_transaction_with_per_request_answers,
                                         setup, teardown),
     };
