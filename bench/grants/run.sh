@@ -58,8 +58,12 @@ kill "$echo_pid"; wait "$echo_pid" 2>/dev/null || true
 
 # 2. ferryd: parse, policy, sign, ledger insert (SQLite), answer. No limits
 # that would refuse the load (rates and open grants unlimited).
+# FERRY_BENCH_STORE=external measures the commit-first path (an external
+# store: the answer waits for the ledger commit).
 umask 077
 echo "bench-secret-key" >"$tmp/secret"
+echo "bench-operator-key" >"$tmp/operator-secret"
+store_port=$(free_port)
 cat >"$tmp/ferryd.ini" <<INI
 [ferryd]
 log_level = info
@@ -71,11 +75,16 @@ certfile = $tmp/pki/ferryd.pem
 keyfile = $tmp/pki/ferryd.key
 client_id = ferryd
 [store]
-# Only grants are measured here: the URLs are signed for an external store
-# that nobody uploads to, so ferryd does not start its embedded one.
-kind = external
-endpoint = https://127.0.0.1:9443
+# The default deployment: the embedded store, which enforces every grant
+# (so ferryd publishes each batch's answers before the batch's ledger commit,
+# src/daemon/grant_service.h). Nobody uploads here; only grants are measured.
+kind = ${FERRY_BENCH_STORE:-embedded}
+endpoint = https://127.0.0.1:$store_port
 secret_key_file = $tmp/secret
+$(if [ "${FERRY_BENCH_STORE:-embedded}" = embedded ]; then
+  printf 'port = %s\noperator_secret_key_file = %s\ntls_cert = %s\ntls_key = %s\ndata_dir = %s\n' \
+    "$store_port" "$tmp/operator-secret" "$tmp/pki/store.pem" "$tmp/pki/store.key" "$tmp/store"
+fi)
 [policy]
 content_types = */*
 max_open_grants = 0
@@ -104,4 +113,4 @@ echo "bench grants: p50_us=$ferry_p50_1 p99_us=$ferry_p99_1 echo_p50_us=$echo_p5
   "echo_p99_us=$echo_p99_1 ratio=$ratio grants_per_s=$ferry_per_s_N" \
   "p50_${DEVICES}dev_us=$ferry_p50_N p99_${DEVICES}dev_us=$ferry_p99_N" \
   "echo_p50_${DEVICES}dev_us=$echo_p50_N echo_p99_${DEVICES}dev_us=$echo_p99_N" \
-  "ratio_${DEVICES}dev=$ratio_N echo_per_s=$echo_per_s_N"
+  "ratio_${DEVICES}dev=$ratio_N echo_per_s=$echo_per_s_N store=${FERRY_BENCH_STORE:-embedded}"
