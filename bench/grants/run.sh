@@ -31,30 +31,29 @@ client() { # client DEVICES SECONDS -> "p50 p99 per_s"
   "$bench" client --port "$port" --ca "$tmp/pki/ca.pem" --pki "$tmp/pki" --devices "$1" \
     --seconds "$2" | sed -E 's/.*p50_us=([0-9]+) p99_us=([0-9]+) per_s=([0-9]+).*/\1 \2 \3/'
 }
-measure() { # measure LABEL -> sets LABEL_{p50,p99,per_s}_{1,N}
-  local label=$1 runs1=() runsN=()
-  for r in $(seq "$RUNS"); do
-    runs1+=("$(client 1 "$SECONDS_1")")
-    runsN+=("$(client "$DEVICES" "$SECONDS_100")")
-  done
+summarise() { # summarise LABEL RUNS1_ARRAY RUNSN_ARRAY -> sets LABEL_{p50,p99,per_s}_{1,N}
+  local label=$1
+  local -n r1=$2 rN=$3
+  local name=(x p50 p99 per_s)
   for i in 1 2 3; do
-    local name=(x p50 p99 per_s)
-    eval "${label}_${name[$i]}_1=$(printf '%s\n' "${runs1[@]}" | cut -d' ' -f$i | median)"
-    eval "${label}_${name[$i]}_N=$(printf '%s\n' "${runsN[@]}" | cut -d' ' -f$i | median)"
+    eval "${label}_${name[$i]}_1=$(printf '%s\n' "${r1[@]}" | cut -d' ' -f$i | median)"
+    eval "${label}_${name[$i]}_N=$(printf '%s\n' "${rN[@]}" | cut -d' ' -f$i | median)"
   done
-  for r in "${runs1[@]}"; do echo "  $label 1 device:   p50_us p99_us per_s = $r" >&2; done
-  for r in "${runsN[@]}"; do echo "  $label $DEVICES devices: p50_us p99_us per_s = $r" >&2; done
+  for r in "${r1[@]}"; do echo "  $label 1 device:   p50_us p99_us per_s = $r" >&2; done
+  for r in "${rN[@]}"; do echo "  $label $DEVICES devices: p50_us p99_us per_s = $r" >&2; done
 }
 
 # 1. The floor: a bare echo responder with ferryd's identity and subscription.
-"$bench" echo --port "$port" --ca "$tmp/pki/ca.pem" --cert "$tmp/pki/ferryd.pem" \
-  --key "$tmp/pki/ferryd.key" 2>"$tmp/echo.log" &
-echo_pid=$!
-pids+=($echo_pid)
-wait_for 10 grep -q running "$tmp/echo.log"
-sleep 0.5
-measure echo
-kill "$echo_pid"; wait "$echo_pid" 2>/dev/null || true
+start_echo() {
+  : >"$tmp/echo.log"
+  "$bench" echo --port "$port" --ca "$tmp/pki/ca.pem" --cert "$tmp/pki/ferryd.pem" \
+    --key "$tmp/pki/ferryd.key" 2>"$tmp/echo.log" &
+  echo_pid=$!
+  pids+=($echo_pid)
+  wait_for 10 grep -q running "$tmp/echo.log"
+  sleep 0.5
+}
+stop_echo() { kill "$echo_pid"; wait "$echo_pid" 2>/dev/null || true; }
 
 # 2. ferryd: parse, policy, sign, ledger insert (SQLite), answer. No limits
 # that would refuse the load (rates and open grants unlimited).
@@ -92,20 +91,41 @@ rate_per_minute = 0
 daily_quota = 0
 INI
 # FERRYD_WRAP="perf record -e cpu-clock -g -o /tmp/ferryd.perf" profiles ferryd.
-${FERRYD_WRAP:-} "$ferryd" -c "$tmp/ferryd.ini" 2>"$tmp/ferryd.log" &
-ferryd_pid=$!
-pids+=($ferryd_pid)
-wait_for 10 grep -q event=broker.connected "$tmp/ferryd.log"
-sleep 0.5
-measure ferry
-# ferryd's own CPU time (user + system, clock ticks) over all the runs.
-cpu_ticks=$(awk '{print $14 + $15}' "/proc/$ferryd_pid/stat")
-kill -INT "$ferryd_pid"; wait "$ferryd_pid" 2>/dev/null || true
+cpu_ticks=0
+start_ferryd() {
+  ${FERRYD_WRAP:-} "$ferryd" -c "$tmp/ferryd.ini" 2>>"$tmp/ferryd.log" &
+  ferryd_pid=$!
+  pids+=($ferryd_pid)
+  wait_for 10 bash -c "[ \$(grep -c event=broker.connected '$tmp/ferryd.log') -ge $1 ]"
+  sleep 0.5
+}
+stop_ferryd() {
+  # ferryd's own CPU time (user + system, clock ticks), summed over the runs.
+  cpu_ticks=$((cpu_ticks + $(awk '{print $14 + $15}' "/proc/$ferryd_pid/stat")))
+  kill -INT "$ferryd_pid"; wait "$ferryd_pid" 2>/dev/null || true
+}
+
+# The echo and ferryd take turns, round after round, so that both see the
+# same share of whatever else this machine is doing.
+echo1=() echoN=() ferry1=() ferryN=()
+for r in $(seq "$RUNS"); do
+  start_echo
+  echo1+=("$(client 1 "$SECONDS_1")")
+  echoN+=("$(client "$DEVICES" "$SECONDS_100")")
+  stop_echo
+  start_ferryd "$r"
+  ferry1+=("$(client 1 "$SECONDS_1")")
+  ferryN+=("$(client "$DEVICES" "$SECONDS_100")")
+  stop_ferryd
+done
+summarise echo echo1 echoN
+summarise ferry ferry1 ferryN
 grants=$(grep -c event=grant.issued "$tmp/ferryd.log" || true)
 cpu_us_per_grant=$(awk -v t="$cpu_ticks" -v hz="$(getconf CLK_TCK)" -v n="$grants" \
   'BEGIN {printf "%.0f", n ? t / hz * 1e6 / n : 0}')
 echo "  ferryd CPU per grant: ${cpu_us_per_grant} us" >&2
-echo "  ferryd issued $grants grants; ledger $(du -h "$tmp/ledger.db" | cut -f1); $(grep -o "handled=[0-9]* batches=[0-9]*" "$tmp/ferryd.log")" >&2
+echo "  ferryd issued $grants grants; ledger $(du -h "$tmp/ledger.db" | cut -f1); $(grep -o "handled=[0-9]* batches=[0-9]*" "$tmp/ferryd.log" | tr '=' ' ' |
+  awk '{h += $2; b += $4} END {printf "handled=%d batches=%d", h, b}')" >&2
 
 ratio=$(awk -v a="$ferry_p50_1" -v b="$echo_p50_1" 'BEGIN {printf "%.2f", a / b}')
 ratio_N=$(awk -v a="$ferry_p50_N" -v b="$echo_p50_N" 'BEGIN {printf "%.2f", a / b}')
