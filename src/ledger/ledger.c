@@ -186,54 +186,58 @@ static ferry_err check_grant(const ledger_grant *g)
  * answers first when the embedded store enforces grants, ferryd.c). A
  * reader in this process that looks such a grant up in between would find
  * nothing and refuse a valid grant; so a lookup that finds no grant while
- * some handle of this process holds uncommitted grants waits for that
- * transaction to end and looks again. Process-wide because the store's
+ * an explicit write transaction of this process is open waits for that
+ * transaction to end and looks again. (Only the grant service opens
+ * explicit write transactions, so the wait is for a grant batch.) Process-wide because the store's
  * handles and the grant service's are different handles on one database.
  */
 static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
-static unsigned gate_holders;   /* write transactions holding uncommitted grants */
-static uint64_t gate_ends;      /* how many such transactions have ended */
+static unsigned gate_holders;   /* explicit write transactions open in this process */
+static uint64_t gate_ends;      /* how many of them have ended */
 
-static void gate_hold(ledger *l)
+static void gate_hold(void)
 {
-    if (!l->in_write || l->holds_grants)
-        return;
     pthread_mutex_lock(&gate_lock);
     gate_holders++;
     pthread_mutex_unlock(&gate_lock);
-    l->holds_grants = true;
 }
 
-static void gate_release(ledger *l)
+static void gate_release(void)
 {
-    if (!l->holds_grants)
-        return;
     pthread_mutex_lock(&gate_lock);
     gate_holders--;
     gate_ends++;
     pthread_cond_broadcast(&gate_cond);
     pthread_mutex_unlock(&gate_lock);
-    l->holds_grants = false;
 }
 
-/* Waits until a write transaction holding uncommitted grants ends, if one
- * is open now; at most LEDGER_BUSY_TIMEOUT_MS. Returns whether one ended
- * (then a second lookup may find what the first did not). */
-static bool gate_wait(void)
+/* Whether an explicit write transaction is open now; *ends: how many have
+ * ended so far. Taken before a lookup, so that a transaction that commits
+ * between the lookup and gate_wait() is not missed. */
+static bool gate_snapshot(uint64_t *ends)
 {
-    bool ended = false;
     pthread_mutex_lock(&gate_lock);
-    if (gate_holders > 0) {
-        uint64_t seen = gate_ends;
-        struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += LEDGER_BUSY_TIMEOUT_MS / 1000;
-        while (gate_ends == seen &&
-               pthread_cond_timedwait(&gate_cond, &gate_lock, &deadline) == 0)
-            ;
-        ended = gate_ends != seen;
-    }
+    bool held = gate_holders > 0;
+    *ends = gate_ends;
+    pthread_mutex_unlock(&gate_lock);
+    return held;
+}
+
+/* Waits, at most LEDGER_BUSY_TIMEOUT_MS, until a write transaction has
+ * ended since the snapshot that saw `seen` ended ones (it may have ended
+ * already). Returns whether one did: then a second lookup may find what
+ * the first did not. */
+static bool gate_wait(uint64_t seen)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += LEDGER_BUSY_TIMEOUT_MS / 1000;
+    pthread_mutex_lock(&gate_lock);
+    while (gate_ends == seen && gate_holders > 0 &&
+           pthread_cond_timedwait(&gate_cond, &gate_lock, &deadline) == 0)
+        ;
+    bool ended = gate_ends != seen;
     pthread_mutex_unlock(&gate_lock);
     return ended;
 }
@@ -243,8 +247,10 @@ ferry_err ledger_write_begin(ledger *l)
     if (l == NULL || l->in_write)
         return FERRY_ERR_INVALID;
     ferry_err err = l->ops->write_begin(l->impl);
-    if (err == FERRY_OK)
+    if (err == FERRY_OK) {
         l->in_write = true;
+        gate_hold();
+    }
     return err;
 }
 
@@ -254,7 +260,7 @@ ferry_err ledger_write_commit(ledger *l)
         return FERRY_ERR_INVALID;
     ferry_err err = l->ops->write_commit(l->impl);
     l->in_write = false;
-    gate_release(l);
+    gate_release();
     return err;
 }
 
@@ -264,7 +270,7 @@ void ledger_write_rollback(ledger *l)
         return;
     l->ops->write_rollback(l->impl);
     l->in_write = false;
-    gate_release(l);
+    gate_release();
 }
 
 ferry_err ledger_grant_insert(ledger *l, const ledger_grant *g, const ledger_limits *limits,
@@ -278,7 +284,6 @@ ferry_err ledger_grant_insert(ledger *l, const ledger_grant *g, const ledger_lim
         return err;
     if (limits != NULL && limits->max_open_grants > INT64_MAX)
         return FERRY_ERR_RANGE;
-    gate_hold(l);
     return l->ops->grant_insert(l->impl, g, limits != NULL ? limits : &no_limits, verdict);
 }
 
@@ -298,7 +303,6 @@ ferry_err ledger_grant_insert_batch(ledger *l, ledger_insert *items, size_t n)
     }
     if (n == 0)
         return FERRY_OK;
-    gate_hold(l);
     return l->ops->grant_insert_batch(l->impl, items, n);
 }
 
@@ -324,8 +328,10 @@ ferry_err ledger_grant_get(ledger *l, const char *grant_id, ledger_grant *out)
         return FERRY_ERR_INVALID;
     if ((err = check_str(grant_id, LEDGER_GRANT_ID_MAX)) != FERRY_OK)
         return err;
+    uint64_t seen = 0;
+    bool held = !l->in_write && gate_snapshot(&seen);
     err = l->ops->grant_get(l->impl, grant_id, out);
-    if (err == FERRY_ERR_NOT_FOUND && !l->in_write && gate_wait())
+    if (err == FERRY_ERR_NOT_FOUND && held && gate_wait(seen))
         err = l->ops->grant_get(l->impl, grant_id, out);
     return err;
 }

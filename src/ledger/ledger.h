@@ -234,7 +234,8 @@ ledger_grant_insert_batch(ledger *l, ledger_insert *items, size_t n);
  * back. Grants inserted in it are not visible to other handles until the
  * commit; a ledger_grant_get() of this process that finds no grant while
  * such a transaction is open waits for it to end and looks once more, so
- * grants may be handed out before their commit (see grant_service.h).
+ * grants may be handed out once the transaction is open and inserted just
+ * before its commit (see grant_service.h).
  */
 __attribute__((warn_unused_result)) ferry_err ledger_write_begin(ledger *l);
 __attribute__((warn_unused_result)) ferry_err ledger_write_commit(ledger *l);

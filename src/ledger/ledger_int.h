@@ -81,8 +81,7 @@ typedef struct ledger_ops {
 struct ledger {
     const ledger_ops *ops;
     void *impl;
-    bool in_write;       /* between ledger_write_begin and its end */
-    bool holds_grants;   /* ... and grants were inserted in it (the gate, ledger.c) */
+    bool in_write; /* between ledger_write_begin and its end (holds the gate, ledger.c) */
 };
 
 extern const ledger_ops ledger_sqlite_ops;
