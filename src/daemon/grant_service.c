@@ -12,9 +12,12 @@
  *      rate limit, which counts every request, valid or not, so a device
  *      cannot flood the ledger with malformed ones for free;
  *   5. the request-only policy checks (disabled, size, content type);
- *   6. the grant is built and signed, and only then inserted: the insert
- *      re-checks the open-grant limit and daily quota inside its
- *      transaction, and a grant that fails to sign never reaches the ledger.
+ *   6. the grant is built and signed; the open-grant limit and the daily
+ *      quota are counted inside the batch's write transaction; the grants
+ *      are inserted into that transaction just before it commits, after
+ *      the answers have gone out when ferryd answers first
+ *      (grant_service.h). A grant that fails to sign never reaches the
+ *      ledger.
  * Every refusal is written to the audit log.
  */
 #include "grant_service.h"
@@ -394,12 +397,10 @@ static ferry_err check_request(grant_service *svc, const grant_service_input *in
 }
 
 /* Turns an insert's outcome into the final answer of one request. */
-static ferry_err settle(grant_service *svc, pending *p, const ledger_insert *ins, int64_t now,
+static ferry_err settle(grant_service *svc, pending *p, ledger_verdict verdict, int64_t now,
                         grant_answer *answer)
 {
-    if (ins->err != FERRY_OK)
-        return refuse_internal(svc, p, ins->err, now, answer);
-    if (ins->verdict == LEDGER_INSERTED) {
+    if (verdict == LEDGER_INSERTED) {
         log_info("grant.issued", "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld",
                  p->device, p->req.id, p->grant.id, p->grant.method,
                  (unsigned long long)p->grant.size, (long long)(p->grant.expires_at - now));
@@ -408,7 +409,7 @@ static ferry_err settle(grant_service *svc, pending *p, const ledger_insert *ins
     grant_rejection rej;
     grant_rejection_init(&rej, p->req.id);
     grant_answer_cleanup(answer);
-    if (ins->verdict == LEDGER_OVER_OPEN_GRANTS)
+    if (verdict == LEDGER_OVER_OPEN_GRANTS)
         grant_reject(&rej, GRANT_REJECT_TOO_MANY_OPEN_GRANTS,
                      "the device already holds %llu open grants",
                      (unsigned long long)p->policy.max_open_grants);
@@ -428,6 +429,54 @@ static void reaudit_refusals(grant_service *svc)
             audit_refusal(svc, &svc->pending[i], svc->batch_now);
 }
 
+static bool granted(const pending *p)
+{
+    return p->to_insert && !p->refused;
+}
+
+/* The open-grant limit and the daily quota of request i, read inside the
+ * batch's write transaction (so several ferryd on one ledger cannot pass a
+ * limit together) plus the grants given earlier in the same batch, which
+ * are inserted only at the commit. */
+static ferry_err limits_verdict(grant_service *svc, size_t i, int64_t now, ledger_verdict *out)
+{
+    const pending *p = &svc->pending[i];
+    ledger_limits lim;
+    uint64_t batch_open = 0, batch_bytes = 0, n = 0;
+    ferry_err e;
+
+    grant_policy_limits(&p->policy, now, &lim);
+    *out = LEDGER_INSERTED;
+    if (lim.max_open_grants == 0 && lim.daily_quota_bytes == 0)
+        return FERRY_OK;
+    for (size_t j = 0; j < i; j++) {
+        const pending *q = &svc->pending[j];
+        if (granted(q) && strcmp(q->device, p->device) == 0) {
+            batch_open++;
+            batch_bytes += q->grant.size;
+        }
+    }
+    if (lim.max_open_grants > 0) {
+        if ((e = ledger_open_grants(svc->ledger, p->device, p->grant.issued_at, &n)) != FERRY_OK)
+            return e;
+        if (n + batch_open >= lim.max_open_grants) {
+            *out = LEDGER_OVER_OPEN_GRANTS;
+            return FERRY_OK;
+        }
+    }
+    if (lim.daily_quota_bytes > 0) {
+        if ((e = ledger_bytes_since(svc->ledger, p->device, lim.day_start, p->grant.issued_at,
+                                    &n)) != FERRY_OK)
+            return e;
+        uint64_t used = n + batch_bytes;
+        /* Written as subtractions so that no sum can overflow. */
+        if (p->grant.size > lim.daily_quota_bytes || used < n ||
+            used > lim.daily_quota_bytes - p->grant.size)
+            *out = LEDGER_OVER_QUOTA;
+    }
+    return FERRY_OK;
+}
+
 ferry_err grant_service_decide_batch(grant_service *svc, const grant_service_input *in, size_t n,
                                      int64_t now, int64_t now_mono_ns, grant_answer *answers,
                                      ferry_err *results)
@@ -435,61 +484,66 @@ ferry_err grant_service_decide_batch(grant_service *svc, const grant_service_inp
     if (svc == NULL || n == 0 || n > GRANT_BATCH_MAX || svc->batch_open)
         return FERRY_ERR_INVALID;
     pending *p = svc->pending;
-    ledger_insert inserts[GRANT_BATCH_MAX];
-    ledger_limits limits[GRANT_BATCH_MAX];
-    size_t owner[GRANT_BATCH_MAX]; /* inserts[k] belongs to request owner[k] */
-    size_t k = 0;
 
     /* One write transaction for the whole batch: the device reads, the
-     * refusals' audit rows and the grants. If it cannot be opened (the
-     * database is busy past its timeout), each step runs on its own and
-     * fails or succeeds by itself. */
+     * limit counts, the refusals' audit rows and (at the commit) the
+     * grants. Without it nothing can be granted consistently, so a batch
+     * whose transaction cannot be opened (the database stayed busy past its
+     * timeout) is refused as a whole, to be asked again. */
     svc->batch_n = n;
     svc->batch_now = now;
-    svc->batch_open = ledger_write_begin(svc->ledger) == FERRY_OK;
+    ferry_err begun = ledger_write_begin(svc->ledger);
+    svc->batch_open = begun == FERRY_OK;
     for (size_t i = 0; i < n; i++) {
         results[i] = check_request(svc, &in[i], now, now_mono_ns, &p[i], &answers[i]);
         if (results[i] != FERRY_OK || !p[i].to_insert)
             continue;
-        grant_policy_limits(&p[i].policy, now, &limits[k]);
-        inserts[k] = (ledger_insert){.grant = &p[i].grant, .limits = &limits[k]};
-        owner[k++] = i;
-    }
-    if (k == 0)
-        return FERRY_OK;
-    ferry_err e = ledger_grant_insert_batch(svc->ledger, inserts, k);
-    if (e != FERRY_OK && svc->batch_open) {
-        ledger_write_rollback(svc->ledger);
-        svc->batch_open = false;
-        reaudit_refusals(svc);
-    }
-    for (size_t j = 0; j < k; j++) {
-        size_t i = owner[j];
+        ledger_verdict verdict = LEDGER_INSERTED;
+        ferry_err e = begun != FERRY_OK ? begun : limits_verdict(svc, i, now, &verdict);
         if (e != FERRY_OK)
             results[i] = refuse_internal(svc, &p[i], e, now, &answers[i]);
         else
-            results[i] = settle(svc, &p[i], &inserts[j], now, &answers[i]);
+            results[i] = settle(svc, &p[i], verdict, now, &answers[i]);
     }
     return FERRY_OK;
 }
 
+/* Inserts the batch's grants into its open transaction and commits it. */
+static ferry_err insert_and_commit(grant_service *svc, size_t *count)
+{
+    ledger_insert inserts[GRANT_BATCH_MAX];
+    size_t k = 0;
+    for (size_t i = 0; i < svc->batch_n; i++)
+        if (granted(&svc->pending[i]))
+            inserts[k++] = (ledger_insert){.grant = &svc->pending[i].grant};
+    *count = k;
+    /* Limits were checked by limits_verdict() in this transaction. */
+    ferry_err e = k > 0 ? ledger_grant_insert_batch(svc->ledger, inserts, k) : FERRY_OK;
+    for (size_t j = 0; e == FERRY_OK && j < k; j++)
+        if (inserts[j].err != FERRY_OK)
+            e = inserts[j].err; /* a grant id taken twice: not one of them is kept */
+    if (e != FERRY_OK) {
+        ledger_write_rollback(svc->ledger);
+        return e;
+    }
+    return ledger_write_commit(svc->ledger);
+}
+
 ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
 {
-    size_t granted = 0;
+    size_t count = 0;
     if (svc == NULL)
         return FERRY_ERR_INVALID;
     if (!svc->batch_open)
         return FERRY_OK;
     svc->batch_open = false;
-    ferry_err e = ledger_write_commit(svc->ledger);
+    ferry_err e = insert_and_commit(svc, &count);
     if (e == FERRY_OK)
         return FERRY_OK;
-    for (size_t i = 0; i < svc->batch_n; i++)
-        granted += svc->pending[i].to_insert && !svc->pending[i].refused;
-    log_error("grant.commit_failed", "grants=%zu error=\"%s\"", granted, ferry_err_str(e));
+    log_error("grant.commit_failed", "grants=%zu error=\"%s\"", count, ferry_err_str(e));
     reaudit_refusals(svc);
     if (voided != NULL)
-        *voided = granted;
+        *voided = count;
     return e;
 }
 
@@ -505,7 +559,7 @@ ferry_err grant_service_handle_batch(grant_service *svc, const grant_service_inp
     /* Nothing of the batch was kept: its grants become refusals. */
     for (size_t i = 0; i < n; i++) {
         pending *p = &svc->pending[i];
-        if (results[i] == FERRY_OK && p->to_insert && !p->refused)
+        if (results[i] == FERRY_OK && granted(p))
             results[i] = refuse_internal(svc, p, FERRY_ERR_DB, now, &answers[i]);
     }
     return FERRY_OK;
