@@ -191,8 +191,15 @@ class StoreFerryd:
         body.update(extra)
         client.publish("%s/%s/upload/request" % (self.h.prefix, device),
                        json.dumps(body).encode())
-        msg = client.expect_message(timeout=10)
-        return json.loads(msg.payload)
+        # Receipts and processed messages of earlier uploads share the
+        # response topic and may arrive in between: the answer is the
+        # grant or rejection that echoes this request's id.
+        deadline = time.monotonic() + 10
+        while True:
+            msg = client.expect_message(timeout=max(0.1, deadline - time.monotonic()))
+            answer = json.loads(msg.payload)
+            if answer.get("type") in ("grant", "rejected") and answer.get("id") == rid:
+                return answer
 
 
 def s3_code(text):
