@@ -13,5 +13,6 @@ int ferryctl_presign(int argc, char **argv);       /* presign_cmd.c */
 int ferryctl_device(int argc, char **argv);        /* device_cmd.c */
 int ferryctl_grant(int argc, char **argv);         /* grant_cmd.c */
 int ferryctl_events(int argc, char **argv);        /* events_cmd.c */
+int ferryctl_audit(int argc, char **argv);         /* audit_cmd.c */
 
 #endif

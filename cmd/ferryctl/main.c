@@ -17,6 +17,7 @@ static const subcommand subcommands[] = {
     {"broker-config", ferryctl_broker_config, "broker-config DIR [options]: mosquitto.conf + ACL"},
     {"device", ferryctl_device, "device set|show --ledger PATH NAME [...]: per-device policy"},
     {"grant", ferryctl_grant, "grant show|revoke --ledger PATH GRANT_ID: one grant"},
+    {"audit", ferryctl_audit, "audit --ledger PATH DEVICE [--since T] [--limit N]: a device's log"},
     {"events", ferryctl_events, "events list-dead|list|replay --ledger PATH [...]: the outbox"},
     {"presign", ferryctl_presign, "presign --endpoint URL --bucket B --key K [...]: a URL"},
 };

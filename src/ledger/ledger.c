@@ -375,6 +375,17 @@ ferry_err ledger_audit_list(ledger *l, const char *device, int64_t after_seq, si
     return l->ops->audit_list(l->impl, device, after_seq, limit, fn, arg);
 }
 
+ferry_err ledger_audit_log(ledger *l, const char *device, int64_t since, size_t limit,
+                           int (*fn)(const ledger_audit_row *row, void *arg), void *arg)
+{
+    ferry_err err;
+    if (l == NULL || fn == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(device, LEDGER_DEVICE_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->audit_log(l->impl, device, since, limit, fn, arg);
+}
+
 static ferry_err check_object(const ledger_object *o)
 {
     if (!ARRAY_TERMINATED(o->bucket) || !ARRAY_TERMINATED(o->key) ||

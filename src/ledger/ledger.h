@@ -283,12 +283,20 @@ typedef struct ledger_audit_row {
     char detail[LEDGER_AUDIT_DETAIL_MAX + 1];
 } ledger_audit_row;
 
-/* Calls fn for each audit row of device (all devices when device is NULL)
- * with seq > after_seq, oldest first, at most limit rows. fn returning
- * non-zero stops the walk early. */
+/* Calls fn for each audit row (refusals and revocations) of device (all
+ * devices when device is NULL) with seq > after_seq, oldest first, at most
+ * limit rows. fn returning non-zero stops the walk early. */
 __attribute__((warn_unused_result)) ferry_err
 ledger_audit_list(ledger *l, const char *device, int64_t after_seq, size_t limit,
                   int (*fn)(const ledger_audit_row *row, void *arg), void *arg);
+
+/* A device's whole audit log from time `since` on, oldest first, at most
+ * limit rows: every grant issued (from its grant row: outcome "issued",
+ * code "Granted", detail "method=... size=...", seq 0) merged with its
+ * audit rows. The same log, for every device, is the SQL view audit_log. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_audit_log(ledger *l, const char *device, int64_t since, size_t limit,
+                 int (*fn)(const ledger_audit_row *row, void *arg), void *arg);
 
 /* ---------------------------------------------------------------------- */
 /* Objects of the embedded store (issue 5).                                 */

@@ -46,6 +46,8 @@ typedef struct ledger_ops {
     ferry_err (*grants_expire)(void *impl, int64_t now, uint64_t *count);
     ferry_err (*audit_list)(void *impl, const char *device, int64_t after_seq, size_t limit,
                             int (*fn)(const ledger_audit_row *row, void *arg), void *arg);
+    ferry_err (*audit_log)(void *impl, const char *device, int64_t since, size_t limit,
+                           int (*fn)(const ledger_audit_row *row, void *arg), void *arg);
     ferry_err (*object_put)(void *impl, const ledger_object *obj, int64_t now,
                             char *replaced_file_id);
     /* Items whose err is already set (by ledger.c's checks) are skipped. */

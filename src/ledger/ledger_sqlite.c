@@ -190,7 +190,13 @@ static const char *const migrations[] = {
      "CREATE INDEX grants_open ON grants(device, expires_at) WHERE state = 'issued';"
      "CREATE INDEX grants_device_issued ON grants(device, issued_at, state, expires_at, size);"
      "CREATE INDEX grants_open_expires ON grants(expires_at) WHERE state = 'issued';"
-     "DELETE FROM audit WHERE outcome = 'issued';"),
+     "DELETE FROM audit WHERE outcome = 'issued';"
+     /* The audit log of every grant issued or refused, for SQL readers;
+      * ledger_audit_log() reads the same per device. */
+     "CREATE VIEW audit_log AS"
+     "  SELECT issued_at AS at, device, request_id, id AS grant_id, 'issued' AS outcome,"
+     "   'Granted' AS code, 'method=' || method || ' size=' || size AS detail FROM grants"
+     "  UNION ALL SELECT at, device, request_id, grant_id, outcome, code, detail FROM audit;"),
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -212,6 +218,7 @@ enum stmt_id {
     ST_EXPIRE,
     ST_AUDIT_LIST_ALL,
     ST_AUDIT_LIST_DEVICE,
+    ST_AUDIT_LOG,
     ST_OBJECT_FILE_OF,
     ST_OBJECT_UPSERT,
     ST_OBJECT_GET,
@@ -291,6 +298,14 @@ static const char *const stmt_sql[ST__COUNT] = {
                           " FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     [ST_AUDIT_LIST_DEVICE] = "SELECT seq, at, device, request_id, grant_id, outcome, code, detail"
                              " FROM audit WHERE device = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
+    /* A device's whole audit log: its grants (each row records its issue)
+     * merged with its audit rows (refusals, revocations), by time. */
+    [ST_AUDIT_LOG] = "SELECT 0, issued_at, device, request_id, id, 'issued', 'Granted',"
+                     " 'method=' || method || ' size=' || size FROM grants"
+                     " WHERE device = ?1 AND issued_at >= ?2"
+                     " UNION ALL SELECT seq, at, device, coalesce(request_id, ''),"
+                     " coalesce(grant_id, ''), outcome, code, detail FROM audit"
+                     " WHERE device = ?1 AND at >= ?2 ORDER BY 2, 1 LIMIT ?3",
     [ST_OBJECT_FILE_OF] = "SELECT file_id FROM objects WHERE bucket = ?1 AND object_key = ?2",
     [ST_OBJECT_UPSERT] =
         "INSERT OR REPLACE INTO objects (bucket, object_key, file_id, size, etag, sha256,"
@@ -1157,19 +1172,13 @@ static ferry_err sq_grants_expire(void *impl, int64_t now, uint64_t *count)
     return FERRY_OK;
 }
 
-static ferry_err sq_audit_list(void *impl, const char *device, int64_t after_seq, size_t limit,
-                               int (*fn)(const ledger_audit_row *row, void *arg), void *arg)
+/* Steps st (columns: seq, at, device, request_id, grant_id, outcome, code,
+ * detail) and calls fn for each row; resets st. */
+static ferry_err audit_rows(sqlite_ledger *s, sqlite3_stmt *st, const char *op,
+                            int (*fn)(const ledger_audit_row *row, void *arg), void *arg)
 {
-    sqlite_ledger *s = impl;
-    sqlite3_stmt *st;
-    ferry_err err = stmt_get(s, device != NULL ? ST_AUDIT_LIST_DEVICE : ST_AUDIT_LIST_ALL, &st);
+    ferry_err err = FERRY_OK;
     int rc;
-    if (err)
-        return err;
-    sqlite3_bind_int64(st, 1, after_seq);
-    sqlite3_bind_int64(st, 2, limit > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)limit);
-    if (device != NULL)
-        bind_text(st, 3, device);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         ledger_audit_row row;
         memset(&row, 0, sizeof row);
@@ -1186,10 +1195,44 @@ static ferry_err sq_audit_list(void *impl, const char *device, int64_t after_seq
             goto out;
     }
     if (rc != SQLITE_DONE)
-        err = db_fail(s, "audit_list", rc);
+        err = db_fail(s, op, rc);
 out:
     sqlite3_reset(st);
     return err;
+}
+
+static sqlite3_int64 limit_i64(size_t limit)
+{
+    return limit > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)limit;
+}
+
+static ferry_err sq_audit_list(void *impl, const char *device, int64_t after_seq, size_t limit,
+                               int (*fn)(const ledger_audit_row *row, void *arg), void *arg)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, device != NULL ? ST_AUDIT_LIST_DEVICE : ST_AUDIT_LIST_ALL, &st);
+    if (err)
+        return err;
+    sqlite3_bind_int64(st, 1, after_seq);
+    sqlite3_bind_int64(st, 2, limit_i64(limit));
+    if (device != NULL)
+        bind_text(st, 3, device);
+    return audit_rows(s, st, "audit_list", fn, arg);
+}
+
+static ferry_err sq_audit_log(void *impl, const char *device, int64_t since, size_t limit,
+                              int (*fn)(const ledger_audit_row *row, void *arg), void *arg)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_AUDIT_LOG, &st);
+    if (err)
+        return err;
+    bind_text(st, 1, device);
+    sqlite3_bind_int64(st, 2, since);
+    sqlite3_bind_int64(st, 3, limit_i64(limit));
+    return audit_rows(s, st, "audit_log", fn, arg);
 }
 
 /* Reads the current file id of (bucket, key) into out ("" when none). */
@@ -1900,6 +1943,7 @@ const ledger_ops ledger_sqlite_ops = {
     .grant_revoke = sq_grant_revoke,
     .grants_expire = sq_grants_expire,
     .audit_list = sq_audit_list,
+    .audit_log = sq_audit_log,
     .object_put = sq_object_put,
     .object_put_batch = sq_object_put_batch,
     .object_get = sq_object_get,

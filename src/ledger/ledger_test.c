@@ -346,6 +346,35 @@ static void test_audit(void **state)
     assert_int_equal(ledger_audit_list(f->l, "dev-1", after, 1, collect, &c), FERRY_OK);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.rows[0].request_id, "r-10");
+
+    /* The whole log of a device: the issued grant merged in by time. */
+    memset(&c, 0, sizeof c);
+    assert_int_equal(ledger_audit_log(f->l, "dev-1", 0, 100, collect, &c), FERRY_OK);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.rows[0].outcome, "issued");
+    assert_string_equal(c.rows[0].code, "Granted");
+    assert_string_equal(c.rows[0].grant_id, "g_1");
+    assert_string_equal(c.rows[0].request_id, "r-g_1");
+    assert_string_equal(c.rows[0].detail, "method=PUT size=5");
+    assert_int_equal(c.rows[0].at, T0);
+    assert_string_equal(c.rows[1].code, "TooLarge");
+    assert_string_equal(c.rows[2].code, "RateLimited");
+    memset(&c, 0, sizeof c);
+    assert_int_equal(ledger_audit_log(f->l, "dev-1", T0 + 1, 1, collect, &c), FERRY_OK);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.rows[0].code, "TooLarge");
+    assert_int_equal(ledger_audit_log(f->l, NULL, 0, 1, collect, &c), FERRY_ERR_INVALID);
+
+    /* The same for SQL readers, every device: the view audit_log. */
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_log", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 4);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
 }
 
 static void test_open_count_and_bytes(void **state)
@@ -820,6 +849,7 @@ static void test_migrate_grants_v6(void **state)
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(
         sqlite3_exec(db,
+                     "DROP VIEW audit_log;"
                      "CREATE TABLE grants_v5 (id TEXT PRIMARY KEY NOT NULL,"
                      " device TEXT NOT NULL REFERENCES devices(id), request_id TEXT NOT NULL,"
                      " object_key TEXT NOT NULL, bucket TEXT NOT NULL, method TEXT NOT NULL,"

@@ -285,6 +285,26 @@ class GrantsOverMqtt(FerrydTestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("no such grant", r.stderr)
 
+    def test_ferryctl_audit_lists_grants_and_refusals(self):
+        c = self.device("dev-c")
+        granted, _ = self.ask(c, "dev-c", request("au-1", "cam.jpg", 11, "image/jpeg"))
+        self.assertEqual(granted["type"], "grant", granted)
+        refused, _ = self.ask(c, "dev-c", request("au-2", "notes.txt", 12, "text/plain"))
+        self.assertEqual(refused["code"], "ContentTypeNotAllowed", refused)
+        out = self.h.ferryctl("audit", "--ledger", self.ferryd.ledger, "dev-c").stdout
+        lines = [l for l in out.splitlines() if 'request_id="au-' in l]
+        self.assertEqual(len(lines), 2, out)
+        self.assertIn("outcome=issued code=Granted grant=%s" % granted["grant"], lines[0])
+        self.assertIn('detail="method=PUT size=11"', lines[0])
+        self.assertIn("outcome=refused code=ContentTypeNotAllowed grant=-", lines[1])
+        limited = self.h.ferryctl("audit", "--ledger", self.ferryd.ledger, "dev-c", "--limit",
+                                  "1").stdout
+        self.assertEqual(len(limited.splitlines()), 1)
+        for bad in (["../x"], ["dev-c", "--limit", "0"], ["dev-c", "--since", "yesterday"], []):
+            r = self.h.ferryctl("audit", "--ledger", self.ferryd.ledger, *bad, check=False)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
     def test_response_topic_of_another_device_is_refused(self):
         victim = self.device("dev-b")
         c = self.device("dev-t")
