@@ -173,15 +173,8 @@ for r in "{\"id\":\"r-2\",\"name\":\"../../etc/passwd\",\"size\":10,\"content_ty
     -e ferry/dev-001/upload/response -m "$r" -W 10)"
 done
 
-step "The ledger's audit trail for dev-001"
-$py - "$work/ledger.db" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-cols = [r[1] for r in db.execute("PRAGMA table_info(audit)")]
-for row in db.execute("SELECT * FROM audit ORDER BY rowid"):
-    d = dict(zip(cols, row))
-    print("  " + " ".join("%s=%s" % (k, d[k]) for k in cols if k in ("device", "request_id", "grant_id", "outcome", "code")))
-PY
+step "The ledger's audit trail for dev-001 (ferryctl audit)"
+"$ferryctl" audit --ledger "$work/ledger.db" dev-001 | sed 's/^/  /'
 
 step "Done"
 echo "See docs/ for multi-ferryd fleets, external S3-compatible stores and webhook targets."
