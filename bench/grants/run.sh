@@ -120,7 +120,9 @@ for r in $(seq "$RUNS"); do
 done
 summarise echo echo1 echoN
 summarise ferry ferry1 ferryN
-grants=$(grep -c event=grant.issued "$tmp/ferryd.log" || true)
+grants=$(/usr/bin/python3 -c 'import sqlite3, sys
+print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM grants").fetchone()[0])' \
+  "$tmp/ledger.db")
 cpu_us_per_grant=$(awk -v t="$cpu_ticks" -v hz="$(getconf CLK_TCK)" -v n="$grants" \
   'BEGIN {printf "%.0f", n ? t / hz * 1e6 / n : 0}')
 echo "  ferryd CPU per grant: ${cpu_us_per_grant} us" >&2
