@@ -380,13 +380,13 @@ static void test_build_and_ledger(void **state)
     assert_string_equal(g.sha256, r.sha256_hex);
     assert_int_equal(g.expires_at, now + 305);
     grant_policy_limits(&p, now, &lim);
-    assert_int_equal(ledger_grant_insert(l, &g, &lim, "test", &v), FERRY_OK);
+    assert_int_equal(ledger_grant_insert(l, &g, &lim, &v), FERRY_OK);
     assert_int_equal(v, LEDGER_INSERTED);
     assert_int_equal(ledger_grant_get(l, g.id, &back), FERRY_OK);
     assert_string_equal(back.key, g.key);
     /* A second grant passes the policy but not the open-grant limit. */
     assert_int_equal(grant_build(&p, &r, "dev-001", "ingest", now, &g), FERRY_OK);
-    assert_int_equal(ledger_grant_insert(l, &g, &lim, "test", &v), FERRY_OK);
+    assert_int_equal(ledger_grant_insert(l, &g, &lim, &v), FERRY_OK);
     assert_int_equal(v, LEDGER_OVER_OPEN_GRANTS);
 
     assert_int_equal(grant_build(&p, &r, "bad/dev", "ingest", now, &g), FERRY_ERR_INVALID);
