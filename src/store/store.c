@@ -3,8 +3,11 @@
  * operations; see store.h and docs/store.md.
  *
  * A request goes through on_access() in phases:
- *   PH_NEW      headers complete: path split, signature verified, grant
- *               checked, limits applied. Anything refused is answered here,
+ *   PH_NEW      headers complete: the store's limits on the request head
+ *               (target length, header bytes and count: set below
+ *               libmicrohttpd's memory limit so that the S3 answer wins),
+ *               path split, signature verified, grant checked, limits
+ *               applied. Anything refused is answered here,
  *               before a byte of body is read (clients that sent
  *               "Expect: 100-continue" never send it). GET/HEAD/DELETE/List
  *               are answered here too.
@@ -13,6 +16,10 @@
  *               rename, fsync dir, ledger) and answers.
  *   PH_DISCARD  a failure in the middle of a body (a write error): the rest
  *               is read and dropped, then the error is answered.
+ * While a body arrives, the body watchdog (its own thread) answers one that
+ * stalls or trickles with 400 RequestTimeout, which libmicrohttpd cannot
+ * (see "Body watchdog"); exactly one of the watchdog and the connection's
+ * thread answers a body (enum watch_state).
  * The request context is created by the URI log callback (which sees the
  * raw request target, query string included, before libmicrohttpd decodes
  * it: SigV4 needs the bytes as sent) and freed by the completion callback,
@@ -25,15 +32,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
@@ -68,9 +78,25 @@ struct store {
     uint64_t max_object_size;
     uint64_t min_upload_rate;
     int64_t min_rate_grace_ns;
+    int64_t stall_ns; /* [store] idle_timeout: a body silent this long */
+    unsigned idle_timeout_s;
     unsigned max_headers;
+    unsigned max_target_bytes;
+    unsigned max_header_bytes;
     struct MHD_Daemon *daemon;
     bool stopped;
+    bool tls;
+
+    /* Bodies being received, watched for RequestTimeout (see "Body
+     * watchdog" below). watch_mu guards the list and the w_* fields of its
+     * requests; a request leaves the list in req_free, under watch_mu, so
+     * the watchdog never touches a freed request or a closed socket. */
+    pthread_mutex_t watch_mu;
+    pthread_cond_t watch_cv;
+    struct req *watch_head;
+    pthread_t watch_thread;
+    bool watch_started;
+    bool watch_stop;
     char *tls_cert;
     char *tls_key;
 
@@ -100,11 +126,18 @@ struct store {
 
 enum phase { PH_NEW = 0, PH_BODY, PH_POST, PH_DISCARD, PH_DONE };
 
+/* Who answers a body being received: nobody yet, the watchdog (it sent
+ * RequestTimeout; the rest of the body is dropped, nothing is stored), or
+ * the connection's own thread (the body ended: it verifies and answers).
+ * Whichever moves the state away from W_RECEIVING first wins. */
+enum watch_state { W_RECEIVING = 0, W_TIMED_OUT, W_FINISHING };
+
 struct post_state;
 
 typedef struct req {
     store *s;
     char *uri; /* raw request target */
+    bool uri_too_long;
     char id[17];
     enum phase phase;
     store_target t;
@@ -136,6 +169,20 @@ typedef struct req {
     int err_status;
     const char *err_code;
     char err_msg[200];
+
+    /* Body watchdog. progress (bytes of body seen, dropped ones included)
+     * is written by the connection's thread; wstate by either side; the
+     * w_* fields and the links only under s->watch_mu. */
+    atomic_uint_fast64_t progress;
+    atomic_int wstate;
+    bool watched;
+    struct req *w_prev, *w_next;
+    int w_sock;
+    void *w_tls; /* gnutls_session_t of a TLS connection, else NULL */
+    uint64_t w_seen;
+    int64_t w_seen_ns;
+    int64_t w_answered_ns;
+    bool w_shut;
 } req;
 
 /* ---------------------------------------------------------------------- */
@@ -269,39 +316,49 @@ static struct MHD_Response *empty_response(void)
     return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 }
 
-/* The S3 error document, e.g.
+/* Appends the S3 error document to b, e.g.
  * <Error><Code>AccessDenied</Code><Message>grant revoked</Message>
- * <Resource>/ingest/key</Resource><RequestId>…</RequestId></Error> */
+ * <Resource>/ingest/key</Resource><RequestId>…</RequestId></Error>,
+ * and logs the refusal. */
+static ferry_err error_xml(const req *r, ferry_buf *b, unsigned status, const char *code,
+                           const char *message)
+{
+    ferry_err e;
+    e = ferry_buf_append_str(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>");
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(b, code);
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(b, "</Code><Message>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(b, message, strlen(message));
+    if (e == FERRY_OK && r->t.bucket[0] != '\0') {
+        e = ferry_buf_append_str(b, "</Message><Resource>/");
+        if (e == FERRY_OK)
+            e = store_xml_escape(b, r->t.bucket, strlen(r->t.bucket));
+        if (e == FERRY_OK && r->t.key_len > 0)
+            e = ferry_buf_append_byte(b, '/');
+        if (e == FERRY_OK)
+            e = store_xml_escape(b, r->t.key, r->t.key_len);
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(b, "</Resource><RequestId>");
+    } else if (e == FERRY_OK) {
+        e = ferry_buf_append_str(b, "</Message><RequestId>");
+    }
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(b, "%s</RequestId></Error>", r->id);
+    log_info("store.refused", "request_id=%s method=%s status=%u code=%s message=\"%s\" key=\"%s\"",
+             r->id, r->method, status, code, message, r->t.key);
+    return e;
+}
+
+/* The S3 error document as the answer to r. */
 static enum MHD_Result respond_error(req *r, struct MHD_Connection *c, unsigned status,
                                      const char *code, const char *message)
 {
     ferry_buf b;
     ferry_err e;
     ferry_buf_init(&b, 8192);
-    e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>");
-    if (e == FERRY_OK)
-        e = ferry_buf_append_str(&b, code);
-    if (e == FERRY_OK)
-        e = ferry_buf_append_str(&b, "</Code><Message>");
-    if (e == FERRY_OK)
-        e = store_xml_escape(&b, message, strlen(message));
-    if (e == FERRY_OK && r->t.bucket[0] != '\0') {
-        e = ferry_buf_append_str(&b, "</Message><Resource>/");
-        if (e == FERRY_OK)
-            e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
-        if (e == FERRY_OK && r->t.key_len > 0)
-            e = ferry_buf_append_byte(&b, '/');
-        if (e == FERRY_OK)
-            e = store_xml_escape(&b, r->t.key, r->t.key_len);
-        if (e == FERRY_OK)
-            e = ferry_buf_append_str(&b, "</Resource><RequestId>");
-    } else if (e == FERRY_OK) {
-        e = ferry_buf_append_str(&b, "</Message><RequestId>");
-    }
-    if (e == FERRY_OK)
-        e = ferry_buf_appendf(&b, "%s</RequestId></Error>", r->id);
-    log_info("store.refused", "request_id=%s method=%s status=%u code=%s message=\"%s\" key=\"%s\"",
-             r->id, r->method, status, code, message, r->t.key);
+    e = error_xml(r, &b, status, code, message);
     if (e != FERRY_OK) {
         ferry_buf_cleanup(&b);
         return MHD_NO;
@@ -322,6 +379,209 @@ static void defer_error(req *r, unsigned status, const char *code, const char *m
     r->err_status = (int)status;
     r->err_code = code;
     snprintf(r->err_msg, sizeof r->err_msg, "%s", message);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Body watchdog: RequestTimeout                                            */
+
+/*
+ * S3 answers a body that stops, or trickles too slowly, with 400
+ * RequestTimeout and closes the connection. libmicrohttpd 0.9.75 cannot
+ * do that by itself: its connection timeout closes silently, a response
+ * can only be queued before the body is read or after all of it, and a
+ * silent connection never calls the access handler. So one store thread
+ * looks at every body being received (PutObject and POST) every
+ * WATCH_TICK_MS; one that has sent nothing for idle_timeout, or averages
+ * less than min_upload_rate once min_rate_grace has passed, gets the
+ * RequestTimeout answer written on its socket (through its TLS session)
+ * by this thread, then the end of the stream (TLS close_notify, FIN). The
+ * connection's thread drops whatever body still arrives and stores
+ * nothing; WATCH_LINGER_MS later the watchdog shuts the socket's reading
+ * side, so libmicrohttpd closes the connection and its completion callback
+ * removes the .part file. The linger lets a client that is still sending
+ * read the answer before the close (a close with unread bytes resets the
+ * connection, which can discard the answer on the client's side).
+ *
+ * Writing from this thread while the connection's thread may read is safe:
+ * GnuTLS allows one thread sending and one receiving on a session, and
+ * libmicrohttpd sends nothing while it receives a body (its "100 Continue"
+ * went out before the first byte of body arrived).
+ */
+#define WATCH_TICK_MS     250
+#define WATCH_LINGER_MS   2000
+#define WATCH_SEND_MS     200 /* the answer must fit in the socket buffer by then */
+
+/* Sends data[0..len) on r's connection without blocking for more than
+ * WATCH_SEND_MS; false when it could not. */
+static bool watch_send(req *r, const char *data, size_t len)
+{
+    int64_t deadline = ferry_time_mono_ns() + (int64_t)WATCH_SEND_MS * 1000000;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n;
+        bool again;
+        if (r->w_tls != NULL) {
+            n = gnutls_record_send((gnutls_session_t)r->w_tls, data + off, len - off);
+            again = n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED;
+        } else {
+            n = send(r->w_sock, data + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+        }
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        int64_t left_ms = (deadline - ferry_time_mono_ns()) / 1000000;
+        if (!again || left_ms <= 0)
+            return false;
+        struct pollfd pfd = {.fd = r->w_sock, .events = POLLOUT};
+        (void)poll(&pfd, 1, (int)left_ms);
+    }
+    return true;
+}
+
+static void http_date(int64_t t, char out[64]);
+
+/* Answers r with 400 RequestTimeout and ends the stream; called by the
+ * watchdog under watch_mu once it won r (W_RECEIVING -> W_TIMED_OUT). */
+static void watch_answer(req *r, const char *why)
+{
+    ferry_buf xml, msg;
+    char date[64];
+    bool sent = false;
+    ferry_buf_init(&xml, 8192);
+    ferry_buf_init(&msg, 16384);
+    http_date(ferry_time_now(), date);
+    ferry_err e = error_xml(r, &xml, 400, "RequestTimeout",
+                            "Your socket connection to the server was not read from or written "
+                            "to within the timeout period.");
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(&msg,
+                              "HTTP/1.1 400 Bad Request\r\nDate: %s\r\nServer: Ferry\r\n"
+                              "x-amz-request-id: %s\r\nContent-Type: application/xml\r\n"
+                              "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                              date, r->id, xml.len);
+    if (e == FERRY_OK)
+        e = ferry_buf_append(&msg, xml.data, xml.len);
+    if (e == FERRY_OK)
+        sent = watch_send(r, msg.data, msg.len);
+    if (r->w_tls != NULL)
+        (void)gnutls_bye((gnutls_session_t)r->w_tls, GNUTLS_SHUT_WR);
+    (void)shutdown(r->w_sock, SHUT_WR);
+    log_info("store.request_timeout",
+             "request_id=%s reason=%s received=%" PRIu64 " expected=%" PRIu64 " answered=%s",
+             r->id, why, (uint64_t)atomic_load(&r->progress), r->expected, sent ? "yes" : "no");
+    ferry_buf_cleanup(&xml);
+    ferry_buf_cleanup(&msg);
+    r->w_answered_ns = ferry_time_mono_ns();
+}
+
+/* One look at r (under watch_mu). */
+static void watch_check(store *s, req *r, int64_t now)
+{
+    if (atomic_load(&r->wstate) == W_TIMED_OUT) {
+        /* The linger is over: end the connection (see above). */
+        if (!r->w_shut && now - r->w_answered_ns >= (int64_t)WATCH_LINGER_MS * 1000000) {
+            (void)shutdown(r->w_sock, SHUT_RDWR);
+            r->w_shut = true;
+        }
+        return;
+    }
+    uint64_t seen = atomic_load(&r->progress);
+    if (seen != r->w_seen) {
+        r->w_seen = seen;
+        r->w_seen_ns = now;
+    }
+    const char *why = NULL;
+    int64_t elapsed = now - r->start_ns;
+    if (now - r->w_seen_ns >= s->stall_ns)
+        why = "stalled";
+    else if (s->min_upload_rate > 0 && elapsed > s->min_rate_grace_ns &&
+             (double)seen < (double)s->min_upload_rate * ((double)elapsed / 1e9))
+        why = "too_slow";
+    if (why == NULL)
+        return;
+    int expect = W_RECEIVING;
+    if (atomic_compare_exchange_strong(&r->wstate, &expect, W_TIMED_OUT))
+        watch_answer(r, why);
+}
+
+static void *watch_thread(void *arg)
+{
+    store *s = arg;
+    pthread_mutex_lock(&s->watch_mu);
+    while (!s->watch_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)WATCH_TICK_MS * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        (void)pthread_cond_timedwait(&s->watch_cv, &s->watch_mu, &ts);
+        int64_t now = ferry_time_mono_ns();
+        for (req *r = s->watch_head; r != NULL && !s->watch_stop; r = r->w_next)
+            watch_check(s, r, now);
+    }
+    pthread_mutex_unlock(&s->watch_mu);
+    return NULL;
+}
+
+/* Puts r (whose body is about to arrive on connection c) under watch, and
+ * gives libmicrohttpd's own timeout for c enough slack that the watchdog
+ * answers first. */
+static void watch_add(req *r, struct MHD_Connection *c)
+{
+    store *s = r->s;
+    const union MHD_ConnectionInfo *fd_info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *tls_info =
+        s->tls ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION) : NULL;
+    if (fd_info == NULL || (s->tls && (tls_info == NULL || tls_info->tls_session == NULL)))
+        return; /* unwatched: libmicrohttpd's idle timeout still applies */
+    /* (The longer timeout stays for the connection's later keep-alive
+     * requests: resetting it from the completion callback is not safe in
+     * libmicrohttpd 0.9.75, which may have unlinked the connection from its
+     * timeout lists by then.) */
+    (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                                    s->idle_timeout_s + (WATCH_LINGER_MS / 1000) + 3);
+    pthread_mutex_lock(&s->watch_mu);
+    r->w_sock = fd_info->connect_fd;
+    r->w_tls = tls_info != NULL ? tls_info->tls_session : NULL;
+    r->w_seen = atomic_load(&r->progress);
+    r->w_seen_ns = ferry_time_mono_ns();
+    r->w_next = s->watch_head;
+    r->w_prev = NULL;
+    if (s->watch_head != NULL)
+        s->watch_head->w_prev = r;
+    s->watch_head = r;
+    r->watched = true;
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+static void watch_remove(req *r)
+{
+    store *s = r->s;
+    if (!r->watched)
+        return;
+    pthread_mutex_lock(&s->watch_mu);
+    if (r->w_prev != NULL)
+        r->w_prev->w_next = r->w_next;
+    else
+        s->watch_head = r->w_next;
+    if (r->w_next != NULL)
+        r->w_next->w_prev = r->w_prev;
+    r->watched = false;
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+/* The body ended: the connection's thread answers it, unless the watchdog
+ * already did (then false: nothing may be stored, the connection closes). */
+static bool watch_claim(req *r)
+{
+    int expect = W_RECEIVING;
+    return atomic_compare_exchange_strong(&r->wstate, &expect, W_FINISHING) ||
+           expect == W_FINISHING;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -349,6 +609,7 @@ static void req_free(req *r)
 {
     if (r == NULL)
         return;
+    watch_remove(r);
     req_discard_upload(r);
     post_state_free(r->post);
     EVP_MD_CTX_free(r->md5);
@@ -373,9 +634,11 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     atomic_fetch_add(&s->active, 1);
     uint64_t n = atomic_fetch_add(&s->seq, 1);
     snprintf(r->id, sizeof r->id, "%s%08" PRIx64, s->id_prefix, n & 0xffffffffu);
-    size_t len = strnlen(uri, STORE_RAW_URI_MAX + 1);
-    if (len <= STORE_RAW_URI_MAX)
+    size_t len = strnlen(uri, (size_t)s->max_target_bytes + 1);
+    if (len <= s->max_target_bytes)
         r->uri = strndup(uri, len);
+    else
+        r->uri_too_long = true;
     /* A NULL uri (too long, out of memory) is refused in on_access. */
     return r;
 }
@@ -403,6 +666,7 @@ typedef struct header_list {
     sigv4_kv kv[SIGV4_MAX_HEADERS];
     size_t n;
     size_t total;
+    size_t bytes; /* the header section as sent: "name: value\r\n" each */
 } header_list;
 
 static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -411,6 +675,7 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     header_list *h = cls;
     (void)kind;
     h->total++;
+    h->bytes += strlen(key) + (value != NULL ? strlen(value) : 0) + 4;
     if (h->n < SIGV4_MAX_HEADERS) {
         h->kv[h->n].name = key;
         h->kv[h->n].value = value != NULL ? value : "";
@@ -885,6 +1150,7 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
     r->phase = PH_BODY;
     if (r->expected == 0)
         return finish_put(r, c);
+    watch_add(r, c);
     return MHD_YES;
 }
 
@@ -920,25 +1186,8 @@ static bool body_write(req *r, const char *data, size_t len)
     return true;
 }
 
-/* A body that arrives slower than [store] min_upload_rate once the grace
- * time has passed holds a slot for nothing (slowloris). */
-static bool too_slow(req *r)
-{
-    store *s = r->s;
-    if (s->min_upload_rate == 0)
-        return false;
-    int64_t elapsed = ferry_time_mono_ns() - r->start_ns;
-    if (elapsed > s->min_rate_grace_ns &&
-        (double)r->received < (double)s->min_upload_rate * ((double)elapsed / 1e9)) {
-        log_info("store.too_slow", "request_id=%s received=%" PRIu64 " elapsed_ms=%" PRId64, r->id,
-                 r->received, elapsed / 1000000);
-        return true;
-    }
-    return false;
-}
-
-/* One chunk of body: to the file and the digests. MHD_NO drops the
- * connection (a client too slow to be worth its slot). */
+/* One chunk of body: to the file and the digests. (A client too slow to
+ * be worth its slot is answered by the body watchdog.) */
 static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
 {
     if (r->received + len > r->expected) {
@@ -952,7 +1201,7 @@ static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
         r->phase = PH_DISCARD;
         return MHD_YES;
     }
-    return too_slow(r) ? MHD_NO : MHD_YES;
+    return MHD_YES;
 }
 
 /* The end of an upload (PUT or POST): verifies the digests, commits the
@@ -1330,6 +1579,7 @@ static enum MHD_Result begin_post(req *r, struct MHD_Connection *c)
                              "multipart/form-data.");
     r->start_ns = ferry_time_mono_ns();
     r->phase = PH_POST;
+    watch_add(r, c);
     return MHD_YES;
 }
 
@@ -1339,7 +1589,7 @@ static enum MHD_Result post_chunk(req *r, const char *data, size_t len)
     if (!ps->failed && MHD_post_process(ps->pp, data, len) != MHD_YES && !ps->failed)
         post_fail(r, ps, 400, "MalformedPOSTRequest",
                   "The body of your POST request is not well-formed multipart/form-data.");
-    return (ps->file_started && !ps->failed && too_slow(r)) ? MHD_NO : MHD_YES;
+    return MHD_YES;
 }
 
 static enum MHD_Result finish_post(req *r, struct MHD_Connection *c)
@@ -1796,6 +2046,7 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
     bool is_put, is_get, is_head, is_delete;
     char *q;
     size_t path_len;
+    char msg[160];
 
     if (strlen(method) > 16) {
         r->method = "?";
@@ -1803,51 +2054,73 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
                              "The specified method is not allowed against this resource.");
     }
     r->method = method;
-    if (r->uri == NULL)
-        return respond_error(r, c, 414, "InvalidURI", "The request target is too long.");
+    /* The store's own limits on the request head come first, and are set
+     * below libmicrohttpd's memory limit (store_min_conn_memory), so that a
+     * client over them gets an S3 answer rather than libmicrohttpd's HTML. */
+    if (r->uri == NULL) {
+        if (!r->uri_too_long)
+            return respond_error(r, c, 500, "InternalError", "out of memory");
+        snprintf(msg, sizeof msg, "The request target is longer than %u bytes.",
+                 s->max_target_bytes);
+        return respond_error(r, c, 414, "InvalidURI", msg);
+    }
+    h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return respond_error(r, c, 500, "InternalError", "out of memory");
+    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, h);
+    if (h->total > s->max_headers || h->bytes > s->max_header_bytes) {
+        snprintf(msg, sizeof msg,
+                 "Your request header section exceeds the maximum allowed size (%u headers, "
+                 "%u bytes).",
+                 s->max_headers, s->max_header_bytes);
+        ret = respond_error(r, c, 400, "RequestHeaderSectionTooLarge", msg);
+        goto out;
+    }
     q = strchr(r->uri, '?');
     path_len = q != NULL ? (size_t)(q - r->uri) : strlen(r->uri);
     switch (store_parse_path(r->uri, path_len, &r->t)) {
     case STORE_PATH_OK:
         break;
     case STORE_PATH_KEY_TOO_LONG:
-        return respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+        ret = respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+        goto out;
     case STORE_PATH_BAD_KEY:
-        return respond_error(r, c, 400, "InvalidArgument",
-                             "Object keys must be UTF-8 without control characters.");
+        ret = respond_error(r, c, 400, "InvalidArgument",
+                            "Object keys must be UTF-8 without control characters.");
+        goto out;
     case STORE_PATH_BAD_BUCKET:
-        return respond_error(r, c, 400, "InvalidBucketName", "The specified bucket is not valid.");
+        ret = respond_error(r, c, 400, "InvalidBucketName", "The specified bucket is not valid.");
+        goto out;
     default:
-        return respond_error(r, c, 400, "InvalidURI", "Couldn't parse the specified URI.");
+        ret = respond_error(r, c, 400, "InvalidURI", "Couldn't parse the specified URI.");
+        goto out;
     }
     /* The key must not have been truncated at a NUL by the decoder. */
-    if (memchr(r->t.key, '\0', r->t.key_len) != NULL)
-        return respond_error(r, c, 400, "InvalidArgument", "Object keys must not contain NUL");
+    if (memchr(r->t.key, '\0', r->t.key_len) != NULL) {
+        ret = respond_error(r, c, 400, "InvalidArgument", "Object keys must not contain NUL");
+        goto out;
+    }
 
     is_put = strcmp(method, "PUT") == 0;
     is_get = strcmp(method, "GET") == 0;
     is_head = strcmp(method, "HEAD") == 0;
     is_delete = strcmp(method, "DELETE") == 0;
-    if (!is_put && !is_get && !is_head && !is_delete && strcmp(method, "POST") != 0)
-        return respond_error(r, c, 405, "MethodNotAllowed",
-                             "The specified method is not allowed against this resource.");
+    if (!is_put && !is_get && !is_head && !is_delete && strcmp(method, "POST") != 0) {
+        ret = respond_error(r, c, 405, "MethodNotAllowed",
+                            "The specified method is not allowed against this resource.");
+        goto out;
+    }
 
     if (strcmp(method, "POST") == 0) {
         /* A form upload carries its signature in the form (the policy), so
          * it is checked when the file field begins (post_start_file). */
         if (r->t.bucket[0] == '\0' || r->t.key_len != 0)
-            return respond_error(r, c, 405, "MethodNotAllowed",
-                                 "POST uploads go to the bucket (/<bucket>).");
-        if (strcmp(r->t.bucket, s->bucket) != 0)
-            return respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
-        return begin_post(r, c);
-    }
-    h = calloc(1, sizeof *h);
-    if (h == NULL)
-        return MHD_NO;
-    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, h);
-    if (h->total > s->max_headers || h->total > SIGV4_MAX_HEADERS) {
-        ret = respond_error(r, c, 400, "InvalidRequest", "Too many request headers.");
+            ret = respond_error(r, c, 405, "MethodNotAllowed",
+                                "POST uploads go to the bucket (/<bucket>).");
+        else if (strcmp(r->t.bucket, s->bucket) != 0)
+            ret = respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
+        else
+            ret = begin_post(r, c);
         goto out;
     }
     p = authenticate(r, c, h, &verdict, &ret);
@@ -1900,6 +2173,18 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     (void)version;
     if (r == NULL)
         return MHD_NO;
+    if (r->phase == PH_BODY || r->phase == PH_POST || r->phase == PH_DISCARD) {
+        atomic_fetch_add(&r->progress, *upload_data_size);
+        if (atomic_load(&r->wstate) == W_TIMED_OUT) {
+            /* Answered RequestTimeout: drop the rest, store nothing; at the
+             * body's end, close (there is nothing more to answer). */
+            bool more = *upload_data_size > 0;
+            *upload_data_size = 0;
+            return more ? MHD_YES : MHD_NO;
+        }
+        if (*upload_data_size == 0 && !watch_claim(r))
+            return MHD_NO;
+    }
     switch (r->phase) {
     case PH_NEW:
         return begin(r, c, method);
@@ -1963,6 +2248,20 @@ static void free_secret_str(char *p)
     free(p);
 }
 
+/* libmicrohttpd 0.9.75 keeps the request line and the header section in
+ * the connection's memory pool, with a record of about 48 bytes per header
+ * (measured: a 64 KiB pool holds up to 65,365 bytes of request line, or
+ * 922 empty headers). */
+#define MHD_HEADER_RECORD 64u
+#define MHD_HEAD_FIXED    1024u /* method, version, CRLFs, pool bookkeeping */
+
+unsigned store_min_conn_memory(unsigned max_target_bytes, unsigned max_header_bytes,
+                               unsigned max_headers)
+{
+    return max_target_bytes + max_header_bytes + max_headers * MHD_HEADER_RECORD +
+           MHD_HEAD_FIXED + STORE_HEAD_MARGIN;
+}
+
 ferry_err store_new(const store_config *cfg, store **out)
 {
     ferry_err err = FERRY_OK;
@@ -2007,6 +2306,15 @@ ferry_err store_new(const store_config *cfg, store **out)
     pthread_cond_init(&s->pool_cv, NULL);
     pthread_mutex_init(&s->cq_mu, NULL);
     pthread_cond_init(&s->cq_cv, NULL);
+    pthread_mutex_init(&s->watch_mu, NULL);
+    {
+        /* The watchdog's ticks are measured on the monotonic clock. */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&s->watch_cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     s->pool_ready = true;
     s->bucket = strdup(cfg->bucket);
     s->region = strdup(cfg->region);
@@ -2031,6 +2339,28 @@ ferry_err store_new(const store_config *cfg, store **out)
     s->min_upload_rate = cfg->min_upload_rate;
     s->min_rate_grace_ns = (int64_t)cfg->min_rate_grace_s * 1000000000;
     s->max_headers = cfg->max_headers > 0 ? cfg->max_headers : SIGV4_MAX_HEADERS;
+    if (s->max_headers > SIGV4_MAX_HEADERS)
+        s->max_headers = SIGV4_MAX_HEADERS;
+    s->max_target_bytes = cfg->max_target_bytes > 0 ? cfg->max_target_bytes : STORE_TARGET_DEFAULT;
+    if (s->max_target_bytes > STORE_RAW_URI_MAX)
+        s->max_target_bytes = STORE_RAW_URI_MAX;
+    s->max_header_bytes =
+        cfg->max_header_bytes > 0 ? cfg->max_header_bytes : STORE_HEADER_BYTES_DEFAULT;
+    s->idle_timeout_s = cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 30;
+    s->stall_ns = (int64_t)s->idle_timeout_s * 1000000000;
+    {
+        unsigned need =
+            store_min_conn_memory(s->max_target_bytes, s->max_header_bytes, s->max_headers);
+        if (cfg->conn_memory_bytes < need) {
+            log_error("store.config",
+                      "error=\"connection_memory (%u) must be at least %u for max_request_target "
+                      "= %u, max_header_bytes = %u, max_headers = %u\"",
+                      cfg->conn_memory_bytes, need, s->max_target_bytes, s->max_header_bytes,
+                      s->max_headers);
+            err = FERRY_ERR_CONFIG;
+            goto out;
+        }
+    }
     if (RAND_bytes(rnd, sizeof rnd) != 1) {
         err = FERRY_ERR_CRYPTO;
         goto out;
@@ -2068,6 +2398,7 @@ ferry_err store_new(const store_config *cfg, store **out)
             (err = read_small_file(cfg->tls_key_file, &s->tls_key)) != FERRY_OK)
             goto out;
         flags |= MHD_USE_TLS;
+        s->tls = true;
     }
 
     s->daemon = MHD_start_daemon(
@@ -2086,6 +2417,11 @@ ferry_err store_new(const store_config *cfg, store **out)
         err = FERRY_ERR_IO;
         goto out;
     }
+    if (pthread_create(&s->watch_thread, NULL, watch_thread, s) != 0) {
+        err = FERRY_ERR_NOMEM;
+        goto out;
+    }
+    s->watch_started = true;
     log_info("store.started", "listen=%s port=%d tls=%s bucket=%s data_dir=%s threads=%u",
              cfg->listen, cfg->port, cfg->plain_http ? "no" : "yes", s->bucket, cfg->data_dir,
              cfg->threads);
@@ -2115,6 +2451,14 @@ void store_stop(store *s, int64_t timeout_ms)
      * which remove the temporary files of unfinished uploads. */
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
+    if (s->watch_started) {
+        pthread_mutex_lock(&s->watch_mu);
+        s->watch_stop = true;
+        pthread_cond_signal(&s->watch_cv);
+        pthread_mutex_unlock(&s->watch_mu);
+        pthread_join(s->watch_thread, NULL);
+        s->watch_started = false;
+    }
     log_info("store.stopped", "aborted=%d", left);
 }
 
@@ -2137,6 +2481,8 @@ void store_free(store *s)
         pthread_cond_destroy(&s->pool_cv);
         pthread_mutex_destroy(&s->cq_mu);
         pthread_cond_destroy(&s->cq_cv);
+        pthread_mutex_destroy(&s->watch_mu);
+        pthread_cond_destroy(&s->watch_cv);
     }
     free(s->bucket);
     free(s->region);
