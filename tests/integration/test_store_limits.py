@@ -19,9 +19,11 @@ valid upload still succeeds.
 import os
 import socket
 import ssl
+import subprocess
 import time
 
 import ferry_harness
+from ferryd_harness import ferryd_path
 from store_harness import StoreFerryd, request_id, s3_code
 from test_store_put import POLICY, StoreTestCase
 
@@ -177,6 +179,36 @@ class HeadLimits(LimitsTestCase):
             status, _, body = self.read_response(s)
             self.assertEqual(status, 431, body)
         self.assert_clean_and_serving()
+
+
+class ConnectionMemoryCheck(LimitsTestCase):
+    """ferryd refuses to start when connection_memory cannot hold the
+    store's own limits (libmicrohttpd's HTML answers would win), and says
+    what it needs."""
+
+    @classmethod
+    def setUpClass(cls):
+        super(StoreTestCase, cls).setUpClass()  # the harness only
+
+    def test_too_small_connection_memory(self):
+        d = StoreFerryd(self.h, name="ferryd-small", policy=POLICY,
+                        store=["connection_memory = 24K", "max_header_bytes = 16K"])
+        r = subprocess.run([ferryd_path(), "-c", d.config], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("connection_memory (24576) must be at least 33792", r.stdout + r.stderr)
+        # With a smaller header limit the same memory is enough.
+        d = StoreFerryd(self.h, name="ferryd-small2", policy=POLICY,
+                        store=["connection_memory = 24K", "max_header_bytes = 4K",
+                               "max_request_target = 4K", "max_headers = 32"])
+        d.start()
+        try:
+            s3 = d.boto3()
+            s3.put_object(Bucket="ingest", Key="op/small-memory", Body=b"fits")
+            self.assertEqual(s3.get_object(Bucket="ingest", Key="op/small-memory")["Body"].read(),
+                             b"fits")
+        finally:
+            d.stop()
 
 
 class RequestTimeouts(LimitsTestCase):
