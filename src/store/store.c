@@ -479,7 +479,10 @@ static void watch_answer(req *r, const char *why)
 /* One look at r (under watch_mu). */
 static void watch_check(store *s, req *r, int64_t now)
 {
-    if (atomic_load(&r->wstate) == W_TIMED_OUT) {
+    int state = atomic_load(&r->wstate);
+    if (state == W_FINISHING)
+        return;
+    if (state == W_TIMED_OUT) {
         /* The linger is over: end the connection (see above). */
         if (!r->w_shut && now - r->w_answered_ns >= (int64_t)WATCH_LINGER_MS * 1000000) {
             (void)shutdown(r->w_sock, SHUT_RDWR);
@@ -539,10 +542,7 @@ static void watch_add(req *r, struct MHD_Connection *c)
         s->tls ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION) : NULL;
     if (fd_info == NULL || (s->tls && (tls_info == NULL || tls_info->tls_session == NULL)))
         return; /* unwatched: libmicrohttpd's idle timeout still applies */
-    /* (The longer timeout stays for the connection's later keep-alive
-     * requests: resetting it from the completion callback is not safe in
-     * libmicrohttpd 0.9.75, which may have unlinked the connection from its
-     * timeout lists by then.) */
+    /* on_access() sets it back when the body has ended. */
     (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
                                     s->idle_timeout_s + (WATCH_LINGER_MS / 1000) + 3);
     pthread_mutex_lock(&s->watch_mu);
@@ -2182,8 +2182,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             *upload_data_size = 0;
             return more ? MHD_YES : MHD_NO;
         }
-        if (*upload_data_size == 0 && !watch_claim(r))
-            return MHD_NO;
+        if (*upload_data_size == 0) {
+            if (!watch_claim(r))
+                return MHD_NO;
+            if (r->watched) /* the watchdog is done with it: the idle timeout again */
+                (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                                                r->s->idle_timeout_s);
+        }
     }
     switch (r->phase) {
     case PH_NEW:

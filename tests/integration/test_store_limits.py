@@ -23,6 +23,7 @@ import subprocess
 import time
 
 import ferry_harness
+from ferry_harness import wait_until
 from ferryd_harness import ferryd_path
 from store_harness import StoreFerryd, request_id, s3_code
 from test_store_put import POLICY, StoreTestCase
@@ -232,6 +233,10 @@ class RequestTimeouts(LimitsTestCase):
             self.assertGreater(waited, IDLE_S - 0.5)
             self.assertLess(waited, IDLE_S + 3)
             self.assert_closed(s)
+            # The store ends the connection itself after its linger, while
+            # this client still holds it open: the .part file goes then.
+            wait_until(lambda: self.d.tmp_files() == [], timeout=6, what="no .part")
+            self.assertIn("event=store.upload_aborted", self.d.log())
         self.assertIn("reason=stalled", self.d.log())
         self.assertFalse(self.exists("op/stalled.bin"))
         self.assert_clean_and_serving()
