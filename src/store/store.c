@@ -1069,6 +1069,7 @@ static bool pipe_finish(req *r)
 /* PutObject                                                                */
 
 static enum MHD_Result finish_put(req *r, struct MHD_Connection *c);
+static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const header_list *h);
 
 static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_list *h,
                                  const sigv4_verdict *verdict)
@@ -1083,7 +1084,7 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
     ferry_err e;
 
     if (header(c, "x-amz-copy-source") != NULL)
-        return respond_error(r, c, 501, "NotImplemented", "CopyObject is not supported");
+        return copy_object(r, c, h);
     if (te != NULL || cl == NULL)
         return respond_error(r, c, 411, "MissingContentLength",
                              "You must provide the Content-Length HTTP header "
@@ -1333,6 +1334,221 @@ static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
     if (r->want_checksum)
         MHD_add_response_header(resp, "x-amz-checksum-sha256", header(c, "x-amz-checksum-sha256"));
     return queue(r, c, 200, resp);
+}
+
+/* ---------------------------------------------------------------------- */
+/* CopyObject                                                               */
+
+/* Copies n bytes from in to out (both at offset 0): copy_file_range, so the
+ * kernel moves the bytes (or shares the extents where the file system can),
+ * with a read/write fallback where it cannot. */
+static bool copy_bytes(int in, int out, uint64_t n)
+{
+    loff_t off_in = 0, off_out = 0;
+    while (n > 0) {
+        size_t chunk = n > (1u << 30) ? (size_t)(1u << 30) : (size_t)n;
+        ssize_t k = copy_file_range(in, &off_in, out, &off_out, chunk, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+            char buf[65536];
+            size_t want = chunk < sizeof buf ? chunk : sizeof buf;
+            k = pread(in, buf, want, off_in);
+            if (k > 0 && !write_all(out, (const unsigned char *)buf, (size_t)k))
+                return false;
+            if (k > 0) {
+                off_in += k;
+                off_out += k;
+            }
+        }
+        if (k <= 0)
+            return false; /* an error, or the source shorter than its record */
+        n -= (uint64_t)k;
+    }
+    return true;
+}
+
+/* CopyObject: PUT with x-amz-copy-source, for operators. The source's bytes
+ * go to a new data file committed like an upload (fdatasync, rename, fsync
+ * of the directory, then the ledger row); the copy keeps the source's
+ * ETag, SHA-256 and size, and its content type and metadata unless
+ * x-amz-metadata-directive is REPLACE. Not supported: versions and the
+ * x-amz-copy-source-if-* conditions (NotImplemented, rather than copying
+ * while ignoring a condition). */
+static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const header_list *h)
+{
+    store *s = r->s;
+    const char *src = header(c, "x-amz-copy-source");
+    const char *cl = header(c, "Content-Length");
+    const char *directive = header(c, "x-amz-metadata-directive");
+    const char *why = NULL;
+    char src_path[STORE_RAW_PATH_MAX + 2];
+    store_target *st = NULL;
+    ledger_object *o = NULL;
+    ledger *l;
+    char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    char iso[32];
+    int in = -1;
+    struct stat sb;
+    bool replace;
+    ferry_err e;
+    enum MHD_Result ret;
+    ferry_buf b;
+
+    if (r->is_grant)
+        return respond_error(r, c, 403, "AccessDenied",
+                             "device credentials may not copy objects");
+    if (header(c, "Transfer-Encoding") != NULL || (cl != NULL && strcmp(cl, "0") != 0))
+        return respond_error(r, c, 400, "InvalidRequest", "CopyObject takes no request body.");
+    if (header(c, "x-amz-copy-source-if-match") != NULL ||
+        header(c, "x-amz-copy-source-if-none-match") != NULL ||
+        header(c, "x-amz-copy-source-if-modified-since") != NULL ||
+        header(c, "x-amz-copy-source-if-unmodified-since") != NULL)
+        return respond_error(r, c, 501, "NotImplemented",
+                             "Copy conditions (x-amz-copy-source-if-*) are not supported.");
+    if (directive != NULL && strcmp(directive, "COPY") != 0 && strcmp(directive, "REPLACE") != 0)
+        return respond_error(r, c, 400, "InvalidArgument", "Unknown metadata directive.");
+    replace = directive != NULL && strcmp(directive, "REPLACE") == 0;
+
+    /* "bucket/key" or "/bucket/key", URL-encoded, maybe "?versionId=". */
+    size_t src_len = strcspn(src, "?");
+    if (src[src_len] == '?')
+        return respond_error(r, c, 501, "NotImplemented", "Object versions are not supported.");
+    if (src[0] == '/') {
+        src++;
+        src_len--;
+    }
+    if (src_len + 1 > STORE_RAW_PATH_MAX)
+        return respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+    src_path[0] = '/';
+    memcpy(src_path + 1, src, src_len);
+    src_path[src_len + 1] = '\0';
+    st = calloc(1, sizeof *st);
+    o = calloc(1, sizeof *o);
+    if (st == NULL || o == NULL) {
+        ret = respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    store_path_result pr = store_parse_path(src_path, src_len + 1, st);
+    if (pr == STORE_PATH_KEY_TOO_LONG) {
+        ret = respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+        goto out;
+    }
+    if (pr != STORE_PATH_OK || st->key_len == 0 || memchr(st->key, '\0', st->key_len) != NULL) {
+        ret = respond_error(r, c, 400, "InvalidArgument",
+                            "Copy Source must mention the source bucket and key: "
+                            "sourcebucket/sourcekey");
+        goto out;
+    }
+    if (strcmp(st->bucket, s->bucket) != 0) {
+        ret = respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
+        goto out;
+    }
+    if (!replace && st->key_len == r->t.key_len && memcmp(st->key, r->t.key, st->key_len) == 0) {
+        ret = respond_error(r, c, 400, "InvalidRequest",
+                            "This copy request is illegal because it is trying to copy an object "
+                            "to itself without changing the object's metadata, storage class, "
+                            "website redirect location or encryption attributes.");
+        goto out;
+    }
+    if (replace) {
+        const char *ct = header(c, "Content-Type");
+        if (ct == NULL || ct[0] == '\0')
+            ct = DEFAULT_CONTENT_TYPE;
+        if (strlen(ct) > LEDGER_CONTENT_TYPE_MAX) {
+            ret = respond_error(r, c, 400, "InvalidArgument", "Content-Type is too long");
+            goto out;
+        }
+        snprintf(r->content_type, sizeof r->content_type, "%s", ct);
+        if (!collect_meta(h, r->meta, sizeof r->meta, &why)) {
+            ret = respond_error(r, c, 400, "MetadataTooLarge", why);
+            goto out;
+        }
+    }
+
+    l = pool_take(s);
+    e = ledger_object_get(l, st->bucket, st->key, o);
+    pool_give(s, l);
+    if (e == FERRY_OK)
+        e = store_fs_open_object(&s->fs, o->file_id, &in);
+    if (e == FERRY_ERR_NOT_FOUND) {
+        ret = respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
+        goto out;
+    }
+    if (e != FERRY_OK || fstat(in, &sb) != 0 || (uint64_t)sb.st_size != o->size) {
+        ret = respond_error(r, c, 500, "InternalError", "the source object cannot be read");
+        goto out;
+    }
+    if ((e = store_fs_new_id(r->file_id)) != FERRY_OK ||
+        (e = store_fs_create_tmp(&s->fs, r->file_id, &r->fd)) != FERRY_OK) {
+        ret = respond_error(r, c, 500, "InternalError", "cannot create the temporary file");
+        goto out;
+    }
+    r->tmp_exists = true;
+    if (!copy_bytes(in, r->fd, o->size) || store_fs_commit(&s->fs, r->fd, r->file_id) != FERRY_OK) {
+        log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
+        ret = respond_error(r, c, 500, "InternalError", "the store could not write the object");
+        goto out; /* req_free removes the .part file */
+    }
+    close(r->fd);
+    r->fd = -1;
+    r->tmp_exists = false;
+
+    /* The new row: the source's bytes and digests, this key and file; an
+     * operator's object (no device, no grant to consume). */
+    snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
+    memcpy(o->key, r->t.key, r->t.key_len + 1);
+    snprintf(o->file_id, sizeof o->file_id, "%s", r->file_id);
+    if (replace) {
+        snprintf(o->content_type, sizeof o->content_type, "%s", r->content_type);
+        snprintf(o->meta, sizeof o->meta, "%s", r->meta);
+    }
+    o->device[0] = '\0';
+    o->grant_id[0] = '\0';
+    o->created_at = ferry_time_now();
+    e = group_commit(s, o, o->created_at, replaced);
+    if (e != FERRY_OK) {
+        store_fs_remove_object(&s->fs, r->file_id);
+        ret = respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+        goto out;
+    }
+    if (replaced[0] != '\0')
+        store_fs_remove_object(&s->fs, replaced);
+    log_info("store.object_copied", "request_id=%s key=\"%s\" source=\"%s\" size=%" PRIu64, r->id,
+             o->key, st->key, o->size);
+    {
+        struct tm tm;
+        time_t tt = (time_t)o->created_at;
+        gmtime_r(&tt, &tm);
+        strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    }
+    ferry_buf_init(&b, 1024);
+    e = ferry_buf_appendf(&b,
+                          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult "
+                          "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>%s"
+                          "</LastModified><ETag>&quot;%s&quot;</ETag></CopyObjectResult>",
+                          iso, o->etag);
+    if (e != FERRY_OK) {
+        ferry_buf_cleanup(&b);
+        ret = MHD_NO;
+        goto out;
+    }
+    {
+        struct MHD_Response *resp = buf_response(&b);
+        ferry_buf_cleanup(&b);
+        if (resp == NULL) {
+            ret = MHD_NO;
+            goto out;
+        }
+        MHD_add_response_header(resp, "Content-Type", "application/xml");
+        ret = queue(r, c, 200, resp);
+    }
+out:
+    if (in >= 0)
+        close(in);
+    free(st);
+    free(o);
+    return ret;
 }
 
 /* ---------------------------------------------------------------------- */
