@@ -2263,6 +2263,7 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
     char *q;
     size_t path_len;
     char msg[160];
+    char sub[40];
 
     if (strlen(method) > 16) {
         r->method = "?";
@@ -2314,6 +2315,18 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
     /* The key must not have been truncated at a NUL by the decoder. */
     if (memchr(r->t.key, '\0', r->t.key_len) != NULL) {
         ret = respond_error(r, c, 400, "InvalidArgument", "Object keys must not contain NUL");
+        goto out;
+    }
+    /* PUT ?acl, DELETE ?tagging, PUT ?partNumber&uploadId... are other
+     * operations than the plain request: served as that, they would
+     * overwrite or delete the object. */
+    if (q != NULL && store_query_subresource(q + 1, strlen(q + 1), sub, sizeof sub)) {
+        if (strcmp(sub, "uploads") == 0 || strcmp(sub, "uploadId") == 0 ||
+            strcmp(sub, "partNumber") == 0)
+            snprintf(msg, sizeof msg, "Multipart upload is not supported (?%s).", sub);
+        else
+            snprintf(msg, sizeof msg, "The ?%s sub-resource is not supported.", sub);
+        ret = respond_error(r, c, 501, "NotImplemented", msg);
         goto out;
     }
 

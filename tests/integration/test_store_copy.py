@@ -2,7 +2,9 @@
 CLI): the copy's bytes, ETag, content type and metadata (COPY and REPLACE
 directives), a replaced destination's old file removed, and every refusal
 with its status and S3 code, each followed by a valid upload with no
-temporary file left.
+temporary file left. Then the operations the store does not implement
+(multipart upload, ACLs, tagging, versions, DeleteObjects): each is
+answered 501 NotImplemented and leaves the object it names as it was.
 """
 
 import os
@@ -116,6 +118,54 @@ class CopyObject(StoreTestCase):
                          403, "AccessDenied")
         self.assertFalse(self.exists("copy/x"))
         self.files_match_ledger()
+        self.assert_clean_and_serving()
+
+
+class NotImplementedOperations(StoreTestCase):
+
+    def test_subresources_are_not_the_plain_operation(self):
+        s3 = self.d.boto3()
+        data = os.urandom(2000)
+        s3.put_object(Bucket=BUCKET, Key="ni/obj", Body=data)
+        calls = [
+            lambda: s3.put_object_acl(Bucket=BUCKET, Key="ni/obj", ACL="private"),
+            lambda: s3.get_object_acl(Bucket=BUCKET, Key="ni/obj"),
+            lambda: s3.put_object_tagging(Bucket=BUCKET, Key="ni/obj",
+                                          Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}),
+            lambda: s3.delete_object_tagging(Bucket=BUCKET, Key="ni/obj"),
+            lambda: s3.create_multipart_upload(Bucket=BUCKET, Key="ni/obj"),
+            lambda: s3.upload_part(Bucket=BUCKET, Key="ni/obj", UploadId="u1", PartNumber=1,
+                                   Body=b"part"),
+            lambda: s3.complete_multipart_upload(
+                Bucket=BUCKET, Key="ni/obj", UploadId="u1",
+                MultipartUpload={"Parts": [{"ETag": '"x"', "PartNumber": 1}]}),
+            lambda: s3.abort_multipart_upload(Bucket=BUCKET, Key="ni/obj", UploadId="u1"),
+            lambda: s3.list_parts(Bucket=BUCKET, Key="ni/obj", UploadId="u1"),
+            lambda: s3.list_multipart_uploads(Bucket=BUCKET),
+            lambda: s3.list_object_versions(Bucket=BUCKET),
+            lambda: s3.delete_object(Bucket=BUCKET, Key="ni/obj", VersionId="v1"),
+            lambda: s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": "ni/obj"}]}),
+        ]
+        for call in calls:
+            with self.assertRaises(Exception) as cm:
+                call()
+            err = cm.exception.response
+            self.assertEqual(err["ResponseMetadata"]["HTTPStatusCode"], 501, err)
+            self.assertEqual(err["Error"]["Code"], "NotImplemented", err)
+            # The object those requests name is as it was.
+            self.assertEqual(self.get_bytes("ni/obj"), data)
+        self.assert_clean_and_serving()
+
+    def test_aws_cli_multipart_upload_refused(self):
+        """aws s3 cp of a file over the CLI's 8 MB multipart threshold: the
+        CLI gets NotImplemented at CreateMultipartUpload; nothing stored."""
+        big = os.path.join(self.h.tmp, "nine-mb")
+        with open(big, "wb") as f:
+            f.write(os.urandom(9 << 20))
+        r = self.d.aws("s3", "cp", big, "s3://%s/ni/big" % BUCKET, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("NotImplemented", r.stderr)
+        self.assertFalse(self.exists("ni/big"))
         self.assert_clean_and_serving()
 
 
