@@ -122,12 +122,12 @@ static const ferry_cfg_option options[] = {
     {"store", "max_headers", FERRY_CFG_INT, S(store_max_headers), "64", 8, 128, NULL, 0,
      "Embedded store: request headers accepted per request (more: "
      "`RequestHeaderSectionTooLarge`)."},
-    {"store", "max_request_target", FERRY_CFG_SIZE, S(store_max_request_target), "8K", 1024,
-     24578, NULL, 0,
+    {"store", "max_request_target", FERRY_CFG_SIZE, S(store_max_request_target), "8K", 1024, 24578,
+     NULL, 0,
      "Embedded store: longest request target (path and query as sent); longer: `414 "
      "InvalidURI`."},
-    {"store", "max_header_bytes", FERRY_CFG_SIZE, S(store_max_header_bytes), "16K", 1024,
-     1 << 20, NULL, 0,
+    {"store", "max_header_bytes", FERRY_CFG_SIZE, S(store_max_header_bytes), "16K", 1024, 1 << 20,
+     NULL, 0,
      "Embedded store: largest header section; larger: `400 RequestHeaderSectionTooLarge`. "
      "`connection_memory` must hold it, `max_request_target` and 64 bytes a header, plus 5 KiB."},
 

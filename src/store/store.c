@@ -407,9 +407,9 @@ static void defer_error(req *r, unsigned status, const char *code, const char *m
  * libmicrohttpd sends nothing while it receives a body (its "100 Continue"
  * went out before the first byte of body arrived).
  */
-#define WATCH_TICK_MS     250
-#define WATCH_LINGER_MS   2000
-#define WATCH_SEND_MS     200 /* the answer must fit in the socket buffer by then */
+#define WATCH_TICK_MS   250
+#define WATCH_LINGER_MS 2000
+#define WATCH_SEND_MS   200 /* the answer must fit in the socket buffer by then */
 
 /* Sends data[0..len) on r's connection without blocking for more than
  * WATCH_SEND_MS; false when it could not. */
@@ -469,8 +469,8 @@ static void watch_answer(req *r, const char *why)
         (void)gnutls_bye((gnutls_session_t)r->w_tls, GNUTLS_SHUT_WR);
     (void)shutdown(r->w_sock, SHUT_WR);
     log_info("store.request_timeout",
-             "request_id=%s reason=%s received=%" PRIu64 " expected=%" PRIu64 " answered=%s",
-             r->id, why, (uint64_t)atomic_load(&r->progress), r->expected, sent ? "yes" : "no");
+             "request_id=%s reason=%s received=%" PRIu64 " expected=%" PRIu64 " answered=%s", r->id,
+             why, (uint64_t)atomic_load(&r->progress), r->expected, sent ? "yes" : "no");
     ferry_buf_cleanup(&xml);
     ferry_buf_cleanup(&msg);
     r->w_answered_ns = ferry_time_mono_ns();
@@ -1350,7 +1350,8 @@ static bool copy_bytes(int in, int out, uint64_t n)
         ssize_t k = copy_file_range(in, &off_in, out, &off_out, chunk, 0);
         if (k < 0 && errno == EINTR)
             continue;
-        if (k < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+        if (k < 0 &&
+            (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
             char buf[65536];
             size_t want = chunk < sizeof buf ? chunk : sizeof buf;
             k = pread(in, buf, want, off_in);
@@ -1396,8 +1397,7 @@ static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const heade
     ferry_buf b;
 
     if (r->is_grant)
-        return respond_error(r, c, 403, "AccessDenied",
-                             "device credentials may not copy objects");
+        return respond_error(r, c, 403, "AccessDenied", "device credentials may not copy objects");
     if (header(c, "Transfer-Encoding") != NULL || (cl != NULL && strcmp(cl, "0") != 0))
         return respond_error(r, c, 400, "InvalidRequest", "CopyObject takes no request body.");
     if (header(c, "x-amz-copy-source-if-match") != NULL ||
@@ -2492,8 +2492,8 @@ static void free_secret_str(char *p)
 unsigned store_min_conn_memory(unsigned max_target_bytes, unsigned max_header_bytes,
                                unsigned max_headers)
 {
-    return max_target_bytes + max_header_bytes + max_headers * MHD_HEADER_RECORD +
-           MHD_HEAD_FIXED + STORE_HEAD_MARGIN;
+    return max_target_bytes + max_header_bytes + max_headers * MHD_HEADER_RECORD + MHD_HEAD_FIXED +
+           STORE_HEAD_MARGIN;
 }
 
 ferry_err store_new(const store_config *cfg, store **out)
