@@ -110,6 +110,10 @@ static const ferry_cfg_option options[] = {
      3600 * 1000, NULL, 0,
      "Embedded store: a body that sends nothing for this long is answered `400 "
      "RequestTimeout`; idle keep-alive connections and slow headers are closed."},
+    {"store", "header_timeout", FERRY_CFG_DURATION, S(store_header_timeout_ms), "40s", 1000,
+     3600 * 1000, NULL, 0,
+     "Embedded store: a request line and headers not complete this long after the connection "
+     "began, or after its previous request ended, close the connection (slowloris)."},
     {"store", "min_upload_rate", FERRY_CFG_SIZE, S(store_min_upload_rate), "1K", 0, TIB, NULL, 0,
      "Embedded store: average bytes per second a body must keep up once `min_rate_grace` "
      "has passed; slower uploads are answered `400 RequestTimeout` (0: no minimum)."},

@@ -65,6 +65,7 @@ typedef struct daemon_config {
     int64_t store_per_ip_connections;
     int64_t store_threads;
     int64_t store_idle_timeout_ms;
+    int64_t store_header_timeout_ms;
     int64_t store_min_upload_rate;
     int64_t store_min_rate_grace_ms;
     int64_t store_connection_memory;

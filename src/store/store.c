@@ -94,6 +94,8 @@ struct store {
     pthread_mutex_t watch_mu;
     pthread_cond_t watch_cv;
     struct req *watch_head;
+    struct conn_watch *conns; /* every connection, for the head deadline */
+    int64_t head_timeout_ns;
     pthread_t watch_thread;
     bool watch_started;
     bool watch_stop;
@@ -131,6 +133,17 @@ enum phase { PH_NEW = 0, PH_BODY, PH_POST, PH_DISCARD, PH_DONE };
  * the connection's own thread (the body ended: it verifies and answers).
  * Whichever moves the state away from W_RECEIVING first wins. */
 enum watch_state { W_RECEIVING = 0, W_TIMED_OUT, W_FINISHING };
+
+/* One per connection (libmicrohttpd's socket context), for the deadline on
+ * request heads: in_request and head_start_ns are written by the
+ * connection's thread; the links and shut only under s->watch_mu. */
+typedef struct conn_watch {
+    int sock;
+    atomic_bool in_request;        /* a request head is complete */
+    _Atomic int64_t head_start_ns; /* connection start or previous request's end */
+    bool shut;
+    struct conn_watch *prev, *next;
+} conn_watch;
 
 struct post_state;
 
@@ -509,6 +522,71 @@ static void watch_check(store *s, req *r, int64_t now)
         watch_answer(r, why);
 }
 
+/* A connection whose request head is not complete head_timeout after the
+ * connection began, or after its previous request ended, is closed: a
+ * client trickling its request line or headers (slowloris) would
+ * otherwise hold the connection as long as it sends a byte within every
+ * idle_timeout. There is no request to answer yet (and before the TLS
+ * handshake no way to): the socket is shut down and libmicrohttpd closes
+ * the connection. */
+static void head_check(store *s, conn_watch *w, int64_t now)
+{
+    if (w->shut || atomic_load(&w->in_request) ||
+        now - atomic_load(&w->head_start_ns) < s->head_timeout_ns)
+        return;
+    (void)shutdown(w->sock, SHUT_RDWR);
+    w->shut = true;
+    log_info("store.head_timeout", "sock=%d", w->sock);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: connections enter and leave s->conns. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    store *s = cls;
+    conn_watch *w;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd_info =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        w = calloc(1, sizeof *w);
+        if (w == NULL || fd_info == NULL) {
+            free(w); /* unwatched: libmicrohttpd's idle timeout still applies */
+            return;
+        }
+        w->sock = fd_info->connect_fd;
+        atomic_store(&w->head_start_ns, ferry_time_mono_ns());
+        pthread_mutex_lock(&s->watch_mu);
+        w->next = s->conns;
+        if (s->conns != NULL)
+            s->conns->prev = w;
+        s->conns = w;
+        pthread_mutex_unlock(&s->watch_mu);
+        *socket_context = w;
+        return;
+    }
+    w = *socket_context;
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&s->watch_mu);
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        s->conns = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&s->watch_mu);
+    free(w);
+    *socket_context = NULL;
+}
+
+/* The connection's head deadline state; NULL when unwatched. */
+static conn_watch *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
 static void *watch_thread(void *arg)
 {
     store *s = arg;
@@ -525,6 +603,8 @@ static void *watch_thread(void *arg)
         int64_t now = ferry_time_mono_ns();
         for (req *r = s->watch_head; r != NULL && !s->watch_stop; r = r->w_next)
             watch_check(s, r, now);
+        for (conn_watch *w = s->conns; w != NULL && !s->watch_stop; w = w->next)
+            head_check(s, w, now);
     }
     pthread_mutex_unlock(&s->watch_mu);
     return NULL;
@@ -647,8 +727,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     req *r = *con_cls;
+    conn_watch *w = conn_of(c);
     (void)cls;
-    (void)c;
+    if (w != NULL) {
+        /* The next request's head is timed from now. */
+        atomic_store(&w->head_start_ns, ferry_time_mono_ns());
+        atomic_store(&w->in_request, false);
+    }
     if (r == NULL)
         return;
     if (r->tmp_exists)
@@ -2420,8 +2505,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         }
     }
     switch (r->phase) {
-    case PH_NEW:
+    case PH_NEW: {
+        conn_watch *w = conn_of(c);
+        if (w != NULL)
+            atomic_store(&w->in_request, true);
         return begin(r, c, method);
+    }
     case PH_BODY:
         if (*upload_data_size > 0) {
             size_t n = *upload_data_size;
@@ -2582,6 +2671,8 @@ ferry_err store_new(const store_config *cfg, store **out)
         cfg->max_header_bytes > 0 ? cfg->max_header_bytes : STORE_HEADER_BYTES_DEFAULT;
     s->idle_timeout_s = cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 30;
     s->stall_ns = (int64_t)s->idle_timeout_s * 1000000000;
+    s->head_timeout_ns =
+        (int64_t)(cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 40) * 1000000000;
     {
         unsigned need =
             store_min_conn_memory(s->max_target_bytes, s->max_header_bytes, s->max_headers);
@@ -2642,6 +2733,7 @@ ferry_err store_new(const store_config *cfg, store **out)
         cfg->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->conn_memory_bytes,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         cfg->plain_http ? MHD_OPTION_END : MHD_OPTION_HTTPS_MEM_CERT, s->tls_cert,
         MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_HTTPS_PRIORITIES,
         "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_END);

@@ -50,6 +50,9 @@ typedef struct store_config {
     unsigned per_ip_connections; /* 0: no per-address limit */
     unsigned threads;
     unsigned idle_timeout_s;    /* no byte for this long: connection closed */
+    unsigned header_timeout_s;  /* a request head must be complete this long
+                                   after the connection's start or its
+                                   previous request's end; 0: 40 s */
     uint64_t min_upload_rate;   /* bytes/s a body must average ... */
     unsigned min_rate_grace_s;  /* ... once it has been arriving this long */
     unsigned conn_memory_bytes; /* per connection: request line + headers

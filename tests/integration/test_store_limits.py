@@ -9,6 +9,9 @@ ferryd, real Mosquitto and real clients (curl, raw TLS sockets):
 - a body that stops for idle_timeout, or trickles slower than
   min_upload_rate once min_rate_grace has passed: 400 RequestTimeout, then
   the connection is closed;
+- a request line or header section trickled a byte a second: the
+  connection is closed at header_timeout (no request to answer yet), while
+  keep-alive requests are timed each from the previous one's end;
 - past libmicrohttpd's own memory limit (connection_memory) the answer is
   libmicrohttpd's 414/431, as docs/store.md says.
 
@@ -29,6 +32,7 @@ from store_harness import StoreFerryd, request_id, s3_code
 from test_store_put import POLICY, StoreTestCase
 
 IDLE_S = 3
+HEAD_S = 5
 
 
 class LimitsTestCase(StoreTestCase):
@@ -216,7 +220,7 @@ class RequestTimeouts(LimitsTestCase):
     """Stalled bodies (no minimum rate here, so that only idle_timeout
     counts)."""
     store_options = [o for o in LimitsTestCase.store_options if "min_upload_rate" not in o] + [
-        "min_upload_rate = 0"]
+        "min_upload_rate = 0", "header_timeout = %ds" % HEAD_S]
 
     def test_stalled_body(self):
         """A body that stops for idle_timeout gets 400 RequestTimeout and
@@ -303,6 +307,66 @@ class RequestTimeouts(LimitsTestCase):
             self.assertIsNone(status)
             self.assertLess(time.monotonic() - t0, IDLE_S + 5)
         self.assert_clean_and_serving()
+
+    def trickle_until_closed(self, s, first, byte, limit_s=20):
+        """Sends first, then one byte a second (each well within
+        idle_timeout); returns the seconds until the store closed."""
+        t0 = time.monotonic()
+        s.sendall(first)
+        s.settimeout(1)
+        while time.monotonic() - t0 < limit_s:
+            try:
+                if s.recv(100) == b"":
+                    return time.monotonic() - t0
+            except (socket.timeout, ssl.SSLWantReadError):
+                pass
+            except (ConnectionResetError, ssl.SSLError):
+                return time.monotonic() - t0
+            try:
+                s.sendall(byte)
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                return time.monotonic() - t0
+        return None
+
+    def test_slow_headers_closed(self):
+        """Headers trickled a byte a second (never idle for idle_timeout)
+        are cut off at header_timeout: slowloris."""
+        with self.tls_socket() as s:
+            took = self.trickle_until_closed(
+                s, b"PUT /ingest/op/slowhead HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a")
+        self.assertIsNotNone(took, "still open after 20 s")
+        self.assertGreater(took, HEAD_S - 1.5)
+        self.assertLess(took, HEAD_S + 2.5)
+        self.assertIn("event=store.head_timeout", self.d.log())
+        self.assert_clean_and_serving()
+
+    def test_slow_request_line_closed(self):
+        """The same for a request line trickled before any header."""
+        with self.tls_socket() as s:
+            took = self.trickle_until_closed(s, b"GET /ingest/", b"k")
+        self.assertIsNotNone(took, "still open after 20 s")
+        self.assertLess(took, HEAD_S + 2.5)
+        self.assert_clean_and_serving()
+
+    def test_keep_alive_heads_are_timed_per_request(self):
+        """A keep-alive connection making requests for longer than
+        header_timeout is not cut: each head is timed from the end of the
+        previous request. (PUTs with a body: libmicrohttpd 0.9.75 closes
+        the connection after a response queued before the request was
+        read in full, which is how GET and refusals are answered.)"""
+        with self.tls_socket() as s:
+            t0 = time.monotonic()
+            n = 0
+            while time.monotonic() - t0 < HEAD_S + 3:
+                self.raw_put(s, self.presign("op/keepalive-%d" % n), 2)
+                s.sendall(b"ka")
+                status, headers, body = self.read_response(s)
+                self.assertEqual(status, 200, body)
+                self.assertNotEqual(headers.get("connection"), "close")
+                n += 1
+                time.sleep(1)
+            self.assertGreaterEqual(n, HEAD_S + 2)
+        self.assertEqual(self.get_bytes("op/keepalive-%d" % (n - 1)), b"ka")
 
     def test_many_stalled_at_once(self):
         """Twenty stalled uploads at once are all answered; the store keeps
