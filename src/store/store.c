@@ -332,10 +332,14 @@ static struct MHD_Response *empty_response(void)
 /* Appends the S3 error document to b, e.g.
  * <Error><Code>AccessDenied</Code><Message>grant revoked</Message>
  * <Resource>/ingest/key</Resource><RequestId>…</RequestId></Error>,
- * and logs the refusal. */
+ * and logs the refusal. The resource is r's bucket and, unless no_key, its
+ * key (the body watchdog passes no_key for a form upload, whose key its
+ * connection's thread may be writing). */
 static ferry_err error_xml(const req *r, ferry_buf *b, unsigned status, const char *code,
-                           const char *message)
+                           const char *message, bool no_key)
 {
+    const char *key = no_key ? "" : r->t.key;
+    size_t key_len = no_key ? 0 : r->t.key_len;
     ferry_err e;
     e = ferry_buf_append_str(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>");
     if (e == FERRY_OK)
@@ -348,10 +352,10 @@ static ferry_err error_xml(const req *r, ferry_buf *b, unsigned status, const ch
         e = ferry_buf_append_str(b, "</Message><Resource>/");
         if (e == FERRY_OK)
             e = store_xml_escape(b, r->t.bucket, strlen(r->t.bucket));
-        if (e == FERRY_OK && r->t.key_len > 0)
+        if (e == FERRY_OK && key_len > 0)
             e = ferry_buf_append_byte(b, '/');
         if (e == FERRY_OK)
-            e = store_xml_escape(b, r->t.key, r->t.key_len);
+            e = store_xml_escape(b, key, key_len);
         if (e == FERRY_OK)
             e = ferry_buf_append_str(b, "</Resource><RequestId>");
     } else if (e == FERRY_OK) {
@@ -360,7 +364,7 @@ static ferry_err error_xml(const req *r, ferry_buf *b, unsigned status, const ch
     if (e == FERRY_OK)
         e = ferry_buf_appendf(b, "%s</RequestId></Error>", r->id);
     log_info("store.refused", "request_id=%s method=%s status=%u code=%s message=\"%s\" key=\"%s\"",
-             r->id, r->method, status, code, message, r->t.key);
+             r->id, r->method, status, code, message, key);
     return e;
 }
 
@@ -371,7 +375,7 @@ static enum MHD_Result respond_error(req *r, struct MHD_Connection *c, unsigned 
     ferry_buf b;
     ferry_err e;
     ferry_buf_init(&b, 8192);
-    e = error_xml(r, &b, status, code, message);
+    e = error_xml(r, &b, status, code, message, false);
     if (e != FERRY_OK) {
         ferry_buf_cleanup(&b);
         return MHD_NO;
@@ -467,7 +471,8 @@ static void watch_answer(req *r, const char *why)
     http_date(ferry_time_now(), date);
     ferry_err e = error_xml(r, &xml, 400, "RequestTimeout",
                             "Your socket connection to the server was not read from or written "
-                            "to within the timeout period.");
+                            "to within the timeout period.",
+                            r->post != NULL);
     if (e == FERRY_OK)
         e = ferry_buf_appendf(&msg,
                               "HTTP/1.1 400 Bad Request\r\nDate: %s\r\nServer: Ferry\r\n"
