@@ -16,12 +16,14 @@
  */
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +49,24 @@ static int pick_port(void)
     if (fd >= 0)
         close(fd);
     return port;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* At exit: the store stopped and its temporary directory removed, so that
+ * replays in every test run leave nothing in /tmp. */
+static void stop_store(void)
+{
+    store_free(the_store);
+    the_store = NULL;
+    nftw(the_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void start_store(void)
@@ -82,6 +102,7 @@ static void start_store(void)
     };
     if (the_port <= 0 || store_new(&cfg, &the_store) != 0)
         abort();
+    atexit(stop_store);
 }
 
 static size_t count_parts(const char *dir)
