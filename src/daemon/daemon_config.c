@@ -108,19 +108,32 @@ static const ferry_cfg_option options[] = {
      "thread)."},
     {"store", "idle_timeout", FERRY_CFG_DURATION, S(store_idle_timeout_ms), "30s", 1000,
      3600 * 1000, NULL, 0,
-     "Embedded store: a connection that sends nothing for this long is closed (slow headers, "
-     "stalled bodies, idle keep-alive)."},
+     "Embedded store: a body that sends nothing for this long is answered `400 "
+     "RequestTimeout`; idle keep-alive connections and slow headers are closed."},
+    {"store", "header_timeout", FERRY_CFG_DURATION, S(store_header_timeout_ms), "40s", 1000,
+     3600 * 1000, NULL, 0,
+     "Embedded store: a request line and headers not complete this long after the connection "
+     "began, or after its previous request ended, close the connection (slowloris)."},
     {"store", "min_upload_rate", FERRY_CFG_SIZE, S(store_min_upload_rate), "1K", 0, TIB, NULL, 0,
      "Embedded store: average bytes per second a body must keep up once `min_rate_grace` "
-     "has passed; slower uploads are cut off (0: no minimum)."},
+     "has passed; slower uploads are answered `400 RequestTimeout` (0: no minimum)."},
     {"store", "min_rate_grace", FERRY_CFG_DURATION, S(store_min_rate_grace_ms), "20s", 0,
      3600 * 1000, NULL, 0, "Embedded store: time a body may take before the rate counts."},
     {"store", "connection_memory", FERRY_CFG_SIZE, S(store_connection_memory), "64K", 8192,
      16 << 20, NULL, 0,
-     "Embedded store: memory per connection: the request line and headers must fit in half "
-     "of it (larger requests are refused), and it is the receive buffer."},
+     "Embedded store: memory per connection: it holds the request line and headers (see "
+     "`max_header_bytes`) and is the receive buffer."},
     {"store", "max_headers", FERRY_CFG_INT, S(store_max_headers), "64", 8, 128, NULL, 0,
-     "Embedded store: request headers accepted per request."},
+     "Embedded store: request headers accepted per request (more: "
+     "`RequestHeaderSectionTooLarge`)."},
+    {"store", "max_request_target", FERRY_CFG_SIZE, S(store_max_request_target), "8K", 1024, 24578,
+     NULL, 0,
+     "Embedded store: longest request target (path and query as sent); longer: `414 "
+     "InvalidURI`."},
+    {"store", "max_header_bytes", FERRY_CFG_SIZE, S(store_max_header_bytes), "16K", 1024, 1 << 20,
+     NULL, 0,
+     "Embedded store: largest header section; larger: `400 RequestHeaderSectionTooLarge`. "
+     "`connection_memory` must hold it, `max_request_target` and 64 bytes a header, plus 5 KiB."},
 
     {"policy", "max_size", FERRY_CFG_SIZE, S(policy_max_size), "5G", 1, 5 * TIB, NULL, 0,
      "Largest payload a device may announce."},

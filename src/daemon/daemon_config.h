@@ -65,10 +65,13 @@ typedef struct daemon_config {
     int64_t store_per_ip_connections;
     int64_t store_threads;
     int64_t store_idle_timeout_ms;
+    int64_t store_header_timeout_ms;
     int64_t store_min_upload_rate;
     int64_t store_min_rate_grace_ms;
     int64_t store_connection_memory;
     int64_t store_max_headers;
+    int64_t store_max_request_target;
+    int64_t store_max_header_bytes;
 
     /* [policy]: fleet defaults; per-device overrides live in the ledger */
     int64_t policy_max_size;

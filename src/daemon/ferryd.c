@@ -315,10 +315,13 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
             .per_ip_connections = (unsigned)cfg->store_per_ip_connections,
             .threads = (unsigned)cfg->store_threads,
             .idle_timeout_s = (unsigned)((cfg->store_idle_timeout_ms + 999) / 1000),
+            .header_timeout_s = (unsigned)((cfg->store_header_timeout_ms + 999) / 1000),
             .min_upload_rate = (uint64_t)cfg->store_min_upload_rate,
             .min_rate_grace_s = (unsigned)(cfg->store_min_rate_grace_ms / 1000),
             .conn_memory_bytes = (unsigned)cfg->store_connection_memory,
             .max_headers = (unsigned)cfg->store_max_headers,
+            .max_target_bytes = (unsigned)cfg->store_max_request_target,
+            .max_header_bytes = (unsigned)cfg->store_max_header_bytes,
         };
         result = store_new(&stcfg, &embedded);
         OPENSSL_cleanse(op_secret, sizeof op_secret);

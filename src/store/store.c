@@ -3,8 +3,11 @@
  * operations; see store.h and docs/store.md.
  *
  * A request goes through on_access() in phases:
- *   PH_NEW      headers complete: path split, signature verified, grant
- *               checked, limits applied. Anything refused is answered here,
+ *   PH_NEW      headers complete: the store's limits on the request head
+ *               (target length, header bytes and count: set below
+ *               libmicrohttpd's memory limit so that the S3 answer wins),
+ *               path split, signature verified, grant checked, limits
+ *               applied. Anything refused is answered here,
  *               before a byte of body is read (clients that sent
  *               "Expect: 100-continue" never send it). GET/HEAD/DELETE/List
  *               are answered here too.
@@ -13,6 +16,10 @@
  *               rename, fsync dir, ledger) and answers.
  *   PH_DISCARD  a failure in the middle of a body (a write error): the rest
  *               is read and dropped, then the error is answered.
+ * While a body arrives, the body watchdog (its own thread) answers one that
+ * stalls or trickles with 400 RequestTimeout, which libmicrohttpd cannot
+ * (see "Body watchdog"); exactly one of the watchdog and the connection's
+ * thread answers a body (enum watch_state).
  * The request context is created by the URI log callback (which sees the
  * raw request target, query string included, before libmicrohttpd decodes
  * it: SigV4 needs the bytes as sent) and freed by the completion callback,
@@ -25,15 +32,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
@@ -68,9 +78,27 @@ struct store {
     uint64_t max_object_size;
     uint64_t min_upload_rate;
     int64_t min_rate_grace_ns;
+    int64_t stall_ns; /* [store] idle_timeout: a body silent this long */
+    unsigned idle_timeout_s;
     unsigned max_headers;
+    unsigned max_target_bytes;
+    unsigned max_header_bytes;
     struct MHD_Daemon *daemon;
     bool stopped;
+    bool tls;
+
+    /* Bodies being received, watched for RequestTimeout (see "Body
+     * watchdog" below). watch_mu guards the list and the w_* fields of its
+     * requests; a request leaves the list in req_free, under watch_mu, so
+     * the watchdog never touches a freed request or a closed socket. */
+    pthread_mutex_t watch_mu;
+    pthread_cond_t watch_cv;
+    struct req *watch_head;
+    struct conn_watch *conns; /* every connection, for the head deadline */
+    int64_t head_timeout_ns;
+    pthread_t watch_thread;
+    bool watch_started;
+    bool watch_stop;
     char *tls_cert;
     char *tls_key;
 
@@ -100,11 +128,29 @@ struct store {
 
 enum phase { PH_NEW = 0, PH_BODY, PH_POST, PH_DISCARD, PH_DONE };
 
+/* Who answers a body being received: nobody yet, the watchdog (it sent
+ * RequestTimeout; the rest of the body is dropped, nothing is stored), or
+ * the connection's own thread (the body ended: it verifies and answers).
+ * Whichever moves the state away from W_RECEIVING first wins. */
+enum watch_state { W_RECEIVING = 0, W_TIMED_OUT, W_FINISHING };
+
+/* One per connection (libmicrohttpd's socket context), for the deadline on
+ * request heads: in_request and head_start_ns are written by the
+ * connection's thread; the links and shut only under s->watch_mu. */
+typedef struct conn_watch {
+    int sock;
+    atomic_bool in_request;        /* a request head is complete */
+    _Atomic int64_t head_start_ns; /* connection start or previous request's end */
+    bool shut;
+    struct conn_watch *prev, *next;
+} conn_watch;
+
 struct post_state;
 
 typedef struct req {
     store *s;
     char *uri; /* raw request target */
+    bool uri_too_long;
     char id[17];
     enum phase phase;
     store_target t;
@@ -136,6 +182,20 @@ typedef struct req {
     int err_status;
     const char *err_code;
     char err_msg[200];
+
+    /* Body watchdog. progress (bytes of body seen, dropped ones included)
+     * is written by the connection's thread; wstate by either side; the
+     * w_* fields and the links only under s->watch_mu. */
+    atomic_uint_fast64_t progress;
+    atomic_int wstate;
+    bool watched;
+    struct req *w_prev, *w_next;
+    int w_sock;
+    void *w_tls; /* gnutls_session_t of a TLS connection, else NULL */
+    uint64_t w_seen;
+    int64_t w_seen_ns;
+    int64_t w_answered_ns;
+    bool w_shut;
 } req;
 
 /* ---------------------------------------------------------------------- */
@@ -269,39 +329,53 @@ static struct MHD_Response *empty_response(void)
     return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 }
 
-/* The S3 error document, e.g.
+/* Appends the S3 error document to b, e.g.
  * <Error><Code>AccessDenied</Code><Message>grant revoked</Message>
- * <Resource>/ingest/key</Resource><RequestId>…</RequestId></Error> */
+ * <Resource>/ingest/key</Resource><RequestId>…</RequestId></Error>,
+ * and logs the refusal. The resource is r's bucket and, unless no_key, its
+ * key (the body watchdog passes no_key for a form upload, whose key its
+ * connection's thread may be writing). */
+static ferry_err error_xml(const req *r, ferry_buf *b, unsigned status, const char *code,
+                           const char *message, bool no_key)
+{
+    const char *key = no_key ? "" : r->t.key;
+    size_t key_len = no_key ? 0 : r->t.key_len;
+    ferry_err e;
+    e = ferry_buf_append_str(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>");
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(b, code);
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(b, "</Code><Message>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(b, message, strlen(message));
+    if (e == FERRY_OK && r->t.bucket[0] != '\0') {
+        e = ferry_buf_append_str(b, "</Message><Resource>/");
+        if (e == FERRY_OK)
+            e = store_xml_escape(b, r->t.bucket, strlen(r->t.bucket));
+        if (e == FERRY_OK && key_len > 0)
+            e = ferry_buf_append_byte(b, '/');
+        if (e == FERRY_OK)
+            e = store_xml_escape(b, key, key_len);
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(b, "</Resource><RequestId>");
+    } else if (e == FERRY_OK) {
+        e = ferry_buf_append_str(b, "</Message><RequestId>");
+    }
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(b, "%s</RequestId></Error>", r->id);
+    log_info("store.refused", "request_id=%s method=%s status=%u code=%s message=\"%s\" key=\"%s\"",
+             r->id, r->method, status, code, message, key);
+    return e;
+}
+
+/* The S3 error document as the answer to r. */
 static enum MHD_Result respond_error(req *r, struct MHD_Connection *c, unsigned status,
                                      const char *code, const char *message)
 {
     ferry_buf b;
     ferry_err e;
     ferry_buf_init(&b, 8192);
-    e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>");
-    if (e == FERRY_OK)
-        e = ferry_buf_append_str(&b, code);
-    if (e == FERRY_OK)
-        e = ferry_buf_append_str(&b, "</Code><Message>");
-    if (e == FERRY_OK)
-        e = store_xml_escape(&b, message, strlen(message));
-    if (e == FERRY_OK && r->t.bucket[0] != '\0') {
-        e = ferry_buf_append_str(&b, "</Message><Resource>/");
-        if (e == FERRY_OK)
-            e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
-        if (e == FERRY_OK && r->t.key_len > 0)
-            e = ferry_buf_append_byte(&b, '/');
-        if (e == FERRY_OK)
-            e = store_xml_escape(&b, r->t.key, r->t.key_len);
-        if (e == FERRY_OK)
-            e = ferry_buf_append_str(&b, "</Resource><RequestId>");
-    } else if (e == FERRY_OK) {
-        e = ferry_buf_append_str(&b, "</Message><RequestId>");
-    }
-    if (e == FERRY_OK)
-        e = ferry_buf_appendf(&b, "%s</RequestId></Error>", r->id);
-    log_info("store.refused", "request_id=%s method=%s status=%u code=%s message=\"%s\" key=\"%s\"",
-             r->id, r->method, status, code, message, r->t.key);
+    e = error_xml(r, &b, status, code, message, false);
     if (e != FERRY_OK) {
         ferry_buf_cleanup(&b);
         return MHD_NO;
@@ -322,6 +396,277 @@ static void defer_error(req *r, unsigned status, const char *code, const char *m
     r->err_status = (int)status;
     r->err_code = code;
     snprintf(r->err_msg, sizeof r->err_msg, "%s", message);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Body watchdog: RequestTimeout                                            */
+
+/*
+ * S3 answers a body that stops, or trickles too slowly, with 400
+ * RequestTimeout and closes the connection. libmicrohttpd 0.9.75 cannot
+ * do that by itself: its connection timeout closes silently, a response
+ * can only be queued before the body is read or after all of it, and a
+ * silent connection never calls the access handler. So one store thread
+ * looks at every body being received (PutObject and POST) every
+ * WATCH_TICK_MS; one that has sent nothing for idle_timeout, or averages
+ * less than min_upload_rate once min_rate_grace has passed, gets the
+ * RequestTimeout answer written on its socket (through its TLS session)
+ * by this thread, then the end of the stream (TLS close_notify, FIN). The
+ * connection's thread drops whatever body still arrives and stores
+ * nothing; WATCH_LINGER_MS later the watchdog shuts the socket's reading
+ * side, so libmicrohttpd closes the connection and its completion callback
+ * removes the .part file. The linger lets a client that is still sending
+ * read the answer before the close (a close with unread bytes resets the
+ * connection, which can discard the answer on the client's side).
+ *
+ * Writing from this thread while the connection's thread may read is safe:
+ * GnuTLS allows one thread sending and one receiving on a session, and
+ * libmicrohttpd sends nothing while it receives a body (its "100 Continue"
+ * went out before the first byte of body arrived).
+ */
+#define WATCH_TICK_MS   250
+#define WATCH_LINGER_MS 2000
+#define WATCH_SEND_MS   200 /* the answer must fit in the socket buffer by then */
+
+/* Sends data[0..len) on r's connection without blocking for more than
+ * WATCH_SEND_MS; false when it could not. */
+static bool watch_send(req *r, const char *data, size_t len)
+{
+    int64_t deadline = ferry_time_mono_ns() + (int64_t)WATCH_SEND_MS * 1000000;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n;
+        bool again;
+        if (r->w_tls != NULL) {
+            n = gnutls_record_send((gnutls_session_t)r->w_tls, data + off, len - off);
+            again = n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED;
+        } else {
+            n = send(r->w_sock, data + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+        }
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        int64_t left_ms = (deadline - ferry_time_mono_ns()) / 1000000;
+        if (!again || left_ms <= 0)
+            return false;
+        struct pollfd pfd = {.fd = r->w_sock, .events = POLLOUT};
+        (void)poll(&pfd, 1, (int)left_ms);
+    }
+    return true;
+}
+
+static void http_date(int64_t t, char out[64]);
+
+/* Answers r with 400 RequestTimeout and ends the stream; called by the
+ * watchdog under watch_mu once it won r (W_RECEIVING -> W_TIMED_OUT). */
+static void watch_answer(req *r, const char *why)
+{
+    ferry_buf xml, msg;
+    char date[64];
+    bool sent = false;
+    ferry_buf_init(&xml, 8192);
+    ferry_buf_init(&msg, 16384);
+    http_date(ferry_time_now(), date);
+    ferry_err e = error_xml(r, &xml, 400, "RequestTimeout",
+                            "Your socket connection to the server was not read from or written "
+                            "to within the timeout period.",
+                            r->post != NULL);
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(&msg,
+                              "HTTP/1.1 400 Bad Request\r\nDate: %s\r\nServer: Ferry\r\n"
+                              "x-amz-request-id: %s\r\nContent-Type: application/xml\r\n"
+                              "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                              date, r->id, xml.len);
+    if (e == FERRY_OK)
+        e = ferry_buf_append(&msg, xml.data, xml.len);
+    if (e == FERRY_OK)
+        sent = watch_send(r, msg.data, msg.len);
+    if (r->w_tls != NULL)
+        (void)gnutls_bye((gnutls_session_t)r->w_tls, GNUTLS_SHUT_WR);
+    (void)shutdown(r->w_sock, SHUT_WR);
+    log_info("store.request_timeout",
+             "request_id=%s reason=%s received=%" PRIu64 " expected=%" PRIu64 " answered=%s", r->id,
+             why, (uint64_t)atomic_load(&r->progress), r->expected, sent ? "yes" : "no");
+    ferry_buf_cleanup(&xml);
+    ferry_buf_cleanup(&msg);
+    r->w_answered_ns = ferry_time_mono_ns();
+}
+
+/* One look at r (under watch_mu). */
+static void watch_check(store *s, req *r, int64_t now)
+{
+    int state = atomic_load(&r->wstate);
+    if (state == W_FINISHING)
+        return;
+    if (state == W_TIMED_OUT) {
+        /* The linger is over: end the connection (see above). */
+        if (!r->w_shut && now - r->w_answered_ns >= (int64_t)WATCH_LINGER_MS * 1000000) {
+            (void)shutdown(r->w_sock, SHUT_RDWR);
+            r->w_shut = true;
+        }
+        return;
+    }
+    uint64_t seen = atomic_load(&r->progress);
+    if (seen != r->w_seen) {
+        r->w_seen = seen;
+        r->w_seen_ns = now;
+    }
+    const char *why = NULL;
+    int64_t elapsed = now - r->start_ns;
+    if (now - r->w_seen_ns >= s->stall_ns)
+        why = "stalled";
+    else if (s->min_upload_rate > 0 && elapsed > s->min_rate_grace_ns &&
+             (double)seen < (double)s->min_upload_rate * ((double)elapsed / 1e9))
+        why = "too_slow";
+    if (why == NULL)
+        return;
+    int expect = W_RECEIVING;
+    if (atomic_compare_exchange_strong(&r->wstate, &expect, W_TIMED_OUT))
+        watch_answer(r, why);
+}
+
+/* A connection whose request head is not complete head_timeout after the
+ * connection began, or after its previous request ended, is closed: a
+ * client trickling its request line or headers (slowloris) would
+ * otherwise hold the connection as long as it sends a byte within every
+ * idle_timeout. There is no request to answer yet (and before the TLS
+ * handshake no way to): the socket is shut down and libmicrohttpd closes
+ * the connection. */
+static void head_check(store *s, conn_watch *w, int64_t now)
+{
+    if (w->shut || atomic_load(&w->in_request) ||
+        now - atomic_load(&w->head_start_ns) < s->head_timeout_ns)
+        return;
+    (void)shutdown(w->sock, SHUT_RDWR);
+    w->shut = true;
+    log_info("store.head_timeout", "sock=%d", w->sock);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: connections enter and leave s->conns. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    store *s = cls;
+    conn_watch *w;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd_info =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        w = calloc(1, sizeof *w);
+        if (w == NULL || fd_info == NULL) {
+            free(w); /* unwatched: libmicrohttpd's idle timeout still applies */
+            return;
+        }
+        w->sock = fd_info->connect_fd;
+        atomic_store(&w->head_start_ns, ferry_time_mono_ns());
+        pthread_mutex_lock(&s->watch_mu);
+        w->next = s->conns;
+        if (s->conns != NULL)
+            s->conns->prev = w;
+        s->conns = w;
+        pthread_mutex_unlock(&s->watch_mu);
+        *socket_context = w;
+        return;
+    }
+    w = *socket_context;
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&s->watch_mu);
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        s->conns = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&s->watch_mu);
+    free(w);
+    *socket_context = NULL;
+}
+
+/* The connection's head deadline state; NULL when unwatched. */
+static conn_watch *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
+static void *watch_thread(void *arg)
+{
+    store *s = arg;
+    pthread_mutex_lock(&s->watch_mu);
+    while (!s->watch_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)WATCH_TICK_MS * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        (void)pthread_cond_timedwait(&s->watch_cv, &s->watch_mu, &ts);
+        int64_t now = ferry_time_mono_ns();
+        for (req *r = s->watch_head; r != NULL && !s->watch_stop; r = r->w_next)
+            watch_check(s, r, now);
+        for (conn_watch *w = s->conns; w != NULL && !s->watch_stop; w = w->next)
+            head_check(s, w, now);
+    }
+    pthread_mutex_unlock(&s->watch_mu);
+    return NULL;
+}
+
+/* Puts r (whose body is about to arrive on connection c) under watch, and
+ * gives libmicrohttpd's own timeout for c enough slack that the watchdog
+ * answers first. */
+static void watch_add(req *r, struct MHD_Connection *c)
+{
+    store *s = r->s;
+    const union MHD_ConnectionInfo *fd_info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *tls_info =
+        s->tls ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION) : NULL;
+    if (fd_info == NULL || (s->tls && (tls_info == NULL || tls_info->tls_session == NULL)))
+        return; /* unwatched: libmicrohttpd's idle timeout still applies */
+    /* on_access() sets it back when the body has ended. */
+    (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                                    s->idle_timeout_s + (WATCH_LINGER_MS / 1000) + 3);
+    pthread_mutex_lock(&s->watch_mu);
+    r->w_sock = fd_info->connect_fd;
+    r->w_tls = tls_info != NULL ? tls_info->tls_session : NULL;
+    r->w_seen = atomic_load(&r->progress);
+    r->w_seen_ns = ferry_time_mono_ns();
+    r->w_next = s->watch_head;
+    r->w_prev = NULL;
+    if (s->watch_head != NULL)
+        s->watch_head->w_prev = r;
+    s->watch_head = r;
+    r->watched = true;
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+static void watch_remove(req *r)
+{
+    store *s = r->s;
+    if (!r->watched)
+        return;
+    pthread_mutex_lock(&s->watch_mu);
+    if (r->w_prev != NULL)
+        r->w_prev->w_next = r->w_next;
+    else
+        s->watch_head = r->w_next;
+    if (r->w_next != NULL)
+        r->w_next->w_prev = r->w_prev;
+    r->watched = false;
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+/* The body ended: the connection's thread answers it, unless the watchdog
+ * already did (then false: nothing may be stored, the connection closes). */
+static bool watch_claim(req *r)
+{
+    int expect = W_RECEIVING;
+    return atomic_compare_exchange_strong(&r->wstate, &expect, W_FINISHING) ||
+           expect == W_FINISHING;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -349,6 +694,7 @@ static void req_free(req *r)
 {
     if (r == NULL)
         return;
+    watch_remove(r);
     req_discard_upload(r);
     post_state_free(r->post);
     EVP_MD_CTX_free(r->md5);
@@ -373,9 +719,11 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     atomic_fetch_add(&s->active, 1);
     uint64_t n = atomic_fetch_add(&s->seq, 1);
     snprintf(r->id, sizeof r->id, "%s%08" PRIx64, s->id_prefix, n & 0xffffffffu);
-    size_t len = strnlen(uri, STORE_RAW_URI_MAX + 1);
-    if (len <= STORE_RAW_URI_MAX)
+    size_t len = strnlen(uri, (size_t)s->max_target_bytes + 1);
+    if (len <= s->max_target_bytes)
         r->uri = strndup(uri, len);
+    else
+        r->uri_too_long = true;
     /* A NULL uri (too long, out of memory) is refused in on_access. */
     return r;
 }
@@ -384,8 +732,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     req *r = *con_cls;
+    conn_watch *w = conn_of(c);
     (void)cls;
-    (void)c;
+    if (w != NULL) {
+        /* The next request's head is timed from now. */
+        atomic_store(&w->head_start_ns, ferry_time_mono_ns());
+        atomic_store(&w->in_request, false);
+    }
     if (r == NULL)
         return;
     if (r->tmp_exists)
@@ -403,6 +756,7 @@ typedef struct header_list {
     sigv4_kv kv[SIGV4_MAX_HEADERS];
     size_t n;
     size_t total;
+    size_t bytes; /* the header section as sent: "name: value\r\n" each */
 } header_list;
 
 static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -411,6 +765,7 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     header_list *h = cls;
     (void)kind;
     h->total++;
+    h->bytes += strlen(key) + (value != NULL ? strlen(value) : 0) + 4;
     if (h->n < SIGV4_MAX_HEADERS) {
         h->kv[h->n].name = key;
         h->kv[h->n].value = value != NULL ? value : "";
@@ -804,6 +1159,7 @@ static bool pipe_finish(req *r)
 /* PutObject                                                                */
 
 static enum MHD_Result finish_put(req *r, struct MHD_Connection *c);
+static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const header_list *h);
 
 static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_list *h,
                                  const sigv4_verdict *verdict)
@@ -818,7 +1174,7 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
     ferry_err e;
 
     if (header(c, "x-amz-copy-source") != NULL)
-        return respond_error(r, c, 501, "NotImplemented", "CopyObject is not supported");
+        return copy_object(r, c, h);
     if (te != NULL || cl == NULL)
         return respond_error(r, c, 411, "MissingContentLength",
                              "You must provide the Content-Length HTTP header "
@@ -885,6 +1241,7 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
     r->phase = PH_BODY;
     if (r->expected == 0)
         return finish_put(r, c);
+    watch_add(r, c);
     return MHD_YES;
 }
 
@@ -920,25 +1277,8 @@ static bool body_write(req *r, const char *data, size_t len)
     return true;
 }
 
-/* A body that arrives slower than [store] min_upload_rate once the grace
- * time has passed holds a slot for nothing (slowloris). */
-static bool too_slow(req *r)
-{
-    store *s = r->s;
-    if (s->min_upload_rate == 0)
-        return false;
-    int64_t elapsed = ferry_time_mono_ns() - r->start_ns;
-    if (elapsed > s->min_rate_grace_ns &&
-        (double)r->received < (double)s->min_upload_rate * ((double)elapsed / 1e9)) {
-        log_info("store.too_slow", "request_id=%s received=%" PRIu64 " elapsed_ms=%" PRId64, r->id,
-                 r->received, elapsed / 1000000);
-        return true;
-    }
-    return false;
-}
-
-/* One chunk of body: to the file and the digests. MHD_NO drops the
- * connection (a client too slow to be worth its slot). */
+/* One chunk of body: to the file and the digests. (A client too slow to
+ * be worth its slot is answered by the body watchdog.) */
 static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
 {
     if (r->received + len > r->expected) {
@@ -952,7 +1292,7 @@ static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
         r->phase = PH_DISCARD;
         return MHD_YES;
     }
-    return too_slow(r) ? MHD_NO : MHD_YES;
+    return MHD_YES;
 }
 
 /* The end of an upload (PUT or POST): verifies the digests, commits the
@@ -1084,6 +1424,221 @@ static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
     if (r->want_checksum)
         MHD_add_response_header(resp, "x-amz-checksum-sha256", header(c, "x-amz-checksum-sha256"));
     return queue(r, c, 200, resp);
+}
+
+/* ---------------------------------------------------------------------- */
+/* CopyObject                                                               */
+
+/* Copies n bytes from in to out (both at offset 0): copy_file_range, so the
+ * kernel moves the bytes (or shares the extents where the file system can),
+ * with a read/write fallback where it cannot. */
+static bool copy_bytes(int in, int out, uint64_t n)
+{
+    loff_t off_in = 0, off_out = 0;
+    while (n > 0) {
+        size_t chunk = n > (1u << 30) ? (size_t)(1u << 30) : (size_t)n;
+        ssize_t k = copy_file_range(in, &off_in, out, &off_out, chunk, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 &&
+            (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+            char buf[65536];
+            size_t want = chunk < sizeof buf ? chunk : sizeof buf;
+            k = pread(in, buf, want, off_in);
+            if (k > 0 && !write_all(out, (const unsigned char *)buf, (size_t)k))
+                return false;
+            if (k > 0) {
+                off_in += k;
+                off_out += k;
+            }
+        }
+        if (k <= 0)
+            return false; /* an error, or the source shorter than its record */
+        n -= (uint64_t)k;
+    }
+    return true;
+}
+
+/* CopyObject: PUT with x-amz-copy-source, for operators. The source's bytes
+ * go to a new data file committed like an upload (fdatasync, rename, fsync
+ * of the directory, then the ledger row); the copy keeps the source's
+ * ETag, SHA-256 and size, and its content type and metadata unless
+ * x-amz-metadata-directive is REPLACE. Not supported: versions and the
+ * x-amz-copy-source-if-* conditions (NotImplemented, rather than copying
+ * while ignoring a condition). */
+static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const header_list *h)
+{
+    store *s = r->s;
+    const char *src = header(c, "x-amz-copy-source");
+    const char *cl = header(c, "Content-Length");
+    const char *directive = header(c, "x-amz-metadata-directive");
+    const char *why = NULL;
+    char src_path[STORE_RAW_PATH_MAX + 2];
+    store_target *st = NULL;
+    ledger_object *o = NULL;
+    ledger *l;
+    char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    char iso[32];
+    int in = -1;
+    struct stat sb;
+    bool replace;
+    ferry_err e;
+    enum MHD_Result ret;
+    ferry_buf b;
+
+    if (r->is_grant)
+        return respond_error(r, c, 403, "AccessDenied", "device credentials may not copy objects");
+    if (header(c, "Transfer-Encoding") != NULL || (cl != NULL && strcmp(cl, "0") != 0))
+        return respond_error(r, c, 400, "InvalidRequest", "CopyObject takes no request body.");
+    if (header(c, "x-amz-copy-source-if-match") != NULL ||
+        header(c, "x-amz-copy-source-if-none-match") != NULL ||
+        header(c, "x-amz-copy-source-if-modified-since") != NULL ||
+        header(c, "x-amz-copy-source-if-unmodified-since") != NULL)
+        return respond_error(r, c, 501, "NotImplemented",
+                             "Copy conditions (x-amz-copy-source-if-*) are not supported.");
+    if (directive != NULL && strcmp(directive, "COPY") != 0 && strcmp(directive, "REPLACE") != 0)
+        return respond_error(r, c, 400, "InvalidArgument", "Unknown metadata directive.");
+    replace = directive != NULL && strcmp(directive, "REPLACE") == 0;
+
+    /* "bucket/key" or "/bucket/key", URL-encoded, maybe "?versionId=". */
+    size_t src_len = strcspn(src, "?");
+    if (src[src_len] == '?')
+        return respond_error(r, c, 501, "NotImplemented", "Object versions are not supported.");
+    if (src[0] == '/') {
+        src++;
+        src_len--;
+    }
+    if (src_len + 1 > STORE_RAW_PATH_MAX)
+        return respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+    src_path[0] = '/';
+    memcpy(src_path + 1, src, src_len);
+    src_path[src_len + 1] = '\0';
+    st = calloc(1, sizeof *st);
+    o = calloc(1, sizeof *o);
+    if (st == NULL || o == NULL) {
+        ret = respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    store_path_result pr = store_parse_path(src_path, src_len + 1, st);
+    if (pr == STORE_PATH_KEY_TOO_LONG) {
+        ret = respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+        goto out;
+    }
+    if (pr != STORE_PATH_OK || st->key_len == 0 || memchr(st->key, '\0', st->key_len) != NULL) {
+        ret = respond_error(r, c, 400, "InvalidArgument",
+                            "Copy Source must mention the source bucket and key: "
+                            "sourcebucket/sourcekey");
+        goto out;
+    }
+    if (strcmp(st->bucket, s->bucket) != 0) {
+        ret = respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
+        goto out;
+    }
+    if (!replace && st->key_len == r->t.key_len && memcmp(st->key, r->t.key, st->key_len) == 0) {
+        ret = respond_error(r, c, 400, "InvalidRequest",
+                            "This copy request is illegal because it is trying to copy an object "
+                            "to itself without changing the object's metadata, storage class, "
+                            "website redirect location or encryption attributes.");
+        goto out;
+    }
+    if (replace) {
+        const char *ct = header(c, "Content-Type");
+        if (ct == NULL || ct[0] == '\0')
+            ct = DEFAULT_CONTENT_TYPE;
+        if (strlen(ct) > LEDGER_CONTENT_TYPE_MAX) {
+            ret = respond_error(r, c, 400, "InvalidArgument", "Content-Type is too long");
+            goto out;
+        }
+        snprintf(r->content_type, sizeof r->content_type, "%s", ct);
+        if (!collect_meta(h, r->meta, sizeof r->meta, &why)) {
+            ret = respond_error(r, c, 400, "MetadataTooLarge", why);
+            goto out;
+        }
+    }
+
+    l = pool_take(s);
+    e = ledger_object_get(l, st->bucket, st->key, o);
+    pool_give(s, l);
+    if (e == FERRY_OK)
+        e = store_fs_open_object(&s->fs, o->file_id, &in);
+    if (e == FERRY_ERR_NOT_FOUND) {
+        ret = respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
+        goto out;
+    }
+    if (e != FERRY_OK || fstat(in, &sb) != 0 || (uint64_t)sb.st_size != o->size) {
+        ret = respond_error(r, c, 500, "InternalError", "the source object cannot be read");
+        goto out;
+    }
+    if ((e = store_fs_new_id(r->file_id)) != FERRY_OK ||
+        (e = store_fs_create_tmp(&s->fs, r->file_id, &r->fd)) != FERRY_OK) {
+        ret = respond_error(r, c, 500, "InternalError", "cannot create the temporary file");
+        goto out;
+    }
+    r->tmp_exists = true;
+    if (!copy_bytes(in, r->fd, o->size) || store_fs_commit(&s->fs, r->fd, r->file_id) != FERRY_OK) {
+        log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
+        ret = respond_error(r, c, 500, "InternalError", "the store could not write the object");
+        goto out; /* req_free removes the .part file */
+    }
+    close(r->fd);
+    r->fd = -1;
+    r->tmp_exists = false;
+
+    /* The new row: the source's bytes and digests, this key and file; an
+     * operator's object (no device, no grant to consume). */
+    snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
+    memcpy(o->key, r->t.key, r->t.key_len + 1);
+    snprintf(o->file_id, sizeof o->file_id, "%s", r->file_id);
+    if (replace) {
+        snprintf(o->content_type, sizeof o->content_type, "%s", r->content_type);
+        snprintf(o->meta, sizeof o->meta, "%s", r->meta);
+    }
+    o->device[0] = '\0';
+    o->grant_id[0] = '\0';
+    o->created_at = ferry_time_now();
+    e = group_commit(s, o, o->created_at, replaced);
+    if (e != FERRY_OK) {
+        store_fs_remove_object(&s->fs, r->file_id);
+        ret = respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+        goto out;
+    }
+    if (replaced[0] != '\0')
+        store_fs_remove_object(&s->fs, replaced);
+    log_info("store.object_copied", "request_id=%s key=\"%s\" source=\"%s\" size=%" PRIu64, r->id,
+             o->key, st->key, o->size);
+    {
+        struct tm tm;
+        time_t tt = (time_t)o->created_at;
+        gmtime_r(&tt, &tm);
+        strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    }
+    ferry_buf_init(&b, 1024);
+    e = ferry_buf_appendf(&b,
+                          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult "
+                          "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>%s"
+                          "</LastModified><ETag>&quot;%s&quot;</ETag></CopyObjectResult>",
+                          iso, o->etag);
+    if (e != FERRY_OK) {
+        ferry_buf_cleanup(&b);
+        ret = MHD_NO;
+        goto out;
+    }
+    {
+        struct MHD_Response *resp = buf_response(&b);
+        ferry_buf_cleanup(&b);
+        if (resp == NULL) {
+            ret = MHD_NO;
+            goto out;
+        }
+        MHD_add_response_header(resp, "Content-Type", "application/xml");
+        ret = queue(r, c, 200, resp);
+    }
+out:
+    if (in >= 0)
+        close(in);
+    free(st);
+    free(o);
+    return ret;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1330,6 +1885,7 @@ static enum MHD_Result begin_post(req *r, struct MHD_Connection *c)
                              "multipart/form-data.");
     r->start_ns = ferry_time_mono_ns();
     r->phase = PH_POST;
+    watch_add(r, c);
     return MHD_YES;
 }
 
@@ -1339,7 +1895,7 @@ static enum MHD_Result post_chunk(req *r, const char *data, size_t len)
     if (!ps->failed && MHD_post_process(ps->pp, data, len) != MHD_YES && !ps->failed)
         post_fail(r, ps, 400, "MalformedPOSTRequest",
                   "The body of your POST request is not well-formed multipart/form-data.");
-    return (ps->file_started && !ps->failed && too_slow(r)) ? MHD_NO : MHD_YES;
+    return MHD_YES;
 }
 
 static enum MHD_Result finish_post(req *r, struct MHD_Connection *c)
@@ -1796,6 +2352,8 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
     bool is_put, is_get, is_head, is_delete;
     char *q;
     size_t path_len;
+    char msg[160];
+    char sub[40];
 
     if (strlen(method) > 16) {
         r->method = "?";
@@ -1803,51 +2361,85 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
                              "The specified method is not allowed against this resource.");
     }
     r->method = method;
-    if (r->uri == NULL)
-        return respond_error(r, c, 414, "InvalidURI", "The request target is too long.");
+    /* The store's own limits on the request head come first, and are set
+     * below libmicrohttpd's memory limit (store_min_conn_memory), so that a
+     * client over them gets an S3 answer rather than libmicrohttpd's HTML. */
+    if (r->uri == NULL) {
+        if (!r->uri_too_long)
+            return respond_error(r, c, 500, "InternalError", "out of memory");
+        snprintf(msg, sizeof msg, "The request target is longer than %u bytes.",
+                 s->max_target_bytes);
+        return respond_error(r, c, 414, "InvalidURI", msg);
+    }
+    h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return respond_error(r, c, 500, "InternalError", "out of memory");
+    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, h);
+    if (h->total > s->max_headers || h->bytes > s->max_header_bytes) {
+        snprintf(msg, sizeof msg,
+                 "Your request header section exceeds the maximum allowed size (%u headers, "
+                 "%u bytes).",
+                 s->max_headers, s->max_header_bytes);
+        ret = respond_error(r, c, 400, "RequestHeaderSectionTooLarge", msg);
+        goto out;
+    }
     q = strchr(r->uri, '?');
     path_len = q != NULL ? (size_t)(q - r->uri) : strlen(r->uri);
     switch (store_parse_path(r->uri, path_len, &r->t)) {
     case STORE_PATH_OK:
         break;
     case STORE_PATH_KEY_TOO_LONG:
-        return respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+        ret = respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+        goto out;
     case STORE_PATH_BAD_KEY:
-        return respond_error(r, c, 400, "InvalidArgument",
-                             "Object keys must be UTF-8 without control characters.");
+        ret = respond_error(r, c, 400, "InvalidArgument",
+                            "Object keys must be UTF-8 without control characters.");
+        goto out;
     case STORE_PATH_BAD_BUCKET:
-        return respond_error(r, c, 400, "InvalidBucketName", "The specified bucket is not valid.");
+        ret = respond_error(r, c, 400, "InvalidBucketName", "The specified bucket is not valid.");
+        goto out;
     default:
-        return respond_error(r, c, 400, "InvalidURI", "Couldn't parse the specified URI.");
+        ret = respond_error(r, c, 400, "InvalidURI", "Couldn't parse the specified URI.");
+        goto out;
     }
     /* The key must not have been truncated at a NUL by the decoder. */
-    if (memchr(r->t.key, '\0', r->t.key_len) != NULL)
-        return respond_error(r, c, 400, "InvalidArgument", "Object keys must not contain NUL");
+    if (memchr(r->t.key, '\0', r->t.key_len) != NULL) {
+        ret = respond_error(r, c, 400, "InvalidArgument", "Object keys must not contain NUL");
+        goto out;
+    }
+    /* PUT ?acl, DELETE ?tagging, PUT ?partNumber&uploadId... are other
+     * operations than the plain request: served as that, they would
+     * overwrite or delete the object. */
+    if (q != NULL && store_query_subresource(q + 1, strlen(q + 1), sub, sizeof sub)) {
+        if (strcmp(sub, "uploads") == 0 || strcmp(sub, "uploadId") == 0 ||
+            strcmp(sub, "partNumber") == 0)
+            snprintf(msg, sizeof msg, "Multipart upload is not supported (?%s).", sub);
+        else
+            snprintf(msg, sizeof msg, "The ?%s sub-resource is not supported.", sub);
+        ret = respond_error(r, c, 501, "NotImplemented", msg);
+        goto out;
+    }
 
     is_put = strcmp(method, "PUT") == 0;
     is_get = strcmp(method, "GET") == 0;
     is_head = strcmp(method, "HEAD") == 0;
     is_delete = strcmp(method, "DELETE") == 0;
-    if (!is_put && !is_get && !is_head && !is_delete && strcmp(method, "POST") != 0)
-        return respond_error(r, c, 405, "MethodNotAllowed",
-                             "The specified method is not allowed against this resource.");
+    if (!is_put && !is_get && !is_head && !is_delete && strcmp(method, "POST") != 0) {
+        ret = respond_error(r, c, 405, "MethodNotAllowed",
+                            "The specified method is not allowed against this resource.");
+        goto out;
+    }
 
     if (strcmp(method, "POST") == 0) {
         /* A form upload carries its signature in the form (the policy), so
          * it is checked when the file field begins (post_start_file). */
         if (r->t.bucket[0] == '\0' || r->t.key_len != 0)
-            return respond_error(r, c, 405, "MethodNotAllowed",
-                                 "POST uploads go to the bucket (/<bucket>).");
-        if (strcmp(r->t.bucket, s->bucket) != 0)
-            return respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
-        return begin_post(r, c);
-    }
-    h = calloc(1, sizeof *h);
-    if (h == NULL)
-        return MHD_NO;
-    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, h);
-    if (h->total > s->max_headers || h->total > SIGV4_MAX_HEADERS) {
-        ret = respond_error(r, c, 400, "InvalidRequest", "Too many request headers.");
+            ret = respond_error(r, c, 405, "MethodNotAllowed",
+                                "POST uploads go to the bucket (/<bucket>).");
+        else if (strcmp(r->t.bucket, s->bucket) != 0)
+            ret = respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
+        else
+            ret = begin_post(r, c);
         goto out;
     }
     p = authenticate(r, c, h, &verdict, &ret);
@@ -1900,9 +2492,30 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     (void)version;
     if (r == NULL)
         return MHD_NO;
+    if (r->phase == PH_BODY || r->phase == PH_POST || r->phase == PH_DISCARD) {
+        atomic_fetch_add(&r->progress, *upload_data_size);
+        if (atomic_load(&r->wstate) == W_TIMED_OUT) {
+            /* Answered RequestTimeout: drop the rest, store nothing; at the
+             * body's end, close (there is nothing more to answer). */
+            bool more = *upload_data_size > 0;
+            *upload_data_size = 0;
+            return more ? MHD_YES : MHD_NO;
+        }
+        if (*upload_data_size == 0) {
+            if (!watch_claim(r))
+                return MHD_NO;
+            if (r->watched) /* the watchdog is done with it: the idle timeout again */
+                (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                                                r->s->idle_timeout_s);
+        }
+    }
     switch (r->phase) {
-    case PH_NEW:
+    case PH_NEW: {
+        conn_watch *w = conn_of(c);
+        if (w != NULL)
+            atomic_store(&w->in_request, true);
         return begin(r, c, method);
+    }
     case PH_BODY:
         if (*upload_data_size > 0) {
             size_t n = *upload_data_size;
@@ -1963,6 +2576,20 @@ static void free_secret_str(char *p)
     free(p);
 }
 
+/* libmicrohttpd 0.9.75 keeps the request line and the header section in
+ * the connection's memory pool, with a record of about 48 bytes per header
+ * (measured: a 64 KiB pool holds up to 65,365 bytes of request line, or
+ * 922 empty headers). */
+#define MHD_HEADER_RECORD 64u
+#define MHD_HEAD_FIXED    1024u /* method, version, CRLFs, pool bookkeeping */
+
+unsigned store_min_conn_memory(unsigned max_target_bytes, unsigned max_header_bytes,
+                               unsigned max_headers)
+{
+    return max_target_bytes + max_header_bytes + max_headers * MHD_HEADER_RECORD + MHD_HEAD_FIXED +
+           STORE_HEAD_MARGIN;
+}
+
 ferry_err store_new(const store_config *cfg, store **out)
 {
     ferry_err err = FERRY_OK;
@@ -2007,6 +2634,15 @@ ferry_err store_new(const store_config *cfg, store **out)
     pthread_cond_init(&s->pool_cv, NULL);
     pthread_mutex_init(&s->cq_mu, NULL);
     pthread_cond_init(&s->cq_cv, NULL);
+    pthread_mutex_init(&s->watch_mu, NULL);
+    {
+        /* The watchdog's ticks are measured on the monotonic clock. */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&s->watch_cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     s->pool_ready = true;
     s->bucket = strdup(cfg->bucket);
     s->region = strdup(cfg->region);
@@ -2031,6 +2667,30 @@ ferry_err store_new(const store_config *cfg, store **out)
     s->min_upload_rate = cfg->min_upload_rate;
     s->min_rate_grace_ns = (int64_t)cfg->min_rate_grace_s * 1000000000;
     s->max_headers = cfg->max_headers > 0 ? cfg->max_headers : SIGV4_MAX_HEADERS;
+    if (s->max_headers > SIGV4_MAX_HEADERS)
+        s->max_headers = SIGV4_MAX_HEADERS;
+    s->max_target_bytes = cfg->max_target_bytes > 0 ? cfg->max_target_bytes : STORE_TARGET_DEFAULT;
+    if (s->max_target_bytes > STORE_RAW_URI_MAX)
+        s->max_target_bytes = STORE_RAW_URI_MAX;
+    s->max_header_bytes =
+        cfg->max_header_bytes > 0 ? cfg->max_header_bytes : STORE_HEADER_BYTES_DEFAULT;
+    s->idle_timeout_s = cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 30;
+    s->stall_ns = (int64_t)s->idle_timeout_s * 1000000000;
+    s->head_timeout_ns =
+        (int64_t)(cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 40) * 1000000000;
+    {
+        unsigned need =
+            store_min_conn_memory(s->max_target_bytes, s->max_header_bytes, s->max_headers);
+        if (cfg->conn_memory_bytes < need) {
+            log_error("store.config",
+                      "error=\"connection_memory (%u) must be at least %u for max_request_target "
+                      "= %u, max_header_bytes = %u, max_headers = %u\"",
+                      cfg->conn_memory_bytes, need, s->max_target_bytes, s->max_header_bytes,
+                      s->max_headers);
+            err = FERRY_ERR_CONFIG;
+            goto out;
+        }
+    }
     if (RAND_bytes(rnd, sizeof rnd) != 1) {
         err = FERRY_ERR_CRYPTO;
         goto out;
@@ -2068,6 +2728,7 @@ ferry_err store_new(const store_config *cfg, store **out)
             (err = read_small_file(cfg->tls_key_file, &s->tls_key)) != FERRY_OK)
             goto out;
         flags |= MHD_USE_TLS;
+        s->tls = true;
     }
 
     s->daemon = MHD_start_daemon(
@@ -2077,6 +2738,7 @@ ferry_err store_new(const store_config *cfg, store **out)
         cfg->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->conn_memory_bytes,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         cfg->plain_http ? MHD_OPTION_END : MHD_OPTION_HTTPS_MEM_CERT, s->tls_cert,
         MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_HTTPS_PRIORITIES,
         "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_END);
@@ -2086,6 +2748,11 @@ ferry_err store_new(const store_config *cfg, store **out)
         err = FERRY_ERR_IO;
         goto out;
     }
+    if (pthread_create(&s->watch_thread, NULL, watch_thread, s) != 0) {
+        err = FERRY_ERR_NOMEM;
+        goto out;
+    }
+    s->watch_started = true;
     log_info("store.started", "listen=%s port=%d tls=%s bucket=%s data_dir=%s threads=%u",
              cfg->listen, cfg->port, cfg->plain_http ? "no" : "yes", s->bucket, cfg->data_dir,
              cfg->threads);
@@ -2115,6 +2782,14 @@ void store_stop(store *s, int64_t timeout_ms)
      * which remove the temporary files of unfinished uploads. */
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
+    if (s->watch_started) {
+        pthread_mutex_lock(&s->watch_mu);
+        s->watch_stop = true;
+        pthread_cond_signal(&s->watch_cv);
+        pthread_mutex_unlock(&s->watch_mu);
+        pthread_join(s->watch_thread, NULL);
+        s->watch_started = false;
+    }
     log_info("store.stopped", "aborted=%d", left);
 }
 
@@ -2137,6 +2812,8 @@ void store_free(store *s)
         pthread_cond_destroy(&s->pool_cv);
         pthread_mutex_destroy(&s->cq_mu);
         pthread_cond_destroy(&s->cq_cv);
+        pthread_mutex_destroy(&s->watch_mu);
+        pthread_cond_destroy(&s->watch_cv);
     }
     free(s->bucket);
     free(s->region);

@@ -50,12 +50,32 @@ typedef struct store_config {
     unsigned per_ip_connections; /* 0: no per-address limit */
     unsigned threads;
     unsigned idle_timeout_s;    /* no byte for this long: connection closed */
+    unsigned header_timeout_s;  /* a request head must be complete this long
+                                   after the connection's start or its
+                                   previous request's end; 0: 40 s */
     uint64_t min_upload_rate;   /* bytes/s a body must average ... */
     unsigned min_rate_grace_s;  /* ... once it has been arriving this long */
     unsigned conn_memory_bytes; /* per connection: request line + headers
                                    must fit, and it is the receive buffer */
     unsigned max_headers;       /* header count */
+    unsigned max_target_bytes;  /* request target (path + query as sent);
+                                   0: STORE_TARGET_DEFAULT */
+    unsigned max_header_bytes;  /* header section (names, values, ": ",
+                                   CRLF); 0: STORE_HEADER_BYTES_DEFAULT */
 } store_config;
+
+#define STORE_TARGET_DEFAULT       8192u
+#define STORE_HEADER_BYTES_DEFAULT 16384u
+
+/* The smallest conn_memory_bytes that lets the store's own limits on the
+ * request target, the header section and the header count answer before
+ * libmicrohttpd runs out of connection memory (and answers 414/431 with its
+ * own HTML): the three limits, libmicrohttpd's per-header bookkeeping, and
+ * STORE_HEAD_MARGIN bytes of requests over the limits that still get the
+ * store's S3 XML answer. store_new() refuses a smaller value. */
+#define STORE_HEAD_MARGIN 4096u
+unsigned store_min_conn_memory(unsigned max_target_bytes, unsigned max_header_bytes,
+                               unsigned max_headers);
 
 /* Prepares the data directory (sweeping what an interrupted run left),
  * opens its ledger handles, loads the TLS certificate and starts listening.

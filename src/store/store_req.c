@@ -4,6 +4,7 @@
  */
 #include "store_req.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -90,6 +91,77 @@ bool store_key_check(const char *key, size_t len)
         i += n;
     }
     return true;
+}
+
+/* The sub-resources of the S3 API (the signature V2 list and the newer
+ * ones), sorted, less "location". */
+static const char *const subresources[] = {
+    "accelerate",
+    "acl",
+    "analytics",
+    "attributes",
+    "cors",
+    "delete",
+    "encryption",
+    "intelligent-tiering",
+    "inventory",
+    "legal-hold",
+    "lifecycle",
+    "logging",
+    "metadataTable",
+    "metrics",
+    "notification",
+    "object-lock",
+    "ownershipControls",
+    "partNumber",
+    "policy",
+    "policyStatus",
+    "publicAccessBlock",
+    "replication",
+    "requestPayment",
+    "restore",
+    "retention",
+    "select",
+    "session",
+    "tagging",
+    "torrent",
+    "uploadId",
+    "uploads",
+    "versionId",
+    "versioning",
+    "versions",
+    "website",
+};
+
+bool store_query_subresource(const char *query, size_t len, char *name, size_t name_size)
+{
+    size_t i = 0;
+    if (query == NULL || name == NULL || name_size == 0)
+        return false;
+    while (i < len) {
+        size_t end = i;
+        while (end < len && query[end] != '&')
+            end++;
+        size_t n_end = i;
+        while (n_end < end && query[n_end] != '=')
+            n_end++;
+        /* No sub-resource name is longer than 32 bytes, escaped or not
+         * (three bytes an escaped character). */
+        char dec[32 * 3 + 1];
+        size_t dlen = 0;
+        if (n_end - i <= 32 * 3 &&
+            store_pct_decode(query + i, n_end - i, dec, sizeof dec, &dlen) == FERRY_OK &&
+            dlen == strlen(dec)) {
+            for (size_t k = 0; k < sizeof subresources / sizeof subresources[0]; k++) {
+                if (strcmp(dec, subresources[k]) == 0) {
+                    snprintf(name, name_size, "%s", dec);
+                    return true;
+                }
+            }
+        }
+        i = end + 1;
+    }
+    return false;
 }
 
 /* S3 bucket names: 3..63 of a-z 0-9 . - (the store serves one; anything

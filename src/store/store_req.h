@@ -64,6 +64,17 @@ store_pct_decode(const char *src, size_t len, char *dst, size_t dst_size, size_t
  * such part or it is not a well-formed grant id. */
 bool store_key_grant_id(const char *key, char *out, size_t out_size);
 
+/* The S3 sub-resource ("?acl", "?uploads", "?uploadId=", "?tagging",
+ * "?versionId=", ...) that query[0..len) (the raw query string, without
+ * '?') names and the store does not implement, if any: such a request
+ * means another operation than the plain object or bucket request (PUT
+ * ?acl is PutObjectAcl, DELETE ?tagging is DeleteObjectTagging), so it
+ * must be refused, never served as that plain request. "location"
+ * (GetBucketLocation) is implemented. Names are percent-decoded before
+ * they are compared. Returns true and the name (NUL-terminated, cut to
+ * name_size - 1) when there is one. */
+bool store_query_subresource(const char *query, size_t len, char *name, size_t name_size);
+
 /* A byte range resolved against an object of size bytes. */
 typedef enum store_range_result {
     STORE_RANGE_NONE = 0,      /* no Range header, or one we ignore (as S3

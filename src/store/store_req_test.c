@@ -1,7 +1,8 @@
 /*
  * store_req_test.c - unit tests of the store's pure request helpers: path
- * splitting and key checks (hostile bytes, lengths, UTF-8), grant ids in
- * keys, Range headers, escaping and base64 digests.
+ * splitting and key checks (hostile bytes, lengths, UTF-8), S3
+ * sub-resources in queries, grant ids in keys, Range headers, escaping and
+ * base64 digests.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -68,6 +69,44 @@ static void test_paths(void **state)
     assert_int_equal(parse(p, &t), STORE_PATH_KEY_TOO_LONG);
 }
 
+static bool sub(const char *q, char *name)
+{
+    return store_query_subresource(q, strlen(q), name, 40);
+}
+
+static void test_subresources(void **state)
+{
+    char n[40];
+    (void)state;
+    /* Pre-signed URLs, listings and GetBucketLocation name none. */
+    assert_false(sub("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00", n));
+    assert_false(sub("list-type=2&prefix=a&delimiter=%2F&continuation-token=6162", n));
+    assert_false(sub("location", n));
+    assert_false(sub("", n));
+    assert_false(sub("&&=&", n));
+    assert_false(sub("aclx=1&xacl&ac=l", n));
+    /* Those that change what a request means. */
+    assert_true(sub("acl", n));
+    assert_string_equal(n, "acl");
+    assert_true(sub("uploads=", n));
+    assert_string_equal(n, "uploads");
+    assert_true(sub("partNumber=1&uploadId=abc&X-Amz-Date=1", n));
+    assert_string_equal(n, "partNumber");
+    assert_true(sub("X-Amz-Date=1&tagging", n));
+    assert_string_equal(n, "tagging");
+    assert_true(sub("versionId=null", n));
+    assert_true(sub("delete", n));
+    /* Escaped names are the names they spell; bad escapes are no name. */
+    assert_true(sub("%61cl", n));
+    assert_string_equal(n, "acl");
+    assert_false(sub("%zzacl", n));
+    assert_false(sub("acl%00", n));
+    /* A short output buffer cuts the name, and is never overrun. */
+    char small[4];
+    assert_true(store_query_subresource("uploads", 7, small, sizeof small));
+    assert_string_equal(small, "upl");
+}
+
 static void test_grant_ids(void **state)
 {
     char id[64];
@@ -129,6 +168,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_subresources),
         cmocka_unit_test(test_grant_ids),
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_escape_and_digests),

@@ -3,7 +3,8 @@
  * handling that runs before any disk or ledger access (src/store/store_req.h):
  * the request target split into path and query, the path into bucket and
  * key (percent-decoding, UTF-8 and control-character checks, lengths), the
- * grant id taken from the key, the Range header, and the escaping of keys
+ * S3 sub-resource a query names (store_query_subresource), the grant id
+ * taken from the key, the Range header, and the escaping of keys
  * into XML and URLs. The input is "<request target>\n<range header>".
  *
  * Properties checked (abort on violation): an accepted key is within
@@ -60,6 +61,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sigv4_query parsed;
         if (sigv4_parse_query(q + 1, &parsed) == SIGV4_R_OK)
             sigv4_query_cleanup(&parsed);
+        /* A sub-resource found is a short, NUL-free name that occurs in
+         * the query (escaped or not). */
+        char sub[40];
+        if (store_query_subresource(q + 1, strlen(q + 1), sub, sizeof sub) &&
+            (sub[0] == '\0' || strlen(sub) > 32))
+            abort();
     }
     uint64_t sizes[] = {0, 1, 10, 1u << 20, UINT64_MAX / 2};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {

@@ -1,0 +1,173 @@
+"""CopyObject on the embedded store with real clients (boto3, Debian's AWS
+CLI): the copy's bytes, ETag, content type and metadata (COPY and REPLACE
+directives), a replaced destination's old file removed, and every refusal
+with its status and S3 code, each followed by a valid upload with no
+temporary file left. Then the operations the store does not implement
+(multipart upload, ACLs, tagging, versions, DeleteObjects): each is
+answered 501 NotImplemented and leaves the object it names as it was.
+"""
+
+import os
+
+import ferry_harness
+from store_harness import BUCKET, GRANT_KEY, GRANT_SECRET
+from test_store_put import StoreTestCase
+
+
+class CopyObject(StoreTestCase):
+
+    def put(self, key, data, **kw):
+        self.d.boto3().put_object(Bucket=BUCKET, Key=key, Body=data, **kw)
+
+    def assert_code(self, call, status, code):
+        with self.assertRaises(Exception) as cm:
+            call()
+        err = cm.exception.response
+        self.assertEqual(err["ResponseMetadata"]["HTTPStatusCode"], status, err)
+        self.assertEqual(err["Error"]["Code"], code, err)
+
+    def files_match_ledger(self):
+        files = sorted(os.path.basename(f) for f in self.d.object_files())
+        named = sorted(r[0] for r in self.ledger_exec("SELECT file_id FROM objects"))
+        self.assertEqual(files, named)
+
+    def test_copy_keeps_bytes_etag_and_metadata(self):
+        s3 = self.d.boto3()
+        data = os.urandom(300000)
+        self.put("copy/src.bin", data, ContentType="image/png", Metadata={"camera": "north"})
+        r = s3.copy_object(Bucket=BUCKET, Key="copy/dst.bin",
+                           CopySource={"Bucket": BUCKET, "Key": "copy/src.bin"})
+        src = s3.head_object(Bucket=BUCKET, Key="copy/src.bin")
+        dst = s3.head_object(Bucket=BUCKET, Key="copy/dst.bin")
+        self.assertEqual(r["CopyObjectResult"]["ETag"], src["ETag"])
+        self.assertEqual(dst["ETag"], src["ETag"])
+        self.assertEqual(dst["ContentType"], "image/png")
+        self.assertEqual(dst["Metadata"], {"camera": "north"})
+        self.assertEqual(self.get_bytes("copy/dst.bin"), data)
+        rows = self.ledger_exec("SELECT sha256, size, device, grant_id FROM objects"
+                                " WHERE object_key = 'copy/dst.bin'")
+        src_sha = self.ledger_exec("SELECT sha256 FROM objects"
+                                   " WHERE object_key = 'copy/src.bin'")[0][0]
+        self.assertEqual(rows, [(src_sha, len(data), None, None)])  # an operator's object
+        # The source is untouched and independent of the copy.
+        s3.delete_object(Bucket=BUCKET, Key="copy/src.bin")
+        self.assertEqual(self.get_bytes("copy/dst.bin"), data)
+        self.files_match_ledger()
+        self.assert_clean_and_serving()
+
+    def test_replace_directive_and_overwrite(self):
+        s3 = self.d.boto3()
+        self.put("copy/a", b"alpha", ContentType="text/plain", Metadata={"k": "v"})
+        self.put("copy/b", b"old bytes of b")
+        s3.copy_object(Bucket=BUCKET, Key="copy/b", CopySource="%s/copy/a" % BUCKET,
+                       MetadataDirective="REPLACE", ContentType="application/json",
+                       Metadata={"other": "x"})
+        head = s3.head_object(Bucket=BUCKET, Key="copy/b")
+        self.assertEqual(head["ContentType"], "application/json")
+        self.assertEqual(head["Metadata"], {"other": "x"})
+        self.assertEqual(self.get_bytes("copy/b"), b"alpha")
+        # Onto itself with REPLACE: allowed (S3 uses it to change metadata).
+        s3.copy_object(Bucket=BUCKET, Key="copy/a", CopySource="%s/copy/a" % BUCKET,
+                       MetadataDirective="REPLACE", ContentType="text/csv")
+        self.assertEqual(s3.head_object(Bucket=BUCKET, Key="copy/a")["ContentType"], "text/csv")
+        self.assertEqual(self.get_bytes("copy/a"), b"alpha")
+        # The replaced files are gone: exactly the files the ledger names.
+        self.files_match_ledger()
+        self.assert_clean_and_serving()
+
+    def test_aws_cli(self):
+        self.put("copy/cli-src", b"from the cli")
+        self.d.aws("s3api", "copy-object", "--bucket", BUCKET, "--key", "copy/cli-dst",
+                   "--copy-source", "%s/copy/cli-src" % BUCKET)
+        self.assertEqual(self.get_bytes("copy/cli-dst"), b"from the cli")
+        self.d.aws("s3", "cp", "s3://%s/copy/cli-src" % BUCKET, "s3://%s/copy/cli-dst2" % BUCKET)
+        self.assertEqual(self.get_bytes("copy/cli-dst2"), b"from the cli")
+        # A key with spaces and UTF-8 (the copy source is URL-encoded).
+        self.put("copy/ü n.txt", b"utf8")
+        self.d.aws("s3", "cp", "s3://%s/copy/ü n.txt" % BUCKET, "s3://%s/copy/ü 2.txt" % BUCKET)
+        self.assertEqual(self.get_bytes("copy/ü 2.txt"), b"utf8")
+        self.assert_clean_and_serving()
+
+    def test_refusals(self):
+        s3 = self.d.boto3()
+        self.put("copy/r", b"r")
+        self.assert_code(lambda: s3.copy_object(Bucket=BUCKET, Key="copy/x",
+                                                CopySource="%s/copy/missing" % BUCKET),
+                         404, "NoSuchKey")
+        self.assert_code(lambda: s3.copy_object(Bucket=BUCKET, Key="copy/x",
+                                                CopySource="other-bucket/copy/r"),
+                         404, "NoSuchBucket")
+        self.assert_code(lambda: s3.copy_object(Bucket=BUCKET, Key="copy/r",
+                                                CopySource="%s/copy/r" % BUCKET),
+                         400, "InvalidRequest")
+        self.assert_code(lambda: s3.copy_object(Bucket=BUCKET, Key="copy/x",
+                                                CopySource="%s/copy/r" % BUCKET,
+                                                CopySourceIfMatch='"abc"'),
+                         501, "NotImplemented")
+        self.assert_code(lambda: s3.copy_object(Bucket=BUCKET, Key="copy/x",
+                                                CopySource={"Bucket": BUCKET, "Key": "copy/r",
+                                                            "VersionId": "v1"}),
+                         501, "NotImplemented")
+        self.assert_code(lambda: s3.copy_object(Bucket=BUCKET, Key="copy/x",
+                                                CopySource="%s/%s" % (BUCKET, "k" * 1025)),
+                         400, "KeyTooLongError")
+        # Device credentials never copy (they may only upload to a grant).
+        dev = self.d.boto3(access_key=GRANT_KEY, secret=GRANT_SECRET)
+        self.assert_code(lambda: dev.copy_object(Bucket=BUCKET, Key="copy/x",
+                                                 CopySource="%s/copy/r" % BUCKET),
+                         403, "AccessDenied")
+        self.assertFalse(self.exists("copy/x"))
+        self.files_match_ledger()
+        self.assert_clean_and_serving()
+
+
+class NotImplementedOperations(StoreTestCase):
+
+    def test_subresources_are_not_the_plain_operation(self):
+        s3 = self.d.boto3()
+        data = os.urandom(2000)
+        s3.put_object(Bucket=BUCKET, Key="ni/obj", Body=data)
+        calls = [
+            lambda: s3.put_object_acl(Bucket=BUCKET, Key="ni/obj", ACL="private"),
+            lambda: s3.get_object_acl(Bucket=BUCKET, Key="ni/obj"),
+            lambda: s3.put_object_tagging(Bucket=BUCKET, Key="ni/obj",
+                                          Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}),
+            lambda: s3.delete_object_tagging(Bucket=BUCKET, Key="ni/obj"),
+            lambda: s3.create_multipart_upload(Bucket=BUCKET, Key="ni/obj"),
+            lambda: s3.upload_part(Bucket=BUCKET, Key="ni/obj", UploadId="u1", PartNumber=1,
+                                   Body=b"part"),
+            lambda: s3.complete_multipart_upload(
+                Bucket=BUCKET, Key="ni/obj", UploadId="u1",
+                MultipartUpload={"Parts": [{"ETag": '"x"', "PartNumber": 1}]}),
+            lambda: s3.abort_multipart_upload(Bucket=BUCKET, Key="ni/obj", UploadId="u1"),
+            lambda: s3.list_parts(Bucket=BUCKET, Key="ni/obj", UploadId="u1"),
+            lambda: s3.list_multipart_uploads(Bucket=BUCKET),
+            lambda: s3.list_object_versions(Bucket=BUCKET),
+            lambda: s3.delete_object(Bucket=BUCKET, Key="ni/obj", VersionId="v1"),
+            lambda: s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": "ni/obj"}]}),
+        ]
+        for call in calls:
+            with self.assertRaises(Exception) as cm:
+                call()
+            err = cm.exception.response
+            self.assertEqual(err["ResponseMetadata"]["HTTPStatusCode"], 501, err)
+            self.assertEqual(err["Error"]["Code"], "NotImplemented", err)
+            # The object those requests name is as it was.
+            self.assertEqual(self.get_bytes("ni/obj"), data)
+        self.assert_clean_and_serving()
+
+    def test_aws_cli_multipart_upload_refused(self):
+        """aws s3 cp of a file over the CLI's 8 MB multipart threshold: the
+        CLI gets NotImplemented at CreateMultipartUpload; nothing stored."""
+        big = os.path.join(self.h.tmp, "nine-mb")
+        with open(big, "wb") as f:
+            f.write(os.urandom(9 << 20))
+        r = self.d.aws("s3", "cp", big, "s3://%s/ni/big" % BUCKET, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("NotImplemented", r.stderr)
+        self.assertFalse(self.exists("ni/big"))
+        self.assert_clean_and_serving()
+
+
+if __name__ == "__main__":
+    ferry_harness.main()
