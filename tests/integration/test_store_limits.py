@@ -240,7 +240,8 @@ class RequestTimeouts(LimitsTestCase):
             # The store ends the connection itself after its linger, while
             # this client still holds it open: the .part file goes then.
             wait_until(lambda: self.d.tmp_files() == [], timeout=6, what="no .part")
-            self.assertIn("event=store.upload_aborted", self.d.log())
+            wait_until(lambda: "event=store.upload_aborted" in self.d.log(), timeout=5,
+                       what="event=store.upload_aborted in ferryd's log")
         self.assertIn("reason=stalled", self.d.log())
         self.assertFalse(self.exists("op/stalled.bin"))
         self.assert_clean_and_serving()
@@ -337,7 +338,9 @@ class RequestTimeouts(LimitsTestCase):
         self.assertIsNotNone(took, "still open after 20 s")
         self.assertGreater(took, HEAD_S - 1.5)
         self.assertLess(took, HEAD_S + 2.5)
-        self.assertIn("event=store.head_timeout", self.d.log())
+        # The log line may land a moment after the socket is shut.
+        wait_until(lambda: "event=store.head_timeout" in self.d.log(), timeout=5,
+                   what="event=store.head_timeout in ferryd's log")
         self.assert_clean_and_serving()
 
     def test_slow_request_line_closed(self):
