@@ -6,9 +6,23 @@
  * timeout), leased for the target's timeout plus LEASE_MARGIN_MS (so a
  * delivery still running is not handed out again; if a batch outlasts its
  * lease another ferryd on the same ledger may deliver a row twice, which
- * at-least-once allows), deliver them one by one, record each outcome. With nothing due it sleeps
- * poll_ms on a condition variable that outbox_stop() signals, so SIGTERM is answered within one
- * delivery.
+ * at-least-once allows), deliver them, record each outcome. With nothing
+ * due it sleeps poll_ms on a condition variable that outbox_stop() signals,
+ * so SIGTERM is answered within one delivery (or one pipelined batch).
+ *
+ * Webhook and command targets deliver a batch one event at a time. The
+ * MQTT targets and the device's receipts are pipelined: the whole claimed
+ * batch (up to PIPELINE_MAX) is published into a broker_ack_set without
+ * waiting, then the worker waits once for all the PUBACKs and records the
+ * outcomes, the delivered ones in one transaction. What that keeps:
+ * - at least once: a row is marked delivered only after its own PUBACK;
+ *   rows without one are retried (a disconnect loses nothing: their
+ *   leases run out or the retry makes them due again);
+ * - per-key order: a claim holds at most one event of a key (a pending
+ *   event holds the later ones of its key back, ledger.h), and event n+1
+ *   is claimed only once event n is marked delivered, i.e. acknowledged;
+ * - a link that is down is probed with one message per round, as before,
+ *   not flooded with a batch that would pile up in the client's queue.
  */
 #include "outbox.h"
 
@@ -26,6 +40,10 @@
 #include "ledger/ledger.h"
 
 #define CLAIM_MAX 32
+/* Claim size of the pipelined workers, i.e. how many PUBACKs one waits for
+ * at once. libmosquitto keeps at most the broker's Receive Maximum on the
+ * wire and queues the rest in order, so this only bounds the batch. */
+#define PIPELINE_MAX 128
 /* A claim's lease only has to outlast one attempt, which the target bounds
  * (its timeout, plus the kill grace for a command): the margin covers
  * recording the outcome. A ferryd killed mid-delivery thus delays that
@@ -38,6 +56,8 @@ typedef struct worker {
     struct outbox *owner;
     char name[LEDGER_TARGET_NAME_MAX + 1];
     events_target *target; /* NULL for the device's receipts */
+    char *topic;           /* an MQTT target's topic (it is published directly) */
+    broker_ack_set *acks;  /* the pipelined workers' (MQTT, receipts) */
     int64_t timeout_ms;
     int64_t lease_ms;
     size_t claim_max;
@@ -46,11 +66,17 @@ typedef struct worker {
     ledger *ledger;
     pthread_t thread;
     bool started;
-    unsigned seed; /* rand_r state for the jitter (not a secret) */
-    ledger_delivery batch[CLAIM_MAX];
-    int64_t done[CLAIM_MAX]; /* delivered, not yet marked in the ledger */
+    unsigned seed;          /* rand_r state for the jitter (not a secret) */
+    ledger_delivery *batch; /* claim_max rows */
+    int64_t *done;          /* delivered, not yet marked in the ledger */
     size_t done_count;
+    /* Pipelined workers: per batch row, its message in `acks` (or
+     * NOT_PUBLISHED) and, when it could not be published, why. */
+    size_t *slot;
+    ferry_err *publish_err;
 } worker;
+
+#define NOT_PUBLISHED ((size_t)-1)
 
 struct outbox {
     char *prefix;
@@ -237,6 +263,159 @@ static void flush_done(worker *w)
     w->done_count = 0;
 }
 
+/* The message a pipelined worker publishes for ev and its topic: the
+ * receipt on the device's response topic, or the event on the target's. */
+static ferry_err pipelined_message(worker *w, const ledger_event *ev, ferry_buf *msg,
+                                   char *topic_buf, size_t topic_size, const char **topic)
+{
+    events_object obj;
+    ferry_err err;
+
+    object_of(w->owner, ev, &obj);
+    ferry_buf_reset(msg);
+    if (w->target != NULL) {
+        *topic = w->topic;
+        return events_format(&obj, msg);
+    }
+    if ((err = device_topic(w->owner, obj.device, topic_buf, topic_size)) != FERRY_OK)
+        return err;
+    *topic = topic_buf;
+    return events_receipt(&obj, msg);
+}
+
+static void record_dead(worker *w, const ledger_delivery *ld, const char *detail)
+{
+    ferry_err err =
+        ledger_delivery_dead(w->ledger, ld->event.seq, w->name, ld->attempts + 1, detail);
+    log_error("event.dead_letter", "event=%s target=%s attempts=%u detail=\"%s\"", ld->event.id,
+              w->name, ld->attempts + 1, detail);
+    if (err != FERRY_OK && err != FERRY_ERR_CONFLICT)
+        log_error("event.record_failed", "event=%s target=%s error=\"%s\"", ld->event.id, w->name,
+                  ferry_err_str(err));
+}
+
+/* Publishes the first `window` rows of the batch without waiting. A row
+ * that can never be published (no message can be built, too large for the
+ * broker) is dead-lettered at once; a publish the client refuses for now
+ * (out of memory, ...) ends the window there: it and the rest are retried.
+ * Returns the new window. */
+static size_t publish_window(worker *w, size_t window)
+{
+    ferry_buf msg;
+    char topic_buf[TOPIC_MAX], detail[256];
+    const char *topic = NULL;
+
+    ferry_buf_init(&msg,
+                   (w->target == NULL ? EVENTS_MAX_DEVICE_MESSAGE_LEN : EVENTS_MAX_EVENT_LEN) + 1);
+    for (size_t i = 0; i < window; i++) {
+        ledger_delivery *ld = &w->batch[i];
+        ferry_err err = pipelined_message(w, &ld->event, &msg, topic_buf, sizeof topic_buf, &topic);
+        if (err != FERRY_OK) {
+            /* The row cannot become a message (it never will). */
+            snprintf(detail, sizeof detail, "cannot build the %s: %s",
+                     w->target == NULL ? "receipt" : "event", ferry_err_str(err));
+            w->publish_err[i] = FERRY_ERR_INVALID;
+            record_dead(w, ld, detail);
+            continue;
+        }
+        err = broker_ack_set_publish(w->acks, topic, msg.data, msg.len, NULL, &w->slot[i]);
+        if (err == FERRY_ERR_TOO_LARGE) {
+            w->publish_err[i] = err;
+            record_dead(w, ld, "too large for the broker");
+        } else if (err != FERRY_OK) {
+            w->publish_err[i] = err;
+            window = i + 1;
+        }
+    }
+    ferry_buf_cleanup(&msg);
+    return window;
+}
+
+/* One pipelined round over the n claimed rows: publish, wait once for the
+ * PUBACKs (the target's timeout), record. Rows with a PUBACK are marked
+ * delivered in one transaction; a refusal (reason code >= 0x80) is
+ * dead-lettered; the first row without a PUBACK counts a failed attempt
+ * and sets the target-level backoff, the later ones wait until the same
+ * instant with their attempts unchanged (as postpone_rest() does). Rows
+ * beyond the window (a link that is down gets one probe per round) are
+ * released: due now, or at the backoff instant if there is one. */
+static void deliver_pipelined(worker *w, size_t n)
+{
+    outbox *o = w->owner;
+    size_t window = broker_link_is_connected(o->link) ? n : 1;
+    int64_t until = 0;
+    char detail[256];
+    ferry_err err = FERRY_OK;
+
+    broker_ack_set_reset(w->acks);
+    for (size_t i = 0; i < n; i++) {
+        w->slot[i] = NOT_PUBLISHED;
+        w->publish_err[i] = FERRY_OK;
+    }
+    window = publish_window(w, window);
+    size_t unacked = 0;
+    if (broker_ack_set_count(w->acks) > 0)
+        unacked = broker_ack_set_wait(w->acks, w->timeout_ms);
+
+    /* Delivered rows first, in one commit. */
+    for (size_t i = 0; i < n; i++) {
+        ledger_delivery *ld = &w->batch[i];
+        if (w->slot[i] != NOT_PUBLISHED && broker_ack_set_result(w->acks, w->slot[i]) == FERRY_OK) {
+            w->done[w->done_count++] = ld->event.seq;
+            log_debug("event.delivered", "event=%s target=%s key=\"%s\" attempts=%u", ld->event.id,
+                      w->name, ld->event.key, ld->attempts + 1);
+        }
+    }
+    flush_done(w);
+
+    for (size_t i = 0; i < n; i++) {
+        ledger_delivery *ld = &w->batch[i];
+        ferry_err result = w->slot[i] != NOT_PUBLISHED ? broker_ack_set_result(w->acks, w->slot[i])
+                                                       : w->publish_err[i];
+        if (result == FERRY_OK && w->slot[i] != NOT_PUBLISHED)
+            continue; /* delivered */
+        if (w->slot[i] == NOT_PUBLISHED &&
+            (result == FERRY_ERR_INVALID || result == FERRY_ERR_TOO_LARGE))
+            continue; /* dead-lettered while publishing */
+        if (result == FERRY_ERR_DENIED) {
+            snprintf(detail, sizeof detail, "broker refused the publish (%s)",
+                     w->target == NULL ? "device response topic" : "target topic");
+            record_dead(w, ld, detail);
+            continue;
+        }
+        if (i >= window) {
+            /* Not tried: give the lease back. */
+            err = ledger_delivery_retry(w->ledger, ld->event.seq, w->name, ld->attempts,
+                                        until != 0 ? until : now_ms(), ld->last_error);
+        } else if (until == 0) {
+            unsigned attempts = ld->attempts + 1;
+            int64_t next = 0;
+            double r = (double)rand_r(&w->seed) / ((double)RAND_MAX + 1.0);
+            snprintf(detail, sizeof detail, "no PUBACK: %s", ferry_err_str(result));
+            if (events_next_attempt(&w->retry, attempts, now_ms(), r, &next) == EVENTS_NEXT_RETRY) {
+                err = ledger_delivery_retry(w->ledger, ld->event.seq, w->name, attempts, next,
+                                            detail);
+                until = next;
+                log_warn("event.retry",
+                         "event=%s target=%s attempts=%u in_ms=%lld detail=\"%s\" unacked=%zu",
+                         ld->event.id, w->name, attempts, (long long)(next - now_ms()), detail,
+                         unacked);
+            } else {
+                record_dead(w, ld, detail);
+                err = FERRY_OK;
+            }
+        } else {
+            err = ledger_delivery_retry(w->ledger, ld->event.seq, w->name, ld->attempts, until,
+                                        ld->last_error);
+        }
+        if (err != FERRY_OK && err != FERRY_ERR_CONFLICT)
+            log_error("event.record_failed", "event=%s target=%s error=\"%s\"", ld->event.id,
+                      w->name, ferry_err_str(err));
+    }
+    if (until != 0 && (err = ledger_delivery_postpone(w->ledger, w->name, until, NULL)) != FERRY_OK)
+        log_error("event.postpone_failed", "target=%s error=\"%s\"", w->name, ferry_err_str(err));
+}
+
 /* Target-level backoff: the rest of the batch (still leased) and every
  * other pending delivery of the target wait until `until`, attempts
  * unchanged. When the target is back the backlog is due at one instant
@@ -299,6 +478,10 @@ static void *worker_main(void *arg)
             idle_wait(o, o->poll_ms);
             continue;
         }
+        if (w->acks != NULL) {
+            deliver_pipelined(w, n);
+            continue;
+        }
         /* Claimed rows not tried before the stop keep their lease and are
          * due again after it (at least once). */
         for (size_t i = 0; i < n && !stopping(o); i++) {
@@ -320,7 +503,27 @@ static ferry_err worker_init(outbox *o, worker *w, const outbox_config *config,
     ferry_err e;
     w->owner = o;
     w->seed = (unsigned)now_ms() ^ (index * 2654435761u);
-    w->claim_max = spec != NULL && spec->type == EVENTS_TARGET_COMMAND ? 1 : CLAIM_MAX;
+    bool pipelined = spec == NULL || spec->type == EVENTS_TARGET_MQTT;
+    w->claim_max = pipelined                                             ? PIPELINE_MAX
+                   : spec != NULL && spec->type == EVENTS_TARGET_COMMAND ? 1
+                                                                         : CLAIM_MAX;
+    w->batch = calloc(w->claim_max, sizeof *w->batch);
+    w->done = calloc(w->claim_max, sizeof *w->done);
+    w->slot = calloc(w->claim_max, sizeof *w->slot);
+    w->publish_err = calloc(w->claim_max, sizeof *w->publish_err);
+    if (w->batch == NULL || w->done == NULL || w->slot == NULL || w->publish_err == NULL) {
+        snprintf(err, err_size, "outbox: out of memory");
+        return FERRY_ERR_NOMEM;
+    }
+    if (pipelined && (e = broker_ack_set_new(config->link, w->claim_max, &w->acks)) != FERRY_OK) {
+        snprintf(err, err_size, "outbox: cannot set up the publish pipeline: %s", ferry_err_str(e));
+        return e;
+    }
+    if (spec != NULL && spec->type == EVENTS_TARGET_MQTT &&
+        (spec->topic == NULL || (w->topic = strdup(spec->topic)) == NULL)) {
+        snprintf(err, err_size, "[target.%s]: no topic", spec->name);
+        return spec->topic == NULL ? FERRY_ERR_INVALID : FERRY_ERR_NOMEM;
+    }
     if (spec != NULL) {
         snprintf(w->name, sizeof w->name, "%s", spec->name);
         w->timeout_ms = spec->timeout_ms;
@@ -437,8 +640,15 @@ void outbox_free(outbox *o)
         return;
     outbox_stop(o);
     for (size_t i = 0; i < o->count; i++) {
-        events_target_free(o->workers[i].target);
-        ledger_close(o->workers[i].ledger);
+        worker *w = &o->workers[i];
+        events_target_free(w->target);
+        broker_ack_set_free(w->acks);
+        ledger_close(w->ledger);
+        free(w->topic);
+        free(w->batch);
+        free(w->done);
+        free(w->slot);
+        free(w->publish_err);
     }
     free(o->workers);
     free(o->prefix);
