@@ -11,18 +11,21 @@
  * so SIGTERM is answered within one delivery (or one pipelined batch).
  *
  * Webhook and command targets deliver a batch one event at a time. The
- * MQTT targets and the device's receipts are pipelined: the whole claimed
- * batch (up to PIPELINE_MAX) is published into a broker_ack_set without
- * waiting, then the worker waits once for all the PUBACKs and records the
- * outcomes, the delivered ones in one transaction. What that keeps:
+ * MQTT targets and the device's receipts are pipelined: a claimed batch
+ * (up to PIPELINE_MAX) is published into a broker_ack_set without waiting;
+ * while its PUBACKs come in, the next batch is claimed and published; then
+ * the worker waits for the first batch's PUBACKs and records its outcomes,
+ * the delivered ones in one transaction (pipelined_main). What that keeps:
  * - at least once: a row is marked delivered only after its own PUBACK;
  *   rows without one are retried (a disconnect loses nothing: their
  *   leases run out or the retry makes them due again);
- * - per-key order: a claim holds at most one event of a key (a pending
- *   event holds the later ones of its key back, ledger.h), and event n+1
- *   is claimed only once event n is marked delivered, i.e. acknowledged;
+ * - per-key order: a claim holds at most one event of a key, and none
+ *   whose key has an earlier event still pending, leased ones included
+ *   (ledger.h); so event n+1 is claimed only once event n is marked
+ *   delivered, i.e. acknowledged, whichever batch n was in;
  * - a link that is down is probed with one message per round, as before,
- *   not flooded with a batch that would pile up in the client's queue.
+ *   not flooded with batches that would pile up in the client's queue.
+ * All workers' ledger writes take turns through one mutex (see ob_claim).
  */
 #include "outbox.h"
 
@@ -43,7 +46,7 @@
 /* Claim size of the pipelined workers, i.e. how many PUBACKs one waits for
  * at once. libmosquitto keeps at most the broker's Receive Maximum on the
  * wire and queues the rest in order, so this only bounds the batch. */
-#define PIPELINE_MAX 128
+#define PIPELINE_MAX 256
 /* A claim's lease only has to outlast one attempt, which the target bounds
  * (its timeout, plus the kill grace for a command): the margin covers
  * recording the outcome. A ferryd killed mid-delivery thus delays that
