@@ -10,9 +10,8 @@
  * due it sleeps poll_ms on a condition variable that outbox_stop() signals,
  * so SIGTERM is answered within one delivery (or one pipelined batch).
  *
- * A command target delivers one event at a time; a webhook target spreads
- * its batch over WEBHOOK_LANES connections while it is healthy
- * (deliver_lanes). The MQTT targets and the device's receipts are pipelined: a claimed batch
+ * Webhook and command targets deliver a batch one event at a time. The
+ * MQTT targets and the device's receipts are pipelined: a claimed batch
  * (up to PIPELINE_MAX) is published into a broker_ack_set without waiting;
  * while its PUBACKs come in, the next batch is claimed and published; then
  * the worker waits for the first batch's PUBACKs and records its outcomes,
