@@ -43,9 +43,6 @@
 #include "ledger/ledger.h"
 
 #define CLAIM_MAX 32
-/* A webhook worker delivers a claimed batch over this many connections at
- * once (each lane its own target: its own curl handle, kept alive). */
-#define WEBHOOK_LANES 4
 /* Claim size of the pipelined workers, i.e. how many PUBACKs one waits for
  * at once. libmosquitto keeps at most the broker's Receive Maximum on the
  * wire and queues the rest in order, so this only bounds the batch. */
@@ -77,12 +74,6 @@ typedef struct worker {
     events_target *target; /* NULL for the device's receipts */
     char *topic;           /* an MQTT target's topic (it is published directly) */
     bool pipelined;        /* MQTT targets and receipts */
-    /* Webhook: targets of lanes 1.. (lane 0 is `target`), each attempt's
-     * outcome per batch row, and whether the last batch met no "retry
-     * later" (only then is the next one spread over the lanes). */
-    events_target *lanes[WEBHOOK_LANES - 1];
-    events_delivery *outcome;
-    bool healthy;
     int64_t timeout_ms;
     int64_t lease_ms;
     size_t claim_max;
@@ -260,50 +251,40 @@ static bool target_level(const worker *w)
     return w->target == NULL || strcmp(events_target_kind(w->target), "command") != 0;
 }
 
-/* One attempt at one claimed delivery through target (the worker's own or
- * one of its lanes'), without recording it: the outcome goes to *d (an
- * initialised events_delivery). */
-static void attempt_one(worker *w, events_target *target, const ledger_delivery *ld,
-                        events_delivery *d)
+/* Delivers one claimed delivery and records the outcome. Returns the time
+ * the target's backlog should wait for (target-level backoff), or 0. */
+static int64_t deliver_one(worker *w, ledger_delivery *ld)
 {
+    outbox *o = w->owner;
     events_object obj;
+    events_delivery d;
     ferry_buf json;
     ferry_err err;
     const ledger_event *ev = &ld->event;
 
+    events_delivery_init(&d);
     ferry_buf_init(&json, EVENTS_MAX_EVENT_LEN + 1);
-    object_of(w->owner, ev, &obj);
+    object_of(o, ev, &obj);
     if (w->target == NULL) {
-        err = deliver_receipt(w, &obj, d);
+        err = deliver_receipt(w, &obj, &d);
     } else if ((err = events_format(&obj, &json)) != FERRY_OK) {
         /* The row cannot become an event (it never will): dead-letter. */
-        d->outcome = EVENTS_FAILED;
-        snprintf(d->detail, sizeof d->detail, "cannot build the event: %s", ferry_err_str(err));
+        d.outcome = EVENTS_FAILED;
+        snprintf(d.detail, sizeof d.detail, "cannot build the event: %s", ferry_err_str(err));
         err = FERRY_OK;
     } else {
-        err = events_target_deliver(target, ev->id, json.data, json.len, w->timeout_ms, d);
+        err = events_target_deliver(w->target, ev->id, json.data, json.len, w->timeout_ms, &d);
     }
     if (err != FERRY_OK) {
-        d->outcome = EVENTS_RETRY_LATER;
-        snprintf(d->detail, sizeof d->detail, "could not try: %s", ferry_err_str(err));
+        d.outcome = EVENTS_RETRY_LATER;
+        snprintf(d.detail, sizeof d.detail, "could not try: %s", ferry_err_str(err));
     }
-    ferry_buf_cleanup(&json);
-}
 
-/* Records the outcome d of an attempt at ld. Returns the time the target's
- * backlog should wait for (target-level backoff), or 0. */
-static int64_t record_one(worker *w, const ledger_delivery *ld, const events_delivery *d)
-{
-    events_object obj;
-    ferry_err err = FERRY_OK;
-    const ledger_event *ev = &ld->event;
-
-    object_of(w->owner, ev, &obj);
     unsigned attempts = ld->attempts + 1;
     int64_t backoff_until = 0;
-    if (d->outcome == EVENTS_DELIVERED) {
-        if (w->send_processed && d->result_json != NULL)
-            send_processed(w, &obj, d);
+    if (d.outcome == EVENTS_DELIVERED) {
+        if (w->send_processed && d.result_json != NULL)
+            send_processed(w, &obj, &d);
         /* Marked with the rest of the batch (flush_done): one commit per
          * batch. A crash before it redelivers, which at-least-once allows. */
         w->done[w->done_count++] = ev->seq;
@@ -312,17 +293,17 @@ static int64_t record_one(worker *w, const ledger_delivery *ld, const events_del
     } else {
         int64_t next = 0;
         double r = (double)rand_r(&w->seed) / ((double)RAND_MAX + 1.0);
-        if (d->outcome == EVENTS_RETRY_LATER &&
+        if (d.outcome == EVENTS_RETRY_LATER &&
             events_next_attempt(&w->retry, attempts, now_ms(), r, &next) == EVENTS_NEXT_RETRY) {
-            err = ob_retry(w, ev->seq, attempts, next, d->detail);
+            err = ob_retry(w, ev->seq, attempts, next, d.detail);
             if (target_level(w))
                 backoff_until = next;
             log_warn("event.retry", "event=%s target=%s attempts=%u in_ms=%lld detail=\"%s\"",
-                     ev->id, w->name, attempts, (long long)(next - now_ms()), d->detail);
+                     ev->id, w->name, attempts, (long long)(next - now_ms()), d.detail);
         } else {
-            err = ob_dead(w, ev->seq, attempts, d->detail);
+            err = ob_dead(w, ev->seq, attempts, d.detail);
             log_error("event.dead_letter", "event=%s target=%s attempts=%u detail=\"%s\"", ev->id,
-                      w->name, attempts, d->detail);
+                      w->name, attempts, d.detail);
         }
     }
     /* CONFLICT: an operator replayed or the row moved meanwhile; the
@@ -330,19 +311,9 @@ static int64_t record_one(worker *w, const ledger_delivery *ld, const events_del
     if (err != FERRY_OK && err != FERRY_ERR_CONFLICT)
         log_error("event.record_failed", "event=%s target=%s error=\"%s\"", ev->id, w->name,
                   ferry_err_str(err));
-    return backoff_until;
-}
-
-/* Delivers one claimed delivery and records the outcome. Returns the time
- * the target's backlog should wait for (target-level backoff), or 0. */
-static int64_t deliver_one(worker *w, const ledger_delivery *ld)
-{
-    events_delivery d;
-    events_delivery_init(&d);
-    attempt_one(w, w->target, ld, &d);
-    int64_t until = record_one(w, ld, &d);
+    ferry_buf_cleanup(&json);
     events_delivery_cleanup(&d);
-    return until;
+    return backoff_until;
 }
 
 /* Marks the batch's delivered rows in one transaction. */
@@ -599,75 +570,6 @@ static void pipelined_main(worker *w)
     }
 }
 
-typedef struct lane {
-    worker *w;
-    events_target *target;
-    size_t first; /* rows first, first + WEBHOOK_LANES, ... */
-    size_t n;
-} lane;
-
-static void *lane_main(void *arg)
-{
-    lane *l = arg;
-    for (size_t i = l->first; i < l->n; i += WEBHOOK_LANES)
-        attempt_one(l->w, l->target, &l->w->batch[i], &l->w->outcome[i]);
-    return NULL;
-}
-
-/* A webhook batch over WEBHOOK_LANES connections at once: a claim holds at
- * most one event of a key (ledger.h), so its rows may be delivered in any
- * order. Then the outcomes are recorded in sequencer order: delivered ones
- * in one commit, failures dead-lettered; the first "retry later" counts an
- * attempt and sets the target-level backoff, the later ones wait for the
- * same instant with their attempts unchanged (as postpone_rest()), and the
- * next batch goes one event at a time until one gets through cleanly, so a
- * receiver that is down is not hit by every lane. */
-static void deliver_lanes(worker *w, size_t n)
-{
-    lane lanes[WEBHOOK_LANES];
-    pthread_t threads[WEBHOOK_LANES];
-    bool started[WEBHOOK_LANES] = {false};
-    int64_t until = 0;
-    ferry_err err;
-
-    for (size_t i = 0; i < n; i++)
-        events_delivery_init(&w->outcome[i]);
-    for (size_t k = 0; k < WEBHOOK_LANES; k++) {
-        lanes[k] =
-            (lane){.w = w, .target = k == 0 ? w->target : w->lanes[k - 1], .first = k, .n = n};
-        /* A lane whose thread cannot start runs in this one below. */
-        if (k > 0 && pthread_create(&threads[k], NULL, lane_main, &lanes[k]) == 0)
-            started[k] = true;
-    }
-    lane_main(&lanes[0]);
-    for (size_t k = 1; k < WEBHOOK_LANES; k++) {
-        if (started[k])
-            pthread_join(threads[k], NULL);
-        else
-            lane_main(&lanes[k]);
-    }
-    for (size_t i = 0; i < n; i++) {
-        const ledger_delivery *ld = &w->batch[i];
-        const events_delivery *d = &w->outcome[i];
-        if (d->outcome != EVENTS_RETRY_LATER || until == 0) {
-            int64_t u = record_one(w, ld, d);
-            if (until == 0)
-                until = u;
-        } else if ((err = ob_retry(w, ld->event.seq, ld->attempts, until, ld->last_error)) !=
-                       FERRY_OK &&
-                   err != FERRY_ERR_CONFLICT) {
-            log_error("event.record_failed", "event=%s target=%s error=\"%s\"", ld->event.id,
-                      w->name, ferry_err_str(err));
-        }
-    }
-    flush_done(w);
-    if (until != 0 && (err = ob_postpone(w, until)) != FERRY_OK)
-        log_error("event.postpone_failed", "target=%s error=\"%s\"", w->name, ferry_err_str(err));
-    w->healthy = until == 0;
-    for (size_t i = 0; i < n; i++)
-        events_delivery_cleanup(&w->outcome[i]);
-}
-
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -691,17 +593,11 @@ static void *worker_main(void *arg)
             idle_wait(o, o->poll_ms);
             continue;
         }
-        if (w->outcome != NULL && w->healthy && n > 1) {
-            deliver_lanes(w, n);
-            continue;
-        }
         /* Claimed rows not tried before the stop keep their lease and are
          * due again after it (at least once). */
-        w->healthy = true;
         for (size_t i = 0; i < n && !stopping(o); i++) {
             int64_t until = deliver_one(w, &w->batch[i]);
             if (until != 0) {
-                w->healthy = false;
                 postpone_rest(w, i + 1, n, until);
                 break;
             }
@@ -762,18 +658,6 @@ static ferry_err worker_init(outbox *o, worker *w, const outbox_config *config,
         if ((e = events_target_from_spec(spec, config->link, &w->target, err, err_size)) !=
             FERRY_OK)
             return e;
-        if (spec->type == EVENTS_TARGET_WEBHOOK) {
-            for (size_t k = 0; k < WEBHOOK_LANES - 1; k++)
-                if ((e = events_target_from_spec(spec, config->link, &w->lanes[k], err,
-                                                 err_size)) != FERRY_OK)
-                    return e;
-            w->outcome = calloc(w->claim_max, sizeof *w->outcome);
-            if (w->outcome == NULL) {
-                snprintf(err, err_size, "outbox: out of memory");
-                return FERRY_ERR_NOMEM;
-            }
-            w->healthy = true;
-        }
     } else {
         events_retry_policy def = EVENTS_RETRY_DEFAULT;
         snprintf(w->name, sizeof w->name, "%s", LEDGER_DEVICE_TARGET);
@@ -881,9 +765,6 @@ void outbox_free(outbox *o)
     for (size_t i = 0; i < o->count; i++) {
         worker *w = &o->workers[i];
         events_target_free(w->target);
-        for (size_t k = 0; k < WEBHOOK_LANES - 1; k++)
-            events_target_free(w->lanes[k]);
-        free(w->outcome);
         ledger_close(w->ledger);
         free(w->topic);
         free(w->batch);
