@@ -18,6 +18,10 @@
  * cannot be handled before the waiter exists (libmosquitto calls
  * on_publish after releasing its message lists, and publishing from
  * another thread only queues the packet, so the two locks never cross).
+ * An ack set (broker_ack_set_*) is the same idea for many messages: it is
+ * in `sets` from _new to _free, each publish records its message id under
+ * `ack_lock`, and on_publish marks the entry and wakes the set's owner when
+ * the last one is in.
  */
 #include "broker_link.h"
 
@@ -66,6 +70,7 @@ struct broker_link {
     pthread_mutex_t ack_lock;
     pthread_condattr_t ack_condattr; /* CLOCK_MONOTONIC, for each waiter's cond */
     struct ack_waiter *waiters;
+    struct broker_ack_set *sets;
     bool ack_init;
 };
 
@@ -78,6 +83,26 @@ typedef struct ack_waiter {
     int reason_code;
     struct ack_waiter *next;
 } ack_waiter;
+
+/* One message of an ack set. */
+typedef struct ack_entry {
+    int mid;
+    int reason_code;
+    bool done;
+} ack_entry;
+
+/* Fields below `link` are guarded by link->ack_lock. */
+struct broker_ack_set {
+    broker_link *link;
+    pthread_cond_t cond; /* signalled when pending reaches 0 */
+    ack_entry *entries;
+    size_t capacity;
+    size_t count;     /* published since the last reset */
+    size_t pending;   /* of those, still without PUBACK */
+    size_t scan_from; /* entries before it are all done: PUBACKs come
+                         mostly in publish order, so the search is short */
+    struct broker_ack_set *next;
+};
 
 int64_t broker_backoff_ms(int64_t min_ms, int64_t max_ms, unsigned attempt, double random01)
 {
@@ -166,6 +191,22 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int rc,
             w->reason_code = rc;
             pthread_cond_signal(&w->cond);
         }
+    }
+    for (broker_ack_set *set = link->sets; set != NULL; set = set->next) {
+        if (set->pending == 0)
+            continue;
+        for (size_t i = set->scan_from; i < set->count; i++) {
+            ack_entry *e = &set->entries[i];
+            if (e->mid != mid || e->done)
+                continue;
+            e->done = true;
+            e->reason_code = rc;
+            if (--set->pending == 0)
+                pthread_cond_signal(&set->cond);
+            break;
+        }
+        while (set->scan_from < set->count && set->entries[set->scan_from].done)
+            set->scan_from++;
     }
     pthread_mutex_unlock(&link->ack_lock);
 }
@@ -489,6 +530,136 @@ ferry_err broker_link_publish_acked(broker_link *link, const char *topic, const 
     if (!waiter.done)
         return FERRY_ERR_TIMEOUT;
     return waiter.reason_code >= 0x80 ? FERRY_ERR_DENIED : FERRY_OK;
+}
+
+ferry_err broker_ack_set_new(broker_link *link, size_t capacity, broker_ack_set **out)
+{
+    ferry_err result = FERRY_OK;
+    broker_ack_set *set = NULL;
+    if (link == NULL || out == NULL || capacity == 0 || capacity > 4096)
+        return FERRY_ERR_INVALID;
+    set = calloc(1, sizeof *set);
+    if (set == NULL)
+        return FERRY_ERR_NOMEM;
+    set->link = link;
+    set->capacity = capacity;
+    set->entries = calloc(capacity, sizeof *set->entries);
+    if (set->entries == NULL || pthread_cond_init(&set->cond, &link->ack_condattr) != 0) {
+        free(set->entries);
+        free(set);
+        set = NULL;
+        result = FERRY_ERR_NOMEM;
+        goto out;
+    }
+    pthread_mutex_lock(&link->ack_lock);
+    set->next = link->sets;
+    link->sets = set;
+    pthread_mutex_unlock(&link->ack_lock);
+    *out = set;
+out:
+    return result;
+}
+
+void broker_ack_set_free(broker_ack_set *set)
+{
+    if (set == NULL)
+        return;
+    broker_link *link = set->link;
+    pthread_mutex_lock(&link->ack_lock);
+    for (broker_ack_set **p = &link->sets; *p != NULL; p = &(*p)->next) {
+        if (*p == set) {
+            *p = set->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&link->ack_lock);
+    pthread_cond_destroy(&set->cond);
+    free(set->entries);
+    free(set);
+}
+
+ferry_err broker_ack_set_publish(broker_ack_set *set, const char *topic, const void *payload,
+                                 size_t len, const broker_publish_options *options, size_t *index)
+{
+    broker_link *link = set->link;
+    int mid = -1;
+    ferry_err result = FERRY_OK;
+
+    /* Held across the publish, as in publish_acked(): the PUBACK cannot be
+     * handled before the entry exists. */
+    pthread_mutex_lock(&link->ack_lock);
+    if (set->count == set->capacity) {
+        result = FERRY_ERR_RANGE;
+        goto out;
+    }
+    result = publish_mid(link, topic, payload, len, options, &mid);
+    if (result != FERRY_OK)
+        goto out;
+    set->entries[set->count] = (ack_entry){.mid = mid};
+    if (index != NULL)
+        *index = set->count;
+    set->count++;
+    set->pending++;
+out:
+    pthread_mutex_unlock(&link->ack_lock);
+    return result;
+}
+
+size_t broker_ack_set_wait(broker_ack_set *set, int64_t timeout_ms)
+{
+    broker_link *link = set->link;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    deadline.tv_sec += (time_t)(timeout_ms / 1000);
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&link->ack_lock);
+    while (set->pending > 0) {
+        if (pthread_cond_timedwait(&set->cond, &link->ack_lock, &deadline) == ETIMEDOUT)
+            break;
+    }
+    size_t pending = set->pending;
+    pthread_mutex_unlock(&link->ack_lock);
+    return pending;
+}
+
+ferry_err broker_ack_set_result(broker_ack_set *set, size_t index)
+{
+    broker_link *link = set->link;
+    ferry_err result;
+    pthread_mutex_lock(&link->ack_lock);
+    if (index >= set->count)
+        result = FERRY_ERR_INVALID;
+    else if (!set->entries[index].done)
+        result = FERRY_ERR_TIMEOUT;
+    else
+        result = set->entries[index].reason_code >= 0x80 ? FERRY_ERR_DENIED : FERRY_OK;
+    pthread_mutex_unlock(&link->ack_lock);
+    return result;
+}
+
+size_t broker_ack_set_count(const broker_ack_set *set)
+{
+    broker_link *link = set->link;
+    pthread_mutex_lock(&link->ack_lock);
+    size_t count = set->count;
+    pthread_mutex_unlock(&link->ack_lock);
+    return count;
+}
+
+void broker_ack_set_reset(broker_ack_set *set)
+{
+    broker_link *link = set->link;
+    pthread_mutex_lock(&link->ack_lock);
+    set->count = 0;
+    set->pending = 0;
+    set->scan_from = 0;
+    pthread_mutex_unlock(&link->ack_lock);
 }
 
 void broker_link_stop(broker_link *link, int64_t timeout_ms)

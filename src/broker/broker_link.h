@@ -99,6 +99,49 @@ broker_link_publish_acked(broker_link *link, const char *topic, const void *payl
  * handlers): ferryd sends a batch's answers before the batch's ledger
  * commit this way. Errors are left to the next turn, which sees them too. */
 void broker_link_flush(broker_link *link);
+/*
+ * Pipelined acknowledged publishes: one thread publishes several QoS 1
+ * messages into an ack set without waiting, then waits once for all their
+ * PUBACKs and reads each message's outcome. Several messages are thus in
+ * flight at once (libmosquitto sends at most the broker's Receive Maximum
+ * unacknowledged and queues the rest), instead of one round trip each.
+ * Messages on one link go out in the order they were published, so QoS 1
+ * keeps their order.
+ *
+ * A set belongs to one thread (not the link's own: that one reads the
+ * PUBACKs); several sets and publish_acked() callers may share a link.
+ * Messages left without PUBACK when the set is reset or freed stay queued
+ * in the client and may still be delivered (at least once).
+ */
+typedef struct broker_ack_set broker_ack_set;
+
+/* A set for up to capacity (1..4096) messages between resets. It must be
+ * freed before the link. */
+__attribute__((warn_unused_result)) ferry_err broker_ack_set_new(broker_link *link, size_t capacity,
+                                                                 broker_ack_set **out);
+/* Safe on NULL. */
+void broker_ack_set_free(broker_ack_set *set);
+/* Publishes at QoS 1 as broker_link_publish() and remembers the message:
+ * *index (may be NULL) receives its number in the set, 0, 1, ... in
+ * publish order. FERRY_ERR_RANGE when the set holds capacity messages;
+ * broker_link_publish()'s errors (then nothing is remembered). */
+__attribute__((warn_unused_result)) ferry_err
+broker_ack_set_publish(broker_ack_set *set, const char *topic, const void *payload, size_t len,
+                       const broker_publish_options *options, size_t *index);
+/* Waits until every message of the set has its PUBACK or timeout_ms has
+ * passed. Returns how many are still without PUBACK. */
+size_t broker_ack_set_wait(broker_ack_set *set, int64_t timeout_ms);
+/* Message index's outcome so far, as broker_link_publish_acked() would
+ * say it: FERRY_OK (PUBACK, success reason code), FERRY_ERR_DENIED (reason
+ * code >= 0x80), FERRY_ERR_TIMEOUT (no PUBACK yet), FERRY_ERR_INVALID (no
+ * such message). */
+__attribute__((warn_unused_result)) ferry_err broker_ack_set_result(broker_ack_set *set,
+                                                                    size_t index);
+/* How many messages the set holds. */
+size_t broker_ack_set_count(const broker_ack_set *set);
+/* Forgets every message (late PUBACKs for them are ignored). */
+void broker_ack_set_reset(broker_ack_set *set);
+
 /* Waits up to timeout_ms for every QoS 1 publish to be acknowledged, then
  * disconnects and joins the network thread. */
 void broker_link_stop(broker_link *link, int64_t timeout_ms);

@@ -8,7 +8,9 @@
  * target LEDGER_DEVICE_TARGET), each with a ledger handle of its own:
  * claim due deliveries (leased), deliver, record delivered / retry at
  * (capped exponential backoff with jitter) / dead-letter. A slow or broken
- * target therefore never delays the others.
+ * target therefore never delays the others. MQTT targets and receipts are
+ * pipelined: a batch of QoS 1 publishes in flight, the next batch claimed
+ * and published while its PUBACKs come in (outbox.c).
  *
  * Invariants:
  * - At least once: a delivery is marked delivered only after its target

@@ -339,11 +339,16 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_EVENT_LATEST] = "SELECT " EVENT_COLS " FROM events e"
                         " WHERE e.bucket = ?1 AND e.object_key = ?2 ORDER BY e.seq DESC LIMIT 1",
     /* Per-key order: a row is due only when no earlier event of its key is
-     * still pending for the same target (leased rows count as pending). */
+     * still pending for the same target (leased rows count as pending).
+     * The check looks up the key's earlier events (events_key), a handful;
+     * left to itself SQLite walks every earlier pending row of the target
+     * instead (deliveries_pending), which made each claim cost O(rows in
+     * flight or waiting) per candidate: 29 ms instead of 1 ms for 128 rows
+     * behind 256 leased ones. */
     [ST_DELIVERY_DUE] =
         "SELECT " DELIVERY_COLS " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
         " WHERE d.target = ?1 AND d.state = 'pending' AND d.next_ms <= ?2"
-        " AND NOT EXISTS (SELECT 1 FROM events e2 JOIN deliveries d2"
+        " AND NOT EXISTS (SELECT 1 FROM events e2 INDEXED BY events_key JOIN deliveries d2"
         "   ON d2.event_seq = e2.seq AND d2.target = ?1"
         "   WHERE e2.bucket = e.bucket AND e2.object_key = e.object_key AND e2.seq < e.seq"
         "   AND d2.state = 'pending')"
