@@ -100,6 +100,7 @@ static void test_defaults(void **state)
         "allow_anonymous false",       "set_tcp_nodelay true",
         "persistence true",            "message_size_limit 131072",
         "use_username_as_clientid true", "max_queued_messages 100000",
+        "max_inflight_messages 256",
     };
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         if (!has_line(conf, required[i]))
