@@ -8,6 +8,7 @@
 #   1m   1 MiB PUTs, 32 concurrent connections   (req/s)
 # and the store's peak RSS while 1,000 slow uploads are open at once.
 # Usage: bench/upload/run.sh BUILD_DIR   (a release build; scripts/bench.sh)
+# CASES="1g 64k 1m slow" (the default) picks the cases to run.
 # nginx is installed with apt-get if missing (it is a benchmark peer only).
 set -euo pipefail
 FERRY_WHO="bench upload"
@@ -17,6 +18,8 @@ N64=${N64:-4000}
 N1M=${N1M:-600}
 SLOW=${SLOW:-1000}
 THREADS=${THREADS:-32}
+CASES=" ${CASES:-1g 64k 1m slow} "
+want() { [[ $CASES == *" $1 "* ]]; }
 ferryctl=$build/cmd/ferryctl/ferryctl
 ferryd=$build/cmd/ferryd/ferryd
 bench=$build/bench/upload/ferry_bench_upload
@@ -98,26 +101,33 @@ wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$sport"
 ferry_base=https://127.0.0.1:$sport/ingest
 nginx_base=https://127.0.0.1:$nport/dav
 auth=(--access-key ferry-operator --secret bench-operator-secret-0123456789)
-run() { # run ferry|nginx SIZE COUNT CONC -> "req_per_s mb_per_s"
+run() { # run ferry|nginx SIZE COUNT CONC -> "req_per_s mb_per_s tls"
   local base args=()
   if [ "$1" = ferry ]; then base=$ferry_base; args=("${auth[@]}"); else base=$nginx_base; fi
   "$bench" --base "$base" --ca "$pki/ca.pem" --size "$2" --count "$3" --concurrency "$4" \
-    "${args[@]}" | sed -E 's/req_per_s=([0-9.]+) mb_per_s=([0-9.]+).*/\1 \2/'
+    "${args[@]}" | sed -E 's/req_per_s=([0-9.]+) mb_per_s=([0-9.]+).* tls=([^ ]+).*/\1 \2 \3/'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 clear_data() { rm -rf "$tmp/nginx-root/dav/bench"; }
 
-read -r _ f1g < <(run ferry $((1 << 30)) 1 1)
-read -r _ n1g < <(run nginx $((1 << 30)) 1 1)
-clear_data
-echo "bench upload: case=1g unit=MB/s ferry=$f1g nginx=$n1g ratio=$(ratio "$f1g" "$n1g")"
-read -r f64 _ < <(run ferry 65536 "$N64" 32)
-read -r n64 _ < <(run nginx 65536 "$N64" 32)
-echo "bench upload: case=64k unit=req/s ferry=$f64 nginx=$n64 ratio=$(ratio "$f64" "$n64")"
-read -r f1m _ < <(run ferry $((1 << 20)) "$N1M" 32)
-read -r n1m _ < <(run nginx $((1 << 20)) "$N1M" 32)
-clear_data
-echo "bench upload: case=1m unit=req/s ferry=$f1m nginx=$n1m ratio=$(ratio "$f1m" "$n1m")"
+if want 1g; then
+  read -r _ f1g ftls < <(run ferry $((1 << 30)) 1 1)
+  read -r _ n1g ntls < <(run nginx $((1 << 30)) 1 1)
+  clear_data
+  echo "bench upload: case=1g unit=MB/s ferry=$f1g nginx=$n1g ratio=$(ratio "$f1g" "$n1g") tls_ferry=$ftls tls_nginx=$ntls"
+fi
+if want 64k; then
+  read -r f64 _ ftls < <(run ferry 65536 "$N64" 32)
+  read -r n64 _ ntls < <(run nginx 65536 "$N64" 32)
+  echo "bench upload: case=64k unit=req/s ferry=$f64 nginx=$n64 ratio=$(ratio "$f64" "$n64") tls_ferry=$ftls tls_nginx=$ntls"
+fi
+if want 1m; then
+  read -r f1m _ ftls < <(run ferry $((1 << 20)) "$N1M" 32)
+  read -r n1m _ ntls < <(run nginx $((1 << 20)) "$N1M" 32)
+  clear_data
+  echo "bench upload: case=1m unit=req/s ferry=$f1m nginx=$n1m ratio=$(ratio "$f1m" "$n1m") tls_ferry=$ftls tls_nginx=$ntls"
+fi
+want slow || exit 0
 
 # --- 1,000 slow uploads at once: the store's peak RSS ---------------------
 # slow_clients.py ramps the connections up in batches, then trickles 4 KiB/s
