@@ -8,7 +8,9 @@
 #   1m   1 MiB PUTs, 32 concurrent connections   (req/s)
 # and the store's peak RSS while 1,000 slow uploads are open at once.
 # Usage: bench/upload/run.sh BUILD_DIR   (a release build; scripts/bench.sh)
-# CASES="1g 64k 1m slow" (the default) picks the cases to run.
+# CASES="1g 64k 1m slow" (the default) picks the cases to run; each of the
+# first three runs ROUNDS (3) times on each server, and its line gives the
+# medians.
 # nginx is installed with apt-get if missing (it is a benchmark peer only).
 set -euo pipefail
 FERRY_WHO="bench upload"
@@ -18,6 +20,7 @@ N64=${N64:-4000}
 N1M=${N1M:-600}
 SLOW=${SLOW:-1000}
 THREADS=${THREADS:-32}
+ROUNDS=${ROUNDS:-3}
 CASES=" ${CASES:-1g 64k 1m slow} "
 want() { [[ $CASES == *" $1 "* ]]; }
 ferryctl=$build/cmd/ferryctl/ferryctl
@@ -110,23 +113,32 @@ run() { # run ferry|nginx SIZE COUNT CONC -> "req_per_s mb_per_s tls"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 clear_data() { rm -rf "$tmp/nginx-root/dav/bench"; }
 
-if want 1g; then
-  read -r _ f1g ftls < <(run ferry $((1 << 30)) 1 1)
-  read -r _ n1g ntls < <(run nginx $((1 << 30)) 1 1)
-  clear_data
-  echo "bench upload: case=1g unit=MB/s ferry=$f1g nginx=$n1g ratio=$(ratio "$f1g" "$n1g") tls_ferry=$ftls tls_nginx=$ntls"
-fi
-if want 64k; then
-  read -r f64 _ ftls < <(run ferry 65536 "$N64" 32)
-  read -r n64 _ ntls < <(run nginx 65536 "$N64" 32)
-  echo "bench upload: case=64k unit=req/s ferry=$f64 nginx=$n64 ratio=$(ratio "$f64" "$n64") tls_ferry=$ftls tls_nginx=$ntls"
-fi
-if want 1m; then
-  read -r f1m _ ftls < <(run ferry $((1 << 20)) "$N1M" 32)
-  read -r n1m _ ntls < <(run nginx $((1 << 20)) "$N1M" 32)
-  clear_data
-  echo "bench upload: case=1m unit=req/s ferry=$f1m nginx=$n1m ratio=$(ratio "$f1m" "$n1m") tls_ferry=$ftls tls_nginx=$ntls"
-fi
+# compare CASE UNIT FIELD SIZE COUNT CONC: ROUNDS rounds of Ferry and nginx,
+# alternating which goes first (ABBA), so that a change in the machine's
+# load during the run (it is shared) weighs on both; prints the medians and
+# their ratio, and every round's ratio.
+compare() {
+  local name=$1 unit=$2 field=$3 size=$4 count=$5 conc=$6 i f n ftls ntls fs=() ns=() rs=()
+  for ((i = 0; i < ROUNDS; i++)); do
+    if ((i % 2 == 0)); then
+      f=$(run ferry "$size" "$count" "$conc" | tee "$tmp/f.out" | cut -d' ' -f"$field")
+      n=$(run nginx "$size" "$count" "$conc" | tee "$tmp/n.out" | cut -d' ' -f"$field")
+    else
+      n=$(run nginx "$size" "$count" "$conc" | tee "$tmp/n.out" | cut -d' ' -f"$field")
+      f=$(run ferry "$size" "$count" "$conc" | tee "$tmp/f.out" | cut -d' ' -f"$field")
+    fi
+    clear_data
+    fs+=("$f") ns+=("$n") rs+=("$(ratio "$f" "$n")")
+  done
+  ftls=$(cut -d' ' -f3 "$tmp/f.out") ntls=$(cut -d' ' -f3 "$tmp/n.out")
+  f=$(printf '%s\n' "${fs[@]}" | median) n=$(printf '%s\n' "${ns[@]}" | median)
+  echo "bench upload: case=$name unit=$unit ferry=$f nginx=$n ratio=$(ratio "$f" "$n")" \
+    "rounds=$ROUNDS round_ratios=$(IFS=,; echo "${rs[*]}") tls_ferry=$ftls tls_nginx=$ntls"
+}
+
+want 1g && compare 1g MB/s 2 $((1 << 30)) 1 1
+want 64k && compare 64k req/s 1 65536 "$N64" 32
+want 1m && compare 1m req/s 1 $((1 << 20)) "$N1M" 32
 want slow || exit 0
 
 # --- 1,000 slow uploads at once: the store's peak RSS ---------------------
