@@ -8,15 +8,15 @@
  *               before a byte of body is read (clients that sent
  *               "Expect: 100-continue" never send it). GET/HEAD/DELETE/List
  *               are answered here too.
- *   PH_BODY     PutObject: each chunk goes to the temporary file and into
+ *   PH_BODY     PutObject: each chunk goes to the data file and into
  *               MD5 and SHA-256; the last call verifies, commits (fsync,
- *               rename, fsync dir, ledger) and answers.
+ *               fsync dir, ledger) and answers.
  *   PH_DISCARD  a failure in the middle of a body (a write error): the rest
  *               is read and dropped, then the error is answered.
  * The request context is created by the URI log callback (which sees the
  * raw request target, query string included, before libmicrohttpd decodes
  * it: SigV4 needs the bytes as sent) and freed by the completion callback,
- * which also removes the temporary file of any upload that did not commit,
+ * which also removes the data file of any upload that did not commit,
  * whatever the reason (client gone, timeout, shutdown).
  */
 #include "store.h"
@@ -981,7 +981,7 @@ static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
 }
 
 /* The end of an upload (PUT or POST): verifies the digests, commits the
- * file (fsync, rename, fsync dir) and records the object (consuming the
+ * file (fdatasync, fsync dir) and records the object (consuming the
  * grant) in one ledger transaction. Returns true with the hex MD5 in
  * md5_hex when the object is stored; otherwise the request is answered
  * (*ret) and nothing is left behind. */
@@ -1032,7 +1032,7 @@ static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], en
     }
     close(r->fd);
     r->fd = -1;
-    r->tmp_exists = false; /* renamed: from here the file is under objects/ */
+    r->tmp_exists = false; /* durable: from here the ledger's outcome decides */
 
     o = calloc(1, sizeof *o);
     if (o == NULL) {

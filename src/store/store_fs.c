@@ -66,8 +66,7 @@ static void mark_topdir(const char *path)
     if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && !(flags & FS_TOPDIR_FL)) {
         flags |= FS_TOPDIR_FL;
         if (ioctl(fd, FS_IOC_SETFLAGS, &flags) != 0)
-            log_debug("store.topdir_unsupported", "path=%s error=\"%s\"", path,
-                      strerror(errno));
+            log_debug("store.topdir_unsupported", "path=%s error=\"%s\"", path, strerror(errno));
     }
     close(fd);
 }
