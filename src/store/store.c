@@ -625,9 +625,11 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
  * One connection is served by one worker thread, and for a large body MD5
  * and SHA-256 cost that thread more than TLS and the write together. So
  * bodies of PIPE_MIN_BYTES or more are cut into PIPE_BLOCK blocks in a ring
- * of PIPE_DEPTH: the worker fills a block, writes it to the file and hands it
- * to two helper threads, one per digest, that read it in place. The worker
- * waits only when the ring is full (memory per upload: PIPE_DEPTH blocks).
+ * of PIPE_DEPTH: the worker fills a block and hands it to three helper
+ * threads that read it in place, one per digest and one that writes it to
+ * the file (the page-cache copy was the largest part of the worker's time
+ * once the digests had moved off it). The worker waits only when the ring
+ * is full (memory per upload: PIPE_DEPTH blocks).
  * At most PIPES_MAX uploads use a pipeline at once; others hash inline.
  */
 #define PIPE_BLOCK     (256u << 10)
@@ -635,17 +637,21 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
 #define PIPE_MIN_BYTES (8u << 20)
 #define PIPES_MAX      8
 
+#define PIPE_HELPERS 3 /* MD5, SHA-256, the file write */
+
 typedef struct hash_pipe {
     req *r;
-    pthread_t threads[2];
+    pthread_t threads[PIPE_HELPERS];
     int started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned char *blocks[PIPE_DEPTH];
     size_t lens[PIPE_DEPTH];
-    uint64_t produced;    /* blocks handed over */
-    uint64_t consumed[2]; /* blocks each helper has hashed */
+    uint64_t produced;               /* blocks handed over */
+    uint64_t consumed[PIPE_HELPERS]; /* blocks each helper is done with */
     bool closing;
+    bool write_failed; /* under mu; the writer stops writing, the worker feeding */
+    int write_errno;
     size_t fill; /* bytes in the block being filled: blocks[produced % DEPTH] */
 } hash_pipe;
 
@@ -654,11 +660,17 @@ typedef struct pipe_arg {
     int k;
 } pipe_arg;
 
+static bool write_all(int fd, const unsigned char *data, size_t len);
+static void writeback_kick(req *r);
+
+/* Helper k: 0 and 1 hash each block (MD5, SHA-256), 2 writes it to the file
+ * (and owns r->written and the early writeback while the pipeline runs). */
 static void *pipe_thread(void *arg)
 {
     hash_pipe *p = ((pipe_arg *)arg)->p;
     int k = ((pipe_arg *)arg)->k;
     EVP_MD_CTX *ctx = k == 0 ? p->r->md5 : p->r->sha;
+    bool failed = false;
     free(arg);
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -669,8 +681,23 @@ static void *pipe_thread(void *arg)
         size_t idx = (size_t)(p->consumed[k] % PIPE_DEPTH);
         size_t len = p->lens[idx];
         pthread_mutex_unlock(&p->mu);
-        EVP_DigestUpdate(ctx, p->blocks[idx], len);
+        int err = 0;
+        if (k < 2) {
+            EVP_DigestUpdate(ctx, p->blocks[idx], len);
+        } else if (!failed) {
+            if (write_all(p->r->fd, p->blocks[idx], len)) {
+                p->r->written += len;
+                writeback_kick(p->r);
+            } else {
+                failed = true;
+                err = errno != 0 ? errno : EIO;
+            }
+        }
         pthread_mutex_lock(&p->mu);
+        if (failed && !p->write_failed) {
+            p->write_failed = true;
+            p->write_errno = err;
+        }
         p->consumed[k]++;
         pthread_cond_broadcast(&p->cv);
     }
@@ -678,18 +705,24 @@ static void *pipe_thread(void *arg)
     return NULL;
 }
 
-/* Stops the helpers (after they hashed every block handed over) and frees
- * the pipeline. Safe on NULL. */
-static void pipe_free(store *s, hash_pipe *p)
+/* Stops the helpers, once each is done with every block handed over. */
+static void pipe_join(hash_pipe *p)
 {
-    if (p == NULL)
-        return;
     pthread_mutex_lock(&p->mu);
     p->closing = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (int k = 0; k < p->started; k++)
         pthread_join(p->threads[k], NULL);
+    p->started = 0;
+}
+
+/* Stops the helpers and frees the pipeline. Safe on NULL. */
+static void pipe_free(store *s, hash_pipe *p)
+{
+    if (p == NULL)
+        return;
+    pipe_join(p);
     for (int i = 0; i < PIPE_DEPTH; i++)
         free(p->blocks[i]);
     pthread_mutex_destroy(&p->mu);
@@ -722,7 +755,7 @@ static hash_pipe *pipe_new(req *r)
             return NULL;
         }
     }
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < PIPE_HELPERS; k++) {
         pipe_arg *a = malloc(sizeof *a);
         if (a != NULL) {
             a->p = p;
@@ -771,30 +804,40 @@ static bool write_all(int fd, const unsigned char *data, size_t len)
     return true;
 }
 
-/* Writes the block being filled and hands it to the helpers; waits for a
- * free slot. */
-static bool pipe_submit(hash_pipe *p, int fd)
+/* The slowest helper's count of blocks done (under mu). */
+static uint64_t pipe_done(const hash_pipe *p)
 {
-    size_t idx = (size_t)(p->produced % PIPE_DEPTH);
-    if (p->fill == 0)
-        return true;
-    if (!write_all(fd, p->blocks[idx], p->fill))
-        return false;
-    p->r->written += p->fill;
-    writeback_kick(p->r);
-    pthread_mutex_lock(&p->mu);
-    p->lens[idx] = p->fill;
-    p->produced++;
-    p->fill = 0;
-    pthread_cond_broadcast(&p->cv);
-    /* The next block to fill must be free: both helpers are past it. */
-    while (p->produced - p->consumed[0] >= PIPE_DEPTH || p->produced - p->consumed[1] >= PIPE_DEPTH)
-        pthread_cond_wait(&p->cv, &p->mu);
-    pthread_mutex_unlock(&p->mu);
-    return true;
+    uint64_t m = p->consumed[0];
+    for (int k = 1; k < PIPE_HELPERS; k++)
+        if (p->consumed[k] < m)
+            m = p->consumed[k];
+    return m;
 }
 
-static bool pipe_feed(hash_pipe *p, int fd, const char *data, size_t len)
+/* Hands the block being filled to the helpers; waits for a free slot.
+ * False once the writer has failed (errno set to its error). */
+static bool pipe_submit(hash_pipe *p)
+{
+    size_t idx = (size_t)(p->produced % PIPE_DEPTH);
+    bool ok;
+    pthread_mutex_lock(&p->mu);
+    if (p->fill > 0) {
+        p->lens[idx] = p->fill;
+        p->produced++;
+        p->fill = 0;
+        pthread_cond_broadcast(&p->cv);
+    }
+    /* The next block to fill must be free: every helper is past it. */
+    while (p->produced - pipe_done(p) >= PIPE_DEPTH && !p->write_failed)
+        pthread_cond_wait(&p->cv, &p->mu);
+    ok = !p->write_failed;
+    if (!ok)
+        errno = p->write_errno;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+static bool pipe_feed(hash_pipe *p, const char *data, size_t len)
 {
     while (len > 0) {
         size_t idx = (size_t)(p->produced % PIPE_DEPTH);
@@ -805,20 +848,27 @@ static bool pipe_feed(hash_pipe *p, int fd, const char *data, size_t len)
         p->fill += n;
         data += n;
         len -= n;
-        if (p->fill == PIPE_BLOCK && !pipe_submit(p, fd))
+        if (p->fill == PIPE_BLOCK && !pipe_submit(p))
             return false;
     }
     return true;
 }
 
-/* Flushes the last block and waits for both digests to be complete. */
+/* Hands over the last block and waits until it is written and both
+ * digests are complete. */
 static bool pipe_finish(req *r)
 {
-    bool ok = true;
-    if (r->pipe == NULL)
+    hash_pipe *p = r->pipe;
+    bool ok;
+    if (p == NULL)
         return true;
-    ok = pipe_submit(r->pipe, r->fd);
-    pipe_free(r->s, r->pipe);
+    ok = pipe_submit(p);
+    pipe_join(p); /* the helpers finish every block handed over */
+    if (p->write_failed) {
+        errno = p->write_errno;
+        ok = false;
+    }
+    pipe_free(r->s, p);
     r->pipe = NULL;
     return ok;
 }
@@ -917,7 +967,7 @@ static bool body_write(req *r, const char *data, size_t len)
 {
     if (r->pipe != NULL) {
         r->received += len;
-        if (pipe_feed(r->pipe, r->fd, data, len))
+        if (pipe_feed(r->pipe, data, len))
             return true;
         log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
         defer_error(r, 500, "InternalError", "the store could not write the object");
