@@ -8,6 +8,9 @@
 #   1m   1 MiB PUTs, 32 concurrent connections   (req/s)
 # and the store's peak RSS while 1,000 slow uploads are open at once.
 # Usage: bench/upload/run.sh BUILD_DIR   (a release build; scripts/bench.sh)
+# CASES="1g 64k 1m slow" (the default) picks the cases to run; each of the
+# first three runs ROUNDS (3) times on each server, and its line gives the
+# medians.
 # nginx is installed with apt-get if missing (it is a benchmark peer only).
 set -euo pipefail
 FERRY_WHO="bench upload"
@@ -17,6 +20,9 @@ N64=${N64:-4000}
 N1M=${N1M:-600}
 SLOW=${SLOW:-1000}
 THREADS=${THREADS:-32}
+ROUNDS=${ROUNDS:-3}
+CASES=" ${CASES:-1g 64k 1m slow} "
+want() { [[ $CASES == *" $1 "* ]]; }
 ferryctl=$build/cmd/ferryctl/ferryctl
 ferryd=$build/cmd/ferryd/ferryd
 bench=$build/bench/upload/ferry_bench_upload
@@ -98,31 +104,54 @@ wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$sport"
 ferry_base=https://127.0.0.1:$sport/ingest
 nginx_base=https://127.0.0.1:$nport/dav
 auth=(--access-key ferry-operator --secret bench-operator-secret-0123456789)
-run() { # run ferry|nginx SIZE COUNT CONC -> "req_per_s mb_per_s"
+run() { # run ferry|nginx SIZE COUNT CONC -> "req_per_s mb_per_s tls"
   local base args=()
   if [ "$1" = ferry ]; then base=$ferry_base; args=("${auth[@]}"); else base=$nginx_base; fi
   "$bench" --base "$base" --ca "$pki/ca.pem" --size "$2" --count "$3" --concurrency "$4" \
-    "${args[@]}" | sed -E 's/req_per_s=([0-9.]+) mb_per_s=([0-9.]+).*/\1 \2/'
+    "${args[@]}" | sed -E 's/req_per_s=([0-9.]+) mb_per_s=([0-9.]+).* tls=([^ ]+).*/\1 \2 \3/'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 clear_data() { rm -rf "$tmp/nginx-root/dav/bench"; }
 
-read -r _ f1g < <(run ferry $((1 << 30)) 1 1)
-read -r _ n1g < <(run nginx $((1 << 30)) 1 1)
-clear_data
-echo "bench upload: case=1g unit=MB/s ferry=$f1g nginx=$n1g ratio=$(ratio "$f1g" "$n1g")"
-read -r f64 _ < <(run ferry 65536 "$N64" 32)
-read -r n64 _ < <(run nginx 65536 "$N64" 32)
-echo "bench upload: case=64k unit=req/s ferry=$f64 nginx=$n64 ratio=$(ratio "$f64" "$n64")"
-read -r f1m _ < <(run ferry $((1 << 20)) "$N1M" 32)
-read -r n1m _ < <(run nginx $((1 << 20)) "$N1M" 32)
-clear_data
-echo "bench upload: case=1m unit=req/s ferry=$f1m nginx=$n1m ratio=$(ratio "$f1m" "$n1m")"
+# compare CASE UNIT FIELD SIZE COUNT CONC: ROUNDS rounds of Ferry and nginx,
+# alternating which goes first (ABBA), so that a change in the machine's
+# load during the run (it is shared) weighs on both; prints the medians and
+# their ratio, and every round's ratio.
+compare() {
+  local name=$1 unit=$2 field=$3 size=$4 count=$5 conc=$6 i f n ftls ntls fs=() ns=() rs=()
+  for ((i = 0; i < ROUNDS; i++)); do
+    if ((i % 2 == 0)); then
+      f=$(run ferry "$size" "$count" "$conc" | tee "$tmp/f.out" | cut -d' ' -f"$field")
+      n=$(run nginx "$size" "$count" "$conc" | tee "$tmp/n.out" | cut -d' ' -f"$field")
+    else
+      n=$(run nginx "$size" "$count" "$conc" | tee "$tmp/n.out" | cut -d' ' -f"$field")
+      f=$(run ferry "$size" "$count" "$conc" | tee "$tmp/f.out" | cut -d' ' -f"$field")
+    fi
+    # A 1 GiB file is removed after its round (disk space); the small files
+    # stay until the end: on ext4 without a journal, thousands of inodes
+    # freed in nginx's directory's block group would slow its next round's
+    # creates (the allocator skips recently freed inodes one by one).
+    if ((size >= 1 << 30)); then clear_data; fi
+    fs+=("$f") ns+=("$n") rs+=("$(ratio "$f" "$n")")
+  done
+  ftls=$(cut -d' ' -f3 "$tmp/f.out") ntls=$(cut -d' ' -f3 "$tmp/n.out")
+  f=$(printf '%s\n' "${fs[@]}" | median) n=$(printf '%s\n' "${ns[@]}" | median)
+  echo "bench upload: case=$name unit=$unit ferry=$f nginx=$n ratio=$(ratio "$f" "$n")" \
+    "rounds=$ROUNDS round_ratios=$(IFS=,; echo "${rs[*]}") tls_ferry=$ftls tls_nginx=$ntls"
+}
+
+want 1g && compare 1g MB/s 2 $((1 << 30)) 1 1
+want 64k && compare 64k req/s 1 65536 "$N64" 32
+want 1m && compare 1m req/s 1 $((1 << 20)) "$N1M" 32
+want slow || exit 0
 
 # --- 1,000 slow uploads at once: the store's peak RSS ---------------------
 # slow_clients.py ramps the connections up in batches, then trickles 4 KiB/s
 # into each; "up=N" says how many were open at once.
 rss_before=$(awk '/VmRSS/ {print $2}' /proc/$fpid/status)
+# Uploads in progress are the data files beyond those the earlier cases
+# stored (a body is written straight into objects/xx/<id>).
+files_before=$(find "$tmp/store/objects" -type f | wc -l)
 : >"$tmp/slow.txt"
 /usr/bin/python3 "$(dirname "$0")/slow_clients.py" "$sport" "$pki/ca.pem" "$SLOW" 5 \
   ferry-operator bench-operator-secret-0123456789 >"$tmp/slow.txt" 2>&1 &
@@ -131,7 +160,7 @@ pids+=($slow_pid)
 parts=0
 until grep -q '^up=' "$tmp/slow.txt" || ! kill -0 "$slow_pid" 2>/dev/null; do sleep 0.5; done
 sleep 2
-parts=$(find "$tmp/store/objects" -name '*.part' | wc -l)
+parts=$(($(find "$tmp/store/objects" -type f | wc -l) - files_before))
 wait "$slow_pid" || true
 up=$(sed -n 's/^up=//p' "$tmp/slow.txt")
 peak=$(awk '/VmHWM/ {print $2}' /proc/$fpid/status)

@@ -8,7 +8,10 @@
  *       --size BYTES --count N --concurrency C [--access-key K --secret S]
  *       [--slow RATE --hold SECONDS]
  *
- * Prints "req_per_s=… mb_per_s=… ok=… failed=…". With --slow, every
+ * Prints "req_per_s=… mb_per_s=… ok=… failed=… seconds=… tls=VERSION/SUITE"
+ * (the protocol and cipher suite the server chose, read from the first
+ * connection, so that a comparison can show both sides negotiated the
+ * same). With --slow, every
  * connection sends at RATE bytes/s and the program exits after HOLD
  * seconds (the store's memory under many slow uploads is measured by the
  * caller). Bodies come from a 1 MiB random block repeated, so a 1 GB upload
@@ -22,6 +25,7 @@
 
 #include <curl/curl.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 
 #include "common/buf.h"
 #include "sigv4/sigv4.h"
@@ -29,6 +33,7 @@
 #define BLOCK (1u << 20)
 
 static unsigned char block[BLOCK];
+static char tls[128]; /* "TLSv1.3/TLS_AES_256_GCM_SHA384", from the first body read */
 
 typedef struct job {
     CURL *h;
@@ -42,6 +47,15 @@ static size_t read_body(char *buf, size_t sz, size_t n, void *arg)
 {
     job *j = arg;
     size_t want = sz * n;
+    if (tls[0] == '\0') {
+        /* The TLS session is only reachable while a transfer runs. */
+        struct curl_tlssessioninfo *info = NULL;
+        if (curl_easy_getinfo(j->h, CURLINFO_TLS_SSL_PTR, &info) == CURLE_OK && info != NULL &&
+            info->backend == CURLSSLBACKEND_OPENSSL && info->internals != NULL) {
+            SSL *ssl = info->internals;
+            snprintf(tls, sizeof tls, "%s/%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+        }
+    }
     uint64_t left = j->size - j->sent;
     if (want > left)
         want = (size_t)left;
@@ -198,8 +212,8 @@ int main(int argc, char **argv)
             curl_multi_poll(m, NULL, 0, 100, NULL);
     }
     double el = now_s() - t0;
-    printf("req_per_s=%.1f mb_per_s=%.1f ok=%ld failed=%ld seconds=%.2f\n", (double)ok / el,
-           (double)ok * (double)o.size / el / 1e6, ok, failed, el);
+    printf("req_per_s=%.1f mb_per_s=%.1f ok=%ld failed=%ld seconds=%.2f tls=%s\n", (double)ok / el,
+           (double)ok * (double)o.size / el / 1e6, ok, failed, el, tls[0] ? tls : "none");
     for (long i = 0; i < o.concurrency; i++) {
         if (jobs[i].h != NULL) {
             curl_multi_remove_handle(m, jobs[i].h);

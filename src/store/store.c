@@ -11,9 +11,9 @@
  *               before a byte of body is read (clients that sent
  *               "Expect: 100-continue" never send it). GET/HEAD/DELETE/List
  *               are answered here too.
- *   PH_BODY     PutObject: each chunk goes to the temporary file and into
+ *   PH_BODY     PutObject: each chunk goes to the data file and into
  *               MD5 and SHA-256; the last call verifies, commits (fsync,
- *               rename, fsync dir, ledger) and answers.
+ *               fsync dir, ledger) and answers.
  *   PH_DISCARD  a failure in the middle of a body (a write error): the rest
  *               is read and dropped, then the error is answered.
  * While a body arrives, the body watchdog (its own thread) answers one that
@@ -23,7 +23,7 @@
  * The request context is created by the URI log callback (which sees the
  * raw request target, query string included, before libmicrohttpd decodes
  * it: SigV4 needs the bytes as sent) and freed by the completion callback,
- * which also removes the temporary file of any upload that did not commit,
+ * which also removes the data file of any upload that did not commit,
  * whatever the reason (client gone, timeout, shutdown).
  */
 #include "store.h"
@@ -162,6 +162,8 @@ typedef struct req {
     char file_id[STORE_FILE_ID_LEN + 1];
     uint64_t expected;
     uint64_t received;
+    uint64_t written;  /* bytes written to fd */
+    uint64_t wb_start; /* writeback started for [0, wb_start) */
     int64_t start_ns;
     EVP_MD_CTX *md5;
     EVP_MD_CTX *sha;
@@ -415,7 +417,7 @@ static void defer_error(req *r, unsigned status, const char *code, const char *m
  * connection's thread drops whatever body still arrives and stores
  * nothing; WATCH_LINGER_MS later the watchdog shuts the socket's reading
  * side, so libmicrohttpd closes the connection and its completion callback
- * removes the .part file. The linger lets a client that is still sending
+ * removes the data file. The linger lets a client that is still sending
  * read the answer before the close (a close with unread bytes resets the
  * connection, which can discard the answer on the client's side).
  *
@@ -978,9 +980,11 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
  * One connection is served by one worker thread, and for a large body MD5
  * and SHA-256 cost that thread more than TLS and the write together. So
  * bodies of PIPE_MIN_BYTES or more are cut into PIPE_BLOCK blocks in a ring
- * of PIPE_DEPTH: the worker fills a block, writes it to the file and hands it
- * to two helper threads, one per digest, that read it in place. The worker
- * waits only when the ring is full (memory per upload: PIPE_DEPTH blocks).
+ * of PIPE_DEPTH: the worker fills a block and hands it to three helper
+ * threads that read it in place, one per digest and one that writes it to
+ * the file (the page-cache copy was the largest part of the worker's time
+ * once the digests had moved off it). The worker waits only when the ring
+ * is full (memory per upload: PIPE_DEPTH blocks).
  * At most PIPES_MAX uploads use a pipeline at once; others hash inline.
  */
 #define PIPE_BLOCK     (256u << 10)
@@ -988,17 +992,21 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
 #define PIPE_MIN_BYTES (8u << 20)
 #define PIPES_MAX      8
 
+#define PIPE_HELPERS 3 /* MD5, SHA-256, the file write */
+
 typedef struct hash_pipe {
     req *r;
-    pthread_t threads[2];
+    pthread_t threads[PIPE_HELPERS];
     int started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned char *blocks[PIPE_DEPTH];
     size_t lens[PIPE_DEPTH];
-    uint64_t produced;    /* blocks handed over */
-    uint64_t consumed[2]; /* blocks each helper has hashed */
+    uint64_t produced;               /* blocks handed over */
+    uint64_t consumed[PIPE_HELPERS]; /* blocks each helper is done with */
     bool closing;
+    bool write_failed; /* under mu; the writer stops writing, the worker feeding */
+    int write_errno;
     size_t fill; /* bytes in the block being filled: blocks[produced % DEPTH] */
 } hash_pipe;
 
@@ -1007,11 +1015,17 @@ typedef struct pipe_arg {
     int k;
 } pipe_arg;
 
+static bool write_all(int fd, const unsigned char *data, size_t len);
+static void writeback_kick(req *r);
+
+/* Helper k: 0 and 1 hash each block (MD5, SHA-256), 2 writes it to the file
+ * (and owns r->written and the early writeback while the pipeline runs). */
 static void *pipe_thread(void *arg)
 {
     hash_pipe *p = ((pipe_arg *)arg)->p;
     int k = ((pipe_arg *)arg)->k;
     EVP_MD_CTX *ctx = k == 0 ? p->r->md5 : p->r->sha;
+    bool failed = false;
     free(arg);
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -1022,8 +1036,23 @@ static void *pipe_thread(void *arg)
         size_t idx = (size_t)(p->consumed[k] % PIPE_DEPTH);
         size_t len = p->lens[idx];
         pthread_mutex_unlock(&p->mu);
-        EVP_DigestUpdate(ctx, p->blocks[idx], len);
+        int err = 0;
+        if (k < 2) {
+            EVP_DigestUpdate(ctx, p->blocks[idx], len);
+        } else if (!failed) {
+            if (write_all(p->r->fd, p->blocks[idx], len)) {
+                p->r->written += len;
+                writeback_kick(p->r);
+            } else {
+                failed = true;
+                err = errno != 0 ? errno : EIO;
+            }
+        }
         pthread_mutex_lock(&p->mu);
+        if (failed && !p->write_failed) {
+            p->write_failed = true;
+            p->write_errno = err;
+        }
         p->consumed[k]++;
         pthread_cond_broadcast(&p->cv);
     }
@@ -1031,18 +1060,24 @@ static void *pipe_thread(void *arg)
     return NULL;
 }
 
-/* Stops the helpers (after they hashed every block handed over) and frees
- * the pipeline. Safe on NULL. */
-static void pipe_free(store *s, hash_pipe *p)
+/* Stops the helpers, once each is done with every block handed over. */
+static void pipe_join(hash_pipe *p)
 {
-    if (p == NULL)
-        return;
     pthread_mutex_lock(&p->mu);
     p->closing = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (int k = 0; k < p->started; k++)
         pthread_join(p->threads[k], NULL);
+    p->started = 0;
+}
+
+/* Stops the helpers and frees the pipeline. Safe on NULL. */
+static void pipe_free(store *s, hash_pipe *p)
+{
+    if (p == NULL)
+        return;
+    pipe_join(p);
     for (int i = 0; i < PIPE_DEPTH; i++)
         free(p->blocks[i]);
     pthread_mutex_destroy(&p->mu);
@@ -1075,7 +1110,7 @@ static hash_pipe *pipe_new(req *r)
             return NULL;
         }
     }
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < PIPE_HELPERS; k++) {
         pipe_arg *a = malloc(sizeof *a);
         if (a != NULL) {
             a->p = p;
@@ -1089,6 +1124,25 @@ static hash_pipe *pipe_new(req *r)
         p->started++;
     }
     return p;
+}
+
+/*
+ * Early writeback: a large body is handed to the disk 8 MiB at a time while
+ * it arrives (sync_file_range, which only starts the write), so the
+ * fdatasync before the answer waits for the tail, not the whole body. With
+ * the page cache's own thresholds (10% of memory) a 1 GiB body would stay
+ * dirty until that fdatasync wrote all of it while the client waited.
+ */
+#define WRITEBACK_STEP (8u << 20)
+
+static void writeback_kick(req *r)
+{
+    if (r->written - r->wb_start < WRITEBACK_STEP)
+        return;
+    /* Failures are not fatal here: the fdatasync at commit reports them. */
+    (void)sync_file_range(r->fd, (off_t)r->wb_start, (off_t)(r->written - r->wb_start),
+                          SYNC_FILE_RANGE_WRITE);
+    r->wb_start = r->written;
 }
 
 static bool write_all(int fd, const unsigned char *data, size_t len)
@@ -1105,28 +1159,40 @@ static bool write_all(int fd, const unsigned char *data, size_t len)
     return true;
 }
 
-/* Writes the block being filled and hands it to the helpers; waits for a
- * free slot. */
-static bool pipe_submit(hash_pipe *p, int fd)
+/* The slowest helper's count of blocks done (under mu). */
+static uint64_t pipe_done(const hash_pipe *p)
 {
-    size_t idx = (size_t)(p->produced % PIPE_DEPTH);
-    if (p->fill == 0)
-        return true;
-    if (!write_all(fd, p->blocks[idx], p->fill))
-        return false;
-    pthread_mutex_lock(&p->mu);
-    p->lens[idx] = p->fill;
-    p->produced++;
-    p->fill = 0;
-    pthread_cond_broadcast(&p->cv);
-    /* The next block to fill must be free: both helpers are past it. */
-    while (p->produced - p->consumed[0] >= PIPE_DEPTH || p->produced - p->consumed[1] >= PIPE_DEPTH)
-        pthread_cond_wait(&p->cv, &p->mu);
-    pthread_mutex_unlock(&p->mu);
-    return true;
+    uint64_t m = p->consumed[0];
+    for (int k = 1; k < PIPE_HELPERS; k++)
+        if (p->consumed[k] < m)
+            m = p->consumed[k];
+    return m;
 }
 
-static bool pipe_feed(hash_pipe *p, int fd, const char *data, size_t len)
+/* Hands the block being filled to the helpers; waits for a free slot.
+ * False once the writer has failed (errno set to its error). */
+static bool pipe_submit(hash_pipe *p)
+{
+    size_t idx = (size_t)(p->produced % PIPE_DEPTH);
+    bool ok;
+    pthread_mutex_lock(&p->mu);
+    if (p->fill > 0) {
+        p->lens[idx] = p->fill;
+        p->produced++;
+        p->fill = 0;
+        pthread_cond_broadcast(&p->cv);
+    }
+    /* The next block to fill must be free: every helper is past it. */
+    while (p->produced - pipe_done(p) >= PIPE_DEPTH && !p->write_failed)
+        pthread_cond_wait(&p->cv, &p->mu);
+    ok = !p->write_failed;
+    if (!ok)
+        errno = p->write_errno;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+static bool pipe_feed(hash_pipe *p, const char *data, size_t len)
 {
     while (len > 0) {
         size_t idx = (size_t)(p->produced % PIPE_DEPTH);
@@ -1137,20 +1203,27 @@ static bool pipe_feed(hash_pipe *p, int fd, const char *data, size_t len)
         p->fill += n;
         data += n;
         len -= n;
-        if (p->fill == PIPE_BLOCK && !pipe_submit(p, fd))
+        if (p->fill == PIPE_BLOCK && !pipe_submit(p))
             return false;
     }
     return true;
 }
 
-/* Flushes the last block and waits for both digests to be complete. */
+/* Hands over the last block and waits until it is written and both
+ * digests are complete. */
 static bool pipe_finish(req *r)
 {
-    bool ok = true;
-    if (r->pipe == NULL)
+    hash_pipe *p = r->pipe;
+    bool ok;
+    if (p == NULL)
         return true;
-    ok = pipe_submit(r->pipe, r->fd);
-    pipe_free(r->s, r->pipe);
+    ok = pipe_submit(p);
+    pipe_join(p); /* the helpers finish every block handed over */
+    if (p->write_failed) {
+        errno = p->write_errno;
+        ok = false;
+    }
+    pipe_free(r->s, p);
     r->pipe = NULL;
     return ok;
 }
@@ -1251,7 +1324,7 @@ static bool body_write(req *r, const char *data, size_t len)
 {
     if (r->pipe != NULL) {
         r->received += len;
-        if (pipe_feed(r->pipe, r->fd, data, len))
+        if (pipe_feed(r->pipe, data, len))
             return true;
         log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
         defer_error(r, 500, "InternalError", "the store could not write the object");
@@ -1273,7 +1346,9 @@ static bool body_write(req *r, const char *data, size_t len)
         }
         data += w;
         len -= (size_t)w;
+        r->written += (uint64_t)w;
     }
+    writeback_kick(r);
     return true;
 }
 
@@ -1296,7 +1371,7 @@ static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
 }
 
 /* The end of an upload (PUT or POST): verifies the digests, commits the
- * file (fsync, rename, fsync dir) and records the object (consuming the
+ * file (fdatasync, fsync dir) and records the object (consuming the
  * grant) in one ledger transaction. Returns true with the hex MD5 in
  * md5_hex when the object is stored; otherwise the request is answered
  * (*ret) and nothing is left behind. */
@@ -1347,7 +1422,7 @@ static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], en
     }
     close(r->fd);
     r->fd = -1;
-    r->tmp_exists = false; /* renamed: from here the file is under objects/ */
+    r->tmp_exists = false; /* durable: from here the ledger's outcome decides */
 
     o = calloc(1, sizeof *o);
     if (o == NULL) {
@@ -1578,7 +1653,7 @@ static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const heade
     if (!copy_bytes(in, r->fd, o->size) || store_fs_commit(&s->fs, r->fd, r->file_id) != FERRY_OK) {
         log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
         ret = respond_error(r, c, 500, "InternalError", "the store could not write the object");
-        goto out; /* req_free removes the .part file */
+        goto out; /* req_free removes the data file */
     }
     close(r->fd);
     r->fd = -1;

@@ -2,28 +2,38 @@
  * store_fs.h - the embedded store's data directory.
  *
  * Layout under data_dir:
- *   objects/<xx>/<file-id>       stored objects; xx = the id's first two hex
+ *   objects/<xx>/<file-id>       data files; xx = the id's first two hex
  *                                digits, 256 directories created at start-up
- *   objects/<xx>/<file-id>.part  bodies being received, in the directory
- *                                they will be renamed within (atomic, and
- *                                one directory to fsync). Spreading them
- *                                over 256 directories keeps concurrent
- *                                creates and renames from queueing on one
- *                                directory's lock.
+ *                                (spread over the file system's block groups:
+ *                                objects/ is marked FS_TOPDIR_FL)
  *   tmp/                         unused since; emptied at start-up
  * A file id is 32 random hex digits. Object keys never appear in paths: the
  * ledger maps (bucket, key) to a file id, and a data file is visible only
  * through its ledger row.
  *
+ * A body is written straight into its final name, objects/xx/<id>: the
+ * ledger row, not the name, makes it an object, so there is no rename.
+ * Before the row is committed, store_fs_commit() makes the file durable:
+ * fdatasync (bytes and size), then the directory entry. Directory syncs are
+ * grouped: one fsync of a directory covers every entry created in it before
+ * the fsync began, so an upload whose entry an fsync already covered skips
+ * its own (per directory: a count of entries created, and the count the
+ * last completed fsync covered).
+ *
  * Invariants: a file under objects/ that no ledger row names is garbage (an
- * interrupted upload's .part file, a crash between the rename and the ledger
- * commit, or a replaced object whose unlink did not happen) and
- * store_fs_sweep() removes it at start-up.
+ * upload in progress when the process died, a crash between the file's sync
+ * and the ledger commit, a replaced object whose unlink did not happen, a
+ * .part file of the older layout) and store_fs_sweep() removes it at
+ * start-up; nothing else removes files that may belong to an upload.
  */
 #ifndef FERRY_STORE_FS_H
 #define FERRY_STORE_FS_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ferry/ferry_error.h"
 #include "ledger/ledger.h"
@@ -31,9 +41,17 @@
 #define STORE_FILE_ID_LEN 32
 #define STORE_PATH_MAX    4096
 
+typedef struct store_fs_dir {
+    int fd;                       /* open, for fsync */
+    atomic_uint_fast64_t created; /* entries created in it so far */
+    pthread_mutex_t mu;           /* one fsync at a time; guards synced */
+    uint64_t synced;              /* entries the last completed fsync covered */
+} store_fs_dir;
+
 typedef struct store_fs {
     char *root;
-    int objects_dirs[256]; /* open directory fds, for fsync after a rename */
+    store_fs_dir dirs[256];
+    bool dirs_ready; /* the mutexes are initialised */
 } store_fs;
 
 /* Creates the layout under root if needed and opens it. */
@@ -49,14 +67,17 @@ __attribute__((warn_unused_result)) ferry_err store_fs_sweep(store_fs *fs, ledge
 /* A fresh random file id (STORE_FILE_ID_LEN hex digits + NUL). */
 __attribute__((warn_unused_result)) ferry_err store_fs_new_id(char id[STORE_FILE_ID_LEN + 1]);
 
-/* Opens objects/xx/<id>.part for writing (created exclusively, mode 0600). */
+/* Creates objects/xx/<id> for writing (exclusively, mode 0600): the data
+ * file of an upload, invisible until its ledger row is committed. */
 __attribute__((warn_unused_result)) ferry_err store_fs_create_tmp(store_fs *fs, const char *id,
                                                                   int *fd_out);
-/* Removes objects/xx/<id>.part (ignoring a missing file). */
+/* Removes an upload's data file that was not recorded (ignoring a missing
+ * file); the same as store_fs_remove_object. */
 void store_fs_remove_tmp(store_fs *fs, const char *id);
 
-/* fdatasync(fd), rename objects/xx/<id>.part -> objects/xx/<id>, fsync
- * objects/xx.
+/* Makes objects/xx/<id> durable before its ledger row is written:
+ * fdatasync(fd), then an fsync of objects/xx unless one that began after
+ * the file's entry was created has already completed (grouped, see above).
  * The caller still owns and closes fd. */
 __attribute__((warn_unused_result)) ferry_err store_fs_commit(store_fs *fs, int fd, const char *id);
 

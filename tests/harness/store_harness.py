@@ -16,6 +16,7 @@ device would.
 
 import json
 import os
+import sqlite3
 import socket
 import ssl
 import subprocess
@@ -126,13 +127,30 @@ class StoreFerryd:
                 out += [os.path.join(dirpath, n) for n in names]
         return sorted(out)
 
+    def named_file_ids(self):
+        """The file ids the ledger's objects table names (read-only)."""
+        if not os.path.exists(self.ledger):
+            return set()
+        db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True, timeout=10)
+        try:
+            return {r[0] for r in db.execute("SELECT file_id FROM objects")}
+        except sqlite3.OperationalError:
+            return set()  # no objects table yet
+        finally:
+            db.close()
+
     def tmp_files(self):
-        """Uploads in progress (or left over): *.part files, anything in tmp/."""
+        """Uploads in progress (or left over): data files under objects/
+        that no ledger row names (a body is written straight into
+        objects/xx/<id>; the row makes it an object), .part files of the
+        older layout, anything in tmp/."""
+        named = self.named_file_ids()
         return [f for f in self._all_files()
-                if f.endswith(".part") or "/tmp/" in f[len(self.data_dir):]]
+                if "/tmp/" in f[len(self.data_dir):] or f.endswith(".part")
+                or os.path.basename(f) not in named]
 
     def object_files(self):
-        """Stored objects' data files (objects/xx/<id>)."""
+        """Every data file under objects/ (objects/xx/<id>), named or not."""
         return [f for f in self._all_files()
                 if not f.endswith(".part") and "/objects/" in f[len(self.data_dir):]]
 

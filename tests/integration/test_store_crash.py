@@ -8,6 +8,12 @@ partial or foreign object is ever visible; the store starts clean (tmp/
 empty, no data file that the ledger does not name). Uploads finish at
 different times (sizes 64 KB to 4 MB at a limited rate), so the kill lands
 before, during and after commits.
+
+A body is written straight into objects/xx/<file-id> and becomes an object
+only with its ledger row, so what a crash leaves is a data file no row
+names: StartupSweep plants such files (and a .part file of the older
+layout, and a file in tmp/) and checks the restart removes them and only
+them.
 """
 
 import hashlib
@@ -94,6 +100,40 @@ class CrashConsistency(HarnessTestCase):
         sys_msg = "acked=%d interrupted=%d stored_answer_lost=%d" % (
             len(acked), len(other) - len(answer_lost), len(answer_lost))
         print("crash test:", sys_msg)
+
+
+
+class StartupSweep(HarnessTestCase):
+    harness_devices = ("dev-a",)
+
+    def test_unnamed_data_files_removed_at_start_up(self):
+        d = StoreFerryd(self.h)
+        self.addCleanup(d.stop)
+        d.start()
+        s3 = d.boto3()
+        s3.put_object(Bucket=BUCKET, Key="keep/a.bin", Body=b"kept bytes")
+        self.assertEqual(d.stop(), 0)
+        kept = d.object_files()
+        self.assertEqual(len(kept), 1)
+        self.assertEqual(d.tmp_files(), [])
+        objects = os.path.join(d.data_dir, "objects")
+        planted = [
+            os.path.join(objects, "ab", "ab" + "0" * 30),           # an upload cut off
+            os.path.join(objects, "cd", "cd" + "1" * 30 + ".part"),  # the older layout
+            os.path.join(objects, "ef", "not-a-file-id"),            # anything else
+            os.path.join(d.data_dir, "tmp", "stray"),
+        ]
+        for p in planted:
+            with open(p, "wb") as f:
+                f.write(b"partial")
+        self.assertEqual(len(d.tmp_files()), len(planted))
+        d.start()
+        self.assertEqual([p for p in planted if os.path.exists(p)], [])
+        self.assertEqual(d.object_files(), kept)
+        self.assertEqual(d.tmp_files(), [])
+        self.assertIn("event=store.swept removed=%d" % len(planted), d.log())
+        got = s3.get_object(Bucket=BUCKET, Key="keep/a.bin")["Body"].read()
+        self.assertEqual(got, b"kept bytes")
 
 
 if __name__ == "__main__":
