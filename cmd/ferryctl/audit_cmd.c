@@ -24,22 +24,6 @@ static void audit_usage(FILE *out)
     fprintf(out, "usage: ferryctl audit --ledger PATH DEVICE [--since ISO8601] [--limit N]\n");
 }
 
-/* Prints v as a double-quoted value: quotes and backslashes escaped,
- * control bytes as \xHH (refusal messages may quote device input). */
-static void print_quoted(const char *v)
-{
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            printf("\\x%02x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
-}
-
 static int print_row(const ledger_audit_row *row, void *arg)
 {
     char when[FERRY_ISO8601_LEN + 1];
@@ -47,9 +31,9 @@ static int print_row(const ledger_audit_row *row, void *arg)
     ferry_time_iso8601(row->at, when);
     printf("at=%s outcome=%s code=%s grant=%s request_id=", when, row->outcome, row->code,
            row->grant_id[0] != '\0' ? row->grant_id : "-");
-    print_quoted(row->request_id);
+    ferryctl_print_quoted(row->request_id);
     printf(" detail=");
-    print_quoted(row->detail);
+    ferryctl_print_quoted(row->detail);
     putchar('\n');
     return 0;
 }

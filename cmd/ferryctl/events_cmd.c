@@ -32,32 +32,15 @@ static void events_usage(FILE *out)
                  " (--event ID | --all)\n");
 }
 
-/* Text fields come from the ledger, written from device input: quotes,
- * backslashes and control bytes are escaped so one delivery stays one
- * line. */
-static void print_quoted(const char *s)
-{
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            printf("\\x%02x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
-}
-
 static int print_delivery(const ledger_delivery *d, void *arg)
 {
     size_t *count = arg;
     printf("event=%s seq=%lld target=%s state=%s attempts=%u device=%s grant=%s key=", d->event.id,
            (long long)d->event.seq, d->target, ledger_delivery_state_str(d->state), d->attempts,
            d->event.device, d->event.grant_id);
-    print_quoted(d->event.key);
+    ferryctl_print_quoted(d->event.key);
     printf(" error=");
-    print_quoted(d->last_error);
+    ferryctl_print_quoted(d->last_error);
     putchar('\n');
     (*count)++;
     return 0;

@@ -15,4 +15,9 @@ int ferryctl_grant(int argc, char **argv);         /* grant_cmd.c */
 int ferryctl_events(int argc, char **argv);        /* events_cmd.c */
 int ferryctl_audit(int argc, char **argv);         /* audit_cmd.c */
 
+/* Prints s double-quoted for a key=value line: quotes and backslashes
+ * escaped, control bytes as \xHH, so text that came from devices (request
+ * ids, refusal messages, keys) stays on its line (output.c). */
+void ferryctl_print_quoted(const char *s);
+
 #endif
