@@ -15,8 +15,6 @@
  * leaves no data file behind.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,100 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/log.h"
-#include "store/store.h"
+#include "fuzz_store_env.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static store *the_store;
-static int the_port;
-static char the_dir[64];
-
-static int pick_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/* At exit: the store stopped and its temporary directory removed, so that
- * replays in every test run leave nothing in /tmp. */
-static void stop_store(void)
-{
-    store_free(the_store);
-    the_store = NULL;
-    nftw(the_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void start_store(void)
-{
-    char ledger[128], data[128];
-    ferry_log_set_level(FERRY_LOG_ERROR);
-    snprintf(the_dir, sizeof the_dir, "/tmp/ferry-fuzz-head-XXXXXX");
-    if (mkdtemp(the_dir) == NULL)
-        abort();
-    snprintf(ledger, sizeof ledger, "%s/ledger.db", the_dir);
-    snprintf(data, sizeof data, "%s/store", the_dir);
-    the_port = pick_port();
-    store_config cfg = {
-        .listen = "127.0.0.1",
-        .port = the_port,
-        .plain_http = true,
-        .data_dir = data,
-        .ledger_url = ledger,
-        .bucket = "ingest",
-        .region = "us-east-1",
-        .grant_access_key = "ferry-grants",
-        .grant_secret = "grant-secret-for-fuzzing-only",
-        .operator_access_key = "ferry-operator",
-        .operator_secret = "operator-secret-for-fuzzing-only",
-        .max_object_size = 1 << 20,
-        .max_connections = 16,
-        .threads = 1,
-        .idle_timeout_s = 2,
-        .conn_memory_bytes = 65536,
-        .max_headers = 64,
-        .max_target_bytes = STORE_TARGET_DEFAULT,
-        .max_header_bytes = STORE_HEADER_BYTES_DEFAULT,
-    };
-    if (the_port <= 0 || store_new(&cfg, &the_store) != 0)
-        abort();
-    atexit(stop_store);
-}
-
-static size_t count_data_files(const char *dir)
-{
-    char p[512];
-    size_t n = 0;
-    for (int i = 0; i < 256; i++) {
-        snprintf(p, sizeof p, "%s/store/objects/%02x", dir, i);
-        DIR *d = opendir(p);
-        struct dirent *e;
-        if (d == NULL)
-            continue;
-        while ((e = readdir(d)) != NULL)
-            if (e->d_name[0] != '.') /* no input is validly signed: any file is left over */
-                n++;
-        closedir(d);
-    }
-    return n;
-}
 
 static double now_s(void)
 {
@@ -137,11 +45,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t first_len = 0;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct timeval tv = {1, 0};
-    if (the_store == NULL)
-        start_store();
+    int port = fuzz_store_port("head");
     if (size > (256u << 10))
         return 0;
-    a.sin_port = htons((uint16_t)the_port);
+    a.sin_port = htons((uint16_t)port);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
         abort();
@@ -176,9 +83,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     /* Once the connection is over, nothing partial is left (the completion
      * callback may run just after the close: give it a moment). */
-    for (int i = 0; i < 500 && count_data_files(the_dir) > 0; i++)
+    for (int i = 0; i < 500 && fuzz_store_data_files() > 0; i++)
         usleep(1000);
-    if (count_data_files(the_dir) > 0)
+    if (fuzz_store_data_files() > 0)
         abort();
     return 0;
 }
