@@ -2,8 +2,32 @@
 # Source it; set FERRY_WHO to the name used in error messages.
 
 # A free TCP port on 127.0.0.1 (the kernel's choice).
+# free_port: a loopback TCP port that was free a moment ago, below the
+# kernel's ephemeral range, so that a server restarted on it (ferryd between
+# bench rounds) cannot find it taken by some client connection's local end.
+# (The same choice as free_port in tests/harness/ferry_harness.py.)
 free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  /usr/bin/python3 - <<'PY'
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+low = min(low, 65536)
+for _ in range(200):
+    port = random.randint(max(10000, low - 12000), low - 1)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+else:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+PY
 }
 
 # wait_for SECONDS COMMAND...: runs COMMAND until it succeeds; exits the

@@ -37,6 +37,7 @@ Set FERRY_KEEP_TMP=1 to keep the temporary directory (logs, PKI, config).
 import atexit
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -93,9 +94,35 @@ def ferryctl_path():
     return os.path.join(build_dir(), "cmd", "ferryctl", "ferryctl")
 
 
+def _ephemeral_low():
+    """The lowest port the kernel hands out for outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host=LOOPBACK):
-    """A TCP port that was free a moment ago (the caller retries on a race)."""
+    """A TCP port that was free a moment ago (the caller retries on a race).
+
+    Chosen below the kernel's ephemeral range: a server that a test stops
+    and starts again on its port (a broker restart) must not find the port
+    taken in between by some client connection's local end, which the
+    kernel picks from that range (seen as "Address already in use" under
+    ctest -j2)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = max(10000, min(_ephemeral_low(), 65536) - 12000)
+    high = min(_ephemeral_low(), 65536) - 1
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randint(low, high)
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
