@@ -400,12 +400,8 @@ static ferry_err check_request(grant_service *svc, const grant_service_input *in
 static ferry_err settle(grant_service *svc, pending *p, ledger_verdict verdict, int64_t now,
                         grant_answer *answer)
 {
-    if (verdict == LEDGER_INSERTED) {
-        log_info("grant.issued", "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld",
-                 p->device, p->req.id, p->grant.id, p->grant.method,
-                 (unsigned long long)p->grant.size, (long long)(p->grant.expires_at - now));
-        return FERRY_OK;
-    }
+    if (verdict == LEDGER_INSERTED)
+        return FERRY_OK; /* logged once committed (insert_and_commit) */
     grant_rejection rej;
     grant_rejection_init(&rej, p->req.id);
     grant_answer_cleanup(answer);
@@ -526,7 +522,20 @@ static ferry_err insert_and_commit(grant_service *svc, size_t *count)
         ledger_write_rollback(svc->ledger);
         return e;
     }
-    return ledger_write_commit(svc->ledger);
+    if ((e = ledger_write_commit(svc->ledger)) != FERRY_OK)
+        return e;
+    /* Logged here, not when decided: a grant is issued once it is recorded,
+     * and with ferryd answering first this keeps the log line off the
+     * answer's path. */
+    for (size_t i = 0; i < svc->batch_n; i++) {
+        const pending *p = &svc->pending[i];
+        if (granted(p))
+            log_info("grant.issued",
+                     "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld", p->device,
+                     p->req.id, p->grant.id, p->grant.method, (unsigned long long)p->grant.size,
+                     (long long)(p->grant.expires_at - svc->batch_now));
+    }
+    return FERRY_OK;
 }
 
 ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
