@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -284,6 +285,19 @@ static bool drained(broker_link *link)
     return ferry_time_mono_ns() >= atomic_load(&link->drain_deadline_ns);
 }
 
+/* Whether more input is already here: bytes TLS has decrypted but not
+ * handed out yet, or bytes on the socket. Checked before each extra drain
+ * turn, so that a lone request does not pay for a select() and
+ * mosquitto_loop()'s housekeeping that would find nothing. */
+static bool bytes_waiting(struct mosquitto *mosq)
+{
+    SSL *ssl = mosquitto_ssl_get(mosq);
+    if (ssl != NULL && SSL_pending(ssl) > 0)
+        return true;
+    struct pollfd pfd = {.fd = mosquitto_socket(mosq), .events = POLLIN};
+    return pfd.fd >= 0 && poll(&pfd, 1, 0) > 0;
+}
+
 static void *network_thread(void *arg)
 {
     broker_link *link = arg;
@@ -312,7 +326,9 @@ static void *network_thread(void *arg)
         /* A message arrived: before handing the burst over, drain what else
          * is already waiting on the socket (no waiting), so that under load
          * the handler sees whole batches, not one message per turn. */
-        for (int i = 0; i < 64 && rc == MOSQ_ERR_SUCCESS && link->received > before; i++) {
+        for (int i = 0; i < 64 && rc == MOSQ_ERR_SUCCESS && link->received > before &&
+                        bytes_waiting(link->mosq);
+             i++) {
             before = link->received;
             rc = mosquitto_loop(link->mosq, 0, 1);
         }
