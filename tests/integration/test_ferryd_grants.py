@@ -76,10 +76,11 @@ class FerrydTestCase(HarnessTestCase):
         msg = client.expect_message(timeout=timeout)
         return json.loads(msg.payload), msg
 
-    def upload(self, grant, path):
+    def upload(self, grant, path, skip=()):
         args = ["-X", "PUT", "-T", path]
         for k, v in grant["headers"].items():
-            args += ["-H", "%s: %s" % (k, v)]
+            if k not in skip:
+                args += ["-H", "%s: %s" % (k, v)]
         return curl(args + [grant["url"]])
 
     def stored_bytes(self, key):
@@ -136,11 +137,14 @@ class GrantsOverMqtt(FerrydTestCase):
         self.assertEqual(code, 200, text)
         self.assertEqual(self.stored_bytes(answer["key"]), data)
 
-        # The grant binds the size: a body of another length is refused
-        # (s3rver answers 400 for the length mismatch, before any signature
-        # check; the embedded store's own tests cover the checksum).
+        # The grant binds the size: a body of another length, sent with its
+        # own Content-Length, does not match the signed one and is refused.
+        # (Sending the grant's Content-Length with a longer body would make
+        # curl send only that many bytes: s3rver may then take them, so
+        # that says nothing. The embedded store's own tests cover the
+        # checksum.)
         other = self.payload_file("other.wav", os.urandom(len(data) + 1))
-        code, text = self.upload(answer, other)
+        code, text = self.upload(answer, other, skip=("content-length",))
         self.assertIn(code, (400, 403), text)
 
     def test_mqtt311_grant_uploads_with_curl(self):
