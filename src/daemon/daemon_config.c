@@ -25,6 +25,12 @@ static const ferry_cfg_option options[] = {
      "First topic level of every Ferry topic (`<prefix>/<device>/upload/request`)."},
     {"ferryd", "expire_interval", FERRY_CFG_DURATION, S(expire_interval_ms), "30s", 1000, DAY_MS,
      NULL, 0, "How often grants past their expiry are marked expired in the ledger."},
+    {"ferryd", "event_retention", FERRY_CFG_DURATION, S(event_retention_ms), "7d", 0,
+     3650 * DAY_MS, NULL, 0,
+     "How long an event stays in the ledger once every target has it (at each "
+     "`expire_interval`, up to 10,000 at a time, oldest first). Events with a pending or "
+     "dead-lettered delivery stay until delivered or replayed; stored objects are never "
+     "touched. 0: keep every event."},
     {"ferryd", "shutdown_timeout", FERRY_CFG_DURATION, S(shutdown_timeout_ms), "5s", 0, 600 * 1000,
      NULL, 0, "On SIGTERM/SIGINT, how long to wait for answers to be acknowledged by the broker."},
 

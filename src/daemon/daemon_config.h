@@ -28,6 +28,7 @@ typedef struct daemon_config {
     int ledger_sync; /* 0 normal, 1 full */
     char *prefix;
     int64_t expire_interval_ms;
+    int64_t event_retention_ms; /* 0: keep every event */
     int64_t shutdown_timeout_ms;
 
     /* [broker] */

@@ -222,6 +222,21 @@ static void on_loop_end(void *ctx, broker_link *link)
     flush_requests(ctx, link);
 }
 
+/* Removes the events every target has had for longer than
+ * event_retention, a bounded number per sweep so that the write lock is
+ * held briefly; a backlog shrinks over the following sweeps. */
+static void prune_events(const daemon_config *cfg, ledger *l)
+{
+    uint64_t pruned = 0;
+    if (cfg->event_retention_ms <= 0)
+        return;
+    int64_t before_ms = ferry_time_now() * 1000 - cfg->event_retention_ms;
+    if (ledger_events_prune(l, before_ms, 10000, &pruned) != FERRY_OK)
+        log_warn("ledger.prune_failed", "ledger=%s", cfg->ledger);
+    else if (pruned > 0)
+        log_info("events.pruned", "count=%llu", (unsigned long long)pruned);
+}
+
 static void sleep_ms(int64_t ms)
 {
     struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
@@ -428,6 +443,7 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
                 log_warn("ledger.expire_failed", "ledger=%s", cfg->ledger);
             else if (expired > 0)
                 log_info("grants.expired", "count=%llu", (unsigned long long)expired);
+            prune_events(cfg, sweep_ledger);
             next_sweep = ferry_time_mono_ns() + cfg->expire_interval_ms * 1000000;
         }
         sleep_ms(100);

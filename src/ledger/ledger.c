@@ -593,6 +593,14 @@ ferry_err ledger_delivery_replay(ledger *l, const char *target, const char *even
                                    count != NULL ? count : &dummy);
 }
 
+ferry_err ledger_events_prune(ledger *l, int64_t before_ms, size_t limit, uint64_t *count)
+{
+    uint64_t dummy;
+    if (l == NULL || limit == 0)
+        return FERRY_ERR_INVALID;
+    return l->ops->events_prune(l->impl, before_ms, limit, count != NULL ? count : &dummy);
+}
+
 ferry_err ledger_delivery_postpone(ledger *l, const char *target, int64_t until_ms, uint64_t *count)
 {
     ferry_err err;

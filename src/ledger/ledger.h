@@ -526,4 +526,13 @@ __attribute__((warn_unused_result)) ferry_err ledger_delivery_replay(ledger *l, 
                                                                      int64_t now_ms,
                                                                      uint64_t *count);
 
+/* Removes up to limit (1..) of the oldest events created before before_ms
+ * whose every delivery is delivered (or that have none), with their
+ * delivery rows, in one transaction. Events with a pending or dead
+ * delivery stay. *count (may be NULL) receives how many were removed.
+ * Sequencers are never reused (seq is AUTOINCREMENT), so a later event of
+ * a pruned key still sorts after it. */
+__attribute__((warn_unused_result)) ferry_err ledger_events_prune(ledger *l, int64_t before_ms,
+                                                                  size_t limit, uint64_t *count);
+
 #endif

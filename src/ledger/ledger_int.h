@@ -78,6 +78,7 @@ typedef struct ledger_ops {
                                    uint64_t *count);
     ferry_err (*delivery_replay)(void *impl, const char *target, const char *event_id,
                                  int64_t now_ms, uint64_t *count);
+    ferry_err (*events_prune)(void *impl, int64_t before_ms, size_t limit, uint64_t *count);
 } ledger_ops;
 
 struct ledger {

@@ -238,6 +238,9 @@ enum stmt_id {
     ST_DELIVERY_LIST_ALL,
     ST_DELIVERY_LIST_TARGET,
     ST_DELIVERY_REPLAY,
+    ST_PRUNE_UPTO,
+    ST_PRUNE_DELIVERIES,
+    ST_PRUNE_EVENTS,
     ST_DELIVERY_POSTPONE,
     ST_EVENT_BY_GRANT,
     ST_GRANT_USE_EXTERNAL,
@@ -381,6 +384,20 @@ static const char *const stmt_sql[ST__COUNT] = {
         " content_type, device, id, request_id, method, ?5 FROM grants WHERE id = ?6",
     [ST_DELIVERY_POSTPONE] = "UPDATE deliveries SET next_ms = ?2"
                              " WHERE target = ?1 AND state = 'pending' AND next_ms < ?2",
+    /* Pruning, in three steps inside one transaction: the highest seq of
+     * the oldest `limit` events created before the cutoff whose every
+     * delivery is delivered; their deliveries; then every event up to that
+     * seq and before the cutoff left without any delivery row. An event
+     * with a pending or dead delivery keeps that row, so it stays. */
+    [ST_PRUNE_UPTO] = "SELECT max(seq) FROM (SELECT e.seq FROM events e WHERE e.created_ms < ?1"
+                      " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq"
+                      "   AND d.state <> 'delivered') ORDER BY e.seq LIMIT ?2)",
+    [ST_PRUNE_DELIVERIES] = "DELETE FROM deliveries WHERE event_seq <= ?2 AND state = 'delivered'"
+                            " AND event_seq IN (SELECT e.seq FROM events e WHERE e.seq <= ?2"
+                            "   AND e.created_ms < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d"
+                            "   WHERE d.event_seq = e.seq AND d.state <> 'delivered'))",
+    [ST_PRUNE_EVENTS] = "DELETE FROM events WHERE seq <= ?2 AND created_ms < ?1"
+                        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)",
     [ST_DELIVERY_REPLAY] =
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?1"
         " WHERE state = 'dead' AND (?2 IS NULL OR target = ?2)"
@@ -1925,6 +1942,49 @@ static ferry_err sq_delivery_replay(void *impl, const char *target, const char *
     return FERRY_OK;
 }
 
+static ferry_err sq_events_prune(void *impl, int64_t before_ms, size_t limit, uint64_t *count)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    int64_t upto = 0;
+    ferry_err err;
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "events_prune.begin")) != FERRY_OK)
+        return err;
+    if ((err = stmt_get(s, ST_PRUNE_UPTO, &st)) != FERRY_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, before_ms);
+    sqlite3_bind_int64(st, 2, limit_i64(limit));
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        upto = sqlite3_column_int64(st, 0); /* NULL (nothing to prune) reads as 0 */
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) {
+        err = db_fail(s, "events_prune.select", rc);
+        goto out;
+    }
+    uint64_t pruned = 0;
+    if (upto > 0) {
+        static const enum stmt_id steps[] = {ST_PRUNE_DELIVERIES, ST_PRUNE_EVENTS};
+        for (size_t i = 0; i < 2; i++) {
+            if ((err = stmt_get(s, steps[i], &st)) != FERRY_OK)
+                goto out;
+            sqlite3_bind_int64(st, 1, before_ms);
+            sqlite3_bind_int64(st, 2, upto);
+            if ((err = stmt_done(s, st, "events_prune")) != FERRY_OK)
+                goto out;
+        }
+        pruned = (uint64_t)sqlite3_changes(s->db);
+    }
+    if ((err = exec_simple(s, ST_COMMIT, "events_prune.commit")) != FERRY_OK)
+        goto out;
+    *count = pruned;
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
 const ledger_ops ledger_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -1964,4 +2024,5 @@ const ledger_ops ledger_sqlite_ops = {
     .event_external = sq_event_external,
     .delivery_postpone = sq_delivery_postpone,
     .delivery_replay = sq_delivery_replay,
+    .events_prune = sq_events_prune,
 };

@@ -1122,6 +1122,71 @@ static void test_outbox_event_with_object(void **state)
     assert_int_equal(ledger_event_targets_set(f->l, NULL, 1), FERRY_ERR_INVALID);
 }
 
+/* Retention: only events whose every delivery is delivered go, oldest
+ * first, with their delivery rows; sequencers are not reused. */
+static void test_events_prune(void **state)
+{
+    fixture *f = *state;
+    static const char *const targets[] = {"hook", LEDGER_DEVICE_TARGET};
+    ledger_grant g;
+    ledger_object o;
+    ledger_event ev[3], again;
+    uint64_t n = 99;
+    char id[16], key[16];
+
+    assert_int_equal(ledger_event_targets_set(f->l, targets, 2), FERRY_OK);
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof id, "g_pr%d", i);
+        snprintf(key, sizeof key, "pr/%d", i);
+        make_grant(&g, id, "dev-1", 3, T0, 60);
+        insert_ok(f->l, &g);
+        make_object(&o, key, id);
+        snprintf(o.file_id, sizeof o.file_id, "file-pr%d", i);
+        assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
+        assert_int_equal(ledger_event_latest(f->l, "ingest", key, &ev[i]), FERRY_OK);
+    }
+    /* ev 0: delivered everywhere; ev 1: the device's receipt still pending;
+     * ev 2: nothing delivered. */
+    assert_int_equal(ledger_delivery_done(f->l, ev[0].seq, "hook"), FERRY_OK);
+    assert_int_equal(ledger_delivery_done(f->l, ev[0].seq, LEDGER_DEVICE_TARGET), FERRY_OK);
+    assert_int_equal(ledger_delivery_done(f->l, ev[1].seq, "hook"), FERRY_OK);
+
+    /* Not older than the cutoff: kept. */
+    assert_int_equal(ledger_events_prune(f->l, T0 * 1000, 10, &n), FERRY_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(ledger_events_prune(f->l, T0 * 1000 + 1, 10, &n), FERRY_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "pr/0", &again), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "pr/1", &again), FERRY_OK);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "pr/2", &again), FERRY_OK);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_DELIVERED, "hook"), 1);
+    assert_int_equal(count_state(f->l, LEDGER_DELIVERY_PENDING, LEDGER_DEVICE_TARGET), 2);
+    /* The objects themselves stay. */
+    assert_int_equal(ledger_object_get(f->l, "ingest", "pr/0", &o), FERRY_OK);
+
+    /* Once the receipt is out, ev 1 goes too; limit 1 takes one at a time. */
+    assert_int_equal(ledger_delivery_done(f->l, ev[1].seq, LEDGER_DEVICE_TARGET), FERRY_OK);
+    assert_int_equal(ledger_delivery_done(f->l, ev[2].seq, "hook"), FERRY_OK);
+    assert_int_equal(ledger_delivery_done(f->l, ev[2].seq, LEDGER_DEVICE_TARGET), FERRY_OK);
+    assert_int_equal(ledger_events_prune(f->l, T0 * 1000 + 1, 1, &n), FERRY_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "pr/1", &again), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "pr/2", &again), FERRY_OK);
+    assert_int_equal(ledger_events_prune(f->l, T0 * 1000 + 1, 10, NULL), FERRY_OK);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "pr/2", &again), FERRY_ERR_NOT_FOUND);
+
+    /* A new event of a pruned key still sorts after the old ones. */
+    make_grant(&g, "g_pr9", "dev-1", 3, T0, 60);
+    insert_ok(f->l, &g);
+    make_object(&o, "pr/0", "g_pr9");
+    snprintf(o.file_id, sizeof o.file_id, "file-pr9");
+    assert_int_equal(ledger_object_put(f->l, &o, T0 + 2, NULL), FERRY_OK);
+    assert_int_equal(ledger_event_latest(f->l, "ingest", "pr/0", &again), FERRY_OK);
+    assert_true(again.seq > ev[2].seq);
+
+    assert_int_equal(ledger_events_prune(f->l, T0 * 1000, 0, &n), FERRY_ERR_INVALID);
+}
+
 /* Per-key order, retry, dead-letter and replay. */
 static void test_outbox_order_dead_replay(void **state)
 {
@@ -1302,6 +1367,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_object_put_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_event_with_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_order_dead_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_external, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -27,6 +27,7 @@ import threading
 import time
 import unittest
 
+from ferry_harness import free_port
 from ferryd_harness import secret_file
 from store_harness import StoreFerryd
 
@@ -126,7 +127,9 @@ class Receiver:
         ctx.load_cert_chain(os.path.join(self.h.pki, "store.pem"),
                             os.path.join(self.h.pki, "store.key"))
         http.server.ThreadingHTTPServer.allow_reuse_address = True
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port or 0),
+        # A port below the ephemeral range (free_port), so that stop() and
+        # start() again on it cannot lose it to a client connection.
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port or free_port()),
                                                       self._handler())
         self.server.daemon_threads = True
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
