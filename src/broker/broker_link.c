@@ -503,21 +503,28 @@ void broker_link_flush(broker_link *link)
         (void)mosquitto_loop_write(link->mosq, 1);
 }
 
+/* CLOCK_MONOTONIC (the waiters' condattr) now + timeout_ms (< 0: now). */
+static struct timespec deadline_after_ms(int64_t timeout_ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    t.tv_sec += (time_t)(timeout_ms / 1000);
+    t.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 ferry_err broker_link_publish_acked(broker_link *link, const char *topic, const void *payload,
                                     size_t len, const broker_publish_options *options,
                                     int64_t timeout_ms)
 {
     ack_waiter waiter = {.mid = -1};
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_ms < 0)
-        timeout_ms = 0;
-    deadline.tv_sec += (time_t)(timeout_ms / 1000);
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_after_ms(timeout_ms);
 
     if (pthread_cond_init(&waiter.cond, &link->ack_condattr) != 0)
         return FERRY_ERR_NOMEM;
@@ -624,16 +631,7 @@ out:
 size_t broker_ack_set_wait(broker_ack_set *set, int64_t timeout_ms)
 {
     broker_link *link = set->link;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_ms < 0)
-        timeout_ms = 0;
-    deadline.tv_sec += (time_t)(timeout_ms / 1000);
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_after_ms(timeout_ms);
     pthread_mutex_lock(&link->ack_lock);
     while (set->pending > 0) {
         if (pthread_cond_timedwait(&set->cond, &link->ack_lock, &deadline) == ETIMEDOUT)

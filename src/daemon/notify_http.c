@@ -73,17 +73,6 @@ static bool token_ok(const notify_http *n, struct MHD_Connection *c)
     return CRYPTO_memcmp(got, n->token_sha, sizeof got) == 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* S3 sends keys form-encoded ('+' for space, %XX); false on a bad escape,
  * a NUL byte or a result that does not fit. */
 static bool key_decode(const char *in, char *out, size_t out_size)
@@ -94,7 +83,8 @@ static bool key_decode(const char *in, char *out, size_t out_size)
         if (c == '+') {
             c = ' ';
         } else if (c == '%') {
-            int hi = hexval(p[1]), lo = hi >= 0 ? hexval(p[2]) : -1;
+            int hi = OPENSSL_hexchar2int((unsigned char)p[1]),
+                lo = hi >= 0 ? OPENSSL_hexchar2int((unsigned char)p[2]) : -1;
             if (hi < 0 || lo < 0)
                 return false;
             c = hi * 16 + lo;

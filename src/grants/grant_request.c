@@ -26,6 +26,7 @@
 #include "grants_int.h"
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,17 +93,6 @@ bool grant_content_type_valid(const char *s, size_t len)
     return true;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Fills out's sha256 fields from 64 hex digits; false if s is not that. */
 static bool parse_sha256(const char *s, size_t len, grant_request *out)
 {
@@ -110,7 +100,8 @@ static bool parse_sha256(const char *s, size_t len, grant_request *out)
     if (len != GRANT_SHA256_HEX_LEN)
         return false;
     for (size_t i = 0; i < 32; i++) {
-        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
+        int hi = OPENSSL_hexchar2int((unsigned char)s[2 * i]),
+            lo = OPENSSL_hexchar2int((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         digest[i] = (unsigned char)(hi << 4 | lo);

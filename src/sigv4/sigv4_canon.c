@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -70,17 +71,6 @@ ferry_err sigv4__uri_encode(ferry_buf *out, const char *s, size_t len, bool keep
     return FERRY_OK;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 ferry_err sigv4__uri_decode(ferry_buf *out, const char *s, size_t len)
 {
     ferry_err err = ferry_buf_reserve(out, len);
@@ -92,8 +82,8 @@ ferry_err sigv4__uri_decode(ferry_buf *out, const char *s, size_t len)
         if (c == '%') {
             if (len - i < 3)
                 return FERRY_ERR_INVALID;
-            int hi = hexval((unsigned char)s[i + 1]);
-            int lo = hi < 0 ? -1 : hexval((unsigned char)s[i + 2]);
+            int hi = OPENSSL_hexchar2int((unsigned char)s[i + 1]);
+            int lo = hi < 0 ? -1 : OPENSSL_hexchar2int((unsigned char)s[i + 2]);
             if (hi < 0 || lo < 0)
                 return FERRY_ERR_INVALID;
             c = (unsigned char)(hi << 4 | lo);
@@ -306,7 +296,8 @@ sigv4_reason sigv4_parse_query(const char *query, sigv4_query *out)
                     if (c == '%') {
                         if (parts[k][1] - s < 3)
                             goto bad;
-                        int hi = hexval((unsigned char)s[1]), lo = hexval((unsigned char)s[2]);
+                        int hi = OPENSSL_hexchar2int((unsigned char)s[1]),
+                            lo = OPENSSL_hexchar2int((unsigned char)s[2]);
                         if (hi < 0 || lo < 0)
                             goto bad;
                         c = (unsigned char)(hi << 4 | lo);

@@ -7,20 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "grants/grants.h"
-
-static int hex_val(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 ferry_err store_pct_decode(const char *src, size_t len, char *dst, size_t dst_size, size_t *out_len)
 {
@@ -32,7 +22,8 @@ ferry_err store_pct_decode(const char *src, size_t len, char *dst, size_t dst_si
         if (c == '%') {
             if (i + 2 >= len)
                 return FERRY_ERR_INVALID;
-            int hi = hex_val((unsigned char)src[i + 1]), lo = hex_val((unsigned char)src[i + 2]);
+            int hi = OPENSSL_hexchar2int((unsigned char)src[i + 1]),
+                lo = OPENSSL_hexchar2int((unsigned char)src[i + 2]);
             if (hi < 0 || lo < 0)
                 return FERRY_ERR_INVALID;
             c = (unsigned char)(hi * 16 + lo);
