@@ -194,9 +194,11 @@ static const char *const migrations[] = {
      /* The audit log of every grant issued or refused, for SQL readers;
       * ledger_audit_log() reads the same per device. */
      "CREATE VIEW audit_log AS"
-     "  SELECT issued_at AS at, device, request_id, id AS grant_id, 'issued' AS outcome,"
-     "   'Granted' AS code, 'method=' || method || ' size=' || size AS detail FROM grants"
-     "  UNION ALL SELECT at, device, request_id, grant_id, outcome, code, detail FROM audit;"),
+     "  SELECT 0 AS seq, issued_at AS at, device, request_id, id AS grant_id,"
+     "   'issued' AS outcome, 'Granted' AS code,"
+     "   'method=' || method || ' size=' || size AS detail FROM grants"
+     "  UNION ALL SELECT seq, at, device, request_id, grant_id, outcome, code, detail"
+     "  FROM audit;"),
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -301,14 +303,13 @@ static const char *const stmt_sql[ST__COUNT] = {
                           " FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     [ST_AUDIT_LIST_DEVICE] = "SELECT seq, at, device, request_id, grant_id, outcome, code, detail"
                              " FROM audit WHERE device = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
-    /* A device's whole audit log: its grants (each row records its issue)
-     * merged with its audit rows (refusals, revocations), by time. */
-    [ST_AUDIT_LOG] = "SELECT 0, issued_at, device, request_id, id, 'issued', 'Granted',"
-                     " 'method=' || method || ' size=' || size FROM grants"
-                     " WHERE device = ?1 AND issued_at >= ?2"
-                     " UNION ALL SELECT seq, at, device, coalesce(request_id, ''),"
-                     " coalesce(grant_id, ''), outcome, code, detail FROM audit"
-                     " WHERE device = ?1 AND at >= ?2 ORDER BY 2, 1 LIMIT ?3",
+    /* A device's whole audit log through the view (migration 6): its
+     * grants (each row records its issue) merged with its audit rows
+     * (refusals, revocations), by time. SQLite pushes the WHERE into both
+     * halves of the view, so each uses its device index. */
+    [ST_AUDIT_LOG] = "SELECT seq, at, device, coalesce(request_id, ''), coalesce(grant_id, ''),"
+                     " outcome, code, detail FROM audit_log WHERE device = ?1 AND at >= ?2"
+                     " ORDER BY at, seq LIMIT ?3",
     [ST_OBJECT_FILE_OF] = "SELECT file_id FROM objects WHERE bucket = ?1 AND object_key = ?2",
     [ST_OBJECT_UPSERT] =
         "INSERT OR REPLACE INTO objects (bucket, object_key, file_id, size, etag, sha256,"
