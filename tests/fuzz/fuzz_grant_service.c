@@ -22,12 +22,29 @@ static grant_service *svc;
 static ledger *led;
 static int64_t mono_ns = 1;
 
+static char dir[] = "/tmp/ferry-fuzz-gs-XXXXXX";
+
+/* At exit: the ledger closed and its directory removed, so that the
+ * replays of every test run leave nothing in /tmp. */
+static void teardown(void)
+{
+    static const char *const files[] = {"ledger.db", "ledger.db-wal", "ledger.db-shm"};
+    char path[64];
+    grant_service_free(svc);
+    ledger_close(led);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 static void setup(void)
 {
-    char dir[] = "/tmp/ferry-fuzz-gs-XXXXXX";
     char path[64];
     if (mkdtemp(dir) == NULL)
         abort();
+    atexit(teardown);
     snprintf(path, sizeof path, "%s/ledger.db", dir);
     ferry_log_set_level(FERRY_LOG_ERROR);
     if (ledger_open(path, &led) != FERRY_OK || ledger_set_sync(led, LEDGER_SYNC_NORMAL))

@@ -9,10 +9,12 @@
 #include <dirent.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -91,7 +93,7 @@ int fuzz_store_port(const char *name)
     return the_port;
 }
 
-size_t fuzz_store_data_files(void)
+static size_t data_files(void)
 {
     char p[512];
     size_t n = 0;
@@ -107,4 +109,35 @@ size_t fuzz_store_data_files(void)
         closedir(d);
     }
     return n;
+}
+
+void fuzz_store_expect_no_data_files(int wait_ms)
+{
+    for (int i = 0; i < wait_ms && data_files() > 0; i++)
+        usleep(1000);
+    if (data_files() > 0)
+        abort();
+}
+
+int fuzz_store_connect(const char *name, int recv_timeout_s)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {recv_timeout_s, 0};
+    a.sin_port = htons((uint16_t)fuzz_store_port(name));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        abort();
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+void fuzz_store_send_all(int fd, const void *data, size_t size)
+{
+    size_t off = 0;
+    while (off < size) {
+        ssize_t n = send(fd, (const char *)data + off, size - off, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
 }

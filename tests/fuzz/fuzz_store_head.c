@@ -14,15 +14,11 @@
  * responses (or with none: libmicrohttpd drops what is not HTTP), and
  * leaves no data file behind.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,24 +39,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char buf[16384];
     char first[8];
     size_t first_len = 0;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {1, 0};
-    int port = fuzz_store_port("head");
     if (size > (256u << 10))
         return 0;
-    a.sin_port = htons((uint16_t)port);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
-        abort();
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    /* The store may answer (and close) before it has read everything. */
-    size_t off = 0;
-    while (off < size) {
-        ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
+    int fd = fuzz_store_connect("head", 1);
+    fuzz_store_send_all(fd, data, size);
     shutdown(fd, SHUT_WR);
     /* Everything the store says, until it closes; with our side closed it
      * must close within a few seconds whatever the input was. */
@@ -81,11 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Whatever comes back is an HTTP response. */
     if (first_len > 0 && (first_len < 7 || memcmp(first, "HTTP/1.", 7) != 0))
         abort();
-    /* Once the connection is over, nothing partial is left (the completion
-     * callback may run just after the close: give it a moment). */
-    for (int i = 0; i < 500 && fuzz_store_data_files() > 0; i++)
-        usleep(1000);
-    if (fuzz_store_data_files() > 0)
-        abort();
+    /* Once the connection is over, nothing partial is left. */
+    fuzz_store_expect_no_data_files(500);
     return 0;
 }

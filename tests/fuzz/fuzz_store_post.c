@@ -13,14 +13,11 @@
  * signature, so no upload may be recorded: every file under objects/ is a
  * leftover).
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "fuzz_store_env.h"
@@ -32,17 +29,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char head[256];
     char answer[512];
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {5, 0};
     ssize_t got = 0;
-    int port = fuzz_store_port("post");
     if (size > (1 << 20))
         return 0;
-    a.sin_port = htons((uint16_t)port);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
-        abort();
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int fd = fuzz_store_connect("post", 5);
     int hl = snprintf(head, sizeof head,
                       "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                       "Content-Type: multipart/form-data; boundary=FerryFuzz\r\n"
@@ -50,23 +40,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                       size);
     if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) != hl)
         abort();
-    /* The store may answer (and close) before it has read everything. */
-    size_t off = 0;
-    while (off < size) {
-        ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
+    fuzz_store_send_all(fd, data, size);
     got = recv(fd, answer, sizeof answer - 1, 0);
     close(fd);
     if (got < 12 || memcmp(answer, "HTTP/1.1 ", 9) != 0)
         abort(); /* every request gets an answer */
-    /* Once answered, nothing partial is left (the completion callback may
-     * run just after the answer: give it a moment). */
-    for (int i = 0; i < 200 && fuzz_store_data_files() > 0; i++)
-        usleep(1000);
-    if (fuzz_store_data_files() > 0)
-        abort();
+    /* Once answered, nothing partial is left. */
+    fuzz_store_expect_no_data_files(200);
     return 0;
 }
