@@ -38,6 +38,7 @@
 #include <openssl/evp.h>
 
 #include "common/buf.h"
+#include "common/file.h"
 #include "common/timefmt.h"
 #include "media.h"
 #include "sigv4.h"
@@ -132,25 +133,13 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
     return n;
 }
 
-static ferry_err read_all(FILE *f, ferry_buf *out)
-{
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        ferry_err err = ferry_buf_append(out, chunk, n);
-        if (err != FERRY_OK)
-            return err;
-    }
-    return ferror(f) ? FERRY_ERR_IO : FERRY_OK;
-}
-
 /* The secret key: the file's first line. */
 static ferry_err read_secret(const char *path, ferry_buf *out)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return FERRY_ERR_IO;
-    ferry_err err = read_all(f, out);
+    ferry_err err = ferry_read_stream(f, out);
     fclose(f);
     if (err != FERRY_OK)
         return err;
@@ -240,7 +229,7 @@ int main(void)
     }
 
     /* The event. */
-    if (read_all(stdin, &input) != FERRY_OK) {
+    if (ferry_read_stream(stdin, &input) != FERRY_OK) {
         fail("event on stdin unreadable or over 256 KB");
         goto out;
     }

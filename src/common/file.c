@@ -55,3 +55,15 @@ out:
     close(fd);
     return err;
 }
+
+ferry_err ferry_read_stream(FILE *f, ferry_buf *out)
+{
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        ferry_err err = ferry_buf_append(out, chunk, n);
+        if (err != FERRY_OK)
+            return err;
+    }
+    return ferror(f) ? FERRY_ERR_IO : FERRY_OK;
+}

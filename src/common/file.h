@@ -1,11 +1,14 @@
 /*
- * file.h - reading a small file (a certificate, a key) whole, with a cap.
+ * file.h - reading a small file (a certificate, a key) whole, with a cap;
+ * reading a stream to its end into a capped buffer.
  */
 #ifndef FERRY_COMMON_FILE_H
 #define FERRY_COMMON_FILE_H
 
 #include <stddef.h>
+#include <stdio.h>
 
+#include "common/buf.h"
 #include "ferry/ferry_error.h"
 
 /*
@@ -19,5 +22,9 @@
 __attribute__((warn_unused_result)) ferry_err ferry_read_small_file(const char *path,
                                                                     size_t max_bytes, char **out,
                                                                     const char **why);
+
+/* Appends everything f yields until its end to out: FERRY_ERR_TOO_LARGE
+ * past out's cap, FERRY_ERR_IO on a read error (what was read stays in out). */
+__attribute__((warn_unused_result)) ferry_err ferry_read_stream(FILE *f, ferry_buf *out);
 
 #endif

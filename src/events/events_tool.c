@@ -34,6 +34,7 @@
 
 #include "broker/broker_link.h"
 #include "common/buf.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "events.h"
@@ -61,24 +62,12 @@ static int usage(void)
     return 3;
 }
 
-static ferry_err read_stream(FILE *f, ferry_buf *out)
-{
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        ferry_err err = ferry_buf_append(out, chunk, n);
-        if (err != FERRY_OK)
-            return err;
-    }
-    return ferror(f) ? FERRY_ERR_IO : FERRY_OK;
-}
-
 static ferry_err read_file(const char *path, ferry_buf *out)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return FERRY_ERR_IO;
-    ferry_err err = read_stream(f, out);
+    ferry_err err = ferry_read_stream(f, out);
     fclose(f);
     return err;
 }
@@ -399,7 +388,7 @@ int main(int argc, char **argv)
         else
             return usage();
     }
-    if (read_stream(stdin, &input) != FERRY_OK) {
+    if (ferry_read_stream(stdin, &input) != FERRY_OK) {
         fprintf(stderr, "events_tool: cannot read stdin (or over %d bytes)\n", TOOL_MAX_INPUT);
         goto out;
     }
