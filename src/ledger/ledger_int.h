@@ -58,6 +58,9 @@ typedef struct ledger_ops {
                              const char *start_after, size_t limit,
                              int (*fn)(const ledger_object *obj, void *arg), void *arg);
     ferry_err (*object_file_known)(void *impl, const char *file_id, bool *known);
+    ferry_err (*object_file_walk)(void *impl, const char *prefix,
+                                  int (*fn)(const char *file_id, uint64_t size, void *arg),
+                                  void *arg);
     ferry_err (*event_targets_set)(void *impl, const char *const *names, size_t n);
     ferry_err (*event_latest)(void *impl, const char *bucket, const char *key, ledger_event *out);
     ferry_err (*delivery_claim)(void *impl, const char *target, int64_t now_ms, int64_t lease_ms,

@@ -227,6 +227,7 @@ enum stmt_id {
     ST_OBJECT_DELETE,
     ST_OBJECT_LIST,
     ST_OBJECT_FILE_KNOWN,
+    ST_OBJECT_FILE_WALK,
     ST_EVENT_INSERT,
     ST_DELIVERY_FANOUT,
     ST_TARGETS_OFF,
@@ -326,6 +327,10 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " AND substr(CAST(object_key AS BLOB), 1, ?4) = CAST(?3 AS BLOB)"
                        " ORDER BY object_key LIMIT ?5",
     [ST_OBJECT_FILE_KNOWN] = "SELECT 1 FROM objects WHERE file_id = ?1 LIMIT 1",
+    /* File ids are ASCII (hex digits and a letter): every id that starts
+     * with the prefix sorts between it and the prefix followed by '~'. */
+    [ST_OBJECT_FILE_WALK] = "SELECT file_id, size FROM objects INDEXED BY objects_file"
+                            " WHERE file_id >= ?1 AND file_id < ?1 || '~' ORDER BY file_id",
     /* The event id comes from SQLite's CSPRNG-seeded randomblob: 128 bits,
      * so ids from several ferryd on one ledger never collide in practice
      * (and the UNIQUE constraint would refuse the commit if they did). */
@@ -1539,6 +1544,36 @@ static ferry_err sq_object_file_known(void *impl, const char *file_id, bool *kno
     return err;
 }
 
+static ferry_err sq_object_file_walk(void *impl, const char *prefix,
+                                     int (*fn)(const char *file_id, uint64_t size, void *arg),
+                                     void *arg)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_OBJECT_FILE_WALK, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, prefix);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char id[LEDGER_FILE_ID_MAX + 1];
+        sqlite3_int64 size = sqlite3_column_int64(st, 1);
+        if ((err = col_text(s, st, 0, id, sizeof id)) != FERRY_OK)
+            goto out;
+        if (size < 0) {
+            err = FERRY_ERR_DB;
+            goto out;
+        }
+        if (fn(id, (uint64_t)size, arg) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        err = db_fail(s, "object_file_walk", rc);
+out:
+    sqlite3_reset(st);
+    return err;
+}
+
 /* ---------------------------------------------------------------------- */
 /* The event outbox                                                         */
 
@@ -2016,6 +2051,7 @@ const ledger_ops ledger_sqlite_ops = {
     .object_delete = sq_object_delete,
     .object_list = sq_object_list,
     .object_file_known = sq_object_file_known,
+    .object_file_walk = sq_object_file_walk,
     .event_targets_set = sq_event_targets_set,
     .event_latest = sq_event_latest,
     .delivery_claim = sq_delivery_claim,
