@@ -392,6 +392,8 @@ static void commit_jobs(store *s, req **jobs, size_t n)
             jobs[i]->commit_err = FERRY_ERR_NOMEM;
         goto out;
     }
+    for (size_t i = 0; i < n; i++)
+        store_fs_slot_written(&jobs[i]->slot); /* so one flush covers the batch */
     for (size_t i = 0; i < n; i++) {
         req *r = jobs[i];
         r->commit_err = store_fs_slot_sync(&s->fs, &r->slot);
@@ -1621,6 +1623,7 @@ static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], en
     o->created_at = ferry_time_now();
     r->obj = o;
     memcpy(r->md5_hex, md5_hex, sizeof r->md5_hex);
+    store_fs_slot_written(&r->slot); /* the next flush of its pack covers it */
     if (committer_submit(r, c)) {
         *ret = MHD_YES;
         return false;

@@ -831,15 +831,21 @@ ferry_err store_fs_slot_write(store_fs_slot *slot, uint64_t off, const void *dat
     return FERRY_OK;
 }
 
-/* Makes every region of p whose writer arrived here durable, with one
- * fdatasync for all who wait at once (as dir_sync). After a failed
- * fdatasync the kernel may have dropped the dirty pages and a later one
- * would succeed without them: the pack then fails every sync and is
- * retired. */
-static ferry_err pack_sync(store_fs_pack *p)
+void store_fs_slot_written(store_fs_slot *slot)
+{
+    if (slot->pack != NULL && slot->ticket == 0)
+        slot->ticket = atomic_fetch_add(&slot->pack->completed, 1) + 1;
+}
+
+/* Makes every region of p written before ticket was taken durable, with
+ * one fdatasync for all of them (as dir_sync): whoever holds sync_mu
+ * syncs everything written so far; those queued behind it find their
+ * tickets covered. After a failed fdatasync the kernel may have dropped
+ * the dirty pages and a later one would succeed without them: the pack
+ * then fails every sync and is retired. */
+static ferry_err pack_sync(store_fs_pack *p, uint64_t need)
 {
     ferry_err err = FERRY_OK;
-    uint64_t need = atomic_fetch_add(&p->completed, 1) + 1;
     pthread_mutex_lock(&p->sync_mu);
     if (atomic_load(&p->failed)) {
         err = FERRY_ERR_IO;
@@ -860,8 +866,10 @@ static ferry_err pack_sync(store_fs_pack *p)
 
 ferry_err store_fs_slot_sync(store_fs *fs, store_fs_slot *slot)
 {
-    if (slot->pack != NULL)
-        return pack_sync(slot->pack);
+    if (slot->pack != NULL) {
+        store_fs_slot_written(slot);
+        return pack_sync(slot->pack, slot->ticket);
+    }
     return store_fs_commit(fs, slot->fd, slot->id);
 }
 

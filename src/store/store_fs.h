@@ -73,6 +73,7 @@ typedef struct store_fs_slot {
     uint64_t base;                  /* the body's first byte in fd */
     uint64_t room;                  /* packs: the bytes reserved */
     store_fs_pack *pack;            /* NULL: a file of its own */
+    uint64_t ticket;                /* packs: store_fs_slot_written's count */
 } store_fs_slot;
 
 typedef struct store_fs_dir {
@@ -169,6 +170,10 @@ __attribute__((warn_unused_result)) ferry_err store_fs_slot_open(store_fs *fs, u
 __attribute__((warn_unused_result)) ferry_err store_fs_slot_write(store_fs_slot *slot,
                                                                   uint64_t off, const void *data,
                                                                   size_t len);
+/* Says that every byte of the slot is written: a pack's next fdatasync
+ * covers it. store_fs_slot_sync does it too; calling it first for every
+ * slot of a batch lets one fdatasync cover the whole batch. */
+void store_fs_slot_written(store_fs_slot *slot);
 /* Makes the slot's bytes durable before its ledger row is written: a
  * file's fdatasync and (grouped) directory fsync, or the pack's (grouped)
  * fdatasync. */
