@@ -337,6 +337,8 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
             .max_headers = (unsigned)cfg->store_max_headers,
             .max_target_bytes = (unsigned)cfg->store_max_request_target,
             .max_header_bytes = (unsigned)cfg->store_max_header_bytes,
+            .multipart_expiry_s = (cfg->store_multipart_expiry_ms + 999) / 1000,
+            .max_multipart_uploads = (unsigned)cfg->store_max_multipart_uploads,
         };
         result = store_new(&stcfg, &embedded);
         OPENSSL_cleanse(op_secret, sizeof op_secret);

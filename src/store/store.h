@@ -62,6 +62,9 @@ typedef struct store_config {
                                    0: STORE_TARGET_DEFAULT */
     unsigned max_header_bytes;  /* header section (names, values, ": ",
                                    CRLF); 0: STORE_HEADER_BYTES_DEFAULT */
+    int64_t multipart_expiry_s;    /* multipart uploads older than this are
+                                      aborted (0: never) */
+    unsigned max_multipart_uploads; /* open at once (0: no limit) */
 } store_config;
 
 #define STORE_TARGET_DEFAULT       8192u

@@ -128,16 +128,22 @@ class StoreFerryd:
         return sorted(out)
 
     def named_file_ids(self):
-        """The file ids the ledger's objects table names (read-only)."""
+        """The file ids the ledger names (read-only): objects, and the parts
+        of multipart uploads in progress (schema 7)."""
         if not os.path.exists(self.ledger):
             return set()
         db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True, timeout=10)
         try:
-            return {r[0] for r in db.execute("SELECT file_id FROM objects")}
+            named = {r[0] for r in db.execute("SELECT file_id FROM objects")}
         except sqlite3.OperationalError:
             return set()  # no objects table yet
+        try:
+            named |= {r[0] for r in db.execute("SELECT file_id FROM upload_parts")}
+        except sqlite3.OperationalError:
+            pass  # an older schema: no multipart uploads
         finally:
             db.close()
+        return named
 
     def tmp_files(self):
         """Uploads in progress (or left over): data files under objects/
