@@ -65,13 +65,15 @@ __attribute__((warn_unused_result)) ferry_err
 store_mp_parse_complete(const char *xml, size_t len, store_mp_part_ref *parts, size_t max,
                         size_t *n, const char **why);
 
+/* Whether the raw query string names multipart sub-resources only
+ * (uploads, uploadId, partNumber), or none; false with the other
+ * sub-resource's name in sub when it names one more. query is
+ * NUL-terminated, without the '?'. */
+bool store_mp_query(const char *query, char *sub, size_t sub_size);
+
 #ifdef FERRY_STORE_INT_H
 /* The store.c hooks (see store_int.h for req and header_list). */
 
-/* Whether the raw query string names multipart sub-resources only
- * (uploads, uploadId, partNumber); false with the other sub-resource's
- * name in sub when it names one more. */
-bool store_mp_query(const char *query, char *sub, size_t sub_size);
 /* An authenticated operator's multipart call: answered here, or (UploadPart,
  * CompleteMultipartUpload) its body is read first. */
 enum MHD_Result store_mp_begin(req *r, struct MHD_Connection *c, const header_list *h,
