@@ -13,6 +13,8 @@ completes after the restart; the open-upload limit.
 import hashlib
 import json
 import os
+import sys
+import threading
 import time
 
 import ferry_harness
@@ -423,6 +425,59 @@ class Lifecycle(StoreTestCase):
         self.assertEqual(files, named)
         self.assert_clean_and_serving()
 
+
+
+class Crash(MultipartCase):
+    """A completion cut short by SIGKILL (multipart_expiry at its default,
+    so the restart does not expire the upload)."""
+
+    def test_sigkill_during_completion(self):
+        """SIGKILL while CompleteMultipartUpload assembles 30 MiB: after the
+        restart either the object is there whole (with its SHA-256) and the
+        upload is gone, or the upload is there with all its parts and no
+        object, and then it completes; no other file is left either way."""
+        s3 = self.d.boto3()
+        key = "life/crash"
+        parts = [os.urandom(5 * MIB) for _ in range(6)]
+        data = b"".join(parts)
+        uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        done = []
+        for i, body in enumerate(parts, 1):
+            r = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=i, Body=body)
+            done.append({"ETag": r["ETag"], "PartNumber": i})
+        result = {}
+
+        def complete():
+            try:
+                result["r"] = self.d.boto3().complete_multipart_upload(
+                    Bucket=BUCKET, Key=key, UploadId=uid, MultipartUpload={"Parts": done})
+            except Exception as e:  # the connection dies with ferryd
+                result["e"] = e
+        t = threading.Thread(target=complete)
+        t.start()
+        time.sleep(float(os.environ.get('MP_CRASH_DELAY', '0.2')))  # the request sent; assembling (or done): either outcome is checked
+        self.d.kill()
+        t.join(30)
+        self.d.start()
+        s3 = self.d.boto3()
+        uploads = self.ledger_exec("SELECT count(*) FROM uploads WHERE id = ?", uid)[0][0]
+        print("crash outcome: object=%s upload=%d" % (self.exists(key), uploads), file=sys.stderr)
+        if self.exists(key):
+            self.assertEqual(uploads, 0)
+            self.assertEqual(self.ledger_exec("SELECT sha256 FROM objects WHERE object_key = ?",
+                                              key)[0][0], hashlib.sha256(data).hexdigest())
+        else:
+            self.assertNotIn("r", result)  # no 200 for an object that is not there
+            self.assertEqual(uploads, 1)
+            self.assertEqual(len(s3.list_parts(Bucket=BUCKET, Key=key, UploadId=uid)["Parts"]), 6)
+            s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid,
+                                         MultipartUpload={"Parts": done})
+        self.assertEqual(self.get_bytes(key), data)
+        files = sorted(os.path.basename(f) for f in self.d.object_files())
+        named = sorted(r[0] for r in self.ledger_exec(
+            "SELECT file_id FROM objects UNION ALL SELECT file_id FROM upload_parts"))
+        self.assertEqual(files, named)
+        self.assert_clean_and_serving()
 
 if __name__ == "__main__":
     ferry_harness.main()
