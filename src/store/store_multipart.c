@@ -631,15 +631,26 @@ enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
 /* ---------------------------------------------------------------------- */
 /* CompleteMultipartUpload                                                  */
 
-static enum MHD_Result begin_complete(req *r, struct MHD_Connection *c, const char *upload_id)
+static enum MHD_Result begin_complete(req *r, struct MHD_Connection *c, const char *upload_id,
+                                      const sigv4_verdict *verdict)
 {
     const char *cl = store_header(c, "Content-Length");
+    const char *md5 = store_header(c, "Content-MD5");
     uint64_t len = 0;
     if (upload_id == NULL || upload_id[0] == '\0' || strlen(upload_id) > LEDGER_UPLOAD_ID_MAX)
         return no_such_upload(r, c);
     if (cl != NULL && (!parse_uint(cl, 0, UINT64_MAX, &len) || len > STORE_MP_XML_MAX))
         return store_respond_error(r, c, 400, "MalformedXML",
                                    "The part list is larger than the store accepts (2 MiB).");
+    /* The part list is checked like any body: Content-MD5 and a signed
+     * x-amz-content-sha256, in store_mp_body_done. */
+    if (md5 != NULL) {
+        if (!store_b64_decode_exact(md5, r->content_md5, 16))
+            return store_respond_error(r, c, 400, "InvalidDigest",
+                                       "The Content-MD5 you specified was invalid.");
+        r->want_md5 = true;
+    }
+    snprintf(r->payload_sha, sizeof r->payload_sha, "%s", verdict->payload_sha256);
     r->mp = calloc(1, sizeof *r->mp);
     if (r->mp == NULL)
         return store_respond_error(r, c, 500, "InternalError", "out of memory");
@@ -807,6 +818,38 @@ static enum MHD_Result complete_answer(req *r, struct MHD_Connection *c, const c
     return ret;
 }
 
+/* Content-MD5 and a signed x-amz-content-sha256 against the part list as
+ * received: true when they match (or were not given), else false and the
+ * request is answered (*ret). */
+static bool body_digests_ok(req *r, struct MHD_Connection *c, const ferry_buf *b,
+                            enum MHD_Result *ret)
+{
+    unsigned char md5[16], sha[32];
+    char sha_hex[65];
+    const unsigned char *data = b->data != NULL ? (const unsigned char *)b->data
+                                                : (const unsigned char *)"";
+    if (r->want_md5 && (EVP_Digest(data, b->len, md5, NULL, EVP_md5(), NULL) != 1 ||
+                        CRYPTO_memcmp(md5, r->content_md5, 16) != 0)) {
+        *ret = store_respond_error(r, c, 400, "BadDigest",
+                                   "The Content-MD5 you specified did not match what we received.");
+        return false;
+    }
+    if (r->payload_sha[0] == '\0')
+        return true;
+    if (EVP_Digest(data, b->len, sha, NULL, EVP_sha256(), NULL) != 1) {
+        *ret = store_respond_error(r, c, 500, "InternalError", "digest failed");
+        return false;
+    }
+    store_hex(sha, 32, sha_hex);
+    if (strcmp(r->payload_sha, sha_hex) != 0) {
+        *ret = store_respond_error(r, c, 400, "XAmzContentSHA256Mismatch",
+                                   "The provided 'x-amz-content-sha256' header does not match "
+                                   "what was computed.");
+        return false;
+    }
+    return true;
+}
+
 enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
 {
     store *s = r->s;
@@ -825,6 +868,8 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
     if (m->body_too_large)
         return store_respond_error(r, c, 400, "MalformedXML",
                                    "The part list is larger than the store accepts (2 MiB).");
+    if (!body_digests_ok(r, c, &m->body, &ret))
+        return ret;
     /* Assembling is disk and hash work proportional to the object: a few
      * at a time. */
     if (atomic_fetch_add(&s->mp_completing, 1) >= STORE_MP_COMPLETES_MAX) {
@@ -1281,7 +1326,7 @@ enum MHD_Result store_mp_begin(req *r, struct MHD_Connection *c, const header_li
     } else if (strcmp(method, "PUT") == 0 && upload_id && part && !uploads) {
         ret = begin_part(r, c, h, verdict, &q);
     } else if (strcmp(method, "POST") == 0 && upload_id && !uploads && !part) {
-        ret = begin_complete(r, c, qparam(&q, "uploadId"));
+        ret = begin_complete(r, c, qparam(&q, "uploadId"), verdict);
     } else if (strcmp(method, "DELETE") == 0 && upload_id && !uploads && !part) {
         ret = abort_upload(r, c, qparam(&q, "uploadId"));
     } else if (strcmp(method, "GET") == 0 && upload_id && !uploads && !part) {

@@ -19,7 +19,8 @@ import time
 
 import ferry_harness
 from ferry_harness import wait_until
-from store_harness import BUCKET, GRANT_KEY, GRANT_SECRET
+from store_harness import (BUCKET, GRANT_KEY, GRANT_SECRET, OPERATOR_KEY, OPERATOR_SECRET,
+                           REGION)
 from test_store_put import StoreTestCase
 
 MIB = 1 << 20
@@ -307,6 +308,50 @@ class Refusals(MultipartCase):
         self.complete_with_body("mp/xml", uid, good)
         self.assertEqual(self.get_bytes("mp/xml"), b"only part")
         self.files_match_ledger()
+
+    def signing_client(self):
+        """boto3 signing the body's SHA-256 (x-amz-content-sha256) over TLS."""
+        import boto3
+        from botocore.config import Config
+        cfg = Config(signature_version="s3v4", retries={"max_attempts": 1},
+                     s3={"addressing_style": "path", "payload_signing_enabled": True})
+        return boto3.client("s3", endpoint_url=self.d.endpoint, region_name=REGION,
+                            aws_access_key_id=OPERATOR_KEY, aws_secret_access_key=OPERATOR_SECRET,
+                            verify=self.d.ca, config=cfg)
+
+    def test_part_list_digests(self):
+        """The part list is a body like any: a wrong Content-MD5 is
+        BadDigest, a body changed after signing XAmzContentSHA256Mismatch."""
+        import base64
+        uid, parts = self.start_upload("mp/dig", [b"digest part"])
+        mpu = {"Parts": parts}
+        s3 = self.d.boto3()
+
+        def wrong_md5(request, **kw):
+            if "Content-MD5" in request.headers:
+                del request.headers["Content-MD5"]
+            request.headers["Content-MD5"] = base64.b64encode(
+                hashlib.md5(b"other").digest()).decode()
+        s3.meta.events.register("before-sign.s3.CompleteMultipartUpload", wrong_md5)
+        self.assert_code(lambda: s3.complete_multipart_upload(
+            Bucket=BUCKET, Key="mp/dig", UploadId=uid, MultipartUpload=mpu), 400, "BadDigest")
+        self.after_refusal("mp/dig")
+
+        signed = self.signing_client()
+
+        def change_body(request, **kw):
+            body = request.body if isinstance(request.body, bytes) else request.body.encode()
+            request.body = body.replace(b"<Part>", b"<Part> ", 1)
+            request.headers["Content-Length"] = str(len(request.body))
+        signed.meta.events.register("before-send.s3.CompleteMultipartUpload", change_body)
+        self.assert_code(lambda: signed.complete_multipart_upload(
+            Bucket=BUCKET, Key="mp/dig", UploadId=uid, MultipartUpload=mpu),
+            400, "XAmzContentSHA256Mismatch")
+        self.after_refusal("mp/dig")
+        # Signed and unchanged, it completes.
+        self.signing_client().complete_multipart_upload(Bucket=BUCKET, Key="mp/dig",
+                                                        UploadId=uid, MultipartUpload=mpu)
+        self.assertEqual(self.get_bytes("mp/dig"), b"digest part")
 
     def test_limits_and_unsupported(self):
         s3 = self.d.boto3()
