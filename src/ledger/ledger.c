@@ -575,8 +575,7 @@ ferry_err ledger_upload_complete(ledger *l, const char *upload_id, const ledger_
 {
     ferry_err err;
     char dummy[LEDGER_FILE_ID_MAX + 1];
-    if (l == NULL || obj == NULL || (used == NULL && n_used > 0) ||
-        n_used > LEDGER_PART_NUMBER_MAX)
+    if (l == NULL || obj == NULL || (used == NULL && n_used > 0) || n_used > LEDGER_PART_NUMBER_MAX)
         return FERRY_ERR_INVALID;
     if ((err = check_str(upload_id, LEDGER_UPLOAD_ID_MAX)) != FERRY_OK ||
         (err = check_object(obj)) != FERRY_OK)
@@ -607,8 +606,7 @@ ferry_err ledger_uploads_expire(ledger *l, int64_t before, size_t limit, ledger_
     uint64_t dummy;
     if (l == NULL || limit == 0)
         return FERRY_ERR_INVALID;
-    return l->ops->uploads_expire(l->impl, before, limit, fn, arg,
-                                  count != NULL ? count : &dummy);
+    return l->ops->uploads_expire(l->impl, before, limit, fn, arg, count != NULL ? count : &dummy);
 }
 
 /* ---------------------------------------------------------------------- */

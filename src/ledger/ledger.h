@@ -387,7 +387,7 @@ ledger_object_file_known(ledger *l, const char *file_id, bool *known);
  * unlink (a crash before that leaves files the sweep removes).
  */
 
-#define LEDGER_UPLOAD_ID_MAX 64
+#define LEDGER_UPLOAD_ID_MAX   64
 #define LEDGER_PART_NUMBER_MAX 10000 /* S3: parts are numbered 1..10,000 */
 
 typedef struct ledger_upload {
@@ -423,9 +423,10 @@ ledger_upload_get(ledger *l, const char *upload_id, ledger_upload *out, uint64_t
  * file id to replaced_file_id, size LEDGER_FILE_ID_MAX + 1, "" when none;
  * the caller unlinks it). FERRY_ERR_NOT_FOUND when the upload no longer
  * exists (completed or aborted meanwhile): nothing is written. */
-__attribute__((warn_unused_result)) ferry_err
-ledger_upload_part_put(ledger *l, const char *upload_id, const ledger_part *p,
-                       char *replaced_file_id);
+__attribute__((warn_unused_result)) ferry_err ledger_upload_part_put(ledger *l,
+                                                                     const char *upload_id,
+                                                                     const ledger_part *p,
+                                                                     char *replaced_file_id);
 /* Calls fn for each part of the upload numbered above after, in number
  * order, at most limit; fn returning non-zero stops early.
  * FERRY_ERR_NOT_FOUND when there is no such upload. */
@@ -454,13 +455,13 @@ ledger_upload_complete(ledger *l, const char *upload_id, const ledger_part *used
                        ledger_file_fn fn, void *arg);
 /* Deletes the upload and its parts in one transaction; then fn (may be
  * NULL) gets each part's file id. FERRY_ERR_NOT_FOUND when absent. */
-__attribute__((warn_unused_result)) ferry_err
-ledger_upload_abort(ledger *l, const char *upload_id, ledger_file_fn fn, void *arg);
+__attribute__((warn_unused_result)) ferry_err ledger_upload_abort(ledger *l, const char *upload_id,
+                                                                  ledger_file_fn fn, void *arg);
 /* Aborts, as ledger_upload_abort, up to limit (1..) of the oldest uploads
  * initiated before `before`; *count (may be NULL) says how many. */
-__attribute__((warn_unused_result)) ferry_err
-ledger_uploads_expire(ledger *l, int64_t before, size_t limit, ledger_file_fn fn, void *arg,
-                      uint64_t *count);
+__attribute__((warn_unused_result)) ferry_err ledger_uploads_expire(ledger *l, int64_t before,
+                                                                    size_t limit, ledger_file_fn fn,
+                                                                    void *arg, uint64_t *count);
 
 /* ---------------------------------------------------------------------- */
 /* The event outbox (issue 6).                                              */

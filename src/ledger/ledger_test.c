@@ -1443,9 +1443,8 @@ static void test_uploads(void **state)
                      FERRY_OK);
     assert_int_equal(n, 2);
     n = 0;
-    assert_int_equal(ledger_upload_list(f->l, "ingest", "", "big/one", "up-1", 100, count_upload,
-                                        &n),
-                     FERRY_OK);
+    assert_int_equal(
+        ledger_upload_list(f->l, "ingest", "", "big/one", "up-1", 100, count_upload, &n), FERRY_OK);
     assert_int_equal(n, 1); /* big/two only */
     assert_int_equal(ledger_object_file_known(f->l, "f-2", &known), FERRY_OK);
     assert_true(known);
@@ -1458,9 +1457,9 @@ static void test_uploads(void **state)
     make_part(&used[0], 1, "f-1a", 5);
     make_part(&used[1], 2, "f-2", 3);
     memset(&seen, 0, sizeof seen);
-    assert_int_equal(ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced,
-                                            collect_file, &seen),
-                     FERRY_ERR_CONFLICT);
+    assert_int_equal(
+        ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, collect_file, &seen),
+        FERRY_ERR_CONFLICT);
     assert_int_equal(seen.n, 0);
     assert_int_equal(ledger_object_get(f->l, "ingest", "big/one", &og), FERRY_ERR_NOT_FOUND);
     /* A grant's object cannot be a multipart one. */
@@ -1470,9 +1469,9 @@ static void test_uploads(void **state)
     make_object(&o, "big/one", NULL);
     snprintf(o.file_id, sizeof o.file_id, "f-obj");
     make_part(&used[0], 1, "f-1b", 6);
-    assert_int_equal(ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced,
-                                            collect_file, &seen),
-                     FERRY_OK);
+    assert_int_equal(
+        ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, collect_file, &seen),
+        FERRY_OK);
     assert_string_equal(replaced, "");
     assert_int_equal(seen.n, 2);
     assert_int_equal(ledger_object_get(f->l, "ingest", "big/one", &og), FERRY_OK);

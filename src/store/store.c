@@ -62,10 +62,10 @@
 #include "store_multipart.h"
 #include "store_req.h"
 
-#define STORE_RAW_URI_MAX    (STORE_RAW_PATH_MAX + SIGV4_MAX_QUERY_LEN + 2)
-#define STORE_XML_MAX        (8u << 20) /* a listing of 1,000 keys of 1 KB fits */
-#define STORE_LIST_MAX_KEYS  1000
-#define STORE_TLS_FILE_MAX   (256u << 10)
+#define STORE_RAW_URI_MAX   (STORE_RAW_PATH_MAX + SIGV4_MAX_QUERY_LEN + 2)
+#define STORE_XML_MAX       (8u << 20) /* a listing of 1,000 keys of 1 KB fits */
+#define STORE_LIST_MAX_KEYS 1000
+#define STORE_TLS_FILE_MAX  (256u << 10)
 
 /* Who answers a body being received: nobody yet, the watchdog (it sent
  * RequestTimeout; the rest of the body is dropped, nothing is stored), or
@@ -2458,8 +2458,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     (void)version;
     if (r == NULL)
         return MHD_NO;
-    if (r->phase == PH_BODY || r->phase == PH_POST || r->phase == PH_DISCARD ||
-        r->phase == PH_MP) {
+    if (r->phase == PH_BODY || r->phase == PH_POST || r->phase == PH_DISCARD || r->phase == PH_MP) {
         atomic_fetch_add(&r->progress, *upload_data_size);
         if (atomic_load(&r->wstate) == W_TIMED_OUT) {
             /* Answered RequestTimeout: drop the rest, store nothing; at the

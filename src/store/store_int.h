@@ -46,8 +46,8 @@ struct store {
     unsigned max_headers;
     unsigned max_target_bytes;
     unsigned max_header_bytes;
-    int64_t mp_expiry_s;   /* [store] multipart_expiry: older uploads are aborted */
-    size_t mp_max_uploads; /* [store] max_multipart_uploads: open at once */
+    int64_t mp_expiry_s;      /* [store] multipart_expiry: older uploads are aborted */
+    size_t mp_max_uploads;    /* [store] max_multipart_uploads: open at once */
     atomic_int mp_completing; /* completions assembling (STORE_MP_COMPLETES_MAX) */
     struct MHD_Daemon *daemon;
     bool stopped;

@@ -532,8 +532,7 @@ static enum MHD_Result begin_part(req *r, struct MHD_Connection *c, const header
                                    "Part number must be an integer between 1 and 10000, "
                                    "inclusive");
     if (store_header(c, "x-amz-copy-source") != NULL)
-        return store_respond_error(r, c, 501, "NotImplemented",
-                                   "UploadPartCopy is not supported.");
+        return store_respond_error(r, c, 501, "NotImplemented", "UploadPartCopy is not supported.");
     u = calloc(1, sizeof *u);
     if (u == NULL)
         return store_respond_error(r, c, 500, "InternalError", "out of memory");
@@ -594,7 +593,8 @@ enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
                                    "The SHA256 you specified did not match the calculated "
                                    "checksum.");
     if (store_fs_commit(&s->fs, r->fd, r->file_id) != FERRY_OK)
-        return store_respond_error(r, c, 500, "InternalError", "the store could not write the part");
+        return store_respond_error(r, c, 500, "InternalError",
+                                   "the store could not write the part");
     close(r->fd);
     r->fd = -1;
     r->tmp_exists = false; /* durable: from here the ledger's outcome decides */
@@ -811,8 +811,8 @@ static enum MHD_Result complete_answer(req *r, struct MHD_Connection *c, const c
     if (e == FERRY_OK)
         e = store_xml_escape(&b, r->t.key, r->t.key_len);
     if (e == FERRY_OK)
-        e = ferry_buf_appendf(&b, "</Key><ETag>&quot;%s&quot;</ETag></CompleteMultipartUploadResult>",
-                              etag);
+        e = ferry_buf_appendf(
+            &b, "</Key><ETag>&quot;%s&quot;</ETag></CompleteMultipartUploadResult>", etag);
     ret = e == FERRY_OK ? store_respond_xml(r, c, 200, &b) : MHD_NO;
     ferry_buf_cleanup(&b);
     return ret;
@@ -826,8 +826,8 @@ static bool body_digests_ok(req *r, struct MHD_Connection *c, const ferry_buf *b
 {
     unsigned char md5[16], sha[32];
     char sha_hex[65];
-    const unsigned char *data = b->data != NULL ? (const unsigned char *)b->data
-                                                : (const unsigned char *)"";
+    const unsigned char *data =
+        b->data != NULL ? (const unsigned char *)b->data : (const unsigned char *)"";
     if (r->want_md5 && (EVP_Digest(data, b->len, md5, NULL, EVP_md5(), NULL) != 1 ||
                         CRYPTO_memcmp(md5, r->content_md5, 16) != 0)) {
         *ret = store_respond_error(r, c, 400, "BadDigest",
@@ -964,7 +964,8 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
         goto out;
     }
     if (store_fs_commit(&s->fs, r->fd, r->file_id) != FERRY_OK) {
-        ret = store_respond_error(r, c, 500, "InternalError", "the store could not write the object");
+        ret =
+            store_respond_error(r, c, 500, "InternalError", "the store could not write the object");
         goto out;
     }
     close(r->fd);
@@ -1143,8 +1144,9 @@ static enum MHD_Result list_parts(req *r, struct MHD_Connection *c, const sigv4_
         e = ferry_buf_append(&b, parts.data != NULL ? parts.data : "", parts.len);
     if (e == FERRY_OK)
         e = ferry_buf_append_str(&b, "</ListPartsResult>");
-    ret = e == FERRY_OK ? store_respond_xml(r, c, 200, &b)
-                        : store_respond_error(r, c, 500, "InternalError", "the listing is too large");
+    ret = e == FERRY_OK
+              ? store_respond_xml(r, c, 200, &b)
+              : store_respond_error(r, c, 500, "InternalError", "the listing is too large");
 out:
     ferry_buf_cleanup(&parts);
     ferry_buf_cleanup(&b);
@@ -1224,7 +1226,8 @@ static enum MHD_Result list_uploads(req *r, struct MHD_Connection *c, const sigv
     if (max > MP_LIST_MAX)
         max = MP_LIST_MAX;
     if (enc != NULL && strcmp(enc, "url") != 0) {
-        ret = store_respond_error(r, c, 400, "InvalidArgument", "Invalid Encoding Method specified");
+        ret =
+            store_respond_error(r, c, 400, "InvalidArgument", "Invalid Encoding Method specified");
         goto out;
     }
     if ((prefix != NULL && strlen(prefix) > LEDGER_OBJECT_KEY_MAX) ||
@@ -1281,14 +1284,16 @@ static enum MHD_Result list_uploads(req *r, struct MHD_Connection *c, const sigv
     if (e == FERRY_OK && ls->url)
         e = ferry_buf_append_str(&b, "<EncodingType>url</EncodingType>");
     if (e == FERRY_OK)
-        e = ferry_buf_appendf(&b, "<MaxUploads>%" PRIu64 "</MaxUploads><IsTruncated>%s</IsTruncated>",
+        e = ferry_buf_appendf(&b,
+                              "<MaxUploads>%" PRIu64 "</MaxUploads><IsTruncated>%s</IsTruncated>",
                               max, ls->truncated ? "true" : "false");
     if (e == FERRY_OK)
         e = ferry_buf_append(&b, ups.data != NULL ? ups.data : "", ups.len);
     if (e == FERRY_OK)
         e = ferry_buf_append_str(&b, "</ListMultipartUploadsResult>");
-    ret = e == FERRY_OK ? store_respond_xml(r, c, 200, &b)
-                        : store_respond_error(r, c, 500, "InternalError", "the listing is too large");
+    ret = e == FERRY_OK
+              ? store_respond_xml(r, c, 200, &b)
+              : store_respond_error(r, c, 500, "InternalError", "the listing is too large");
 out:
     ferry_buf_cleanup(&ups);
     ferry_buf_cleanup(&b);

@@ -61,9 +61,10 @@ typedef struct store_mp_part_ref {
  * FERRY_ERR_INVALID (with *why, a static message) for anything else;
  * *n is written only on FERRY_OK.
  */
-__attribute__((warn_unused_result)) ferry_err
-store_mp_parse_complete(const char *xml, size_t len, store_mp_part_ref *parts, size_t max,
-                        size_t *n, const char **why);
+__attribute__((warn_unused_result)) ferry_err store_mp_parse_complete(const char *xml, size_t len,
+                                                                      store_mp_part_ref *parts,
+                                                                      size_t max, size_t *n,
+                                                                      const char **why);
 
 /* Whether the raw query string names multipart sub-resources only
  * (uploads, uploadId, partNumber), or none; false with the other
