@@ -143,8 +143,8 @@ static const ferry_cfg_option options[] = {
     {"store", "multipart_expiry", FERRY_CFG_DURATION, S(store_multipart_expiry_ms), "7d", 0,
      3650 * DAY_MS, NULL, 0,
      "Embedded store: a multipart upload neither completed nor aborted this long after it was "
-     "created is aborted and its parts removed (at start-up, and a few at each "
-     "CreateMultipartUpload). 0: never."},
+     "created is aborted and its parts removed (at start-up, at every `expire_interval`, and "
+     "a few at each CreateMultipartUpload). 0: never."},
     {"store", "max_multipart_uploads", FERRY_CFG_INT, S(store_max_multipart_uploads), "1000", 0,
      1000000, NULL, 0,
      "Embedded store: multipart uploads open at once; CreateMultipartUpload beyond it is "

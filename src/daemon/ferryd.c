@@ -446,6 +446,9 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
             else if (expired > 0)
                 log_info("grants.expired", "count=%llu", (unsigned long long)expired);
             prune_events(cfg, sweep_ledger);
+            /* Forgotten multipart uploads of the embedded store. */
+            if (embedded != NULL && store_expire_uploads(embedded) != FERRY_OK)
+                log_warn("store.multipart_expire_failed", "ledger=%s", cfg->ledger);
             next_sweep = ferry_time_mono_ns() + cfg->expire_interval_ms * 1000000;
         }
         sleep_ms(100);

@@ -85,6 +85,11 @@ unsigned store_min_conn_memory(unsigned max_target_bytes, unsigned max_header_by
  * The secrets are copied (and wiped on free). */
 __attribute__((warn_unused_result)) ferry_err store_new(const store_config *cfg, store **out);
 
+/* Aborts the multipart uploads older than multipart_expiry (up to 1,000
+ * a call) and removes their part files; FERRY_OK with nothing to do when
+ * multipart_expiry is 0. ferryd calls it at every expire_interval. */
+__attribute__((warn_unused_result)) ferry_err store_expire_uploads(store *s);
+
 /* Stops accepting connections, lets requests in flight finish for up to
  * timeout_ms, then closes the rest (their temporary files are removed:
  * nothing partial is left). Safe on NULL and twice. */

@@ -443,6 +443,13 @@ ferry_err store_mp_expire(store *s, size_t limit)
     return e;
 }
 
+ferry_err store_expire_uploads(store *s)
+{
+    if (s == NULL)
+        return FERRY_ERR_INVALID;
+    return store_mp_expire(s, 1000);
+}
+
 /* ---------------------------------------------------------------------- */
 /* CreateMultipartUpload                                                    */
 

@@ -20,8 +20,8 @@ import time
 import ferry_harness
 from ferry_harness import wait_until
 from store_harness import (BUCKET, GRANT_KEY, GRANT_SECRET, OPERATOR_KEY, OPERATOR_SECRET,
-                           REGION)
-from test_store_put import StoreTestCase
+                           REGION, StoreFerryd)
+from test_store_put import POLICY, StoreTestCase
 
 MIB = 1 << 20
 
@@ -410,13 +410,13 @@ class Refusals(MultipartCase):
 
 
 class Lifecycle(StoreTestCase):
-    """Expiry of forgotten uploads, the open-upload limit, and an upload
-    that outlives a SIGKILL of ferryd."""
-
+    """Expiry of forgotten uploads (on CreateMultipartUpload, at start-up)
+    and the open-upload limit. expire_interval is long here, so the
+    periodic sweep (class PeriodicExpiry) does not run during the test."""
     store_options = ["max_object_size = 32M", "multipart_expiry = 3s",
                      "max_multipart_uploads = 3"]
 
-    def test_expiry_limit_and_restart(self):
+    def test_expiry_and_limit(self):
         s3 = self.d.boto3()
         before = len(self.d.object_files())
         old = s3.create_multipart_upload(Bucket=BUCKET, Key="life/old")["UploadId"]
@@ -432,7 +432,7 @@ class Lifecycle(StoreTestCase):
         # Past multipart_expiry: the next CreateMultipartUpload aborts the
         # old ones (and removes their part files) before it takes a slot.
         time.sleep(4.5)  # expiry counts whole seconds
-        new = s3.create_multipart_upload(Bucket=BUCKET, Key="life/new")["UploadId"]
+        s3.create_multipart_upload(Bucket=BUCKET, Key="life/new")
         for uid, key in ((old, "life/old"), (a, "life/a")):
             with self.assertRaises(Exception) as cm:
                 s3.list_parts(Bucket=BUCKET, Key=key, UploadId=uid)
@@ -440,41 +440,70 @@ class Lifecycle(StoreTestCase):
         self.assertEqual(len(self.d.object_files()), before)
         self.assertIn("event=store.multipart_expired", self.d.log())
 
-        # SIGKILL with a part stored: the part survives the restart (its
-        # file is named by the ledger, so the sweep keeps it) and the upload
-        # completes.
-        part = os.urandom(5 * MIB)
-        e1 = s3.upload_part(Bucket=BUCKET, Key="life/new", UploadId=new, PartNumber=1,
-                            Body=part)["ETag"]
-        self.d.kill()
-        self.d.start()
-        s3 = self.d.boto3()
-        e2 = s3.upload_part(Bucket=BUCKET, Key="life/new", UploadId=new, PartNumber=2,
-                            Body=b"after restart")["ETag"]
-        s3.complete_multipart_upload(Bucket=BUCKET, Key="life/new", UploadId=new,
-                                     MultipartUpload={"Parts": [{"ETag": e1, "PartNumber": 1},
-                                                                {"ETag": e2, "PartNumber": 2}]})
-        self.assertEqual(self.get_bytes("life/new"), part + b"after restart")
-
         # An upload left open across a restart after its expiry is aborted
         # at start-up.
         late = s3.create_multipart_upload(Bucket=BUCKET, Key="life/late")["UploadId"]
         s3.upload_part(Bucket=BUCKET, Key="life/late", UploadId=late, PartNumber=1, Body=b"l")
         self.d.stop()
-        time.sleep(4.5)  # expiry counts whole seconds
+        time.sleep(4.5)
         self.d.start()
-        wait_until(lambda: self.ledger_exec("SELECT count(*) FROM uploads")[0][0] == 0,
-                   timeout=5, what="expired at start-up")
+        self.assertEqual(self.ledger_exec("SELECT count(*) FROM uploads")[0][0], 0)
         files = sorted(os.path.basename(f) for f in self.d.object_files())
         named = sorted(r[0] for r in self.ledger_exec("SELECT file_id FROM objects"))
         self.assertEqual(files, named)
         self.assert_clean_and_serving()
 
 
+class PeriodicExpiry(StoreTestCase):
+    """ferryd's expire_interval sweep aborts forgotten uploads of an idle
+    store (no start-up, no new upload)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super(StoreTestCase, cls).setUpClass()
+        cls.d = StoreFerryd(cls.h, policy=POLICY, extra=["expire_interval = 1s"],
+                            store=["multipart_expiry = 2s"])
+        cls.addClassCleanup(cls.d.stop)
+        cls.d.start()
+
+    def test_idle_upload_expires(self):
+        s3 = self.d.boto3()
+        before = len(self.d.object_files())
+        uid = s3.create_multipart_upload(Bucket=BUCKET, Key="idle/x")["UploadId"]
+        s3.upload_part(Bucket=BUCKET, Key="idle/x", UploadId=uid, PartNumber=1, Body=b"i" * 10)
+        self.assertEqual(len(self.d.object_files()), before + 1)
+        wait_until(lambda: self.ledger_exec("SELECT count(*) FROM uploads")[0][0] == 0,
+                   timeout=10, what="the sweep expired the upload")
+        self.assertEqual(len(self.d.object_files()), before)
+        self.assertIn("event=store.multipart_expired", self.d.log())
+        self.assert_clean_and_serving()
+
 
 class Crash(MultipartCase):
-    """A completion cut short by SIGKILL (multipart_expiry at its default,
-    so the restart does not expire the upload)."""
+    """Uploads and SIGKILL (multipart_expiry at its default, so a restart
+    does not expire the upload)."""
+
+    def test_upload_survives_sigkill(self):
+        """SIGKILL with a part stored: the part survives the restart (the
+        ledger names its file, so the start-up sweep keeps it) and the
+        upload completes afterwards."""
+        s3 = self.d.boto3()
+        key = "life/survivor"
+        uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        part = os.urandom(5 * MIB)
+        e1 = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=1,
+                            Body=part)["ETag"]
+        self.d.kill()
+        self.d.start()
+        s3 = self.d.boto3()
+        e2 = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=2,
+                            Body=b"after restart")["ETag"]
+        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid,
+                                     MultipartUpload={"Parts": [{"ETag": e1, "PartNumber": 1},
+                                                                {"ETag": e2, "PartNumber": 2}]})
+        self.assertEqual(self.get_bytes(key), part + b"after restart")
+        self.files_match_ledger()
+        self.assert_clean_and_serving()
 
     def test_sigkill_during_completion(self):
         """SIGKILL while CompleteMultipartUpload assembles 30 MiB: after the
