@@ -93,8 +93,8 @@ static const ferry_cfg_option options[] = {
     {"store", "tls_key", FERRY_CFG_STRING, S(store_tls_key), NULL, 1, 4096, NULL, 0,
      "Embedded store: private key (PEM) of `tls_cert`, e.g. `store.key`."},
     {"store", "data_dir", FERRY_CFG_STRING, S(store_data_dir), "ferry-store", 1, 3072, NULL, 0,
-     "Embedded store: directory of the objects (`objects/`) and of uploads in progress "
-     "(`tmp/`, emptied at start-up). Created if missing."},
+     "Embedded store: directory of the objects (`objects/`, and `packs/` for small ones). "
+     "Created if missing."},
     {"store", "operator_access_key", FERRY_CFG_STRING, S(store_operator_access_key),
      "ferry-operator", 1, 128, NULL, 0,
      "Embedded store: access key id of the operator credential (GET, HEAD, DELETE, list, "
@@ -105,6 +105,15 @@ static const ferry_cfg_option options[] = {
      "no operator access at all."},
     {"store", "max_object_size", FERRY_CFG_SIZE, S(store_max_object_size), "5G", 0, 5 * TIB, NULL,
      0, "Embedded store: largest object accepted (EntityTooLarge above)."},
+    {"store", "pack_max_object", FERRY_CFG_SIZE, S(store_pack_max_object), "1M", 0, 64 << 20,
+     NULL, 0,
+     "Embedded store: PUT bodies of up to this many bytes are written into a shared pack "
+     "file (`packs/`), many objects to one fdatasync, instead of a file of their own "
+     "(0: every object its own file). A deleted object's space in a pack comes back when "
+     "the whole pack is empty (docs/store.md)."},
+    {"store", "pack_size", FERRY_CFG_SIZE, S(store_pack_size), "256M", 1 << 20, TIB, NULL, 0,
+     "Embedded store: a pack takes new objects until it holds this many bytes (at least 4 "
+     "`pack_max_object`); then the next one begins."},
     {"store", "max_connections", FERRY_CFG_INT, S(store_max_connections), "1024", 1, 100000, NULL,
      0, "Embedded store: concurrent connections; more are refused at accept."},
     {"store", "per_ip_connections", FERRY_CFG_INT, S(store_per_ip_connections), "0", 0, 100000,

@@ -62,6 +62,8 @@ typedef struct daemon_config {
     char *store_operator_access_key;
     char *store_operator_secret_key_file;
     int64_t store_max_object_size;
+    int64_t store_pack_max_object;
+    int64_t store_pack_size;
     int64_t store_max_connections;
     int64_t store_per_ip_connections;
     int64_t store_threads;

@@ -326,6 +326,8 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
             .operator_access_key = op_secret[0] != '\0' ? cfg->store_operator_access_key : NULL,
             .operator_secret = op_secret[0] != '\0' ? op_secret : NULL,
             .max_object_size = (uint64_t)cfg->store_max_object_size,
+            .pack_max_object = (uint64_t)cfg->store_pack_max_object,
+            .pack_size = (uint64_t)cfg->store_pack_size,
             .max_connections = (unsigned)cfg->store_max_connections,
             .per_ip_connections = (unsigned)cfg->store_per_ip_connections,
             .threads = (unsigned)cfg->store_threads,

@@ -475,6 +475,18 @@ ferry_err ledger_object_file_known(ledger *l, const char *file_id, bool *known)
     return l->ops->object_file_known(l->impl, file_id, known);
 }
 
+ferry_err ledger_object_file_walk(ledger *l, const char *prefix,
+                                  int (*fn)(const char *file_id, uint64_t size, void *arg),
+                                  void *arg)
+{
+    ferry_err err;
+    if (l == NULL || fn == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(prefix, LEDGER_FILE_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->object_file_walk(l->impl, prefix, fn, arg);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Multipart uploads                                                        */
 

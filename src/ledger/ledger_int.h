@@ -58,6 +58,9 @@ typedef struct ledger_ops {
                              const char *start_after, size_t limit,
                              int (*fn)(const ledger_object *obj, void *arg), void *arg);
     ferry_err (*object_file_known)(void *impl, const char *file_id, bool *known);
+    ferry_err (*object_file_walk)(void *impl, const char *prefix,
+                                  int (*fn)(const char *file_id, uint64_t size, void *arg),
+                                  void *arg);
     ferry_err (*upload_create)(void *impl, const ledger_upload *u, size_t max_open);
     ferry_err (*upload_get)(void *impl, const char *upload_id, ledger_upload *out,
                             uint64_t *parts_bytes);

@@ -252,6 +252,7 @@ enum stmt_id {
     ST_OBJECT_DELETE,
     ST_OBJECT_LIST,
     ST_OBJECT_FILE_KNOWN,
+    ST_OBJECT_FILE_WALK,
     ST_EVENT_INSERT,
     ST_DELIVERY_FANOUT,
     ST_TARGETS_OFF,
@@ -365,6 +366,16 @@ static const char *const stmt_sql[ST__COUNT] = {
     /* Part files of uploads in progress are data files too (migration 7). */
     [ST_OBJECT_FILE_KNOWN] = "SELECT 1 FROM objects WHERE file_id = ?1"
                              " UNION ALL SELECT 1 FROM upload_parts WHERE file_id = ?1 LIMIT 1",
+    /* File ids are ASCII (hex digits and a letter): every id that starts
+     * with the prefix sorts between it and the prefix followed by '~'. The
+     * parts of uploads in progress name data too (migration 7): a pack
+     * region of a part is as alive as an object's. */
+    [ST_OBJECT_FILE_WALK] =
+        "SELECT file_id, size FROM ("
+        "SELECT file_id, size FROM objects INDEXED BY objects_file"
+        " WHERE file_id >= ?1 AND file_id < ?1 || '~'"
+        " UNION ALL SELECT file_id, size FROM upload_parts INDEXED BY upload_parts_file"
+        " WHERE file_id >= ?1 AND file_id < ?1 || '~') ORDER BY file_id",
     /* The event id comes from SQLite's CSPRNG-seeded randomblob: 128 bits,
      * so ids from several ferryd on one ledger never collide in practice
      * (and the UNIQUE constraint would refuse the commit if they did). */
@@ -1602,6 +1613,36 @@ static ferry_err sq_object_file_known(void *impl, const char *file_id, bool *kno
     return err;
 }
 
+static ferry_err sq_object_file_walk(void *impl, const char *prefix,
+                                     int (*fn)(const char *file_id, uint64_t size, void *arg),
+                                     void *arg)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_OBJECT_FILE_WALK, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, prefix);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char id[LEDGER_FILE_ID_MAX + 1];
+        sqlite3_int64 size = sqlite3_column_int64(st, 1);
+        if ((err = col_text(s, st, 0, id, sizeof id)) != FERRY_OK)
+            goto out;
+        if (size < 0) {
+            err = FERRY_ERR_DB;
+            goto out;
+        }
+        if (fn(id, (uint64_t)size, arg) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        err = db_fail(s, "object_file_walk", rc);
+out:
+    sqlite3_reset(st);
+    return err;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Multipart uploads                                                        */
 
@@ -2493,6 +2534,7 @@ const ledger_ops ledger_sqlite_ops = {
     .object_delete = sq_object_delete,
     .object_list = sq_object_list,
     .object_file_known = sq_object_file_known,
+    .object_file_walk = sq_object_file_walk,
     .upload_create = sq_upload_create,
     .upload_get = sq_upload_get,
     .upload_part_put = sq_upload_part_put,

@@ -737,6 +737,54 @@ static int collect_object(const ledger_object *obj, void *arg)
 /* Object records: put/get/replace/list/delete, and the grant consumed in
  * the same transaction (unknown, used, revoked, expired refused, nothing
  * written). */
+typedef struct walk_seen {
+    char ids[4][LEDGER_FILE_ID_MAX + 1];
+    uint64_t sizes[4];
+    size_t n;
+} walk_seen;
+
+static int walk_collect(const char *file_id, uint64_t size, void *arg)
+{
+    walk_seen *w = arg;
+    if (w->n < 4) {
+        snprintf(w->ids[w->n], sizeof w->ids[w->n], "%s", file_id);
+        w->sizes[w->n] = size;
+    }
+    w->n++;
+    return 0;
+}
+
+/* The store's packs: every object of one pack, in offset order, and
+ * nothing of a neighbouring pack whose number shares the prefix's start. */
+static void test_object_file_walk(void **state)
+{
+    fixture *f = *state;
+    ledger_object o;
+    walk_seen w;
+    static const char *ids[] = {"p00000002000000000000200000001000",
+                                "p00000001000000000000100000001000",
+                                "p00000001000000000000000000001000",
+                                "p00000010000000000000000000001000", "0123abcd"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k/%zu", i);
+        make_object(&o, key, NULL);
+        snprintf(o.file_id, sizeof o.file_id, "%s", ids[i]);
+        o.size = 100 + i;
+        assert_int_equal(ledger_object_put(f->l, &o, T0, NULL), FERRY_OK);
+    }
+    memset(&w, 0, sizeof w);
+    assert_int_equal(ledger_object_file_walk(f->l, "p00000001", walk_collect, &w), FERRY_OK);
+    assert_int_equal(w.n, 2);
+    assert_string_equal(w.ids[0], ids[2]);
+    assert_int_equal(w.sizes[0], 102);
+    assert_string_equal(w.ids[1], ids[1]);
+    memset(&w, 0, sizeof w);
+    assert_int_equal(ledger_object_file_walk(f->l, "p00000003", walk_collect, &w), FERRY_OK);
+    assert_int_equal(w.n, 0);
+    assert_int_equal(ledger_object_file_walk(f->l, "p", NULL, &w), FERRY_ERR_INVALID);
+}
+
 static void test_objects(void **state)
 {
     fixture *f = *state;
@@ -1527,6 +1575,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_race_mark_used, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_insert_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_objects, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_object_file_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_object_put, setup, teardown),
         cmocka_unit_test_setup_teardown(test_object_put_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_event_with_object, setup, teardown),

@@ -10,12 +10,13 @@
  * credential (header auth), and may also write.
  *
  * Invariants:
- * - Request bodies are streamed to a temporary file; never a whole body in
- *   memory.
- * - A 200 for an upload is sent only after the bytes are fsynced, renamed
- *   into place, the directory fsynced and the object recorded in the ledger
- *   (synchronous=FULL). A crash at any point leaves the whole object or
- *   nothing visible; store_new() removes what an interrupted run left.
+ * - Request bodies are streamed to their data file or pack region; never a
+ *   whole body in memory.
+ * - A 200 for an upload is sent only after the bytes are durable (the
+ *   file's fdatasync and its directory's fsync, or the pack's fdatasync)
+ *   and the object is recorded in the ledger (synchronous=FULL). A crash at
+ *   any point leaves the whole object or nothing visible; store_new()
+ *   removes what an interrupted run left (store_fs.h).
  * - Every refusal is an S3 XML error with a request id.
  *
  * Threads: libmicrohttpd's thread pool (epoll); each request takes a ledger
@@ -46,6 +47,8 @@ typedef struct store_config {
     const char *operator_access_key; /* NULL or "": no operator access */
     const char *operator_secret;
     uint64_t max_object_size;
+    uint64_t pack_max_object; /* bodies up to this size go to packs; 0: none */
+    uint64_t pack_size;       /* bytes per pack before the next begins */
     unsigned max_connections;
     unsigned per_ip_connections; /* 0: no per-address limit */
     unsigned threads;

@@ -28,6 +28,7 @@
 #include "store_req.h"
 
 #define DEFAULT_CONTENT_TYPE "binary/octet-stream"
+#define STORE_COMMITTERS     4
 
 struct store {
     char *bucket;
@@ -86,15 +87,32 @@ struct store {
     struct commit_item *cq_tail;
     bool cq_leader;
 
+    /* Committers: an upload whose body has arrived and been verified waits
+     * here, its connection suspended, for the flush of its bytes and its
+     * ledger row; so no libmicrohttpd thread blocks on a flush. A thread
+     * serves many connections (with 32 keep-alive connections, 13 landed
+     * on one thread) and one blocked in fdatasync stalled them all. */
+    pthread_mutex_t job_mu;
+    pthread_cond_t job_cv;
+    struct req *job_head;
+    struct req *job_tail;
+    pthread_t committers[STORE_COMMITTERS];
+    int n_committers;
+    bool job_stop; /* no new jobs: uploads commit on their own thread */
+
     atomic_int active; /* requests between URI log and completion */
     atomic_int pipes;  /* hash pipelines running */
     atomic_uint_fast64_t seq;
     char id_prefix[9];
 };
 
-/* PH_MP: the body of a multipart call (CompleteMultipartUpload's part
- * list) is being collected by store_multipart.c. */
-enum phase { PH_NEW = 0, PH_BODY, PH_POST, PH_DISCARD, PH_MP, PH_DONE };
+/* PH_COMMITTING: the body is verified and its connection suspended while a
+ * committer makes it durable and records it; PH_COMMITTED: resumed, the
+ * outcome (commit_err) is answered. PH_MP: the body of a multipart call
+ * (CompleteMultipartUpload's part list) is being collected by
+ * store_multipart.c. */
+enum phase { PH_NEW = 0, PH_BODY, PH_POST, PH_DISCARD, PH_COMMITTING, PH_COMMITTED,
+             PH_MP, PH_DONE };
 
 struct post_state;
 struct store_mp_req;
@@ -109,13 +127,19 @@ typedef struct req {
     const char *method;
 
     /* PutObject */
-    int fd;
-    bool tmp_exists;
-    char file_id[STORE_FILE_ID_LEN + 1];
+    store_fs_slot slot; /* open while a body is written and committed */
+    char reading[LEDGER_FILE_ID_MAX + 1]; /* GET, copy: the data being read */
+
+    /* The commit of a verified upload (committers) */
+    struct MHD_Connection *conn;
+    ledger_object *obj; /* the row to record */
+    char md5_hex[33];
+    ferry_err commit_err;
+    struct req *job_next;
     uint64_t expected;
     uint64_t received;
-    uint64_t written;  /* bytes written to fd */
-    uint64_t wb_start; /* writeback started for [0, wb_start) */
+    uint64_t written;  /* bytes of body written to the slot */
+    uint64_t wb_start; /* writeback started for body bytes [0, wb_start) */
     int64_t start_ns;
     EVP_MD_CTX *md5;
     EVP_MD_CTX *sha;
@@ -180,5 +204,8 @@ enum MHD_Result store_begin_put(req *r, struct MHD_Connection *c, const header_l
                                 const sigv4_verdict *verdict);
 /* Puts r's body under the body watchdog (RequestTimeout). */
 void store_watch_add(req *r, struct MHD_Connection *c);
+/* Data the ledger no longer names: its file removed, or its pack region
+ * (and the pack once empty) let go. */
+void store_forget_data(store *s, const char *file_id);
 
 #endif

@@ -380,10 +380,11 @@ static void iso_time(int64_t t, char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
 }
 
+/* The ledger stopped naming a part's data: its file removed, or its pack
+ * region let go. */
 static void unlink_file(const char *file_id, void *arg)
 {
-    store *s = arg;
-    store_fs_remove_object(&s->fs, file_id);
+    store_forget_data(arg, file_id);
 }
 
 static enum MHD_Result no_such_upload(req *r, struct MHD_Connection *c)
@@ -599,28 +600,27 @@ enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
         return store_respond_error(r, c, 400, "BadDigest",
                                    "The SHA256 you specified did not match the calculated "
                                    "checksum.");
-    if (store_fs_commit(&s->fs, r->fd, r->file_id) != FERRY_OK)
+    /* On this thread, not the committers': they record objects. */
+    if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK)
         return store_respond_error(r, c, 500, "InternalError",
                                    "the store could not write the part");
-    close(r->fd);
-    r->fd = -1;
-    r->tmp_exists = false; /* durable: from here the ledger's outcome decides */
 
     p.number = r->mp->part_number;
-    snprintf(p.file_id, sizeof p.file_id, "%s", r->file_id);
+    snprintf(p.file_id, sizeof p.file_id, "%s", r->slot.id);
     p.size = r->received;
     p.created_at = ferry_time_now();
     l = store_pool_take(s);
     e = ledger_upload_part_put(l, r->mp->upload_id, &p, replaced);
     store_pool_give(s, l);
+    /* The slot's bytes stay if the part was recorded, else they go. */
+    store_fs_slot_close(&s->fs, &r->slot, e == FERRY_OK);
     if (e != FERRY_OK) {
-        store_fs_remove_object(&s->fs, r->file_id);
         if (e == FERRY_ERR_NOT_FOUND)
             return no_such_upload(r, c); /* completed or aborted meanwhile */
         return store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
     }
     if (replaced[0] != '\0')
-        store_fs_remove_object(&s->fs, replaced);
+        store_forget_data(s, replaced);
     log_info("store.part_stored",
              "request_id=%s key=\"%s\" upload_id=%s part=%u size=%" PRIu64 " etag=%s", r->id,
              r->t.key, r->mp->upload_id, p.number, p.size, p.etag);
@@ -702,23 +702,9 @@ static int collect_part(const ledger_part *p, void *arg)
     return 0;
 }
 
-static bool write_all(int fd, const unsigned char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, data, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        data += w;
-        len -= (size_t)w;
-    }
-    return true;
-}
-
-/* Copies the used parts, in order, into the data file r->fd while hashing
+/* Copies the used parts, in order, into the slot r->slot while hashing
  * them (SHA-256 of the whole object); false when a part cannot be read in
- * full (*gone: a part file is missing) or the file cannot be written. */
+ * full (*gone: its data is missing) or the slot cannot be written. */
 static bool assemble(req *r, complete_state *cs, size_t n, unsigned char sha[32], bool *gone)
 {
     store *s = r->s;
@@ -729,8 +715,10 @@ static bool assemble(req *r, complete_state *cs, size_t n, unsigned char sha[32]
     *gone = false;
     for (size_t i = 0; ok && i < n; i++) {
         int in = -1;
-        uint64_t left = cs->used[i].size;
-        ferry_err e = store_fs_open_object(&s->fs, cs->used[i].file_id, &in);
+        uint64_t base = 0, pos = 0, left = cs->used[i].size;
+        /* A part's data: its own file, or a region of a pack (whose reader
+         * count keeps the region's bytes until store_fs_read_done). */
+        ferry_err e = store_fs_open_data(&s->fs, cs->used[i].file_id, &in, &base);
         if (e != FERRY_OK) {
             *gone = e == FERRY_ERR_NOT_FOUND;
             ok = false;
@@ -738,7 +726,7 @@ static bool assemble(req *r, complete_state *cs, size_t n, unsigned char sha[32]
         }
         while (ok && left > 0) {
             size_t want = left < sizeof cs->buf ? (size_t)left : sizeof cs->buf;
-            ssize_t k = read(in, cs->buf, want);
+            ssize_t k = pread(in, cs->buf, want, (off_t)(base + pos));
             if (k < 0 && errno == EINTR)
                 continue;
             if (k <= 0) {
@@ -746,18 +734,20 @@ static bool assemble(req *r, complete_state *cs, size_t n, unsigned char sha[32]
                 break;
             }
             EVP_DigestUpdate(ctx, cs->buf, (size_t)k);
-            ok = write_all(r->fd, cs->buf, (size_t)k);
+            ok = store_fs_slot_write(&r->slot, written, cs->buf, (size_t)k) == FERRY_OK;
+            pos += (uint64_t)k;
             left -= (uint64_t)k;
             written += (uint64_t)k;
             /* As for large PUT bodies: start the writeback on the way, so
-             * the fdatasync before the answer waits for the tail only. */
+             * the fsync before the answer waits for the tail only. */
             if (ok && written - wb_start >= MP_WRITEBACK) {
-                (void)sync_file_range(r->fd, (off_t)wb_start, (off_t)(written - wb_start),
-                                      SYNC_FILE_RANGE_WRITE);
+                (void)sync_file_range(r->slot.fd, (off_t)(r->slot.base + wb_start),
+                                      (off_t)(written - wb_start), SYNC_FILE_RANGE_WRITE);
                 wb_start = written;
             }
         }
         close(in);
+        store_fs_read_done(&s->fs, cs->used[i].file_id);
     }
     if (ok)
         ok = EVP_DigestFinal_ex(ctx, sha, &slen) == 1;
@@ -951,13 +941,13 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
         goto out;
     }
 
-    /* The object's own data file, durable before its row can be. */
-    if (store_fs_new_id(r->file_id) != FERRY_OK ||
-        store_fs_create_tmp(&s->fs, r->file_id, &r->fd) != FERRY_OK) {
+    /* The object's own data (a file, or a pack region when it is small),
+     * durable before its row can be; req_free drops it unless the commit
+     * below succeeds. */
+    if (store_fs_slot_open(&s->fs, total, true, &r->slot) != FERRY_OK) {
         ret = store_respond_error(r, c, 500, "InternalError", "cannot create the object file");
         goto out;
     }
-    r->tmp_exists = true; /* req_free removes it unless the commit below succeeds */
     if (!assemble(r, cs, n, sha, &gone)) {
         if (gone) {
             ret = store_respond_error(r, c, 400, "InvalidPart",
@@ -970,26 +960,22 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
         }
         goto out;
     }
-    if (store_fs_commit(&s->fs, r->fd, r->file_id) != FERRY_OK) {
+    if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK) {
         ret =
             store_respond_error(r, c, 500, "InternalError", "the store could not write the object");
         goto out;
     }
-    close(r->fd);
-    r->fd = -1;
-    r->tmp_exists = false;
 
     ledger_object *o = &cs->obj;
     snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
     memcpy(o->key, r->t.key, r->t.key_len + 1);
-    snprintf(o->file_id, sizeof o->file_id, "%s", r->file_id);
+    snprintf(o->file_id, sizeof o->file_id, "%s", r->slot.id);
     o->size = total;
     store_hex(sha, 32, o->sha256);
     snprintf(o->content_type, sizeof o->content_type, "%s", cs->upload.content_type);
     snprintf(o->meta, sizeof o->meta, "%s", cs->upload.meta);
     o->created_at = ferry_time_now();
     if (!multipart_etag(cs, n, o->etag, sizeof o->etag)) {
-        store_fs_remove_object(&s->fs, r->file_id);
         ret = store_respond_error(r, c, 500, "InternalError", "digest failed");
         goto out;
     }
@@ -997,8 +983,9 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
     e = ledger_upload_complete(l, m->upload_id, cs->used, n, o, o->created_at, replaced,
                                unlink_file, s);
     store_pool_give(s, l);
+    /* The slot's bytes stay if the object was recorded, else they go. */
+    store_fs_slot_close(&s->fs, &r->slot, e == FERRY_OK);
     if (e != FERRY_OK) {
-        store_fs_remove_object(&s->fs, r->file_id);
         if (e == FERRY_ERR_NOT_FOUND)
             ret = no_such_upload(r, c);
         else if (e == FERRY_ERR_CONFLICT)
@@ -1009,7 +996,7 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
         goto out;
     }
     if (replaced[0] != '\0')
-        store_fs_remove_object(&s->fs, replaced);
+        store_forget_data(s, replaced);
     log_info("store.object_stored",
              "request_id=%s method=CompleteMultipartUpload key=\"%s\" size=%" PRIu64
              " sha256=%s etag=%s parts=%zu upload_id=%s",

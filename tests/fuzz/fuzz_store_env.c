@@ -79,6 +79,8 @@ int fuzz_store_port(const char *name)
         .operator_access_key = "ferry-operator",
         .operator_secret = "operator-secret-for-fuzzing-only",
         .max_object_size = 1 << 20,
+        .pack_max_object = 1 << 20, /* as ferryd's default: small bodies to packs */
+        .pack_size = 4 << 20,
         .max_connections = 16,
         .threads = 1,
         .idle_timeout_s = 2,
@@ -106,6 +108,20 @@ static size_t data_files(void)
         while ((e = readdir(d)) != NULL)
             if (e->d_name[0] != '.')
                 n++;
+        closedir(d);
+    }
+    /* Pack bytes count too: a pack may exist, but holds no data blocks
+     * unless an upload was recorded (refused regions are punched). */
+    snprintf(p, sizeof p, "%s/store/packs", the_dir);
+    DIR *d = opendir(p);
+    if (d != NULL) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            struct stat st;
+            if (e->d_name[0] != '.' && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
+                st.st_blocks > 0)
+                n++;
+        }
         closedir(d);
     }
     return n;

@@ -138,13 +138,15 @@ def port_open(port, host=LOOPBACK, timeout=0.5):
 
 
 def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
-    """Polls predicate until it returns true; raises TimeoutError otherwise."""
+    """Polls predicate until it returns true; raises TimeoutError otherwise
+    (what: a description, or a function that returns one at the time)."""
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
             return
         if time.monotonic() >= deadline:
-            raise TimeoutError("timed out after %.1fs waiting for %s" % (timeout, what))
+            raise TimeoutError("timed out after %.1fs waiting for %s"
+                               % (timeout, what() if callable(what) else what))
         time.sleep(interval)
 
 

@@ -120,6 +120,9 @@ class StoreFerryd:
             self.proc.kill()
 
     # --- the data directory ----------------------------------------------
+    # Objects live in files of their own (objects/xx/<32 hex>) or in regions
+    # of packs (packs/<8 hex>.pack; file id "p" + pack + 16 hex of offset,
+    # regions 4 KiB aligned; see src/store/store_fs.h).
     def _all_files(self):
         out = []
         for sub in ("tmp", "objects"):
@@ -127,38 +130,118 @@ class StoreFerryd:
                 out += [os.path.join(dirpath, n) for n in names]
         return sorted(out)
 
-    def named_file_ids(self):
-        """The file ids the ledger names (read-only): objects, and the parts
-        of multipart uploads in progress (schema 7)."""
+    def pack_files(self):
+        d = os.path.join(self.data_dir, "packs")
+        if not os.path.isdir(d):
+            return []
+        return sorted(os.path.join(d, n) for n in os.listdir(d))
+
+    def _object_rows(self):
         if not os.path.exists(self.ledger):
-            return set()
+            return []
         db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True, timeout=10)
         try:
-            named = {r[0] for r in db.execute("SELECT file_id FROM objects")}
+            rows = db.execute("SELECT file_id, size FROM objects").fetchall()
         except sqlite3.OperationalError:
-            return set()  # no objects table yet
+            return []  # no objects table yet
         try:
-            named |= {r[0] for r in db.execute("SELECT file_id FROM upload_parts")}
+            # The parts of multipart uploads in progress name data too.
+            rows += db.execute("SELECT file_id, size FROM upload_parts").fetchall()
         except sqlite3.OperationalError:
             pass  # an older schema: no multipart uploads
         finally:
             db.close()
-        return named
+        return rows
+
+    def named_file_ids(self):
+        """The file ids the ledger names (read-only): objects, and the parts
+        of multipart uploads in progress."""
+        return {r[0] for r in self._object_rows()}
+
+    @staticmethod
+    def _data_segments(path):
+        """The byte ranges of a file that hold data (SEEK_DATA/SEEK_HOLE:
+        holes and the file system's own metadata blocks are not data)."""
+        out = []
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            end = os.fstat(fd).st_size
+            pos = 0
+            while pos < end:
+                try:
+                    start = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError:
+                    break  # ENXIO: only a hole is left
+                stop = os.lseek(fd, start, os.SEEK_HOLE)
+                out.append((start, stop))
+                pos = stop
+        finally:
+            os.close(fd)
+        return out
+
+    def _pack_problems(self, rows):
+        """Pack bytes no ledger row names: data outside every named region
+        (a refused upload's region must have been punched out, a deleted
+        object's too once nobody reads it)."""
+        regions = {}
+        for fid, size in rows:
+            if fid.startswith("p") and len(fid) == 33:
+                off = int(fid[9:25], 16)
+                regions.setdefault(fid[1:9], []).append((off, off + (size + 4095) // 4096 * 4096))
+        out = []
+        for path in self.pack_files():
+            name = os.path.basename(path)
+            if not name.endswith(".pack"):
+                out.append(path)
+                continue
+            named = sorted(regions.get(name[:8], []))
+            stray = 0
+            for a, b in self._data_segments(path):
+                for ra, rb in named:
+                    if rb <= a or ra >= b:
+                        continue
+                    if ra > a:
+                        stray += ra - a
+                    a = max(a, rb)
+                    if a >= b:
+                        break
+                stray += max(0, b - a)
+            if stray:
+                out.append("%s unnamed_bytes=%d" % (path, stray))
+        return out
+
+    def data_problems(self):
+        """Where the data directory and the ledger disagree: files or pack
+        bytes no row names, rows whose data is missing. [] when they match."""
+        rows = self._object_rows()
+        named = {r[0] for r in rows}
+        out = self.tmp_files()
+        for fid, size in rows:
+            if fid.startswith("p"):
+                path = os.path.join(self.data_dir, "packs", fid[1:9] + ".pack")
+                if not os.path.exists(path) or os.path.getsize(path) < int(fid[9:25], 16) + size:
+                    out.append("missing region %s" % fid)
+            elif not os.path.exists(os.path.join(self.data_dir, "objects", fid[:2], fid)):
+                out.append("missing file %s" % fid)
+        return out
 
     def tmp_files(self):
         """Uploads in progress (or left over): data files under objects/
         that no ledger row names (a body is written straight into
-        objects/xx/<id>; the row makes it an object), .part files of the
-        older layout, anything in tmp/."""
-        named = self.named_file_ids()
+        objects/xx/<id>; the row makes it an object), pack bytes no row
+        names, .part files of the older layout, anything in tmp/."""
+        rows = self._object_rows()
+        named = {r[0] for r in rows}
         return [f for f in self._all_files()
                 if "/tmp/" in f[len(self.data_dir):] or f.endswith(".part")
-                or os.path.basename(f) not in named]
+                or os.path.basename(f) not in named] + self._pack_problems(rows)
 
     def object_files(self):
-        """Every data file under objects/ (objects/xx/<id>), named or not."""
+        """Every data file: under objects/ (objects/xx/<id>), named or not,
+        and the packs."""
         return [f for f in self._all_files()
-                if not f.endswith(".part") and "/objects/" in f[len(self.data_dir):]]
+                if not f.endswith(".part") and "/objects/" in f[len(self.data_dir):]] + \
+            self.pack_files()
 
     # --- clients ----------------------------------------------------------
     def boto3(self, access_key=OPERATOR_KEY, secret=OPERATOR_SECRET, **config):

@@ -27,9 +27,7 @@ class CopyObject(StoreTestCase):
         self.assertEqual(err["Error"]["Code"], code, err)
 
     def files_match_ledger(self):
-        files = sorted(os.path.basename(f) for f in self.d.object_files())
-        named = sorted(r[0] for r in self.ledger_exec("SELECT file_id FROM objects"))
-        self.assertEqual(files, named)
+        self.assertEqual(self.d.data_problems(), [])
 
     def test_copy_keeps_bytes_etag_and_metadata(self):
         s3 = self.d.boto3()

@@ -44,12 +44,12 @@ class MultipartCase(StoreTestCase):
         self.assertEqual(err["Error"]["Code"], code, err)
 
     def files_match_ledger(self):
-        """Every data file is an object's or a live upload's part, and
-        every one the ledger names exists."""
-        files = sorted(os.path.basename(f) for f in self.d.object_files())
-        named = sorted(r[0] for r in self.ledger_exec(
-            "SELECT file_id FROM objects UNION ALL SELECT file_id FROM upload_parts"))
-        self.assertEqual(files, named)
+        """Every data file and pack region is an object's or a live
+        upload's part, and every one the ledger names exists."""
+        self.assertEqual(self.d.data_problems(), [])
+
+    def part_rows(self):
+        return self.ledger_exec("SELECT count(*) FROM upload_parts")[0][0]
 
     def open_uploads(self):
         return self.ledger_exec("SELECT count(*) FROM uploads")[0][0]
@@ -132,16 +132,18 @@ class Clients(MultipartCase):
         self.assertEqual(head["Metadata"], {"site": "north"})
 
         # Abort: the upload and its part files are gone.
-        before = len(self.d.object_files())
+        before = self.part_rows()
         r = json.loads(self.d.aws("s3api", "create-multipart-upload", "--bucket", BUCKET,
                                   "--key", "mp/aborted").stdout)
         self.d.aws("s3api", "upload-part", "--bucket", BUCKET, "--key", "mp/aborted",
                    "--upload-id", r["UploadId"], "--part-number", "1",
                    "--body", self.file(p2, "s3api-abort"))
-        self.assertEqual(len(self.d.object_files()), before + 1)
+        self.assertEqual(self.part_rows(), before + 1)
+        self.files_match_ledger()  # the part's data is there, named
         self.d.aws("s3api", "abort-multipart-upload", "--bucket", BUCKET, "--key", "mp/aborted",
                    "--upload-id", r["UploadId"])
-        self.assertEqual(len(self.d.object_files()), before)
+        self.assertEqual(self.part_rows(), before)
+        self.files_match_ledger()  # and gone with its row
         bad = self.d.aws("s3api", "list-parts", "--bucket", BUCKET, "--key", "mp/aborted",
                          "--upload-id", r["UploadId"], check=False)
         self.assertNotEqual(bad.returncode, 0)
@@ -418,7 +420,7 @@ class Lifecycle(StoreTestCase):
 
     def test_expiry_and_limit(self):
         s3 = self.d.boto3()
-        before = len(self.d.object_files())
+        before = self.ledger_exec("SELECT count(*) FROM upload_parts")[0][0]
         old = s3.create_multipart_upload(Bucket=BUCKET, Key="life/old")["UploadId"]
         s3.upload_part(Bucket=BUCKET, Key="life/old", UploadId=old, PartNumber=1, Body=b"o" * 99)
         a = s3.create_multipart_upload(Bucket=BUCKET, Key="life/a")["UploadId"]
@@ -427,7 +429,7 @@ class Lifecycle(StoreTestCase):
             s3.create_multipart_upload(Bucket=BUCKET, Key="life/c")
         self.assertEqual(cm.exception.response["ResponseMetadata"]["HTTPStatusCode"], 503)
         self.assertEqual(cm.exception.response["Error"]["Code"], "SlowDown")
-        self.assertEqual(len(self.d.object_files()), before + 1)
+        self.assertEqual(self.ledger_exec("SELECT count(*) FROM upload_parts")[0][0], before + 1)
 
         # Past multipart_expiry: the next CreateMultipartUpload aborts the
         # old ones (and removes their part files) before it takes a slot.
@@ -437,7 +439,8 @@ class Lifecycle(StoreTestCase):
             with self.assertRaises(Exception) as cm:
                 s3.list_parts(Bucket=BUCKET, Key=key, UploadId=uid)
             self.assertEqual(cm.exception.response["Error"]["Code"], "NoSuchUpload")
-        self.assertEqual(len(self.d.object_files()), before)
+        self.assertEqual(self.ledger_exec("SELECT count(*) FROM upload_parts")[0][0], before)
+        self.assertEqual(self.d.data_problems(), [])  # their data is gone too
         self.assertIn("event=store.multipart_expired", self.d.log())
 
         # An upload left open across a restart after its expiry is aborted
@@ -448,9 +451,7 @@ class Lifecycle(StoreTestCase):
         time.sleep(4.5)
         self.d.start()
         self.assertEqual(self.ledger_exec("SELECT count(*) FROM uploads")[0][0], 0)
-        files = sorted(os.path.basename(f) for f in self.d.object_files())
-        named = sorted(r[0] for r in self.ledger_exec("SELECT file_id FROM objects"))
-        self.assertEqual(files, named)
+        self.assertEqual(self.d.data_problems(), [])
         self.assert_clean_and_serving()
 
 
@@ -468,13 +469,13 @@ class PeriodicExpiry(StoreTestCase):
 
     def test_idle_upload_expires(self):
         s3 = self.d.boto3()
-        before = len(self.d.object_files())
         uid = s3.create_multipart_upload(Bucket=BUCKET, Key="idle/x")["UploadId"]
         s3.upload_part(Bucket=BUCKET, Key="idle/x", UploadId=uid, PartNumber=1, Body=b"i" * 10)
-        self.assertEqual(len(self.d.object_files()), before + 1)
+        self.assertEqual(self.ledger_exec("SELECT count(*) FROM upload_parts")[0][0], 1)
         wait_until(lambda: self.ledger_exec("SELECT count(*) FROM uploads")[0][0] == 0,
                    timeout=10, what="the sweep expired the upload")
-        self.assertEqual(len(self.d.object_files()), before)
+        self.assertEqual(self.ledger_exec("SELECT count(*) FROM upload_parts")[0][0], 0)
+        self.assertEqual(self.d.data_problems(), [])
         self.assertIn("event=store.multipart_expired", self.d.log())
         self.assert_clean_and_serving()
 
@@ -550,10 +551,7 @@ class Crash(MultipartCase):
             s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid,
                                          MultipartUpload={"Parts": done})
         self.assertEqual(self.get_bytes(key), data)
-        files = sorted(os.path.basename(f) for f in self.d.object_files())
-        named = sorted(r[0] for r in self.ledger_exec(
-            "SELECT file_id FROM objects UNION ALL SELECT file_id FROM upload_parts"))
-        self.assertEqual(files, named)
+        self.files_match_ledger()
         self.assert_clean_and_serving()
 
 if __name__ == "__main__":
