@@ -371,9 +371,10 @@ ledger_object_list(ledger *l, const char *bucket, const char *prefix, const char
  * (the store's start-up sweep removes data files no row names). */
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_file_known(ledger *l, const char *file_id, bool *known);
-/* Calls fn(file_id, size, arg) for each object whose file id starts with
- * prefix, in file id order (the store's packs: a pack's objects in offset
- * order). fn returning non-zero stops the walk early. */
+/* Calls fn(file_id, size, arg) for each object, and each part of a
+ * multipart upload in progress, whose file id starts with prefix, in file
+ * id order (the store's packs: a pack's regions in offset order). fn
+ * returning non-zero stops the walk early. */
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_file_walk(ledger *l, const char *prefix,
                         int (*fn)(const char *file_id, uint64_t size, void *arg), void *arg);

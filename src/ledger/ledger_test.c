@@ -1415,6 +1415,14 @@ static int count_part(const ledger_part *p, void *arg)
     return 0;
 }
 
+static int count_file(const char *file_id, uint64_t size, void *arg)
+{
+    (void)file_id;
+    (void)size;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
 static int count_upload(const ledger_upload *u, void *arg)
 {
     (void)u;
@@ -1498,6 +1506,9 @@ static void test_uploads(void **state)
     assert_true(known);
     assert_int_equal(ledger_object_file_known(f->l, "f-1a", &known), FERRY_OK);
     assert_false(known);
+    n = 0;
+    assert_int_equal(ledger_object_file_walk(f->l, "f-", count_file, &n), FERRY_OK);
+    assert_int_equal(n, 2); /* the parts f-1b and f-2: a pack keeps their regions */
 
     /* Completion with a stale part (f-1a was replaced): nothing written. */
     make_object(&o, "big/one", NULL);
