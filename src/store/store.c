@@ -3047,4 +3047,3 @@ void store_forget_data(store *s, const char *file_id)
 {
     forget_data(s, file_id);
 }
-

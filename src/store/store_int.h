@@ -111,8 +111,16 @@ struct store {
  * outcome (commit_err) is answered. PH_MP: the body of a multipart call
  * (CompleteMultipartUpload's part list) is being collected by
  * store_multipart.c. */
-enum phase { PH_NEW = 0, PH_BODY, PH_POST, PH_DISCARD, PH_COMMITTING, PH_COMMITTED,
-             PH_MP, PH_DONE };
+enum phase {
+    PH_NEW = 0,
+    PH_BODY,
+    PH_POST,
+    PH_DISCARD,
+    PH_COMMITTING,
+    PH_COMMITTED,
+    PH_MP,
+    PH_DONE
+};
 
 struct post_state;
 struct store_mp_req;
@@ -127,7 +135,7 @@ typedef struct req {
     const char *method;
 
     /* PutObject */
-    store_fs_slot slot; /* open while a body is written and committed */
+    store_fs_slot slot;                   /* open while a body is written and committed */
     char reading[LEDGER_FILE_ID_MAX + 1]; /* GET, copy: the data being read */
 
     /* The commit of a verified upload (committers) */
