@@ -149,6 +149,15 @@ static const ferry_cfg_option options[] = {
      NULL, 0,
      "Embedded store: largest header section; larger: `400 RequestHeaderSectionTooLarge`. "
      "`connection_memory` must hold it, `max_request_target` and 64 bytes a header, plus 5 KiB."},
+    {"store", "multipart_expiry", FERRY_CFG_DURATION, S(store_multipart_expiry_ms), "7d", 0,
+     3650 * DAY_MS, NULL, 0,
+     "Embedded store: a multipart upload neither completed nor aborted this long after it was "
+     "created is aborted and its parts removed (at start-up, at every `expire_interval`, and "
+     "a few at each CreateMultipartUpload). 0: never."},
+    {"store", "max_multipart_uploads", FERRY_CFG_INT, S(store_max_multipart_uploads), "1000", 0,
+     1000000, NULL, 0,
+     "Embedded store: multipart uploads open at once; CreateMultipartUpload beyond it is "
+     "answered `503 SlowDown` (0: no limit)."},
 
     {"policy", "max_size", FERRY_CFG_SIZE, S(policy_max_size), "5G", 1, 5 * TIB, NULL, 0,
      "Largest payload a device may announce."},

@@ -75,6 +75,8 @@ typedef struct daemon_config {
     int64_t store_max_headers;
     int64_t store_max_request_target;
     int64_t store_max_header_bytes;
+    int64_t store_multipart_expiry_ms; /* 0: multipart uploads never expire */
+    int64_t store_max_multipart_uploads;
 
     /* [policy]: fleet defaults; per-device overrides live in the ledger */
     int64_t policy_max_size;

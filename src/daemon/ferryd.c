@@ -339,6 +339,8 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
             .max_headers = (unsigned)cfg->store_max_headers,
             .max_target_bytes = (unsigned)cfg->store_max_request_target,
             .max_header_bytes = (unsigned)cfg->store_max_header_bytes,
+            .multipart_expiry_s = (cfg->store_multipart_expiry_ms + 999) / 1000,
+            .max_multipart_uploads = (unsigned)cfg->store_max_multipart_uploads,
         };
         result = store_new(&stcfg, &embedded);
         OPENSSL_cleanse(op_secret, sizeof op_secret);
@@ -446,6 +448,9 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
             else if (expired > 0)
                 log_info("grants.expired", "count=%llu", (unsigned long long)expired);
             prune_events(cfg, sweep_ledger);
+            /* Forgotten multipart uploads of the embedded store. */
+            if (embedded != NULL && store_expire_uploads(embedded) != FERRY_OK)
+                log_warn("store.multipart_expire_failed", "ledger=%s", cfg->ledger);
             next_sweep = ferry_time_mono_ns() + cfg->expire_interval_ms * 1000000;
         }
         sleep_ms(100);

@@ -488,6 +488,140 @@ ferry_err ledger_object_file_walk(ledger *l, const char *prefix,
 }
 
 /* ---------------------------------------------------------------------- */
+/* Multipart uploads                                                        */
+
+static ferry_err check_upload(const ledger_upload *u)
+{
+    ferry_err err;
+    if (!ARRAY_TERMINATED(u->id) || !ARRAY_TERMINATED(u->bucket) || !ARRAY_TERMINATED(u->key) ||
+        !ARRAY_TERMINATED(u->content_type) || !ARRAY_TERMINATED(u->meta))
+        return FERRY_ERR_TOO_LARGE;
+    if ((err = check_str(u->id, LEDGER_UPLOAD_ID_MAX)) != FERRY_OK ||
+        (err = check_str(u->bucket, LEDGER_BUCKET_MAX)) != FERRY_OK ||
+        (err = check_str(u->key, LEDGER_OBJECT_KEY_MAX)) != FERRY_OK ||
+        (err = check_str(u->content_type, LEDGER_CONTENT_TYPE_MAX)) != FERRY_OK)
+        return err;
+    return FERRY_OK;
+}
+
+static ferry_err check_part(const ledger_part *p)
+{
+    ferry_err err;
+    if (!ARRAY_TERMINATED(p->file_id) || !ARRAY_TERMINATED(p->etag))
+        return FERRY_ERR_TOO_LARGE;
+    if (p->number < 1 || p->number > LEDGER_PART_NUMBER_MAX || p->size > (UINT64_C(1) << 62))
+        return FERRY_ERR_RANGE;
+    if ((err = check_str(p->file_id, LEDGER_FILE_ID_MAX)) != FERRY_OK ||
+        (err = check_str(p->etag, LEDGER_ETAG_MAX)) != FERRY_OK)
+        return err;
+    return FERRY_OK;
+}
+
+ferry_err ledger_upload_create(ledger *l, const ledger_upload *u, size_t max_open)
+{
+    ferry_err err;
+    if (l == NULL || u == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_upload(u)) != FERRY_OK)
+        return err;
+    return l->ops->upload_create(l->impl, u, max_open);
+}
+
+ferry_err ledger_upload_get(ledger *l, const char *upload_id, ledger_upload *out,
+                            uint64_t *parts_bytes)
+{
+    ferry_err err;
+    uint64_t dummy;
+    if (l == NULL || out == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(upload_id, LEDGER_UPLOAD_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->upload_get(l->impl, upload_id, out, parts_bytes != NULL ? parts_bytes : &dummy);
+}
+
+ferry_err ledger_upload_part_put(ledger *l, const char *upload_id, const ledger_part *p,
+                                 char *replaced_file_id)
+{
+    ferry_err err;
+    char dummy[LEDGER_FILE_ID_MAX + 1];
+    if (l == NULL || p == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(upload_id, LEDGER_UPLOAD_ID_MAX)) != FERRY_OK ||
+        (err = check_part(p)) != FERRY_OK)
+        return err;
+    return l->ops->upload_part_put(l->impl, upload_id, p,
+                                   replaced_file_id != NULL ? replaced_file_id : dummy);
+}
+
+ferry_err ledger_upload_parts(ledger *l, const char *upload_id, unsigned after, size_t limit,
+                              int (*fn)(const ledger_part *p, void *arg), void *arg)
+{
+    ferry_err err;
+    if (l == NULL || fn == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(upload_id, LEDGER_UPLOAD_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->upload_parts(l->impl, upload_id, after, limit, fn, arg);
+}
+
+ferry_err ledger_upload_list(ledger *l, const char *bucket, const char *prefix,
+                             const char *key_marker, const char *id_marker, size_t limit,
+                             int (*fn)(const ledger_upload *u, void *arg), void *arg)
+{
+    ferry_err err;
+    if (l == NULL || fn == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(bucket, LEDGER_BUCKET_MAX)) != FERRY_OK ||
+        (err = check_opt_str(prefix, LEDGER_OBJECT_KEY_MAX)) != FERRY_OK ||
+        (err = check_opt_str(key_marker, LEDGER_OBJECT_KEY_MAX)) != FERRY_OK ||
+        (err = check_opt_str(id_marker, LEDGER_UPLOAD_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->upload_list(l->impl, bucket, prefix != NULL ? prefix : "",
+                               key_marker != NULL ? key_marker : "",
+                               id_marker != NULL ? id_marker : "", limit, fn, arg);
+}
+
+ferry_err ledger_upload_complete(ledger *l, const char *upload_id, const ledger_part *used,
+                                 size_t n_used, const ledger_object *obj, int64_t now,
+                                 char *replaced_file_id, ledger_file_fn fn, void *arg)
+{
+    ferry_err err;
+    char dummy[LEDGER_FILE_ID_MAX + 1];
+    if (l == NULL || obj == NULL || (used == NULL && n_used > 0) || n_used > LEDGER_PART_NUMBER_MAX)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(upload_id, LEDGER_UPLOAD_ID_MAX)) != FERRY_OK ||
+        (err = check_object(obj)) != FERRY_OK)
+        return err;
+    /* An operator's object: there is no grant to consume. */
+    if (obj->grant_id[0] != '\0')
+        return FERRY_ERR_INVALID;
+    for (size_t i = 0; i < n_used; i++)
+        if ((err = check_part(&used[i])) != FERRY_OK)
+            return err;
+    return l->ops->upload_complete(l->impl, upload_id, used, n_used, obj, now,
+                                   replaced_file_id != NULL ? replaced_file_id : dummy, fn, arg);
+}
+
+ferry_err ledger_upload_abort(ledger *l, const char *upload_id, ledger_file_fn fn, void *arg)
+{
+    ferry_err err;
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(upload_id, LEDGER_UPLOAD_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->upload_abort(l->impl, upload_id, fn, arg);
+}
+
+ferry_err ledger_uploads_expire(ledger *l, int64_t before, size_t limit, ledger_file_fn fn,
+                                void *arg, uint64_t *count)
+{
+    uint64_t dummy;
+    if (l == NULL || limit == 0)
+        return FERRY_ERR_INVALID;
+    return l->ops->uploads_expire(l->impl, before, limit, fn, arg, count != NULL ? count : &dummy);
+}
+
+/* ---------------------------------------------------------------------- */
 /* The event outbox                                                         */
 
 static const char *const delivery_state_names[] = {

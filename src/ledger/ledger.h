@@ -367,16 +367,108 @@ ledger_object_delete(ledger *l, const char *bucket, const char *key, char *file_
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_list(ledger *l, const char *bucket, const char *prefix, const char *start_after,
                    size_t limit, int (*fn)(const ledger_object *obj, void *arg), void *arg);
-/* *known = whether some object row names file_id (the store's start-up
- * sweep removes data files no row names). */
+/* *known = whether some object row or multipart upload part names file_id
+ * (the store's start-up sweep removes data files no row names). */
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_file_known(ledger *l, const char *file_id, bool *known);
-/* Calls fn(file_id, size, arg) for each object whose file id starts with
- * prefix, in file id order (the store's packs: a pack's objects in offset
- * order). fn returning non-zero stops the walk early. */
+/* Calls fn(file_id, size, arg) for each object, and each part of a
+ * multipart upload in progress, whose file id starts with prefix, in file
+ * id order (the store's packs: a pack's regions in offset order). fn
+ * returning non-zero stops the walk early. */
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_file_walk(ledger *l, const char *prefix,
                         int (*fn)(const char *file_id, uint64_t size, void *arg), void *arg);
+
+/* ---------------------------------------------------------------------- */
+/* Multipart uploads of the embedded store (migration 7).                   */
+/*
+ * An upload in progress is a row in `uploads` and one row per part in
+ * `upload_parts`, each part naming its data file (the store's file id,
+ * like an object's). A part file named by a part row is not garbage: the
+ * store's start-up sweep keeps it (ledger_object_file_known counts parts).
+ * Completing an upload records its object and deletes the upload and its
+ * parts in ONE write transaction, so a crash leaves either the upload (and
+ * no object) or the object (and no upload); aborting and expiring delete
+ * the upload and its parts the same way. The part files the ledger no
+ * longer names are handed to a callback AFTER the commit, for the caller to
+ * unlink (a crash before that leaves files the sweep removes).
+ */
+
+#define LEDGER_UPLOAD_ID_MAX   64
+#define LEDGER_PART_NUMBER_MAX 10000 /* S3: parts are numbered 1..10,000 */
+
+typedef struct ledger_upload {
+    char id[LEDGER_UPLOAD_ID_MAX + 1];
+    char bucket[LEDGER_BUCKET_MAX + 1];
+    char key[LEDGER_OBJECT_KEY_MAX + 1];
+    char content_type[LEDGER_CONTENT_TYPE_MAX + 1];
+    char meta[LEDGER_META_MAX + 1]; /* as ledger_object.meta */
+    int64_t initiated_at;
+} ledger_upload;
+
+typedef struct ledger_part {
+    unsigned number; /* 1..LEDGER_PART_NUMBER_MAX */
+    char file_id[LEDGER_FILE_ID_MAX + 1];
+    uint64_t size;
+    char etag[LEDGER_ETAG_MAX + 1]; /* hex MD5 of the part, without quotes */
+    int64_t created_at;
+} ledger_part;
+
+/* Called after a commit with each data file the ledger stopped naming. */
+typedef void (*ledger_file_fn)(const char *file_id, void *arg);
+
+/* Records a new upload, unless max_open (0: no limit) uploads are already
+ * open: then FERRY_ERR_RANGE and nothing is written (counted and inserted
+ * in one write transaction). FERRY_ERR_EXISTS when the id is taken. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_upload_create(ledger *l, const ledger_upload *u, size_t max_open);
+/* The upload id, and the sum of its parts' sizes (parts_bytes may be
+ * NULL). FERRY_ERR_NOT_FOUND when there is no such upload. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_upload_get(ledger *l, const char *upload_id, ledger_upload *out, uint64_t *parts_bytes);
+/* Records part p of the upload, replacing a part of the same number (its
+ * file id to replaced_file_id, size LEDGER_FILE_ID_MAX + 1, "" when none;
+ * the caller unlinks it). FERRY_ERR_NOT_FOUND when the upload no longer
+ * exists (completed or aborted meanwhile): nothing is written. */
+__attribute__((warn_unused_result)) ferry_err ledger_upload_part_put(ledger *l,
+                                                                     const char *upload_id,
+                                                                     const ledger_part *p,
+                                                                     char *replaced_file_id);
+/* Calls fn for each part of the upload numbered above after, in number
+ * order, at most limit; fn returning non-zero stops early.
+ * FERRY_ERR_NOT_FOUND when there is no such upload. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_upload_parts(ledger *l, const char *upload_id, unsigned after, size_t limit,
+                    int (*fn)(const ledger_part *p, void *arg), void *arg);
+/* Calls fn for each upload of bucket whose key starts with prefix (bytes)
+ * and that sorts after (key_marker, id_marker) (both "" for all), in that
+ * order, at most limit. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_upload_list(ledger *l, const char *bucket, const char *prefix, const char *key_marker,
+                   const char *id_marker, size_t limit,
+                   int (*fn)(const ledger_upload *u, void *arg), void *arg);
+/*
+ * Completes the upload in ONE write transaction: checks that every part of
+ * used[0..n_used) still names the same file (FERRY_ERR_CONFLICT if one was
+ * replaced or is gone meanwhile), records obj (as ledger_object_put, without
+ * a grant: obj->grant_id must be ""), and deletes the upload and all its
+ * parts. replaced_file_id as ledger_object_put. After the commit fn (may be
+ * NULL) gets the file id of every part deleted. FERRY_ERR_NOT_FOUND when
+ * the upload no longer exists. On any error nothing is written.
+ */
+__attribute__((warn_unused_result)) ferry_err
+ledger_upload_complete(ledger *l, const char *upload_id, const ledger_part *used, size_t n_used,
+                       const ledger_object *obj, int64_t now, char *replaced_file_id,
+                       ledger_file_fn fn, void *arg);
+/* Deletes the upload and its parts in one transaction; then fn (may be
+ * NULL) gets each part's file id. FERRY_ERR_NOT_FOUND when absent. */
+__attribute__((warn_unused_result)) ferry_err ledger_upload_abort(ledger *l, const char *upload_id,
+                                                                  ledger_file_fn fn, void *arg);
+/* Aborts, as ledger_upload_abort, up to limit (1..) of the oldest uploads
+ * initiated before `before`; *count (may be NULL) says how many. */
+__attribute__((warn_unused_result)) ferry_err ledger_uploads_expire(ledger *l, int64_t before,
+                                                                    size_t limit, ledger_file_fn fn,
+                                                                    void *arg, uint64_t *count);
 
 /* ---------------------------------------------------------------------- */
 /* The event outbox (issue 6).                                              */

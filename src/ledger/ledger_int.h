@@ -61,6 +61,23 @@ typedef struct ledger_ops {
     ferry_err (*object_file_walk)(void *impl, const char *prefix,
                                   int (*fn)(const char *file_id, uint64_t size, void *arg),
                                   void *arg);
+    ferry_err (*upload_create)(void *impl, const ledger_upload *u, size_t max_open);
+    ferry_err (*upload_get)(void *impl, const char *upload_id, ledger_upload *out,
+                            uint64_t *parts_bytes);
+    ferry_err (*upload_part_put)(void *impl, const char *upload_id, const ledger_part *p,
+                                 char *replaced_file_id);
+    ferry_err (*upload_parts)(void *impl, const char *upload_id, unsigned after, size_t limit,
+                              int (*fn)(const ledger_part *p, void *arg), void *arg);
+    ferry_err (*upload_list)(void *impl, const char *bucket, const char *prefix,
+                             const char *key_marker, const char *id_marker, size_t limit,
+                             int (*fn)(const ledger_upload *u, void *arg), void *arg);
+    /* fn may be NULL. */
+    ferry_err (*upload_complete)(void *impl, const char *upload_id, const ledger_part *used,
+                                 size_t n_used, const ledger_object *obj, int64_t now,
+                                 char *replaced_file_id, ledger_file_fn fn, void *arg);
+    ferry_err (*upload_abort)(void *impl, const char *upload_id, ledger_file_fn fn, void *arg);
+    ferry_err (*uploads_expire)(void *impl, int64_t before, size_t limit, ledger_file_fn fn,
+                                void *arg, uint64_t *count);
     ferry_err (*event_targets_set)(void *impl, const char *const *names, size_t n);
     ferry_err (*event_latest)(void *impl, const char *bucket, const char *key, ledger_event *out);
     ferry_err (*delivery_claim)(void *impl, const char *target, int64_t now_ms, int64_t lease_ms,

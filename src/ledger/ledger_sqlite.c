@@ -199,6 +199,31 @@ static const char *const migrations[] = {
      "   'method=' || method || ' size=' || size AS detail FROM grants"
      "  UNION ALL SELECT seq, at, device, request_id, grant_id, outcome, code, detail"
      "  FROM audit;"),
+    /* 7: multipart uploads of the embedded store. A part row names its
+     * data file as an object row does, so the store's start-up sweep keeps
+     * the part files of uploads in progress (ST_OBJECT_FILE_KNOWN looks in
+     * both tables). Completing, aborting or expiring an upload deletes its
+     * rows in the transaction that decides its fate. */
+    ("CREATE TABLE uploads ("
+     "  id TEXT PRIMARY KEY NOT NULL,"
+     "  bucket TEXT NOT NULL,"
+     "  object_key TEXT NOT NULL,"
+     "  content_type TEXT NOT NULL,"
+     "  meta TEXT NOT NULL,"
+     "  initiated_at INTEGER NOT NULL"
+     ") WITHOUT ROWID;"
+     "CREATE INDEX uploads_key ON uploads(bucket, object_key, id);"
+     "CREATE INDEX uploads_initiated ON uploads(initiated_at);"
+     "CREATE TABLE upload_parts ("
+     "  upload_id TEXT NOT NULL REFERENCES uploads(id),"
+     "  part_number INTEGER NOT NULL CHECK (part_number BETWEEN 1 AND 10000),"
+     "  file_id TEXT NOT NULL,"
+     "  size INTEGER NOT NULL CHECK (size >= 0),"
+     "  etag TEXT NOT NULL,"
+     "  created_at INTEGER NOT NULL,"
+     "  PRIMARY KEY (upload_id, part_number)"
+     ") WITHOUT ROWID;"
+     "CREATE INDEX upload_parts_file ON upload_parts(file_id);"),
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -248,6 +273,18 @@ enum stmt_id {
     ST_EVENT_BY_GRANT,
     ST_GRANT_USE_EXTERNAL,
     ST_EVENT_INSERT_EXTERNAL,
+    ST_UPLOAD_COUNT,
+    ST_UPLOAD_INSERT,
+    ST_UPLOAD_GET,
+    ST_UPLOAD_EXISTS,
+    ST_PART_FILE_OF,
+    ST_PART_UPSERT,
+    ST_PARTS_LIST,
+    ST_UPLOAD_LIST,
+    ST_PART_FILES,
+    ST_PARTS_DELETE,
+    ST_UPLOAD_DELETE,
+    ST_UPLOADS_OLD,
     ST__COUNT
 };
 
@@ -326,11 +363,19 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " WHERE bucket = ?1 AND object_key > ?2"
                        " AND substr(CAST(object_key AS BLOB), 1, ?4) = CAST(?3 AS BLOB)"
                        " ORDER BY object_key LIMIT ?5",
-    [ST_OBJECT_FILE_KNOWN] = "SELECT 1 FROM objects WHERE file_id = ?1 LIMIT 1",
+    /* Part files of uploads in progress are data files too (migration 7). */
+    [ST_OBJECT_FILE_KNOWN] = "SELECT 1 FROM objects WHERE file_id = ?1"
+                             " UNION ALL SELECT 1 FROM upload_parts WHERE file_id = ?1 LIMIT 1",
     /* File ids are ASCII (hex digits and a letter): every id that starts
-     * with the prefix sorts between it and the prefix followed by '~'. */
-    [ST_OBJECT_FILE_WALK] = "SELECT file_id, size FROM objects INDEXED BY objects_file"
-                            " WHERE file_id >= ?1 AND file_id < ?1 || '~' ORDER BY file_id",
+     * with the prefix sorts between it and the prefix followed by '~'. The
+     * parts of uploads in progress name data too (migration 7): a pack
+     * region of a part is as alive as an object's. */
+    [ST_OBJECT_FILE_WALK] =
+        "SELECT file_id, size FROM ("
+        "SELECT file_id, size FROM objects INDEXED BY objects_file"
+        " WHERE file_id >= ?1 AND file_id < ?1 || '~'"
+        " UNION ALL SELECT file_id, size FROM upload_parts INDEXED BY upload_parts_file"
+        " WHERE file_id >= ?1 AND file_id < ?1 || '~') ORDER BY file_id",
     /* The event id comes from SQLite's CSPRNG-seeded randomblob: 128 bits,
      * so ids from several ferryd on one ledger never collide in practice
      * (and the UNIQUE constraint would refuse the commit if they did). */
@@ -404,6 +449,30 @@ static const char *const stmt_sql[ST__COUNT] = {
                             "   WHERE d.event_seq = e.seq AND d.state <> 'delivered'))",
     [ST_PRUNE_EVENTS] = "DELETE FROM events WHERE seq <= ?2 AND created_ms < ?1"
                         " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)",
+    [ST_UPLOAD_COUNT] = "SELECT count(*) FROM uploads",
+    [ST_UPLOAD_INSERT] = "INSERT INTO uploads (id, bucket, object_key, content_type, meta,"
+                         " initiated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_UPLOAD_GET] = "SELECT id, bucket, object_key, content_type, meta, initiated_at,"
+                      " (SELECT coalesce(sum(size), 0) FROM upload_parts WHERE upload_id = ?1)"
+                      " FROM uploads WHERE id = ?1",
+    [ST_UPLOAD_EXISTS] = "SELECT 1 FROM uploads WHERE id = ?1",
+    [ST_PART_FILE_OF] = "SELECT file_id FROM upload_parts WHERE upload_id = ?1"
+                        " AND part_number = ?2",
+    [ST_PART_UPSERT] = "INSERT OR REPLACE INTO upload_parts (upload_id, part_number, file_id,"
+                       " size, etag, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_PARTS_LIST] = "SELECT part_number, file_id, size, etag, created_at FROM upload_parts"
+                      " WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3",
+    /* Ordered as S3 lists uploads: by key (bytes), then upload id. */
+    [ST_UPLOAD_LIST] = "SELECT id, bucket, object_key, content_type, meta, initiated_at"
+                       " FROM uploads INDEXED BY uploads_key WHERE bucket = ?1"
+                       " AND substr(CAST(object_key AS BLOB), 1, ?3) = CAST(?2 AS BLOB)"
+                       " AND (object_key > ?4 OR (object_key = ?4 AND id > ?5))"
+                       " ORDER BY object_key, id LIMIT ?6",
+    [ST_PART_FILES] = "SELECT file_id FROM upload_parts WHERE upload_id = ?1",
+    [ST_PARTS_DELETE] = "DELETE FROM upload_parts WHERE upload_id = ?1",
+    [ST_UPLOAD_DELETE] = "DELETE FROM uploads WHERE id = ?1",
+    [ST_UPLOADS_OLD] = "SELECT id FROM uploads WHERE initiated_at < ?1"
+                       " ORDER BY initiated_at LIMIT ?2",
     [ST_DELIVERY_REPLAY] =
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?1"
         " WHERE state = 'dead' AND (?2 IS NULL OR target = ?2)"
@@ -1575,6 +1644,420 @@ out:
 }
 
 /* ---------------------------------------------------------------------- */
+/* Multipart uploads                                                        */
+
+/* The part files a transaction stops naming, handed to the caller's
+ * callback only after the commit (a rolled-back transaction names them
+ * still, and they must stay). */
+typedef struct file_list {
+    char (*ids)[LEDGER_FILE_ID_MAX + 1];
+    size_t n, cap;
+} file_list;
+
+static void file_list_cleanup(file_list *fl)
+{
+    free(fl->ids);
+    fl->ids = NULL;
+    fl->n = fl->cap = 0;
+}
+
+/* Appends the file ids of upload_id's parts to fl. */
+static ferry_err part_files_locked(sqlite_ledger *s, const char *upload_id, file_list *fl)
+{
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_PART_FILES, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, upload_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (fl->n == fl->cap) {
+            size_t cap = fl->cap == 0 ? 16 : fl->cap * 2;
+            void *grown = realloc(fl->ids, cap * sizeof *fl->ids);
+            if (grown == NULL) {
+                err = FERRY_ERR_NOMEM;
+                goto out;
+            }
+            fl->ids = grown;
+            fl->cap = cap;
+        }
+        if ((err = col_text(s, st, 0, fl->ids[fl->n], sizeof fl->ids[fl->n])) != FERRY_OK)
+            goto out;
+        fl->n++;
+    }
+    if (rc != SQLITE_DONE)
+        err = db_fail(s, "upload.part_files", rc);
+out:
+    sqlite3_reset(st);
+    return err;
+}
+
+static ferry_err upload_exists_locked(sqlite_ledger *s, const char *upload_id)
+{
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_UPLOAD_EXISTS, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, upload_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        err = FERRY_ERR_NOT_FOUND;
+    else if (rc != SQLITE_ROW)
+        err = db_fail(s, "upload.exists", rc);
+    sqlite3_reset(st);
+    return err;
+}
+
+/* Deletes the upload and its parts (their files collected into fl), inside
+ * the caller's transaction. */
+static ferry_err upload_delete_locked(sqlite_ledger *s, const char *upload_id, file_list *fl)
+{
+    sqlite3_stmt *st;
+    ferry_err err;
+    if ((err = part_files_locked(s, upload_id, fl)) != FERRY_OK)
+        return err;
+    if ((err = stmt_get(s, ST_PARTS_DELETE, &st)) != FERRY_OK)
+        return err;
+    bind_text(st, 1, upload_id);
+    if ((err = stmt_done(s, st, "upload.parts_delete")) != FERRY_OK)
+        return err;
+    if ((err = stmt_get(s, ST_UPLOAD_DELETE, &st)) != FERRY_OK)
+        return err;
+    bind_text(st, 1, upload_id);
+    return stmt_done(s, st, "upload.delete");
+}
+
+static void file_list_give(const file_list *fl, ledger_file_fn fn, void *arg)
+{
+    if (fn == NULL)
+        return;
+    for (size_t i = 0; i < fl->n; i++)
+        fn(fl->ids[i], arg);
+}
+
+static ferry_err sq_upload_create(void *impl, const ledger_upload *u, size_t max_open)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    uint64_t open_now = 0;
+
+    /* The write lock before the count: two creators cannot both take the
+     * last slot. */
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "upload_create.begin")) != FERRY_OK)
+        return err;
+    if (max_open > 0) {
+        if ((err = stmt_get(s, ST_UPLOAD_COUNT, &st)) != FERRY_OK ||
+            (err = scalar_u64(s, st, "upload_create.count", &open_now)) != FERRY_OK)
+            goto out;
+        if (open_now >= max_open) {
+            err = FERRY_ERR_RANGE;
+            goto out;
+        }
+    }
+    if ((err = stmt_get(s, ST_UPLOAD_INSERT, &st)) != FERRY_OK)
+        goto out;
+    bind_text(st, 1, u->id);
+    bind_text(st, 2, u->bucket);
+    bind_text(st, 3, u->key);
+    bind_text(st, 4, u->content_type);
+    bind_text(st, 5, u->meta);
+    sqlite3_bind_int64(st, 6, u->initiated_at);
+    if ((err = stmt_done(s, st, "upload_create.insert")) != FERRY_OK)
+        goto out;
+    if ((err = exec_simple(s, ST_COMMIT, "upload_create.commit")) != FERRY_OK)
+        goto out;
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
+/* Fills u from columns 0..5 of ST_UPLOAD_GET / ST_UPLOAD_LIST. */
+static ferry_err upload_row(sqlite_ledger *s, sqlite3_stmt *st, ledger_upload *u)
+{
+    ferry_err err;
+    memset(u, 0, sizeof *u);
+    if ((err = col_text(s, st, 0, u->id, sizeof u->id)) != FERRY_OK ||
+        (err = col_text(s, st, 1, u->bucket, sizeof u->bucket)) != FERRY_OK ||
+        (err = col_text(s, st, 2, u->key, sizeof u->key)) != FERRY_OK ||
+        (err = col_text(s, st, 3, u->content_type, sizeof u->content_type)) != FERRY_OK ||
+        (err = col_text(s, st, 4, u->meta, sizeof u->meta)) != FERRY_OK)
+        return err;
+    u->initiated_at = sqlite3_column_int64(st, 5);
+    return FERRY_OK;
+}
+
+static ferry_err sq_upload_get(void *impl, const char *upload_id, ledger_upload *out,
+                               uint64_t *parts_bytes)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ledger_upload u;
+    ferry_err err = stmt_get(s, ST_UPLOAD_GET, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, upload_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        err = upload_row(s, st, &u);
+        sqlite3_int64 bytes = sqlite3_column_int64(st, 6);
+        if (err == FERRY_OK && bytes < 0)
+            err = FERRY_ERR_DB;
+        if (err == FERRY_OK) {
+            *out = u;
+            *parts_bytes = (uint64_t)bytes;
+        }
+    } else if (rc == SQLITE_DONE) {
+        err = FERRY_ERR_NOT_FOUND;
+    } else {
+        err = db_fail(s, "upload_get", rc);
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+/* The file id of part number of upload_id, "" when none (in a transaction). */
+static ferry_err part_file_of(sqlite_ledger *s, const char *upload_id, unsigned number, char *out)
+{
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_PART_FILE_OF, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, upload_id);
+    sqlite3_bind_int64(st, 2, number);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = col_text(s, st, 0, out, LEDGER_FILE_ID_MAX + 1);
+    else if (rc == SQLITE_DONE)
+        out[0] = '\0';
+    else
+        err = db_fail(s, "part_file_of", rc);
+    sqlite3_reset(st);
+    return err;
+}
+
+static ferry_err sq_upload_part_put(void *impl, const char *upload_id, const ledger_part *p,
+                                    char *replaced_file_id)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    char old[LEDGER_FILE_ID_MAX + 1];
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "part_put.begin")) != FERRY_OK)
+        return err;
+    if ((err = upload_exists_locked(s, upload_id)) != FERRY_OK ||
+        (err = part_file_of(s, upload_id, p->number, old)) != FERRY_OK)
+        goto out;
+    if ((err = stmt_get(s, ST_PART_UPSERT, &st)) != FERRY_OK)
+        goto out;
+    bind_text(st, 1, upload_id);
+    sqlite3_bind_int64(st, 2, p->number);
+    bind_text(st, 3, p->file_id);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)p->size);
+    bind_text(st, 5, p->etag);
+    sqlite3_bind_int64(st, 6, p->created_at);
+    if ((err = stmt_done(s, st, "part_put.upsert")) != FERRY_OK)
+        goto out;
+    if ((err = exec_simple(s, ST_COMMIT, "part_put.commit")) != FERRY_OK)
+        goto out;
+    memcpy(replaced_file_id, old, sizeof old);
+    return FERRY_OK;
+out:
+    rollback(s);
+    return err;
+}
+
+static ferry_err sq_upload_parts(void *impl, const char *upload_id, unsigned after, size_t limit,
+                                 int (*fn)(const ledger_part *p, void *arg), void *arg)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    int rc = SQLITE_DONE;
+
+    /* One read transaction: the upload and its parts as of one moment. */
+    if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(s, "upload_parts.begin", sqlite3_errcode(s->db));
+    if ((err = upload_exists_locked(s, upload_id)) != FERRY_OK)
+        goto done;
+    if ((err = stmt_get(s, ST_PARTS_LIST, &st)) != FERRY_OK)
+        goto done;
+    bind_text(st, 1, upload_id);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int64(st, 3, limit_i64(limit));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ledger_part p;
+        memset(&p, 0, sizeof p);
+        sqlite3_int64 num = sqlite3_column_int64(st, 0);
+        sqlite3_int64 size = sqlite3_column_int64(st, 2);
+        if (num < 1 || num > LEDGER_PART_NUMBER_MAX || size < 0) {
+            err = FERRY_ERR_DB;
+            break;
+        }
+        p.number = (unsigned)num;
+        p.size = (uint64_t)size;
+        p.created_at = sqlite3_column_int64(st, 4);
+        if ((err = col_text(s, st, 1, p.file_id, sizeof p.file_id)) != FERRY_OK ||
+            (err = col_text(s, st, 3, p.etag, sizeof p.etag)) != FERRY_OK)
+            break;
+        if (fn(&p, arg) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    if (err == FERRY_OK && rc != SQLITE_DONE)
+        err = db_fail(s, "upload_parts", rc);
+    sqlite3_reset(st);
+done:
+    rollback(s); /* a read transaction: nothing to keep */
+    return err;
+}
+
+static ferry_err sq_upload_list(void *impl, const char *bucket, const char *prefix,
+                                const char *key_marker, const char *id_marker, size_t limit,
+                                int (*fn)(const ledger_upload *u, void *arg), void *arg)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_UPLOAD_LIST, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, bucket);
+    bind_text(st, 2, prefix);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)strlen(prefix));
+    bind_text(st, 4, key_marker);
+    bind_text(st, 5, id_marker);
+    sqlite3_bind_int64(st, 6, limit_i64(limit));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ledger_upload u;
+        if ((err = upload_row(s, st, &u)) != FERRY_OK)
+            goto out;
+        if (fn(&u, arg) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        err = db_fail(s, "upload_list", rc);
+out:
+    sqlite3_reset(st);
+    return err;
+}
+
+static ferry_err sq_upload_complete(void *impl, const char *upload_id, const ledger_part *used,
+                                    size_t n_used, const ledger_object *obj, int64_t now,
+                                    char *replaced_file_id, ledger_file_fn fn, void *arg)
+{
+    sqlite_ledger *s = impl;
+    ferry_err err;
+    char old[LEDGER_FILE_ID_MAX + 1];
+    char cur[LEDGER_FILE_ID_MAX + 1];
+    file_list fl = {0};
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "upload_complete.begin")) != FERRY_OK)
+        return err;
+    if ((err = upload_exists_locked(s, upload_id)) != FERRY_OK)
+        goto fail;
+    /* The object was assembled from these files: a part replaced since
+     * (another UploadPart of the same number) makes it stale. */
+    for (size_t i = 0; i < n_used; i++) {
+        if ((err = part_file_of(s, upload_id, used[i].number, cur)) != FERRY_OK)
+            goto fail;
+        if (strcmp(cur, used[i].file_id) != 0) {
+            err = FERRY_ERR_CONFLICT;
+            goto fail;
+        }
+    }
+    if ((err = upload_delete_locked(s, upload_id, &fl)) != FERRY_OK ||
+        (err = object_put_locked(s, obj, now, old)) != FERRY_OK)
+        goto fail;
+    if ((err = exec_simple(s, ST_COMMIT, "upload_complete.commit")) != FERRY_OK)
+        goto fail;
+    memcpy(replaced_file_id, old, sizeof old);
+    file_list_give(&fl, fn, arg);
+    file_list_cleanup(&fl);
+    return FERRY_OK;
+fail:
+    rollback(s);
+    file_list_cleanup(&fl);
+    return err;
+}
+
+static ferry_err sq_upload_abort(void *impl, const char *upload_id, ledger_file_fn fn, void *arg)
+{
+    sqlite_ledger *s = impl;
+    ferry_err err;
+    file_list fl = {0};
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "upload_abort.begin")) != FERRY_OK)
+        return err;
+    if ((err = upload_exists_locked(s, upload_id)) != FERRY_OK ||
+        (err = upload_delete_locked(s, upload_id, &fl)) != FERRY_OK)
+        goto fail;
+    if ((err = exec_simple(s, ST_COMMIT, "upload_abort.commit")) != FERRY_OK)
+        goto fail;
+    file_list_give(&fl, fn, arg);
+    file_list_cleanup(&fl);
+    return FERRY_OK;
+fail:
+    rollback(s);
+    file_list_cleanup(&fl);
+    return err;
+}
+
+static ferry_err sq_uploads_expire(void *impl, int64_t before, size_t limit, ledger_file_fn fn,
+                                   void *arg, uint64_t *count)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    file_list fl = {0};
+    char (*ids)[LEDGER_UPLOAD_ID_MAX + 1] = NULL;
+    size_t n = 0;
+    int rc = SQLITE_DONE;
+
+    if (limit > 10000)
+        limit = 10000;
+    ids = calloc(limit, sizeof *ids);
+    if (ids == NULL)
+        return FERRY_ERR_NOMEM;
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "uploads_expire.begin")) != FERRY_OK)
+        goto out;
+    if ((err = stmt_get(s, ST_UPLOADS_OLD, &st)) != FERRY_OK)
+        goto fail;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int64(st, 2, limit_i64(limit));
+    while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((err = col_text(s, st, 0, ids[n], sizeof ids[n])) != FERRY_OK)
+            break;
+        n++;
+    }
+    if (err == FERRY_OK && n < limit && rc != SQLITE_DONE)
+        err = db_fail(s, "uploads_expire.select", rc);
+    sqlite3_reset(st);
+    if (err)
+        goto fail;
+    for (size_t i = 0; i < n; i++)
+        if ((err = upload_delete_locked(s, ids[i], &fl)) != FERRY_OK)
+            goto fail;
+    if ((err = exec_simple(s, ST_COMMIT, "uploads_expire.commit")) != FERRY_OK)
+        goto fail;
+    file_list_give(&fl, fn, arg);
+    *count = n;
+    goto out;
+fail:
+    rollback(s);
+out:
+    file_list_cleanup(&fl);
+    free(ids);
+    return err;
+}
+
+/* ---------------------------------------------------------------------- */
 /* The event outbox                                                         */
 
 /* Fills ev from columns 0..12 (EVENT_COLS). */
@@ -2052,6 +2535,14 @@ const ledger_ops ledger_sqlite_ops = {
     .object_list = sq_object_list,
     .object_file_known = sq_object_file_known,
     .object_file_walk = sq_object_file_walk,
+    .upload_create = sq_upload_create,
+    .upload_get = sq_upload_get,
+    .upload_part_put = sq_upload_part_put,
+    .upload_parts = sq_upload_parts,
+    .upload_list = sq_upload_list,
+    .upload_complete = sq_upload_complete,
+    .upload_abort = sq_upload_abort,
+    .uploads_expire = sq_uploads_expire,
     .event_targets_set = sq_event_targets_set,
     .event_latest = sq_event_latest,
     .delivery_claim = sq_delivery_claim,

@@ -118,7 +118,7 @@ static void test_migrate_fresh_and_reopen(void **state)
 
     assert_string_equal(ledger_backend(f->l), "sqlite");
     assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, 6);
+    assert_int_equal(v, 7);
     /* Re-opening an up-to-date database changes nothing and keeps data. */
     ledger_grant g;
     make_grant(&g, "g_a", "dev-1", 10, T0, 60);
@@ -127,7 +127,7 @@ static void test_migrate_fresh_and_reopen(void **state)
     f->l = NULL;
     assert_int_equal(ledger_open(f->path, &again), FERRY_OK);
     assert_int_equal(ledger_schema_version(again, &v), FERRY_OK);
-    assert_int_equal(v, 6);
+    assert_int_equal(v, 7);
     ledger_grant back;
     assert_int_equal(ledger_grant_get(again, "g_a", &back), FERRY_OK);
     assert_string_equal(back.key, g.key);
@@ -901,6 +901,7 @@ static void test_migrate_grants_v6(void **state)
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(
         sqlite3_exec(db,
+                     "DROP TABLE upload_parts; DROP TABLE uploads;" /* migration 7 */
                      "DROP VIEW audit_log;"
                      "CREATE TABLE grants_v5 (id TEXT PRIMARY KEY NOT NULL,"
                      " device TEXT NOT NULL REFERENCES devices(id), request_id TEXT NOT NULL,"
@@ -920,7 +921,7 @@ static void test_migrate_grants_v6(void **state)
 
     assert_int_equal(ledger_open(f->path, &f->l), FERRY_OK);
     assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, 6);
+    assert_int_equal(v, 7);
     assert_int_equal(ledger_grant_get(f->l, "g_old", &g), FERRY_OK);
     assert_int_equal(g.state, LEDGER_GRANT_USED);
     assert_int_equal(ledger_object_get(f->l, "ingest", "b/old", &o), FERRY_OK);
@@ -1391,6 +1392,180 @@ static void test_outbox_external(void **state)
     assert_int_equal(count_state(f->l, LEDGER_DELIVERY_PENDING, "hook"), 1);
 }
 
+/* Multipart uploads (migration 7): create under a limit, parts replaced,
+ * listing, completion recording the object and deleting the upload in one
+ * transaction (stale parts refused), abort and expiry handing back every
+ * part file, and part files counted as known by the sweep. */
+typedef struct files_seen {
+    char ids[8][LEDGER_FILE_ID_MAX + 1];
+    size_t n;
+} files_seen;
+
+static void collect_file(const char *file_id, void *arg)
+{
+    files_seen *fs = arg;
+    if (fs->n < 8)
+        snprintf(fs->ids[fs->n++], sizeof fs->ids[0], "%s", file_id);
+}
+
+static int count_part(const ledger_part *p, void *arg)
+{
+    (void)p;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+static int count_file(const char *file_id, uint64_t size, void *arg)
+{
+    (void)file_id;
+    (void)size;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+static int count_upload(const ledger_upload *u, void *arg)
+{
+    (void)u;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+static void make_upload(ledger_upload *u, const char *id, const char *key, int64_t at)
+{
+    memset(u, 0, sizeof *u);
+    snprintf(u->id, sizeof u->id, "%s", id);
+    snprintf(u->bucket, sizeof u->bucket, "ingest");
+    snprintf(u->key, sizeof u->key, "%s", key);
+    snprintf(u->content_type, sizeof u->content_type, "text/plain");
+    u->initiated_at = at;
+}
+
+static void make_part(ledger_part *p, unsigned number, const char *file_id, uint64_t size)
+{
+    memset(p, 0, sizeof *p);
+    p->number = number;
+    snprintf(p->file_id, sizeof p->file_id, "%s", file_id);
+    p->size = size;
+    snprintf(p->etag, sizeof p->etag, "0123456789abcdef0123456789abcdef");
+    p->created_at = T0;
+}
+
+static void test_uploads(void **state)
+{
+    fixture *f = *state;
+    ledger_upload u, got;
+    ledger_part p, used[2];
+    ledger_object o, og;
+    char replaced[LEDGER_FILE_ID_MAX + 1];
+    uint64_t bytes = 0, count = 0;
+    size_t n = 0;
+    bool known = false;
+    files_seen seen;
+
+    make_upload(&u, "up-1", "big/one", T0);
+    assert_int_equal(ledger_upload_create(f->l, &u, 2), FERRY_OK);
+    assert_int_equal(ledger_upload_create(f->l, &u, 2), FERRY_ERR_EXISTS);
+    make_upload(&u, "up-2", "big/two", T0 + 10);
+    assert_int_equal(ledger_upload_create(f->l, &u, 2), FERRY_OK);
+    make_upload(&u, "up-3", "big/three", T0);
+    assert_int_equal(ledger_upload_create(f->l, &u, 2), FERRY_ERR_RANGE);
+    assert_int_equal(ledger_upload_get(f->l, "up-3", &got, NULL), FERRY_ERR_NOT_FOUND);
+
+    /* Parts: a second part 1 replaces the first and hands back its file. */
+    make_part(&p, 1, "f-1a", 5);
+    assert_int_equal(ledger_upload_part_put(f->l, "up-1", &p, replaced), FERRY_OK);
+    assert_string_equal(replaced, "");
+    make_part(&p, 1, "f-1b", 6);
+    assert_int_equal(ledger_upload_part_put(f->l, "up-1", &p, replaced), FERRY_OK);
+    assert_string_equal(replaced, "f-1a");
+    make_part(&p, 2, "f-2", 3);
+    assert_int_equal(ledger_upload_part_put(f->l, "up-1", &p, replaced), FERRY_OK);
+    make_part(&p, 1, "f-x", 3);
+    assert_int_equal(ledger_upload_part_put(f->l, "up-none", &p, replaced), FERRY_ERR_NOT_FOUND);
+    make_part(&p, 10001, "f-x", 3);
+    assert_int_equal(ledger_upload_part_put(f->l, "up-1", &p, replaced), FERRY_ERR_RANGE);
+    assert_int_equal(ledger_upload_get(f->l, "up-1", &got, &bytes), FERRY_OK);
+    assert_string_equal(got.key, "big/one");
+    assert_int_equal(bytes, 9);
+    assert_int_equal(ledger_upload_parts(f->l, "up-1", 0, 100, count_part, &n), FERRY_OK);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(ledger_upload_parts(f->l, "up-1", 1, 100, count_part, &n), FERRY_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ledger_upload_parts(f->l, "up-none", 0, 100, count_part, &n),
+                     FERRY_ERR_NOT_FOUND);
+    n = 0;
+    assert_int_equal(ledger_upload_list(f->l, "ingest", "big/", "", "", 100, count_upload, &n),
+                     FERRY_OK);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(
+        ledger_upload_list(f->l, "ingest", "", "big/one", "up-1", 100, count_upload, &n), FERRY_OK);
+    assert_int_equal(n, 1); /* big/two only */
+    assert_int_equal(ledger_object_file_known(f->l, "f-2", &known), FERRY_OK);
+    assert_true(known);
+    assert_int_equal(ledger_object_file_known(f->l, "f-1a", &known), FERRY_OK);
+    assert_false(known);
+    n = 0;
+    assert_int_equal(ledger_object_file_walk(f->l, "f-", count_file, &n), FERRY_OK);
+    assert_int_equal(n, 2); /* the parts f-1b and f-2: a pack keeps their regions */
+
+    /* Completion with a stale part (f-1a was replaced): nothing written. */
+    make_object(&o, "big/one", NULL);
+    snprintf(o.file_id, sizeof o.file_id, "f-obj");
+    make_part(&used[0], 1, "f-1a", 5);
+    make_part(&used[1], 2, "f-2", 3);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(
+        ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, collect_file, &seen),
+        FERRY_ERR_CONFLICT);
+    assert_int_equal(seen.n, 0);
+    assert_int_equal(ledger_object_get(f->l, "ingest", "big/one", &og), FERRY_ERR_NOT_FOUND);
+    /* A grant's object cannot be a multipart one. */
+    make_object(&o, "big/one", "g_x");
+    assert_int_equal(ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, NULL, NULL),
+                     FERRY_ERR_INVALID);
+    make_object(&o, "big/one", NULL);
+    snprintf(o.file_id, sizeof o.file_id, "f-obj");
+    make_part(&used[0], 1, "f-1b", 6);
+    assert_int_equal(
+        ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, collect_file, &seen),
+        FERRY_OK);
+    assert_string_equal(replaced, "");
+    assert_int_equal(seen.n, 2);
+    assert_int_equal(ledger_object_get(f->l, "ingest", "big/one", &og), FERRY_OK);
+    assert_string_equal(og.file_id, "f-obj");
+    assert_int_equal(ledger_upload_get(f->l, "up-1", &got, NULL), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_object_file_known(f->l, "f-2", &known), FERRY_OK);
+    assert_false(known);
+    assert_int_equal(ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, NULL, NULL),
+                     FERRY_ERR_NOT_FOUND);
+
+    /* Abort hands back the parts; a second abort finds nothing. */
+    make_part(&p, 3, "f-3", 3);
+    assert_int_equal(ledger_upload_part_put(f->l, "up-2", &p, replaced), FERRY_OK);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(ledger_upload_abort(f->l, "up-2", collect_file, &seen), FERRY_OK);
+    assert_int_equal(seen.n, 1);
+    assert_string_equal(seen.ids[0], "f-3");
+    assert_int_equal(ledger_upload_abort(f->l, "up-2", NULL, NULL), FERRY_ERR_NOT_FOUND);
+
+    /* Expiry: only uploads initiated before the cutoff, oldest first. */
+    make_upload(&u, "up-old", "k/old", T0 - 100);
+    assert_int_equal(ledger_upload_create(f->l, &u, 0), FERRY_OK);
+    make_upload(&u, "up-new", "k/new", T0 + 100);
+    assert_int_equal(ledger_upload_create(f->l, &u, 0), FERRY_OK);
+    make_part(&p, 1, "f-old", 1);
+    assert_int_equal(ledger_upload_part_put(f->l, "up-old", &p, replaced), FERRY_OK);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(ledger_uploads_expire(f->l, T0, 10, collect_file, &seen, &count), FERRY_OK);
+    assert_int_equal(count, 1);
+    assert_int_equal(seen.n, 1);
+    assert_string_equal(seen.ids[0], "f-old");
+    assert_int_equal(ledger_upload_get(f->l, "up-new", &got, NULL), FERRY_OK);
+    assert_int_equal(ledger_uploads_expire(f->l, T0, 0, NULL, NULL, &count), FERRY_ERR_INVALID);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1418,6 +1593,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_order_dead_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_external, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uploads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

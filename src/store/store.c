@@ -60,92 +60,14 @@
 #include "ledger/ledger.h"
 #include "sigv4/sigv4.h"
 #include "store_fs.h"
+#include "store_int.h"
+#include "store_multipart.h"
 #include "store_req.h"
 
 #define STORE_RAW_URI_MAX    (STORE_RAW_PATH_MAX + SIGV4_MAX_QUERY_LEN + 2)
 #define STORE_XML_MAX        (8u << 20) /* a listing of 1,000 keys of 1 KB fits */
 #define STORE_LIST_MAX_KEYS  1000
 #define STORE_TLS_FILE_MAX   (256u << 10)
-#define DEFAULT_CONTENT_TYPE "binary/octet-stream"
-#define STORE_COMMITTERS     4
-
-struct store {
-    char *bucket;
-    char *region;
-    char *grant_ak;
-    char *op_ak; /* NULL: no operator */
-    char grant_secret[SIGV4_MAX_SECRET_LEN + 1];
-    char op_secret[SIGV4_MAX_SECRET_LEN + 1];
-    sigv4_verifier verifier;
-    store_fs fs;
-    uint64_t max_object_size;
-    uint64_t min_upload_rate;
-    int64_t min_rate_grace_ns;
-    int64_t stall_ns; /* [store] idle_timeout: a body silent this long */
-    unsigned idle_timeout_s;
-    unsigned max_headers;
-    unsigned max_target_bytes;
-    unsigned max_header_bytes;
-    struct MHD_Daemon *daemon;
-    bool stopped;
-    bool tls;
-
-    /* Bodies being received, watched for RequestTimeout (see "Body
-     * watchdog" below). watch_mu guards the list and the w_* fields of its
-     * requests; a request leaves the list in req_free, under watch_mu, so
-     * the watchdog never touches a freed request or a closed socket. */
-    pthread_mutex_t watch_mu;
-    pthread_cond_t watch_cv;
-    struct req *watch_head;
-    struct conn_watch *conns; /* every connection, for the head deadline */
-    int64_t head_timeout_ns;
-    pthread_t watch_thread;
-    bool watch_started;
-    bool watch_stop;
-    char *tls_cert;
-    char *tls_key;
-
-    /* Ledger handles, one per request at a time (a handle is not shared
-     * between threads). */
-    pthread_mutex_t pool_mu;
-    pthread_cond_t pool_cv;
-    ledger **pool;
-    size_t pool_size;
-    size_t pool_free; /* pool[0 .. pool_free) are free */
-    bool pool_ready;
-
-    /* Group commit: uploads that finish together are recorded in one
-     * ledger transaction (one fsync of the write-ahead log for all), by
-     * whichever of their threads comes first (the leader). */
-    pthread_mutex_t cq_mu;
-    pthread_cond_t cq_cv;
-    struct commit_item *cq_head;
-    struct commit_item *cq_tail;
-    bool cq_leader;
-
-    /* Committers: an upload whose body has arrived and been verified waits
-     * here, its connection suspended, for the flush of its bytes and its
-     * ledger row; so no libmicrohttpd thread blocks on a flush. A thread
-     * serves many connections (with 32 keep-alive connections, 13 landed
-     * on one thread) and one blocked in fdatasync stalled them all. */
-    pthread_mutex_t job_mu;
-    pthread_cond_t job_cv;
-    struct req *job_head;
-    struct req *job_tail;
-    pthread_t committers[STORE_COMMITTERS];
-    int n_committers;
-    bool job_stop; /* no new jobs: uploads commit on their own thread */
-
-    atomic_int active; /* requests between URI log and completion */
-    atomic_int pipes;  /* hash pipelines running */
-    atomic_uint_fast64_t seq;
-    char id_prefix[9];
-};
-
-/* PH_COMMITTING: the body is verified and its connection suspended while a
- * committer makes it durable and records it; PH_COMMITTED: resumed, the
- * outcome (commit_err) is answered. */
-enum phase { PH_NEW = 0, PH_BODY, PH_POST, PH_DISCARD, PH_COMMITTING, PH_COMMITTED, PH_DONE };
 
 /* Who answers a body being received: nobody yet, the watchdog (it sent
  * RequestTimeout; the rest of the body is dropped, nothing is stored), or
@@ -163,67 +85,6 @@ typedef struct conn_watch {
     bool shut;
     struct conn_watch *prev, *next;
 } conn_watch;
-
-struct post_state;
-
-typedef struct req {
-    store *s;
-    char *uri; /* raw request target */
-    bool uri_too_long;
-    char id[17];
-    enum phase phase;
-    store_target t;
-    const char *method;
-
-    /* PutObject */
-    store_fs_slot slot; /* open while a body is written and committed */
-    char reading[LEDGER_FILE_ID_MAX + 1]; /* GET, copy: the data being read */
-
-    /* The commit of a verified upload (committers) */
-    struct MHD_Connection *conn;
-    ledger_object *obj; /* the row to record */
-    char md5_hex[33];
-    ferry_err commit_err;
-    struct req *job_next;
-    uint64_t expected;
-    uint64_t received;
-    uint64_t written;  /* bytes of body written to the slot */
-    uint64_t wb_start; /* writeback started for body bytes [0, wb_start) */
-    int64_t start_ns;
-    EVP_MD_CTX *md5;
-    EVP_MD_CTX *sha;
-    bool want_md5;
-    unsigned char content_md5[16];
-    bool want_checksum;
-    unsigned char checksum[32];
-    char payload_sha[65];
-    bool is_grant;
-    ledger_grant grant;
-    char content_type[LEDGER_CONTENT_TYPE_MAX + 1];
-    char meta[LEDGER_META_MAX + 1];
-
-    struct post_state *post; /* POST object only */
-    struct hash_pipe *pipe;  /* large PUT bodies: hashing on two helper threads */
-
-    /* an error found while the body was arriving, answered at its end */
-    int err_status;
-    const char *err_code;
-    char err_msg[200];
-
-    /* Body watchdog. progress (bytes of body seen, dropped ones included)
-     * is written by the connection's thread; wstate by either side; the
-     * w_* fields and the links only under s->watch_mu. */
-    atomic_uint_fast64_t progress;
-    atomic_int wstate;
-    bool watched;
-    struct req *w_prev, *w_next;
-    int w_sock;
-    void *w_tls; /* gnutls_session_t of a TLS connection, else NULL */
-    uint64_t w_seen;
-    int64_t w_seen_ns;
-    int64_t w_answered_ns;
-    bool w_shut;
-} req;
 
 /* ---------------------------------------------------------------------- */
 /* Ledger pool                                                              */
@@ -907,6 +768,7 @@ static void req_free(req *r)
     if (r->reading[0] != '\0')
         store_fs_read_done(&r->s->fs, r->reading);
     post_state_free(r->post);
+    store_mp_req_free(r->mp);
     free(r->obj);
     EVP_MD_CTX_free(r->md5);
     EVP_MD_CTX_free(r->sha);
@@ -962,13 +824,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /* ---------------------------------------------------------------------- */
 /* Headers                                                                  */
-
-typedef struct header_list {
-    sigv4_kv kv[SIGV4_MAX_HEADERS];
-    size_t n;
-    size_t total;
-    size_t bytes; /* the header section as sent: "name: value\r\n" each */
-} header_list;
 
 static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                       const char *value)
@@ -1669,6 +1524,8 @@ static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
                              "Content-Length HTTP header.");
     if (!pipe_finish(r))
         return respond_error(r, c, 500, "InternalError", "the store could not write the object");
+    if (r->mp != NULL) /* UploadPart: a part, not an object */
+        return store_mp_part_done(r, c);
     if (!commit_object(r, c, md5_hex, &ret))
         return ret;
     snprintf(etag, sizeof etag, "\"%s\"", md5_hex);
@@ -2607,6 +2464,7 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
     size_t path_len;
     char msg[160];
     char sub[40];
+    bool mp = false;
 
     if (strlen(method) > 16) {
         r->method = "?";
@@ -2664,13 +2522,14 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
      * operations than the plain request: served as that, they would
      * overwrite or delete the object. */
     if (q != NULL && store_query_subresource(q + 1, strlen(q + 1), sub, sizeof sub)) {
-        if (strcmp(sub, "uploads") == 0 || strcmp(sub, "uploadId") == 0 ||
-            strcmp(sub, "partNumber") == 0)
-            snprintf(msg, sizeof msg, "Multipart upload is not supported (?%s).", sub);
-        else
+        /* Multipart upload (store_multipart.c), unless the query names
+         * another sub-resource as well. */
+        mp = store_mp_query(q + 1, sub, sizeof sub);
+        if (!mp) {
             snprintf(msg, sizeof msg, "The ?%s sub-resource is not supported.", sub);
-        ret = respond_error(r, c, 501, "NotImplemented", msg);
-        goto out;
+            ret = respond_error(r, c, 501, "NotImplemented", msg);
+            goto out;
+        }
     }
 
     is_put = strcmp(method, "PUT") == 0;
@@ -2683,7 +2542,7 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
         goto out;
     }
 
-    if (strcmp(method, "POST") == 0) {
+    if (strcmp(method, "POST") == 0 && !mp) {
         /* A form upload carries its signature in the form (the policy), so
          * it is checked when the file field begins (post_start_file). */
         if (r->t.bucket[0] == '\0' || r->t.key_len != 0)
@@ -2704,6 +2563,15 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
     }
     if (strcmp(r->t.bucket, s->bucket) != 0) {
         ret = respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
+        goto out;
+    }
+    if (mp) {
+        /* Grants stay single-use, single-request uploads. */
+        if (p == P_GRANT)
+            ret = respond_error(r, c, 403, "AccessDenied",
+                                "device credentials may not use multipart upload");
+        else
+            ret = store_mp_begin(r, c, h, &verdict);
         goto out;
     }
     if (p == P_GRANT && !is_put) {
@@ -2745,7 +2613,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     (void)version;
     if (r == NULL)
         return MHD_NO;
-    if (r->phase == PH_BODY || r->phase == PH_POST || r->phase == PH_DISCARD) {
+    if (r->phase == PH_BODY || r->phase == PH_POST || r->phase == PH_DISCARD || r->phase == PH_MP) {
         atomic_fetch_add(&r->progress, *upload_data_size);
         if (atomic_load(&r->wstate) == W_TIMED_OUT) {
             /* Answered RequestTimeout: drop the rest, store nothing; at the
@@ -2783,6 +2651,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             return post_chunk(r, upload_data, n);
         }
         return finish_post(r, c);
+    case PH_MP:
+        if (*upload_data_size > 0) {
+            size_t n = *upload_data_size;
+            *upload_data_size = 0;
+            store_mp_body_chunk(r, upload_data, n);
+            return MHD_YES;
+        }
+        return store_mp_body_done(r, c);
     case PH_DISCARD:
         if (*upload_data_size > 0) {
             *upload_data_size = 0;
@@ -2936,6 +2812,8 @@ ferry_err store_new(const store_config *cfg, store **out)
         s->max_target_bytes = STORE_RAW_URI_MAX;
     s->max_header_bytes =
         cfg->max_header_bytes > 0 ? cfg->max_header_bytes : STORE_HEADER_BYTES_DEFAULT;
+    s->mp_expiry_s = cfg->multipart_expiry_s;
+    s->mp_max_uploads = cfg->max_multipart_uploads;
     s->idle_timeout_s = cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 30;
     s->stall_ns = (int64_t)s->idle_timeout_s * 1000000000;
     s->head_timeout_ns =
@@ -2981,6 +2859,10 @@ ferry_err store_new(const store_config *cfg, store **out)
         log_error("store.data_dir", "path=%s error=\"%s\"", cfg->data_dir, ferry_err_str(err));
         goto out;
     }
+    /* Expired multipart uploads first: the sweep then finds their part
+     * files unnamed, whatever of them the expiry could not remove. */
+    if ((err = store_mp_expire(s, SIZE_MAX)) != FERRY_OK)
+        goto out;
     if ((err = store_fs_sweep(&s->fs, s->pool[0], &removed)) != FERRY_OK)
         goto out;
     if (removed > 0)
@@ -3102,4 +2984,69 @@ void store_free(store *s)
     OPENSSL_cleanse(s->grant_secret, sizeof s->grant_secret);
     OPENSSL_cleanse(s->op_secret, sizeof s->op_secret);
     free(s);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Shared with store_multipart.c (store_int.h)                              */
+
+enum MHD_Result store_respond_error(req *r, struct MHD_Connection *c, unsigned status,
+                                    const char *code, const char *message)
+{
+    return respond_error(r, c, status, code, message);
+}
+
+enum MHD_Result store_queue(req *r, struct MHD_Connection *c, unsigned status,
+                            struct MHD_Response *resp)
+{
+    return queue(r, c, status, resp);
+}
+
+enum MHD_Result store_respond_xml(req *r, struct MHD_Connection *c, unsigned status, ferry_buf *b)
+{
+    struct MHD_Response *resp = buf_response(b);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/xml");
+    return queue(r, c, status, resp);
+}
+
+struct MHD_Response *store_empty_response(void)
+{
+    return empty_response();
+}
+
+const char *store_header(struct MHD_Connection *c, const char *name)
+{
+    return header(c, name);
+}
+
+ledger *store_pool_take(store *s)
+{
+    return pool_take(s);
+}
+
+void store_pool_give(store *s, ledger *l)
+{
+    pool_give(s, l);
+}
+
+bool store_collect_meta(const header_list *h, char *out, size_t out_size, const char **why)
+{
+    return collect_meta(h, out, out_size, why);
+}
+
+enum MHD_Result store_begin_put(req *r, struct MHD_Connection *c, const header_list *h,
+                                const sigv4_verdict *verdict)
+{
+    return begin_put(r, c, h, verdict);
+}
+
+void store_watch_add(req *r, struct MHD_Connection *c)
+{
+    watch_add(r, c);
+}
+
+void store_forget_data(store *s, const char *file_id)
+{
+    forget_data(s, file_id);
 }

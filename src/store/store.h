@@ -65,6 +65,9 @@ typedef struct store_config {
                                    0: STORE_TARGET_DEFAULT */
     unsigned max_header_bytes;  /* header section (names, values, ": ",
                                    CRLF); 0: STORE_HEADER_BYTES_DEFAULT */
+    int64_t multipart_expiry_s;    /* multipart uploads older than this are
+                                      aborted (0: never) */
+    unsigned max_multipart_uploads; /* open at once (0: no limit) */
 } store_config;
 
 #define STORE_TARGET_DEFAULT       8192u
@@ -84,6 +87,11 @@ unsigned store_min_conn_memory(unsigned max_target_bytes, unsigned max_header_by
  * opens its ledger handles, loads the TLS certificate and starts listening.
  * The secrets are copied (and wiped on free). */
 __attribute__((warn_unused_result)) ferry_err store_new(const store_config *cfg, store **out);
+
+/* Aborts the multipart uploads older than multipart_expiry (up to 1,000
+ * a call) and removes their part files; FERRY_OK with nothing to do when
+ * multipart_expiry is 0. ferryd calls it at every expire_interval. */
+__attribute__((warn_unused_result)) ferry_err store_expire_uploads(store *s);
 
 /* Stops accepting connections, lets requests in flight finish for up to
  * timeout_ms, then closes the rest (their temporary files are removed:

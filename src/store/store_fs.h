@@ -39,11 +39,14 @@
  * its own (per directory: a count of entries created, and the count the
  * last completed fsync covered).
  *
- * Invariants: a file under objects/ that no ledger row names is garbage (an
+ * Invariants: a file under objects/ that no ledger row (an object's, or a
+ * part's of a multipart upload in progress) names is garbage (an
  * upload in progress when the process died, a crash between the file's sync
  * and the ledger commit, a replaced object whose unlink did not happen, a
  * .part file of the older layout) and store_fs_sweep() removes it at
- * start-up; nothing else removes files that may belong to an upload.
+ * start-up; nothing else removes files that may belong to an upload (the
+ * part files of a multipart upload are removed only after the transaction
+ * that deletes their rows: completion, abort, expiry).
  */
 #ifndef FERRY_STORE_FS_H
 #define FERRY_STORE_FS_H

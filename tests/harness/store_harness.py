@@ -141,14 +141,21 @@ class StoreFerryd:
             return []
         db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True, timeout=10)
         try:
-            return db.execute("SELECT file_id, size FROM objects").fetchall()
+            rows = db.execute("SELECT file_id, size FROM objects").fetchall()
         except sqlite3.OperationalError:
             return []  # no objects table yet
+        try:
+            # The parts of multipart uploads in progress name data too.
+            rows += db.execute("SELECT file_id, size FROM upload_parts").fetchall()
+        except sqlite3.OperationalError:
+            pass  # an older schema: no multipart uploads
         finally:
             db.close()
+        return rows
 
     def named_file_ids(self):
-        """The file ids the ledger's objects table names (read-only)."""
+        """The file ids the ledger names (read-only): objects, and the parts
+        of multipart uploads in progress."""
         return {r[0] for r in self._object_rows()}
 
     @staticmethod

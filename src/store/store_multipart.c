@@ -1,0 +1,1340 @@
+/*
+ * store_multipart.c - S3 multipart upload in the embedded store, for the
+ * operator credential; see store_multipart.h for the invariants and
+ * docs/store.md ("Multipart upload") for the behaviour clients see.
+ *
+ * The calls, as store.c hands them over (authenticated, operator only):
+ *   POST   /<bucket>/<key>?uploads                CreateMultipartUpload
+ *   PUT    /<bucket>/<key>?partNumber=N&uploadId=  UploadPart (PutObject's
+ *                                                 body path, store.c)
+ *   POST   /<bucket>/<key>?uploadId=              CompleteMultipartUpload
+ *   DELETE /<bucket>/<key>?uploadId=              AbortMultipartUpload
+ *   GET    /<bucket>/<key>?uploadId=              ListParts
+ *   GET    /<bucket>?uploads                      ListMultipartUploads
+ * Part files and assembled objects are data files of store_fs (named by
+ * random ids, never by keys); the ledger's uploads and upload_parts rows
+ * (migration 7) say which of them are parts of which upload.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <expat.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "common/log.h"
+#include "common/timefmt.h"
+#include "store_int.h"
+#include "store_multipart.h"
+
+#define S3_NS           "http://s3.amazonaws.com/doc/2006-03-01/"
+#define MP_LEAF_MAX     128        /* bytes of text in one leaf element */
+#define MP_COPY_BLOCK   (1u << 20) /* completion reads parts this much at a time */
+#define MP_WRITEBACK    (8u << 20) /* and starts writeback this often */
+#define MP_LIST_MAX     1000       /* parts or uploads in one listing */
+#define MP_EXPIRE_BATCH 16         /* expired uploads aborted per CreateMultipartUpload */
+
+/* Per request: the upload a call is about, and a CompleteMultipartUpload
+ * body being collected. */
+struct store_mp_req {
+    char upload_id[LEDGER_UPLOAD_ID_MAX + 1];
+    unsigned part_number;
+    ferry_buf body;
+    bool body_too_large;
+};
+
+void store_mp_req_free(struct store_mp_req *m)
+{
+    if (m == NULL)
+        return;
+    ferry_buf_cleanup(&m->body);
+    free(m);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The CompleteMultipartUpload parser                                       */
+
+enum mpx_leaf { LEAF_NONE = 0, LEAF_NUMBER, LEAF_ETAG, LEAF_IGNORED };
+
+typedef struct mpx {
+    XML_Parser p;
+    int depth;
+    enum mpx_leaf leaf;
+    bool has_number, has_etag;
+    char text[MP_LEAF_MAX + 1];
+    size_t text_len;
+    store_mp_part_ref cur;
+    store_mp_part_ref *parts;
+    size_t max, n;
+    const char *why; /* set: refused */
+} mpx;
+
+static void mpx_fail(mpx *x, const char *why)
+{
+    if (x->why == NULL)
+        x->why = why;
+    (void)XML_StopParser(x->p, XML_FALSE);
+}
+
+/* The local name of an element, when it is in no namespace or in S3's
+ * (the parser reports "uri\x1flocal"); NULL for any other namespace. */
+static const char *mpx_local(const XML_Char *name)
+{
+    const char *sep = strchr(name, '\x1f');
+    if (sep == NULL)
+        return name;
+    if ((size_t)(sep - name) != strlen(S3_NS) || strncmp(name, S3_NS, strlen(S3_NS)) != 0)
+        return NULL;
+    return sep + 1;
+}
+
+static void XMLCALL mpx_start(void *ud, const XML_Char *name, const XML_Char **atts)
+{
+    mpx *x = ud;
+    const char *local = mpx_local(name);
+    if (x->why != NULL)
+        return;
+    if (atts != NULL && atts[0] != NULL) {
+        mpx_fail(x, "attributes are not allowed");
+        return;
+    }
+    if (local == NULL) {
+        mpx_fail(x, "an element in an unknown namespace");
+        return;
+    }
+    switch (x->depth) {
+    case 0:
+        if (strcmp(local, "CompleteMultipartUpload") != 0) {
+            mpx_fail(x, "the root element must be CompleteMultipartUpload");
+            return;
+        }
+        break;
+    case 1:
+        if (strcmp(local, "Part") != 0) {
+            mpx_fail(x, "CompleteMultipartUpload may contain Part elements only");
+            return;
+        }
+        if (x->n == x->max) {
+            mpx_fail(x, "too many parts");
+            return;
+        }
+        memset(&x->cur, 0, sizeof x->cur);
+        x->has_number = x->has_etag = false;
+        break;
+    case 2:
+        if (strcmp(local, "PartNumber") == 0) {
+            if (x->has_number) {
+                mpx_fail(x, "a Part has two PartNumber elements");
+                return;
+            }
+            x->leaf = LEAF_NUMBER;
+        } else if (strcmp(local, "ETag") == 0) {
+            if (x->has_etag) {
+                mpx_fail(x, "a Part has two ETag elements");
+                return;
+            }
+            x->leaf = LEAF_ETAG;
+        } else if (strcmp(local, "ChecksumCRC32") == 0 || strcmp(local, "ChecksumCRC32C") == 0 ||
+                   strcmp(local, "ChecksumSHA1") == 0 || strcmp(local, "ChecksumSHA256") == 0) {
+            /* Per-part checksums are verified when the part arrives (or
+             * not at all: the store keeps none but SHA-256 of objects). */
+            x->leaf = LEAF_IGNORED;
+        } else {
+            mpx_fail(x, "unknown element in Part");
+            return;
+        }
+        x->text_len = 0;
+        break;
+    default:
+        mpx_fail(x, "elements nested too deep");
+        return;
+    }
+    x->depth++;
+}
+
+static bool is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+/* The text of a leaf without surrounding white space. */
+static void mpx_trim(mpx *x, const char **s, size_t *len)
+{
+    const char *t = x->text;
+    size_t l = x->text_len;
+    while (l > 0 && is_space(t[0])) {
+        t++;
+        l--;
+    }
+    while (l > 0 && is_space(t[l - 1]))
+        l--;
+    *s = t;
+    *len = l;
+}
+
+static void mpx_leaf_end(mpx *x)
+{
+    const char *t;
+    size_t l;
+    mpx_trim(x, &t, &l);
+    if (x->leaf == LEAF_NUMBER) {
+        unsigned v = 0;
+        if (l == 0 || l > 5) {
+            mpx_fail(x, "PartNumber must be a number of 1 to 5 digits");
+            return;
+        }
+        for (size_t i = 0; i < l; i++) {
+            if (t[i] < '0' || t[i] > '9') {
+                mpx_fail(x, "PartNumber must be a number of 1 to 5 digits");
+                return;
+            }
+            v = v * 10 + (unsigned)(t[i] - '0');
+        }
+        x->cur.number = v;
+        x->has_number = true;
+    } else if (x->leaf == LEAF_ETAG) {
+        /* Clients send the ETag as S3 gave it, in double quotes. */
+        if (l >= 2 && t[0] == '"' && t[l - 1] == '"') {
+            t++;
+            l -= 2;
+        }
+        x->cur.etag_ok = l == 32;
+        for (size_t i = 0; i < l && x->cur.etag_ok; i++) {
+            char ch = t[i];
+            if (ch >= 'A' && ch <= 'F')
+                ch = (char)(ch - 'A' + 'a');
+            if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
+                x->cur.etag_ok = false;
+            x->cur.etag[i] = ch;
+        }
+        x->cur.etag[x->cur.etag_ok ? 32 : 0] = '\0';
+        x->has_etag = true;
+    }
+    x->leaf = LEAF_NONE;
+}
+
+static void XMLCALL mpx_end(void *ud, const XML_Char *name)
+{
+    mpx *x = ud;
+    (void)name;
+    if (x->why != NULL)
+        return;
+    x->depth--;
+    switch (x->depth) {
+    case 2:
+        mpx_leaf_end(x);
+        break;
+    case 1:
+        if (!x->has_number || !x->has_etag) {
+            mpx_fail(x, "every Part needs a PartNumber and an ETag");
+            return;
+        }
+        x->parts[x->n++] = x->cur;
+        break;
+    case 0:
+        if (x->n == 0)
+            mpx_fail(x, "the part list is empty");
+        break;
+    default:
+        break;
+    }
+}
+
+static void XMLCALL mpx_text(void *ud, const XML_Char *s, int len)
+{
+    mpx *x = ud;
+    if (x->why != NULL || len <= 0)
+        return;
+    if (x->leaf == LEAF_NONE) {
+        for (int i = 0; i < len; i++) {
+            if (!is_space(s[i])) {
+                mpx_fail(x, "text outside PartNumber and ETag");
+                return;
+            }
+        }
+        return;
+    }
+    if (x->text_len + (size_t)len > MP_LEAF_MAX) {
+        mpx_fail(x, "an element's text is too long");
+        return;
+    }
+    memcpy(x->text + x->text_len, s, (size_t)len);
+    x->text_len += (size_t)len;
+}
+
+static void XMLCALL mpx_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+                                const XML_Char *pubid, int has_internal_subset)
+{
+    (void)name;
+    (void)sysid;
+    (void)pubid;
+    (void)has_internal_subset;
+    /* No DTD: so no entity expansion beyond XML's five, and no external
+     * resource, whatever the document declares. */
+    mpx_fail(ud, "a DOCTYPE is not allowed");
+}
+
+ferry_err store_mp_parse_complete(const char *xml, size_t len, store_mp_part_ref *parts, size_t max,
+                                  size_t *n, const char **why)
+{
+    ferry_err err = FERRY_ERR_INVALID;
+    mpx x;
+
+    if (xml == NULL || parts == NULL || n == NULL || why == NULL)
+        return FERRY_ERR_INVALID;
+    *why = "The XML you provided was not well-formed or did not validate against our published "
+           "schema.";
+    if (len > STORE_MP_XML_MAX || len > (size_t)INT32_MAX)
+        return FERRY_ERR_INVALID;
+    memset(&x, 0, sizeof x);
+    x.parts = parts;
+    x.max = max;
+    x.p = XML_ParserCreateNS(NULL, '\x1f');
+    if (x.p == NULL)
+        return FERRY_ERR_NOMEM;
+    XML_SetUserData(x.p, &x);
+    XML_SetElementHandler(x.p, mpx_start, mpx_end);
+    XML_SetCharacterDataHandler(x.p, mpx_text);
+    XML_SetStartDoctypeDeclHandler(x.p, mpx_doctype);
+    (void)XML_SetParamEntityParsing(x.p, XML_PARAM_ENTITY_PARSING_NEVER);
+    if (XML_Parse(x.p, xml, (int)len, XML_TRUE) != XML_STATUS_OK || x.why != NULL) {
+        if (x.why != NULL)
+            *why = x.why;
+        goto out;
+    }
+    *n = x.n;
+    err = FERRY_OK;
+out:
+    XML_ParserFree(x.p);
+    return err;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Helpers                                                                  */
+
+static const char *const mp_names[] = {"uploads", "uploadId", "partNumber"};
+
+bool store_mp_query(const char *query, char *sub, size_t sub_size)
+{
+    size_t len = strlen(query);
+    size_t i = 0;
+    /* Each parameter on its own: a multipart name, or another sub-resource
+     * (then the call is not a multipart one), or a plain parameter. */
+    while (i < len) {
+        size_t end = i + strcspn(query + i, "&");
+        size_t n_end = i + strcspn(query + i, "=&");
+        char one[40];
+        if (n_end > end)
+            n_end = end;
+        if (store_query_subresource(query + i, n_end - i, one, sizeof one)) {
+            bool ours = false;
+            for (size_t k = 0; k < sizeof mp_names / sizeof mp_names[0]; k++)
+                if (strcmp(one, mp_names[k]) == 0)
+                    ours = true;
+            if (!ours) {
+                snprintf(sub, sub_size, "%s", one);
+                return false;
+            }
+        }
+        i = end + 1;
+    }
+    return true;
+}
+
+static const char *qparam(const sigv4_query *q, const char *name)
+{
+    for (size_t i = 0; i < q->n; i++)
+        if (strcmp(q->params[i].name, name) == 0)
+            return q->params[i].value;
+    return NULL;
+}
+
+/* A decimal number in [lo, hi]; false for anything else. */
+static bool parse_uint(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    uint64_t n = 0;
+    if (v == NULL || v[0] == '\0' || strlen(v) > 19)
+        return false;
+    for (const char *p = v; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    if (n < lo || n > hi)
+        return false;
+    *out = n;
+    return true;
+}
+
+static void iso_time(int64_t t, char out[32])
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+    gmtime_r(&tt, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+}
+
+/* The ledger stopped naming a part's data: its file removed, or its pack
+ * region let go. */
+static void unlink_file(const char *file_id, void *arg)
+{
+    store_forget_data(arg, file_id);
+}
+
+static enum MHD_Result no_such_upload(req *r, struct MHD_Connection *c)
+{
+    return store_respond_error(r, c, 404, "NoSuchUpload",
+                               "The specified multipart upload does not exist. The upload ID "
+                               "might be invalid, or the multipart upload might have been "
+                               "aborted or completed.");
+}
+
+/* The upload named by the query's uploadId, which must be this request's
+ * bucket and key; otherwise the request is answered (*ret) and false. */
+static bool upload_of(req *r, struct MHD_Connection *c, const char *upload_id, ledger_upload *u,
+                      uint64_t *parts_bytes, enum MHD_Result *ret)
+{
+    store *s = r->s;
+    ledger *l;
+    ferry_err e;
+    if (upload_id == NULL || upload_id[0] == '\0' || strlen(upload_id) > LEDGER_UPLOAD_ID_MAX) {
+        *ret = no_such_upload(r, c);
+        return false;
+    }
+    l = store_pool_take(s);
+    e = ledger_upload_get(l, upload_id, u, parts_bytes);
+    store_pool_give(s, l);
+    if (e == FERRY_ERR_NOT_FOUND ||
+        (e == FERRY_OK && (strcmp(u->bucket, r->t.bucket) != 0 || strcmp(u->key, r->t.key) != 0))) {
+        *ret = no_such_upload(r, c);
+        return false;
+    }
+    if (e != FERRY_OK) {
+        *ret = store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+        return false;
+    }
+    return true;
+}
+
+ferry_err store_mp_expire(store *s, size_t limit)
+{
+    ferry_err e;
+    ledger *l;
+    uint64_t count = 0;
+    if (s->mp_expiry_s <= 0)
+        return FERRY_OK;
+    l = store_pool_take(s);
+    /* In batches: each one is a write transaction of its own. */
+    do {
+        size_t batch = limit < 1000 ? limit : 1000;
+        count = 0;
+        e = ledger_uploads_expire(l, ferry_time_now() - s->mp_expiry_s, batch, unlink_file, s,
+                                  &count);
+        if (e == FERRY_OK && count > 0)
+            log_info("store.multipart_expired", "uploads=%" PRIu64, count);
+        limit -= (size_t)count;
+    } while (e == FERRY_OK && count > 0 && limit > 0);
+    store_pool_give(s, l);
+    return e;
+}
+
+ferry_err store_expire_uploads(store *s)
+{
+    if (s == NULL)
+        return FERRY_ERR_INVALID;
+    return store_mp_expire(s, 1000);
+}
+
+/* ---------------------------------------------------------------------- */
+/* CreateMultipartUpload                                                    */
+
+static enum MHD_Result create_upload(req *r, struct MHD_Connection *c, const header_list *h)
+{
+    store *s = r->s;
+    const char *ct = store_header(c, "Content-Type");
+    const char *why = NULL;
+    ledger_upload *u = calloc(1, sizeof *u);
+    ledger *l;
+    ferry_err e;
+    ferry_buf b;
+    enum MHD_Result ret;
+
+    if (u == NULL)
+        return store_respond_error(r, c, 500, "InternalError", "out of memory");
+    if (ct == NULL || ct[0] == '\0')
+        ct = DEFAULT_CONTENT_TYPE;
+    if (strlen(ct) > LEDGER_CONTENT_TYPE_MAX) {
+        ret = store_respond_error(r, c, 400, "InvalidArgument", "Content-Type is too long");
+        goto out;
+    }
+    snprintf(u->content_type, sizeof u->content_type, "%s", ct);
+    if (!store_collect_meta(h, u->meta, sizeof u->meta, &why)) {
+        ret = store_respond_error(r, c, 400, "MetadataTooLarge", why);
+        goto out;
+    }
+    /* Stale uploads go first, a few at a time, so they cannot hold the
+     * slots of max_multipart_uploads. */
+    if (store_mp_expire(s, MP_EXPIRE_BATCH) != FERRY_OK)
+        log_error("store.multipart_expire_failed", "request_id=%s", r->id);
+    if (store_fs_new_id(u->id) != FERRY_OK) {
+        ret = store_respond_error(r, c, 500, "InternalError", "no random upload id");
+        goto out;
+    }
+    snprintf(u->bucket, sizeof u->bucket, "%s", r->t.bucket);
+    memcpy(u->key, r->t.key, r->t.key_len + 1);
+    u->initiated_at = ferry_time_now();
+    l = store_pool_take(s);
+    e = ledger_upload_create(l, u, s->mp_max_uploads);
+    store_pool_give(s, l);
+    if (e == FERRY_ERR_RANGE) {
+        ret = store_respond_error(r, c, 503, "SlowDown",
+                                  "Too many multipart uploads are in progress "
+                                  "([store] max_multipart_uploads); complete or abort some.");
+        goto out;
+    }
+    if (e != FERRY_OK) {
+        ret = store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+        goto out;
+    }
+    log_info("store.multipart_created", "request_id=%s key=\"%s\" upload_id=%s", r->id, u->key,
+             u->id);
+    ferry_buf_init(&b, 8192);
+    e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                                 "<InitiateMultipartUploadResult xmlns=\"" S3_NS "\"><Bucket>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</Bucket><Key>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&b, r->t.key, r->t.key_len);
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(&b, "</Key><UploadId>%s</UploadId></InitiateMultipartUploadResult>",
+                              u->id);
+    ret = e == FERRY_OK ? store_respond_xml(r, c, 200, &b) : MHD_NO;
+    ferry_buf_cleanup(&b);
+out:
+    free(u);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* UploadPart                                                               */
+
+static enum MHD_Result begin_part(req *r, struct MHD_Connection *c, const header_list *h,
+                                  const sigv4_verdict *verdict, const sigv4_query *q)
+{
+    store *s = r->s;
+    const char *cl = store_header(c, "Content-Length");
+    uint64_t number = 0, parts_bytes = 0, len = 0;
+    ledger_upload *u;
+    enum MHD_Result ret = MHD_NO;
+
+    if (!parse_uint(qparam(q, "partNumber"), 1, STORE_MP_PARTS_MAX, &number))
+        return store_respond_error(r, c, 400, "InvalidArgument",
+                                   "Part number must be an integer between 1 and 10000, "
+                                   "inclusive");
+    if (store_header(c, "x-amz-copy-source") != NULL)
+        return store_respond_error(r, c, 501, "NotImplemented", "UploadPartCopy is not supported.");
+    u = calloc(1, sizeof *u);
+    if (u == NULL)
+        return store_respond_error(r, c, 500, "InternalError", "out of memory");
+    if (!upload_of(r, c, qparam(q, "uploadId"), u, &parts_bytes, &ret))
+        goto out;
+    /* The limits on the part and on the whole, before a byte is read
+     * (PutObject's own checks follow in store_begin_put). */
+    if (cl != NULL && parse_uint(cl, 0, UINT64_MAX / 4, &len) &&
+        (len > STORE_MP_PART_MAX || parts_bytes + len > s->max_object_size)) {
+        ret = store_respond_error(r, c, 400, "EntityTooLarge",
+                                  len > STORE_MP_PART_MAX
+                                      ? "Your proposed upload exceeds the maximum allowed part "
+                                        "size (5 GiB)."
+                                      : "The parts of this upload would exceed the maximum "
+                                        "allowed object size.");
+        goto out;
+    }
+    r->mp = calloc(1, sizeof *r->mp);
+    if (r->mp == NULL) {
+        ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    snprintf(r->mp->upload_id, sizeof r->mp->upload_id, "%s", u->id);
+    r->mp->part_number = (unsigned)number;
+    ret = store_begin_put(r, c, h, verdict);
+out:
+    free(u);
+    return ret;
+}
+
+enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
+{
+    store *s = r->s;
+    unsigned char md5[16], sha[32];
+    unsigned int mlen = 0, slen = 0;
+    char sha_hex[65], etag[LEDGER_ETAG_MAX + 3];
+    char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    ledger_part p;
+    ledger *l;
+    ferry_err e;
+    struct MHD_Response *resp;
+
+    /* The same checks as a PutObject body (store.c, commit_object). */
+    if (EVP_DigestFinal_ex(r->md5, md5, &mlen) != 1 || EVP_DigestFinal_ex(r->sha, sha, &slen) != 1)
+        return store_respond_error(r, c, 500, "InternalError", "digest failed");
+    memset(&p, 0, sizeof p);
+    store_hex(md5, 16, p.etag);
+    store_hex(sha, 32, sha_hex);
+    if (r->want_md5 && CRYPTO_memcmp(md5, r->content_md5, 16) != 0)
+        return store_respond_error(r, c, 400, "BadDigest",
+                                   "The Content-MD5 you specified did not match what we received.");
+    if (r->payload_sha[0] != '\0' && strcmp(r->payload_sha, sha_hex) != 0)
+        return store_respond_error(r, c, 400, "XAmzContentSHA256Mismatch",
+                                   "The provided 'x-amz-content-sha256' header does not match "
+                                   "what was computed.");
+    if (r->want_checksum && CRYPTO_memcmp(sha, r->checksum, 32) != 0)
+        return store_respond_error(r, c, 400, "BadDigest",
+                                   "The SHA256 you specified did not match the calculated "
+                                   "checksum.");
+    /* On this thread, not the committers': they record objects. */
+    if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK)
+        return store_respond_error(r, c, 500, "InternalError",
+                                   "the store could not write the part");
+
+    p.number = r->mp->part_number;
+    snprintf(p.file_id, sizeof p.file_id, "%s", r->slot.id);
+    p.size = r->received;
+    p.created_at = ferry_time_now();
+    l = store_pool_take(s);
+    e = ledger_upload_part_put(l, r->mp->upload_id, &p, replaced);
+    store_pool_give(s, l);
+    /* The slot's bytes stay if the part was recorded, else they go. */
+    store_fs_slot_close(&s->fs, &r->slot, e == FERRY_OK);
+    if (e != FERRY_OK) {
+        if (e == FERRY_ERR_NOT_FOUND)
+            return no_such_upload(r, c); /* completed or aborted meanwhile */
+        return store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+    }
+    if (replaced[0] != '\0')
+        store_forget_data(s, replaced);
+    log_info("store.part_stored",
+             "request_id=%s key=\"%s\" upload_id=%s part=%u size=%" PRIu64 " etag=%s", r->id,
+             r->t.key, r->mp->upload_id, p.number, p.size, p.etag);
+    snprintf(etag, sizeof etag, "\"%s\"", p.etag);
+    resp = store_empty_response();
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "ETag", etag);
+    if (r->want_checksum)
+        MHD_add_response_header(resp, "x-amz-checksum-sha256",
+                                store_header(c, "x-amz-checksum-sha256"));
+    return store_queue(r, c, 200, resp);
+}
+
+/* ---------------------------------------------------------------------- */
+/* CompleteMultipartUpload                                                  */
+
+static enum MHD_Result begin_complete(req *r, struct MHD_Connection *c, const char *upload_id,
+                                      const sigv4_verdict *verdict)
+{
+    const char *cl = store_header(c, "Content-Length");
+    const char *md5 = store_header(c, "Content-MD5");
+    uint64_t len = 0;
+    if (upload_id == NULL || upload_id[0] == '\0' || strlen(upload_id) > LEDGER_UPLOAD_ID_MAX)
+        return no_such_upload(r, c);
+    if (cl != NULL && (!parse_uint(cl, 0, UINT64_MAX, &len) || len > STORE_MP_XML_MAX))
+        return store_respond_error(r, c, 400, "MalformedXML",
+                                   "The part list is larger than the store accepts (2 MiB).");
+    /* The part list is checked like any body: Content-MD5 and a signed
+     * x-amz-content-sha256, in store_mp_body_done. */
+    if (md5 != NULL) {
+        if (!store_b64_decode_exact(md5, r->content_md5, 16))
+            return store_respond_error(r, c, 400, "InvalidDigest",
+                                       "The Content-MD5 you specified was invalid.");
+        r->want_md5 = true;
+    }
+    snprintf(r->payload_sha, sizeof r->payload_sha, "%s", verdict->payload_sha256);
+    r->mp = calloc(1, sizeof *r->mp);
+    if (r->mp == NULL)
+        return store_respond_error(r, c, 500, "InternalError", "out of memory");
+    snprintf(r->mp->upload_id, sizeof r->mp->upload_id, "%s", upload_id);
+    ferry_buf_init(&r->mp->body, STORE_MP_XML_MAX);
+    r->start_ns = ferry_time_mono_ns();
+    r->phase = PH_MP;
+    store_watch_add(r, c);
+    return MHD_YES;
+}
+
+void store_mp_body_chunk(req *r, const char *data, size_t len)
+{
+    struct store_mp_req *m = r->mp;
+    r->received += len;
+    if (m->body_too_large)
+        return;
+    if (ferry_buf_append(&m->body, data, len) != FERRY_OK) {
+        m->body_too_large = true;
+        ferry_buf_cleanup(&m->body);
+    }
+}
+
+/* Everything completion works on, on the heap (10,000 parts). */
+typedef struct complete_state {
+    store_mp_part_ref refs[STORE_MP_PARTS_MAX];
+    ledger_part *have[STORE_MP_PARTS_MAX + 1]; /* by part number */
+    ledger_part *rows;                         /* the upload's parts */
+    size_t n_rows;
+    ledger_part used[STORE_MP_PARTS_MAX];
+    ledger_upload upload;
+    ledger_object obj;
+    unsigned char buf[MP_COPY_BLOCK];
+} complete_state;
+
+static int collect_part(const ledger_part *p, void *arg)
+{
+    complete_state *cs = arg;
+    if (cs->n_rows == STORE_MP_PARTS_MAX)
+        return 1;
+    cs->rows[cs->n_rows++] = *p;
+    return 0;
+}
+
+/* Copies the used parts, in order, into the slot r->slot while hashing
+ * them (SHA-256 of the whole object); false when a part cannot be read in
+ * full (*gone: its data is missing) or the slot cannot be written. */
+static bool assemble(req *r, complete_state *cs, size_t n, unsigned char sha[32], bool *gone)
+{
+    store *s = r->s;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint64_t written = 0, wb_start = 0;
+    unsigned int slen = 0;
+    bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    *gone = false;
+    for (size_t i = 0; ok && i < n; i++) {
+        int in = -1;
+        uint64_t base = 0, pos = 0, left = cs->used[i].size;
+        /* A part's data: its own file, or a region of a pack (whose reader
+         * count keeps the region's bytes until store_fs_read_done). */
+        ferry_err e = store_fs_open_data(&s->fs, cs->used[i].file_id, &in, &base);
+        if (e != FERRY_OK) {
+            *gone = e == FERRY_ERR_NOT_FOUND;
+            ok = false;
+            break;
+        }
+        while (ok && left > 0) {
+            size_t want = left < sizeof cs->buf ? (size_t)left : sizeof cs->buf;
+            ssize_t k = pread(in, cs->buf, want, (off_t)(base + pos));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                ok = false; /* shorter than its record */
+                break;
+            }
+            EVP_DigestUpdate(ctx, cs->buf, (size_t)k);
+            ok = store_fs_slot_write(&r->slot, written, cs->buf, (size_t)k) == FERRY_OK;
+            pos += (uint64_t)k;
+            left -= (uint64_t)k;
+            written += (uint64_t)k;
+            /* As for large PUT bodies: start the writeback on the way, so
+             * the fsync before the answer waits for the tail only. */
+            if (ok && written - wb_start >= MP_WRITEBACK) {
+                (void)sync_file_range(r->slot.fd, (off_t)(r->slot.base + wb_start),
+                                      (off_t)(written - wb_start), SYNC_FILE_RANGE_WRITE);
+                wb_start = written;
+            }
+        }
+        close(in);
+        store_fs_read_done(&s->fs, cs->used[i].file_id);
+    }
+    if (ok)
+        ok = EVP_DigestFinal_ex(ctx, sha, &slen) == 1;
+    EVP_MD_CTX_free(ctx);
+    return ok;
+}
+
+/* The multipart ETag: the MD5 of the parts' binary MD5s, "-<count>". */
+static bool multipart_etag(const complete_state *cs, size_t n, char *out, size_t out_size)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char md5[16];
+    unsigned int mlen = 0;
+    char hex[33];
+    bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char bin[16];
+        for (size_t j = 0; j < 16; j++) {
+            int hi = OPENSSL_hexchar2int((unsigned char)cs->used[i].etag[2 * j]);
+            int lo = OPENSSL_hexchar2int((unsigned char)cs->used[i].etag[2 * j + 1]);
+            if (hi < 0 || lo < 0)
+                ok = false;
+            bin[j] = (unsigned char)((hi << 4) | (lo & 0xf));
+        }
+        if (ok)
+            ok = EVP_DigestUpdate(ctx, bin, sizeof bin) == 1;
+    }
+    if (ok)
+        ok = EVP_DigestFinal_ex(ctx, md5, &mlen) == 1;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return false;
+    store_hex(md5, 16, hex);
+    snprintf(out, out_size, "%s-%zu", hex, n);
+    return true;
+}
+
+static enum MHD_Result complete_answer(req *r, struct MHD_Connection *c, const char *etag)
+{
+    ferry_buf b;
+    ferry_err e;
+    enum MHD_Result ret;
+    ferry_buf_init(&b, 16384);
+    e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                                 "<CompleteMultipartUploadResult xmlns=\"" S3_NS "\"><Location>/");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_byte(&b, '/');
+    if (e == FERRY_OK)
+        e = store_url_encode(&b, r->t.key, r->t.key_len);
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</Location><Bucket>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</Bucket><Key>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&b, r->t.key, r->t.key_len);
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(
+            &b, "</Key><ETag>&quot;%s&quot;</ETag></CompleteMultipartUploadResult>", etag);
+    ret = e == FERRY_OK ? store_respond_xml(r, c, 200, &b) : MHD_NO;
+    ferry_buf_cleanup(&b);
+    return ret;
+}
+
+/* Content-MD5 and a signed x-amz-content-sha256 against the part list as
+ * received: true when they match (or were not given), else false and the
+ * request is answered (*ret). */
+static bool body_digests_ok(req *r, struct MHD_Connection *c, const ferry_buf *b,
+                            enum MHD_Result *ret)
+{
+    unsigned char md5[16], sha[32];
+    char sha_hex[65];
+    const unsigned char *data =
+        b->data != NULL ? (const unsigned char *)b->data : (const unsigned char *)"";
+    if (r->want_md5 && (EVP_Digest(data, b->len, md5, NULL, EVP_md5(), NULL) != 1 ||
+                        CRYPTO_memcmp(md5, r->content_md5, 16) != 0)) {
+        *ret = store_respond_error(r, c, 400, "BadDigest",
+                                   "The Content-MD5 you specified did not match what we received.");
+        return false;
+    }
+    if (r->payload_sha[0] == '\0')
+        return true;
+    if (EVP_Digest(data, b->len, sha, NULL, EVP_sha256(), NULL) != 1) {
+        *ret = store_respond_error(r, c, 500, "InternalError", "digest failed");
+        return false;
+    }
+    store_hex(sha, 32, sha_hex);
+    if (strcmp(r->payload_sha, sha_hex) != 0) {
+        *ret = store_respond_error(r, c, 400, "XAmzContentSHA256Mismatch",
+                                   "The provided 'x-amz-content-sha256' header does not match "
+                                   "what was computed.");
+        return false;
+    }
+    return true;
+}
+
+enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
+{
+    store *s = r->s;
+    struct store_mp_req *m = r->mp;
+    complete_state *cs = NULL;
+    const char *why = NULL;
+    char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    unsigned char sha[32];
+    uint64_t total = 0, parts_bytes = 0;
+    size_t n = 0;
+    bool gone = false;
+    ledger *l;
+    ferry_err e;
+    enum MHD_Result ret = MHD_NO;
+
+    if (m->body_too_large)
+        return store_respond_error(r, c, 400, "MalformedXML",
+                                   "The part list is larger than the store accepts (2 MiB).");
+    if (!body_digests_ok(r, c, &m->body, &ret))
+        return ret;
+    /* Assembling is disk and hash work proportional to the object: a few
+     * at a time. */
+    if (atomic_fetch_add(&s->mp_completing, 1) >= STORE_MP_COMPLETES_MAX) {
+        atomic_fetch_sub(&s->mp_completing, 1);
+        return store_respond_error(r, c, 503, "SlowDown",
+                                   "Too many multipart uploads are being completed; retry.");
+    }
+    cs = calloc(1, sizeof *cs);
+    if (cs == NULL) {
+        ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    if (store_mp_parse_complete(m->body.data != NULL ? m->body.data : "", m->body.len, cs->refs,
+                                STORE_MP_PARTS_MAX, &n, &why) != FERRY_OK) {
+        ret = store_respond_error(r, c, 400, "MalformedXML", why);
+        goto out;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if (cs->refs[i].number <= cs->refs[i - 1].number) {
+            ret = store_respond_error(r, c, 400, "InvalidPartOrder",
+                                      "The list of parts was not in ascending order. Parts must "
+                                      "be ordered by part number.");
+            goto out;
+        }
+    }
+    if (!upload_of(r, c, m->upload_id, &cs->upload, &parts_bytes, &ret))
+        goto out;
+    cs->rows = calloc(STORE_MP_PARTS_MAX, sizeof *cs->rows);
+    if (cs->rows == NULL) {
+        ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    l = store_pool_take(s);
+    e = ledger_upload_parts(l, m->upload_id, 0, STORE_MP_PARTS_MAX, collect_part, cs);
+    store_pool_give(s, l);
+    if (e == FERRY_ERR_NOT_FOUND) {
+        ret = no_such_upload(r, c);
+        goto out;
+    }
+    if (e != FERRY_OK) {
+        ret = store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+        goto out;
+    }
+    for (size_t i = 0; i < cs->n_rows; i++)
+        cs->have[cs->rows[i].number] = &cs->rows[i];
+    for (size_t i = 0; i < n; i++) {
+        const store_mp_part_ref *ref = &cs->refs[i];
+        const ledger_part *p =
+            ref->number >= 1 && ref->number <= STORE_MP_PARTS_MAX ? cs->have[ref->number] : NULL;
+        if (p == NULL || !ref->etag_ok || strcmp(p->etag, ref->etag) != 0) {
+            ret = store_respond_error(r, c, 400, "InvalidPart",
+                                      "One or more of the specified parts could not be found. "
+                                      "The part may not have been uploaded, or the specified "
+                                      "entity tag may not have matched the part's entity tag.");
+            goto out;
+        }
+        cs->used[i] = *p;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n && cs->used[i].size < STORE_MP_PART_MIN) {
+            ret = store_respond_error(r, c, 400, "EntityTooSmall",
+                                      "Your proposed upload is smaller than the minimum allowed "
+                                      "object size (every part but the last must be at least "
+                                      "5 MiB).");
+            goto out;
+        }
+        total += cs->used[i].size;
+    }
+    if (total > s->max_object_size) {
+        ret = store_respond_error(r, c, 400, "EntityTooLarge",
+                                  "Your proposed upload exceeds the maximum allowed object size.");
+        goto out;
+    }
+
+    /* The object's own data (a file, or a pack region when it is small),
+     * durable before its row can be; req_free drops it unless the commit
+     * below succeeds. */
+    if (store_fs_slot_open(&s->fs, total, true, &r->slot) != FERRY_OK) {
+        ret = store_respond_error(r, c, 500, "InternalError", "cannot create the object file");
+        goto out;
+    }
+    if (!assemble(r, cs, n, sha, &gone)) {
+        if (gone) {
+            ret = store_respond_error(r, c, 400, "InvalidPart",
+                                      "A part was removed while the upload was being completed.");
+        } else {
+            log_error("store.multipart_assemble_failed", "request_id=%s error=\"%s\"", r->id,
+                      strerror(errno));
+            ret = store_respond_error(r, c, 500, "InternalError",
+                                      "the store could not write the object");
+        }
+        goto out;
+    }
+    if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK) {
+        ret =
+            store_respond_error(r, c, 500, "InternalError", "the store could not write the object");
+        goto out;
+    }
+
+    ledger_object *o = &cs->obj;
+    snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
+    memcpy(o->key, r->t.key, r->t.key_len + 1);
+    snprintf(o->file_id, sizeof o->file_id, "%s", r->slot.id);
+    o->size = total;
+    store_hex(sha, 32, o->sha256);
+    snprintf(o->content_type, sizeof o->content_type, "%s", cs->upload.content_type);
+    snprintf(o->meta, sizeof o->meta, "%s", cs->upload.meta);
+    o->created_at = ferry_time_now();
+    if (!multipart_etag(cs, n, o->etag, sizeof o->etag)) {
+        ret = store_respond_error(r, c, 500, "InternalError", "digest failed");
+        goto out;
+    }
+    l = store_pool_take(s);
+    e = ledger_upload_complete(l, m->upload_id, cs->used, n, o, o->created_at, replaced,
+                               unlink_file, s);
+    store_pool_give(s, l);
+    /* The slot's bytes stay if the object was recorded, else they go. */
+    store_fs_slot_close(&s->fs, &r->slot, e == FERRY_OK);
+    if (e != FERRY_OK) {
+        if (e == FERRY_ERR_NOT_FOUND)
+            ret = no_such_upload(r, c);
+        else if (e == FERRY_ERR_CONFLICT)
+            ret = store_respond_error(r, c, 400, "InvalidPart",
+                                      "A part was replaced while the upload was being completed.");
+        else
+            ret = store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+        goto out;
+    }
+    if (replaced[0] != '\0')
+        store_forget_data(s, replaced);
+    log_info("store.object_stored",
+             "request_id=%s method=CompleteMultipartUpload key=\"%s\" size=%" PRIu64
+             " sha256=%s etag=%s parts=%zu upload_id=%s",
+             r->id, o->key, o->size, o->sha256, o->etag, n, m->upload_id);
+    ret = complete_answer(r, c, o->etag);
+out:
+    if (cs != NULL)
+        free(cs->rows);
+    free(cs);
+    atomic_fetch_sub(&s->mp_completing, 1);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* AbortMultipartUpload, ListParts, ListMultipartUploads                    */
+
+static enum MHD_Result abort_upload(req *r, struct MHD_Connection *c, const char *upload_id)
+{
+    store *s = r->s;
+    ledger_upload *u = calloc(1, sizeof *u);
+    enum MHD_Result ret = MHD_NO;
+    ledger *l;
+    ferry_err e;
+    if (u == NULL)
+        return store_respond_error(r, c, 500, "InternalError", "out of memory");
+    if (!upload_of(r, c, upload_id, u, NULL, &ret))
+        goto out;
+    l = store_pool_take(s);
+    e = ledger_upload_abort(l, u->id, unlink_file, s);
+    store_pool_give(s, l);
+    if (e == FERRY_ERR_NOT_FOUND) {
+        ret = no_such_upload(r, c);
+        goto out;
+    }
+    if (e != FERRY_OK) {
+        ret = store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+        goto out;
+    }
+    log_info("store.multipart_aborted", "request_id=%s key=\"%s\" upload_id=%s", r->id, r->t.key,
+             u->id);
+    ret = store_queue(r, c, 204, store_empty_response());
+out:
+    free(u);
+    return ret;
+}
+
+typedef struct list_parts_state {
+    ferry_buf *b;
+    size_t max, count;
+    unsigned last;
+    bool truncated;
+    ferry_err err;
+} list_parts_state;
+
+static int list_part_row(const ledger_part *p, void *arg)
+{
+    list_parts_state *ls = arg;
+    char iso[32];
+    if (ls->count == ls->max) {
+        ls->truncated = true;
+        return 1;
+    }
+    iso_time(p->created_at, iso);
+    ls->err = ferry_buf_appendf(ls->b,
+                                "<Part><PartNumber>%u</PartNumber><LastModified>%s</LastModified>"
+                                "<ETag>&quot;%s&quot;</ETag><Size>%" PRIu64 "</Size></Part>",
+                                p->number, iso, p->etag, p->size);
+    ls->count++;
+    ls->last = p->number;
+    return ls->err != FERRY_OK;
+}
+
+static enum MHD_Result list_parts(req *r, struct MHD_Connection *c, const sigv4_query *q)
+{
+    store *s = r->s;
+    ledger_upload *u = calloc(1, sizeof *u);
+    list_parts_state ls;
+    ferry_buf parts, b;
+    uint64_t max = MP_LIST_MAX, marker = 0;
+    enum MHD_Result ret = MHD_NO;
+    ledger *l;
+    ferry_err e;
+    const char *v;
+
+    ferry_buf_init(&parts, 4u << 20);
+    ferry_buf_init(&b, 4u << 20);
+    memset(&ls, 0, sizeof ls);
+    if (u == NULL) {
+        ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    v = qparam(q, "max-parts");
+    if (v != NULL && !parse_uint(v, 0, UINT64_MAX / 4, &max)) {
+        ret = store_respond_error(r, c, 400, "InvalidArgument", "max-parts is not a number >= 0");
+        goto out;
+    }
+    if (max > MP_LIST_MAX)
+        max = MP_LIST_MAX;
+    v = qparam(q, "part-number-marker");
+    if (v != NULL && !parse_uint(v, 0, STORE_MP_PARTS_MAX, &marker)) {
+        ret = store_respond_error(r, c, 400, "InvalidArgument",
+                                  "part-number-marker is not a part number");
+        goto out;
+    }
+    if (!upload_of(r, c, qparam(q, "uploadId"), u, NULL, &ret))
+        goto out;
+    ls.b = &parts;
+    ls.max = (size_t)max;
+    ls.last = (unsigned)marker;
+    l = store_pool_take(s);
+    e = ledger_upload_parts(l, u->id, (unsigned)marker, (size_t)max + 1, list_part_row, &ls);
+    store_pool_give(s, l);
+    if (e == FERRY_OK)
+        e = ls.err;
+    if (e == FERRY_ERR_NOT_FOUND) {
+        ret = no_such_upload(r, c);
+        goto out;
+    }
+    if (e != FERRY_OK) {
+        ret = store_respond_error(r, c, 503, "SlowDown", "the listing could not be made");
+        goto out;
+    }
+    e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                                 "<ListPartsResult xmlns=\"" S3_NS "\"><Bucket>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</Bucket><Key>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&b, r->t.key, r->t.key_len);
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(&b,
+                              "</Key><UploadId>%s</UploadId><PartNumberMarker>%" PRIu64
+                              "</PartNumberMarker><NextPartNumberMarker>%u</NextPartNumberMarker>"
+                              "<MaxParts>%" PRIu64 "</MaxParts><IsTruncated>%s</IsTruncated>"
+                              "<StorageClass>STANDARD</StorageClass>",
+                              u->id, marker, ls.last, max, ls.truncated ? "true" : "false");
+    if (e == FERRY_OK)
+        e = ferry_buf_append(&b, parts.data != NULL ? parts.data : "", parts.len);
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</ListPartsResult>");
+    ret = e == FERRY_OK
+              ? store_respond_xml(r, c, 200, &b)
+              : store_respond_error(r, c, 500, "InternalError", "the listing is too large");
+out:
+    ferry_buf_cleanup(&parts);
+    ferry_buf_cleanup(&b);
+    free(u);
+    return ret;
+}
+
+typedef struct list_uploads_state {
+    ferry_buf *b;
+    bool url;
+    size_t max, count;
+    bool truncated;
+    char next_key[LEDGER_OBJECT_KEY_MAX + 1];
+    char next_id[LEDGER_UPLOAD_ID_MAX + 1];
+    ferry_err err;
+} list_uploads_state;
+
+static ferry_err append_key(ferry_buf *b, bool url, const char *k, size_t len)
+{
+    return url ? store_url_encode(b, k, len) : store_xml_escape(b, k, len);
+}
+
+static int list_upload_row(const ledger_upload *u, void *arg)
+{
+    list_uploads_state *ls = arg;
+    char iso[32];
+    if (ls->count == ls->max) {
+        ls->truncated = true;
+        return 1;
+    }
+    iso_time(u->initiated_at, iso);
+    ls->err = ferry_buf_append_str(ls->b, "<Upload><Key>");
+    if (ls->err == FERRY_OK)
+        ls->err = append_key(ls->b, ls->url, u->key, strlen(u->key));
+    if (ls->err == FERRY_OK)
+        ls->err = ferry_buf_appendf(ls->b,
+                                    "</Key><UploadId>%s</UploadId><StorageClass>STANDARD"
+                                    "</StorageClass><Initiated>%s</Initiated></Upload>",
+                                    u->id, iso);
+    ls->count++;
+    snprintf(ls->next_key, sizeof ls->next_key, "%s", u->key);
+    snprintf(ls->next_id, sizeof ls->next_id, "%s", u->id);
+    return ls->err != FERRY_OK;
+}
+
+static enum MHD_Result list_uploads(req *r, struct MHD_Connection *c, const sigv4_query *q)
+{
+    store *s = r->s;
+    list_uploads_state *ls = calloc(1, sizeof *ls);
+    ferry_buf ups, b;
+    uint64_t max = MP_LIST_MAX;
+    const char *prefix = qparam(q, "prefix");
+    const char *km = qparam(q, "key-marker");
+    const char *im = qparam(q, "upload-id-marker");
+    const char *enc = qparam(q, "encoding-type");
+    const char *v;
+    enum MHD_Result ret = MHD_NO;
+    ledger *l;
+    ferry_err e;
+
+    ferry_buf_init(&ups, 4u << 20);
+    ferry_buf_init(&b, 4u << 20);
+    if (ls == NULL) {
+        ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    if (qparam(q, "delimiter") != NULL) {
+        ret = store_respond_error(r, c, 501, "NotImplemented",
+                                  "delimiter is not supported by ListMultipartUploads here.");
+        goto out;
+    }
+    v = qparam(q, "max-uploads");
+    if (v != NULL && !parse_uint(v, 0, UINT64_MAX / 4, &max)) {
+        ret = store_respond_error(r, c, 400, "InvalidArgument", "max-uploads is not a number >= 0");
+        goto out;
+    }
+    if (max > MP_LIST_MAX)
+        max = MP_LIST_MAX;
+    if (enc != NULL && strcmp(enc, "url") != 0) {
+        ret =
+            store_respond_error(r, c, 400, "InvalidArgument", "Invalid Encoding Method specified");
+        goto out;
+    }
+    if ((prefix != NULL && strlen(prefix) > LEDGER_OBJECT_KEY_MAX) ||
+        (km != NULL && strlen(km) > LEDGER_OBJECT_KEY_MAX) ||
+        (im != NULL && strlen(im) > LEDGER_UPLOAD_ID_MAX)) {
+        ret = store_respond_error(r, c, 400, "InvalidArgument", "prefix or marker too long");
+        goto out;
+    }
+    ls->b = &ups;
+    ls->url = enc != NULL;
+    ls->max = (size_t)max;
+    l = store_pool_take(s);
+    /* Without an upload-id-marker, S3 lists the uploads of keys after
+     * key-marker: every id sorts after the one below. */
+    e = ledger_upload_list(l, s->bucket, prefix, km != NULL ? km : "",
+                           im != NULL ? im : (km != NULL && km[0] != '\0' ? "\x7f" : ""),
+                           (size_t)max + 1, list_upload_row, ls);
+    store_pool_give(s, l);
+    if (e == FERRY_OK)
+        e = ls->err;
+    if (e != FERRY_OK) {
+        ret = store_respond_error(r, c, 503, "SlowDown", "the listing could not be made");
+        goto out;
+    }
+    e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                                 "<ListMultipartUploadsResult xmlns=\"" S3_NS "\"><Bucket>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(&b, s->bucket, strlen(s->bucket));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</Bucket><KeyMarker>");
+    if (e == FERRY_OK && km != NULL)
+        e = append_key(&b, ls->url, km, strlen(km));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</KeyMarker><UploadIdMarker>");
+    if (e == FERRY_OK && im != NULL)
+        e = store_xml_escape(&b, im, strlen(im));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</UploadIdMarker>");
+    if (e == FERRY_OK && ls->truncated) {
+        e = ferry_buf_append_str(&b, "<NextKeyMarker>");
+        if (e == FERRY_OK)
+            e = append_key(&b, ls->url, ls->next_key, strlen(ls->next_key));
+        if (e == FERRY_OK)
+            e = ferry_buf_appendf(&b, "</NextKeyMarker><NextUploadIdMarker>%s</NextUploadIdMarker>",
+                                  ls->next_id);
+    }
+    if (e == FERRY_OK && prefix != NULL) {
+        e = ferry_buf_append_str(&b, "<Prefix>");
+        if (e == FERRY_OK)
+            e = append_key(&b, ls->url, prefix, strlen(prefix));
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(&b, "</Prefix>");
+    }
+    if (e == FERRY_OK && ls->url)
+        e = ferry_buf_append_str(&b, "<EncodingType>url</EncodingType>");
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(&b,
+                              "<MaxUploads>%" PRIu64 "</MaxUploads><IsTruncated>%s</IsTruncated>",
+                              max, ls->truncated ? "true" : "false");
+    if (e == FERRY_OK)
+        e = ferry_buf_append(&b, ups.data != NULL ? ups.data : "", ups.len);
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(&b, "</ListMultipartUploadsResult>");
+    ret = e == FERRY_OK
+              ? store_respond_xml(r, c, 200, &b)
+              : store_respond_error(r, c, 500, "InternalError", "the listing is too large");
+out:
+    ferry_buf_cleanup(&ups);
+    ferry_buf_cleanup(&b);
+    free(ls);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Dispatch                                                                 */
+
+enum MHD_Result store_mp_begin(req *r, struct MHD_Connection *c, const header_list *h,
+                               const sigv4_verdict *verdict)
+{
+    const char *qs = strchr(r->uri, '?');
+    const char *method = r->method;
+    bool uploads, upload_id, part;
+    sigv4_query q;
+    enum MHD_Result ret;
+
+    memset(&q, 0, sizeof q);
+    if (sigv4_parse_query(qs != NULL ? qs + 1 : "", &q) != SIGV4_R_OK)
+        return store_respond_error(r, c, 400, "InvalidArgument", "malformed query string");
+    uploads = qparam(&q, "uploads") != NULL;
+    upload_id = qparam(&q, "uploadId") != NULL;
+    part = qparam(&q, "partNumber") != NULL;
+    if (r->t.key_len == 0) {
+        if (strcmp(method, "GET") == 0 && uploads && !upload_id && !part)
+            ret = list_uploads(r, c, &q);
+        else
+            ret = store_respond_error(r, c, 405, "MethodNotAllowed",
+                                      "The specified method is not allowed against this "
+                                      "resource.");
+    } else if (strcmp(method, "POST") == 0 && uploads && !upload_id && !part) {
+        ret = create_upload(r, c, h);
+    } else if (strcmp(method, "PUT") == 0 && upload_id && part && !uploads) {
+        ret = begin_part(r, c, h, verdict, &q);
+    } else if (strcmp(method, "POST") == 0 && upload_id && !uploads && !part) {
+        ret = begin_complete(r, c, qparam(&q, "uploadId"), verdict);
+    } else if (strcmp(method, "DELETE") == 0 && upload_id && !uploads && !part) {
+        ret = abort_upload(r, c, qparam(&q, "uploadId"));
+    } else if (strcmp(method, "GET") == 0 && upload_id && !uploads && !part) {
+        ret = list_parts(r, c, &q);
+    } else {
+        /* GetObject ?partNumber=, HEAD of a part, and the like. */
+        ret = store_respond_error(r, c, 501, "NotImplemented",
+                                  "This multipart operation is not supported.");
+    }
+    sigv4_query_cleanup(&q);
+    return ret;
+}
