@@ -66,6 +66,7 @@ struct broker_link {
     atomic_ullong connect_count;
     atomic_long inflight;
     uint64_t received; /* messages passed to on_message; network thread only */
+    int loop_timeout_ms; /* the next wait for input; network thread only */
 
     /* Publishers waiting for the PUBACK of one message (publish_acked). */
     pthread_mutex_t ack_lock;
@@ -298,6 +299,8 @@ static bool bytes_waiting(struct mosquitto *mosq)
     return pfd.fd >= 0 && poll(&pfd, 1, 0) > 0;
 }
 
+#define LOOP_TIMEOUT_MS 100 /* the network thread's wait for input, by default */
+
 static void *network_thread(void *arg)
 {
     broker_link *link = arg;
@@ -322,7 +325,8 @@ static void *network_thread(void *arg)
             socket_up = true;
         }
         uint64_t before = link->received;
-        int rc = mosquitto_loop(link->mosq, 100, 1);
+        int rc = mosquitto_loop(link->mosq, link->loop_timeout_ms, 1);
+        link->loop_timeout_ms = LOOP_TIMEOUT_MS;
         /* A message arrived: before handing the burst over, drain what else
          * is already waiting on the socket (no waiting), so that under load
          * the handler sees whole batches, not one message per turn. */
@@ -385,6 +389,7 @@ ferry_err broker_link_new(const broker_link_config *config, broker_link **out)
     link->on_message = config->on_message;
     link->on_loop_end = config->on_loop_end;
     link->ctx = config->ctx;
+    link->loop_timeout_ms = LOOP_TIMEOUT_MS;
     atomic_store(&link->version, config->protocol == BROKER_PROTOCOL_V311 ? 4 : 5);
     {
         if (pthread_condattr_init(&link->ack_condattr) != 0) {
@@ -501,6 +506,12 @@ void broker_link_flush(broker_link *link)
 {
     if (link != NULL && atomic_load(&link->connected))
         (void)mosquitto_loop_write(link->mosq, 1);
+}
+
+void broker_link_wake_within(broker_link *link, int ms)
+{
+    if (link != NULL && ms < link->loop_timeout_ms)
+        link->loop_timeout_ms = ms < 1 ? 1 : ms;
 }
 
 /* CLOCK_MONOTONIC (the waiters' condattr) now + timeout_ms (< 0: now). */

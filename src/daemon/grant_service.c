@@ -48,6 +48,26 @@ typedef struct pending {
     grant_rejection refusal;
 } pending;
 
+/* A decided request whose ledger rows are in the open transaction: what
+ * the grant.issued line needs after the commit, or the refusal's audit row
+ * to write again if the transaction is rolled back. */
+typedef struct held {
+    char device[GRANT_DEVICE_MAX + 1];
+    bool granted; /* else refused */
+    char request_id[GRANT_REQ_ID_MAX + 1];
+    char grant_id[LEDGER_GRANT_ID_MAX + 1];
+    char method[LEDGER_METHOD_MAX + 1];
+    uint64_t size;
+    int64_t expires_in_s;
+    grant_rejection refusal;
+    int64_t at;
+} held;
+
+/* Requests held in one transaction at most: after a stage that leaves more
+ * than HELD_MAX - GRANT_BATCH_MAX, the transaction is committed at once, so
+ * the next batch always fits. */
+#define HELD_MAX (2 * GRANT_BATCH_MAX)
+
 struct grant_service {
     char *prefix;
     char *endpoint;
@@ -57,10 +77,18 @@ struct grant_service {
     grant_rate_limiter *rate;
     ledger *ledger;
     pending *pending; /* GRANT_BATCH_MAX entries, reused by every batch */
-    /* The batch decided by grant_service_decide_batch, until its commit. */
+    /* The batch decided by grant_service_decide_batch, until it is staged
+     * or committed. */
     size_t batch_n;
     int64_t batch_now;
-    bool batch_open; /* its ledger write transaction is open */
+    bool decided;
+    /* The ledger write transaction, open from the first decide_batch until
+     * commit_batch; it may span several staged batches. */
+    bool txn_open;
+    int64_t txn_since_ns; /* now_mono_ns of the decide that opened it */
+    held *held;           /* HELD_MAX entries: the staged batches' requests */
+    size_t held_n;
+    size_t held_grants;
 };
 
 ferry_err grant_service_new(const grant_service_config *cfg, grant_service **out)
@@ -87,7 +115,8 @@ ferry_err grant_service_new(const grant_service_config *cfg, grant_service **out
     if (result)
         goto out;
     svc->pending = calloc(GRANT_BATCH_MAX, sizeof *svc->pending);
-    if (svc->pending == NULL) {
+    svc->held = calloc(HELD_MAX, sizeof *svc->held);
+    if (svc->pending == NULL || svc->held == NULL) {
         result = FERRY_ERR_NOMEM;
         goto out;
     }
@@ -102,11 +131,12 @@ void grant_service_free(grant_service *svc)
 {
     if (svc == NULL)
         return;
-    if (svc->batch_open) /* decided but never committed: nothing is kept */
+    if (svc->txn_open) /* decided but never committed: nothing is kept */
         ledger_write_rollback(svc->ledger);
     sigv4_signer_free(svc->signer);
     grant_rate_limiter_free(svc->rate);
     free(svc->pending);
+    free(svc->held);
     free(svc->prefix);
     free(svc->endpoint);
     free(svc->bucket);
@@ -180,13 +210,13 @@ static ferry_err set_json(grant_answer *answer, json_t *doc)
 
 /* Writes the audit row of a refusal (inside the batch's transaction when
  * one is open). */
-static void audit_refusal(grant_service *svc, const pending *p, int64_t now)
+static void audit_refusal(grant_service *svc, const char *device, const grant_rejection *rej,
+                          int64_t now)
 {
-    const grant_rejection *rej = &p->refusal;
     const char *code = grant_reject_code_str(rej->code);
-    if (ledger_audit_refusal(svc->ledger, p->device, rej->has_id ? rej->id : NULL, code,
+    if (ledger_audit_refusal(svc->ledger, device, rej->has_id ? rej->id : NULL, code,
                              rej->message, now) != FERRY_OK)
-        log_error("ledger.audit_failed", "device=%s code=%s", p->device, code);
+        log_error("ledger.audit_failed", "device=%s code=%s", device, code);
 }
 
 static ferry_err reject(grant_service *svc, pending *p, const grant_rejection *rej, int64_t now,
@@ -203,7 +233,7 @@ static ferry_err reject(grant_service *svc, pending *p, const grant_rejection *r
     answer->message_expiry_s = REJECTION_EXPIRY_S;
     p->refusal = *rej;
     p->refused = true;
-    audit_refusal(svc, p, now);
+    audit_refusal(svc, p->device, &p->refusal, now);
     log_info("grant.refused", "device=%s id=%s code=%s", p->device, rej->has_id ? rej->id : "-",
              grant_reject_code_str(rej->code));
     return FERRY_OK;
@@ -401,7 +431,7 @@ static ferry_err settle(grant_service *svc, pending *p, ledger_verdict verdict, 
                         grant_answer *answer)
 {
     if (verdict == LEDGER_INSERTED)
-        return FERRY_OK; /* logged once committed (insert_and_commit) */
+        return FERRY_OK; /* logged once committed (grant_service_commit_batch) */
     grant_rejection rej;
     grant_rejection_init(&rej, p->req.id);
     grant_answer_cleanup(answer);
@@ -416,13 +446,14 @@ static ferry_err settle(grant_service *svc, pending *p, ledger_verdict verdict, 
     return reject(svc, p, &rej, now, answer);
 }
 
-/* The batch's transaction was rolled back: its refusals' audit rows went
- * with it, so they are written again, each on its own. */
+/* The transaction was rolled back: the refusals' audit rows of every
+ * batch held in it went with it, so they are written again, each on its
+ * own. */
 static void reaudit_refusals(grant_service *svc)
 {
-    for (size_t i = 0; i < svc->batch_n; i++)
-        if (svc->pending[i].refused)
-            audit_refusal(svc, &svc->pending[i], svc->batch_now);
+    for (size_t i = 0; i < svc->held_n; i++)
+        if (!svc->held[i].granted)
+            audit_refusal(svc, svc->held[i].device, &svc->held[i].refusal, svc->held[i].at);
 }
 
 static bool granted(const pending *p)
@@ -477,19 +508,26 @@ ferry_err grant_service_decide_batch(grant_service *svc, const grant_service_inp
                                      int64_t now, int64_t now_mono_ns, grant_answer *answers,
                                      ferry_err *results)
 {
-    if (svc == NULL || n == 0 || n > GRANT_BATCH_MAX || svc->batch_open)
+    if (svc == NULL || n == 0 || n > GRANT_BATCH_MAX || svc->decided)
         return FERRY_ERR_INVALID;
     pending *p = svc->pending;
 
     /* One write transaction for the whole batch: the device reads, the
-     * limit counts, the refusals' audit rows and (at the commit) the
-     * grants. Without it nothing can be granted consistently, so a batch
-     * whose transaction cannot be opened (the database stayed busy past its
-     * timeout) is refused as a whole, to be asked again. */
+     * limit counts, the refusals' audit rows and (at the stage or commit)
+     * the grants. It may already be open, holding earlier staged batches,
+     * whose grants the limit counts then see. Without it nothing can be
+     * granted consistently, so a batch whose transaction cannot be opened
+     * (the database stayed busy past its timeout) is refused as a whole,
+     * to be asked again. */
     svc->batch_n = n;
     svc->batch_now = now;
-    ferry_err begun = ledger_write_begin(svc->ledger);
-    svc->batch_open = begun == FERRY_OK;
+    svc->decided = true;
+    ferry_err begun = FERRY_OK;
+    if (!svc->txn_open) {
+        begun = ledger_write_begin(svc->ledger);
+        svc->txn_open = begun == FERRY_OK;
+        svc->txn_since_ns = now_mono_ns;
+    }
     for (size_t i = 0; i < n; i++) {
         results[i] = check_request(svc, &in[i], now, now_mono_ns, &p[i], &answers[i]);
         if (results[i] != FERRY_OK || !p[i].to_insert)
@@ -504,62 +542,119 @@ ferry_err grant_service_decide_batch(grant_service *svc, const grant_service_inp
     return FERRY_OK;
 }
 
-/* Inserts the batch's grants into its open transaction and commits it. */
-static ferry_err insert_and_commit(grant_service *svc, size_t *count)
+/* Ends the open transaction after a failure: nothing it held is kept, the
+ * refusals' audit rows are written again on their own. */
+static void void_held(grant_service *svc, ferry_err why, size_t *voided)
+{
+    if (svc->txn_open)
+        ledger_write_rollback(svc->ledger);
+    svc->txn_open = false;
+    log_error("grant.commit_failed", "grants=%zu error=\"%s\"", svc->held_grants,
+              ferry_err_str(why));
+    reaudit_refusals(svc);
+    if (voided != NULL)
+        *voided = svc->held_grants;
+    svc->held_n = 0;
+    svc->held_grants = 0;
+}
+
+/* Inserts the decided batch's grants into the open transaction and moves
+ * its requests to `held`. */
+static ferry_err stage(grant_service *svc)
 {
     ledger_insert inserts[GRANT_BATCH_MAX];
     size_t k = 0;
-    for (size_t i = 0; i < svc->batch_n; i++)
-        if (granted(&svc->pending[i]))
-            inserts[k++] = (ledger_insert){.grant = &svc->pending[i].grant};
-    *count = k;
+    if (!svc->decided)
+        return FERRY_OK;
+    svc->decided = false;
+    if (!svc->txn_open)
+        return FERRY_OK; /* refused as a whole; the refusals are recorded */
+    for (size_t i = 0; i < svc->batch_n; i++) {
+        const pending *p = &svc->pending[i];
+        if (!granted(p) && !p->refused)
+            continue;
+        held *h = &svc->held[svc->held_n++];
+        snprintf(h->device, sizeof h->device, "%s", p->device);
+        h->granted = granted(p);
+        h->at = svc->batch_now;
+        if (h->granted) {
+            inserts[k++] = (ledger_insert){.grant = &p->grant};
+            snprintf(h->request_id, sizeof h->request_id, "%s", p->req.id);
+            snprintf(h->grant_id, sizeof h->grant_id, "%s", p->grant.id);
+            snprintf(h->method, sizeof h->method, "%s", p->grant.method);
+            h->size = p->grant.size;
+            h->expires_in_s = p->grant.expires_at - svc->batch_now;
+            svc->held_grants++;
+        } else {
+            h->refusal = p->refusal;
+        }
+    }
     /* Limits were checked by limits_verdict() in this transaction. */
     ferry_err e = k > 0 ? ledger_grant_insert_batch(svc->ledger, inserts, k) : FERRY_OK;
     for (size_t j = 0; e == FERRY_OK && j < k; j++)
         if (inserts[j].err != FERRY_OK)
             e = inserts[j].err; /* a grant id taken twice: not one of them is kept */
+    return e;
+}
+
+ferry_err grant_service_stage_batch(grant_service *svc, size_t *voided)
+{
+    if (svc == NULL)
+        return FERRY_ERR_INVALID;
+    ferry_err e = stage(svc);
     if (e != FERRY_OK) {
-        ledger_write_rollback(svc->ledger);
+        void_held(svc, e, voided);
         return e;
     }
-    if ((e = ledger_write_commit(svc->ledger)) != FERRY_OK)
-        return e;
-    /* Logged here, not when decided: a grant is issued once it is recorded,
-     * and with ferryd answering first this keeps the log line off the
-     * answer's path. */
-    for (size_t i = 0; i < svc->batch_n; i++) {
-        const pending *p = &svc->pending[i];
-        if (granted(p))
-            log_info("grant.issued",
-                     "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld", p->device,
-                     p->req.id, p->grant.id, p->grant.method, (unsigned long long)p->grant.size,
-                     (long long)(p->grant.expires_at - svc->batch_now));
-    }
+    if (svc->held_n > HELD_MAX - GRANT_BATCH_MAX)
+        return grant_service_commit_batch(svc, voided);
     return FERRY_OK;
+}
+
+bool grant_service_txn_open(const grant_service *svc, int64_t *since_mono_ns)
+{
+    if (svc == NULL || !svc->txn_open)
+        return false;
+    if (since_mono_ns != NULL)
+        *since_mono_ns = svc->txn_since_ns;
+    return true;
 }
 
 ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
 {
-    size_t count = 0;
     if (svc == NULL)
         return FERRY_ERR_INVALID;
-    if (!svc->batch_open)
-        return FERRY_OK;
-    svc->batch_open = false;
-    ferry_err e = insert_and_commit(svc, &count);
-    if (e == FERRY_OK)
-        return FERRY_OK;
-    log_error("grant.commit_failed", "grants=%zu error=\"%s\"", count, ferry_err_str(e));
-    reaudit_refusals(svc);
-    if (voided != NULL)
-        *voided = count;
-    return e;
+    ferry_err e = stage(svc);
+    if (e == FERRY_OK && svc->txn_open) {
+        svc->txn_open = false; /* ended either way: a failed commit rolls back */
+        e = ledger_write_commit(svc->ledger);
+    }
+    if (e != FERRY_OK) {
+        void_held(svc, e, voided);
+        return e;
+    }
+    /* Logged here, not when decided: a grant is issued once it is recorded,
+     * and with ferryd answering first this keeps the log line off the
+     * answer's path. */
+    for (size_t i = 0; i < svc->held_n; i++) {
+        const held *h = &svc->held[i];
+        if (h->granted)
+            log_info("grant.issued",
+                     "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld", h->device,
+                     h->request_id, h->grant_id, h->method, (unsigned long long)h->size,
+                     (long long)h->expires_in_s);
+    }
+    svc->held_n = 0;
+    svc->held_grants = 0;
+    return FERRY_OK;
 }
 
 ferry_err grant_service_handle_batch(grant_service *svc, const grant_service_input *in, size_t n,
                                      int64_t now, int64_t now_mono_ns, grant_answer *answers,
                                      ferry_err *results)
 {
+    if (svc == NULL || svc->txn_open) /* answering first and committing first do not mix */
+        return FERRY_ERR_INVALID;
     ferry_err e = grant_service_decide_batch(svc, in, n, now, now_mono_ns, answers, results);
     if (e)
         return e;
