@@ -8,8 +8,9 @@
  * its ledger transaction commits, and that transaction stays open for up to
  * [ferryd] commit_delay so that the batches arriving meanwhile join it and
  * share one commit (grant_service.h says why both are safe there). The
- * network thread owns the grant service and its ledger handle. The main thread waits for the stop signal and sweeps
- * expired grants with a ledger handle of its own. With [store] kind =
+ * network thread owns the grant service and its ledger handle. The main
+ * thread waits for the stop signal and sweeps expired grants with a ledger
+ * handle of its own. With [store] kind =
  * embedded, the store (src/store) runs in libmicrohttpd's own threads with
  * ledger handles of its own; it starts before the broker link (a grant's URL
  * must work as soon as it is sent) and stops before it on SIGTERM, letting
