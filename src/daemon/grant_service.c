@@ -22,7 +22,6 @@
  */
 #include "grant_service.h"
 
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/timefmt.h"
+#include "grants/grant_json.h"
 #include "sigv4/sigv4.h"
 
 #define REJECTION_EXPIRY_S 600 /* rejections are stale after this long */
@@ -193,29 +193,14 @@ static bool response_topic_allowed(const char *prefix, const char *device, const
     return strstr(topic, "//") == NULL && topic[tlen - 1] != '/';
 }
 
-static ferry_err set_json(grant_answer *answer, json_t *doc)
-{
-    char *text = json_dumps(doc, JSON_COMPACT);
-    if (text == NULL)
-        return FERRY_ERR_NOMEM;
-    size_t len = strlen(text);
-    if (len > GRANT_ANSWER_MAX_BYTES) {
-        free(text);
-        return FERRY_ERR_TOO_LARGE;
-    }
-    answer->json = text;
-    answer->json_len = len;
-    return FERRY_OK;
-}
-
 /* Writes the audit row of a refusal (inside the batch's transaction when
  * one is open). */
 static void audit_refusal(grant_service *svc, const char *device, const grant_rejection *rej,
                           int64_t now)
 {
     const char *code = grant_reject_code_str(rej->code);
-    if (ledger_audit_refusal(svc->ledger, device, rej->has_id ? rej->id : NULL, code,
-                             rej->message, now) != FERRY_OK)
+    if (ledger_audit_refusal(svc->ledger, device, rej->has_id ? rej->id : NULL, code, rej->message,
+                             now) != FERRY_OK)
         log_error("ledger.audit_failed", "device=%s code=%s", device, code);
 }
 
@@ -242,7 +227,7 @@ static ferry_err reject(grant_service *svc, pending *p, const grant_rejection *r
 /* Signs a PUT grant: content-length, content-type and (when announced) the
  * SHA-256 are bound into the signature, so the store refuses anything else. */
 static ferry_err sign_put(grant_service *svc, const ledger_grant *g, const grant_request *req,
-                          int64_t now, json_t *doc)
+                          int64_t now, grant_json *doc)
 {
     char length[24];
     snprintf(length, sizeof length, "%llu", (unsigned long long)g->size);
@@ -266,12 +251,11 @@ static ferry_err sign_put(grant_service *svc, const ledger_grant *g, const grant
     ferry_buf_init(&url, URL_MAX_BYTES);
     ferry_err e = sigv4_presign(svc->signer, &p, now, &url);
     if (e == FERRY_OK) {
-        json_t *hdrs = json_object();
-        for (size_t i = 0; hdrs != NULL && i < n_headers; i++)
-            json_object_set_new(hdrs, headers[i].name, json_string(headers[i].value));
-        if (hdrs == NULL || json_object_set_new(doc, "url", json_string(ferry_buf_str(&url))) ||
-            json_object_set_new(doc, "headers", hdrs))
-            e = FERRY_ERR_NOMEM;
+        grant_json_string(doc, "url", ferry_buf_str(&url));
+        grant_json_object(doc, "headers");
+        for (size_t i = 0; i < n_headers; i++)
+            grant_json_string(doc, headers[i].name, headers[i].value);
+        grant_json_end(doc);
     }
     ferry_buf_cleanup(&url);
     return e;
@@ -280,7 +264,7 @@ static ferry_err sign_put(grant_service *svc, const ledger_grant *g, const grant
 /* Signs a POST grant: the policy pins the exact key, the exact size, the
  * content type and (when announced) the checksum. */
 static ferry_err sign_post(grant_service *svc, const ledger_grant *g, const grant_request *req,
-                           int64_t now, json_t *doc)
+                           int64_t now, grant_json *doc)
 {
     sigv4_kv extra[1] = {{"x-amz-checksum-sha256", req->sha256_b64}};
     sigv4_post_params p = {
@@ -298,12 +282,11 @@ static ferry_err sign_post(grant_service *svc, const ledger_grant *g, const gran
     sigv4_form_init(&form);
     ferry_err e = sigv4_post_policy(svc->signer, &p, now, &form);
     if (e == FERRY_OK) {
-        json_t *fields = json_object();
-        for (size_t i = 0; fields != NULL && i < form.n_fields; i++)
-            json_object_set_new(fields, form.fields[i].name, json_string(form.fields[i].value));
-        if (fields == NULL || json_object_set_new(doc, "url", json_string(form.url)) ||
-            json_object_set_new(doc, "fields", fields))
-            e = FERRY_ERR_NOMEM;
+        grant_json_string(doc, "url", form.url);
+        grant_json_object(doc, "fields");
+        for (size_t i = 0; i < form.n_fields; i++)
+            grant_json_string(doc, form.fields[i].name, form.fields[i].value);
+        grant_json_end(doc);
     }
     sigv4_form_cleanup(&form);
     return e;
@@ -327,31 +310,35 @@ static ferry_err refuse_internal(grant_service *svc, pending *p, ferry_err why, 
 static ferry_err prepare_grant(grant_service *svc, pending *p, int64_t now, grant_answer *answer)
 {
     ferry_err result = grant_build(&p->policy, &p->req, p->device, svc->bucket, now, &p->grant);
-    json_t *doc = NULL;
+    ferry_buf text;
+    grant_json doc;
+    ferry_buf_init(&text, GRANT_ANSWER_MAX_BYTES);
     if (result)
         goto out;
-    doc = json_object();
-    if (doc == NULL) {
-        result = FERRY_ERR_NOMEM;
-        goto out;
-    }
     const ledger_grant *g = &p->grant;
     char expires_at[FERRY_ISO8601_LEN + 1];
     ferry_time_iso8601(g->expires_at, expires_at);
-    if (json_object_set_new(doc, "type", json_string("grant")) ||
-        json_object_set_new(doc, "id", json_string(p->req.id)) ||
-        json_object_set_new(doc, "grant", json_string(g->id)) ||
-        json_object_set_new(doc, "method", json_string(g->method)) ||
-        json_object_set_new(doc, "key", json_string(g->key)) ||
-        json_object_set_new(doc, "size", json_integer((json_int_t)g->size)) ||
-        json_object_set_new(doc, "expires_at", json_string(expires_at))) {
-        result = FERRY_ERR_NOMEM;
+    /* Room for the usual answer (a PUT grant is ~700 bytes) at once. */
+    if ((result = ferry_buf_reserve(&text, 1024)) != FERRY_OK)
         goto out;
-    }
-    result = strcmp(g->method, "POST") == 0 ? sign_post(svc, g, &p->req, now, doc)
-                                            : sign_put(svc, g, &p->req, now, doc);
+    grant_json_begin(&doc, &text);
+    grant_json_string(&doc, "type", "grant");
+    grant_json_string(&doc, "id", p->req.id);
+    grant_json_string(&doc, "grant", g->id);
+    grant_json_string(&doc, "method", g->method);
+    grant_json_string(&doc, "key", g->key);
+    grant_json_uint(&doc, "size", g->size);
+    grant_json_string(&doc, "expires_at", expires_at);
+    result = strcmp(g->method, "POST") == 0 ? sign_post(svc, g, &p->req, now, &doc)
+                                            : sign_put(svc, g, &p->req, now, &doc);
     if (result == FERRY_OK)
-        result = set_json(answer, doc);
+        result = grant_json_finish(&doc);
+    if (result == FERRY_OK) {
+        answer->json_len = text.len;
+        answer->json = ferry_buf_detach(&text);
+        if (answer->json == NULL)
+            result = FERRY_ERR_NOMEM;
+    }
     if (result == FERRY_OK) {
         answer->granted = true;
         answer->code = GRANT_REJECT_NONE;
@@ -359,7 +346,7 @@ static ferry_err prepare_grant(grant_service *svc, pending *p, int64_t now, gran
         p->to_insert = true;
     }
 out:
-    json_decref(doc);
+    ferry_buf_cleanup(&text);
     return result;
 }
 

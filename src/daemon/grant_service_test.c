@@ -502,7 +502,8 @@ static void test_staged_batches_share_one_commit(void **state)
 
     assert_int_equal(ledger_open(f->db, &other), FERRY_OK);
     assert_false(grant_service_txn_open(f->svc, &since));
-    assert_int_equal(grant_service_decide_batch(f->svc, in, 2, NOW, 77, answers, results), FERRY_OK);
+    assert_int_equal(grant_service_decide_batch(f->svc, in, 2, NOW, 77, answers, results),
+                     FERRY_OK);
     assert_true(answers[0].granted);
     grant_id_of(&answers[0], ids[0], sizeof ids[0]);
     grant_answer_cleanup(&answers[0]);
@@ -517,14 +518,16 @@ static void test_staged_batches_share_one_commit(void **state)
     assert_int_equal(open, 0);
 
     /* The next batch joins the open transaction and sees the staged grant. */
-    assert_int_equal(grant_service_decide_batch(f->svc, in, 1, NOW, 99, answers, results), FERRY_OK);
+    assert_int_equal(grant_service_decide_batch(f->svc, in, 1, NOW, 99, answers, results),
+                     FERRY_OK);
     assert_true(answers[0].granted);
     grant_id_of(&answers[0], ids[1], sizeof ids[1]);
     grant_answer_cleanup(&answers[0]);
     assert_int_equal(grant_service_stage_batch(f->svc, NULL), FERRY_OK);
     assert_true(grant_service_txn_open(f->svc, &since));
     assert_int_equal(since, 77);
-    assert_int_equal(grant_service_decide_batch(f->svc, in, 1, NOW, 99, answers, results), FERRY_OK);
+    assert_int_equal(grant_service_decide_batch(f->svc, in, 1, NOW, 99, answers, results),
+                     FERRY_OK);
     assert_false(answers[0].granted);
     assert_int_equal(answers[0].code, GRANT_REJECT_TOO_MANY_OPEN_GRANTS);
     grant_answer_cleanup(&answers[0]);
