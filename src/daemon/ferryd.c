@@ -146,9 +146,11 @@ static void queued_request_cleanup(queued_request *q)
 static void commit_if_due(ferryd_state *st, broker_link *link, bool force)
 {
     int64_t since = 0;
-    if (!grant_service_txn_open(st->service, &since))
-        return;
     uint64_t busy = ledger_busy_waits();
+    if (!grant_service_txn_open(st->service, &since)) {
+        st->busy_seen = busy; /* waits with nothing open were not for us */
+        return;
+    }
     int64_t left = since + st->commit_delay_ns - ferry_time_mono_ns();
     if (force || left <= 0 || busy != st->busy_seen) {
         size_t voided = 0;
