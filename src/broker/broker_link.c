@@ -37,6 +37,8 @@
 #include <errno.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -351,14 +353,31 @@ static int read_turn(broker_link *link, int timeout_ms)
     return mosquitto_loop_misc(mosq);
 }
 
-/* The second half of a turn: writes every queued packet (answers, PUBACKs,
- * pings, other threads' publishes). */
+/* Writes every queued packet (answers, PUBACKs, pings, other threads'
+ * publishes). libmosquitto writes each packet with its own SSL_write, so
+ * the socket is corked meanwhile: a request's PUBACK and its answer reach
+ * the broker as one TCP segment, one wake-up and one read there instead of
+ * two. */
+static int write_corked(broker_link *link)
+{
+    int fd = mosquitto_socket(link->mosq), on = 1, off = 0;
+    if (fd < 0)
+        return MOSQ_ERR_NO_CONN;
+    if (!mosquitto_want_write(link->mosq))
+        return MOSQ_ERR_SUCCESS;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    int rc = mosquitto_loop_write(link->mosq, 1);
+    /* Uncorking sends what is held now (a lost socket: nothing to do). */
+    fd = mosquitto_socket(link->mosq);
+    if (fd >= 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+    return rc;
+}
+
+/* The second half of a turn: everything queued goes out. */
 static int write_queued(broker_link *link)
 {
-    if (mosquitto_socket(link->mosq) < 0)
-        return MOSQ_ERR_NO_CONN;
-    return mosquitto_want_write(link->mosq) ? mosquitto_loop_write(link->mosq, 1)
-                                            : MOSQ_ERR_SUCCESS;
+    return write_corked(link);
 }
 
 #define LOOP_TIMEOUT_MS 100 /* the network thread's wait for input, by default */
@@ -587,7 +606,7 @@ ferry_err broker_link_publish(broker_link *link, const char *topic, const void *
 void broker_link_flush(broker_link *link)
 {
     if (link != NULL && atomic_load(&link->connected))
-        (void)mosquitto_loop_write(link->mosq, 1);
+        (void)write_corked(link);
 }
 
 void broker_link_wake_within(broker_link *link, int ms)
