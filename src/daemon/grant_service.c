@@ -48,17 +48,15 @@ typedef struct pending {
     grant_rejection refusal;
 } pending;
 
-/* A decided request whose ledger rows are in the open transaction: what
- * the grant.issued line needs after the commit, or the refusal's audit row
- * to write again if the transaction is rolled back. */
+/* A decided request of a staged batch, until the commit: its grant, to be
+ * inserted just before the commit (and logged after it), or its refusal,
+ * whose audit row is in the open transaction and is written again if that
+ * is rolled back. */
 typedef struct held {
     char device[GRANT_DEVICE_MAX + 1];
     bool granted; /* else refused */
     char request_id[GRANT_REQ_ID_MAX + 1];
-    char grant_id[LEDGER_GRANT_ID_MAX + 1];
-    char method[LEDGER_METHOD_MAX + 1];
-    uint64_t size;
-    int64_t expires_in_s;
+    ledger_grant grant;
     grant_rejection refusal;
     int64_t at;
 } held;
@@ -450,8 +448,8 @@ static bool granted(const pending *p)
 
 /* The open-grant limit and the daily quota of request i, read inside the
  * batch's write transaction (so several ferryd on one ledger cannot pass a
- * limit together) plus the grants given earlier in the same batch, which
- * are inserted only at the commit. */
+ * limit together) plus the grants given earlier in the same batch and in
+ * the batches staged before it, which are inserted only at the commit. */
 static ferry_err limits_verdict(grant_service *svc, size_t i, int64_t now, ledger_verdict *out)
 {
     const pending *p = &svc->pending[i];
@@ -468,6 +466,13 @@ static ferry_err limits_verdict(grant_service *svc, size_t i, int64_t now, ledge
         if (granted(q) && strcmp(q->device, p->device) == 0) {
             batch_open++;
             batch_bytes += q->grant.size;
+        }
+    }
+    for (size_t j = 0; j < svc->held_n; j++) {
+        const held *h = &svc->held[j];
+        if (h->granted && strcmp(h->device, p->device) == 0) {
+            batch_open++;
+            batch_bytes += h->grant.size;
         }
     }
     if (lim.max_open_grants > 0) {
@@ -545,17 +550,15 @@ static void void_held(grant_service *svc, ferry_err why, size_t *voided)
     svc->held_grants = 0;
 }
 
-/* Inserts the decided batch's grants into the open transaction and moves
- * its requests to `held`. */
-static ferry_err stage(grant_service *svc)
+/* Moves the decided batch's requests to `held`; their grants are
+ * inserted at the commit (insert_held). */
+static void stage(grant_service *svc)
 {
-    ledger_insert inserts[GRANT_BATCH_MAX];
-    size_t k = 0;
     if (!svc->decided)
-        return FERRY_OK;
+        return;
     svc->decided = false;
     if (!svc->txn_open)
-        return FERRY_OK; /* refused as a whole; the refusals are recorded */
+        return; /* refused as a whole; the refusals are recorded */
     for (size_t i = 0; i < svc->batch_n; i++) {
         const pending *p = &svc->pending[i];
         if (!granted(p) && !p->refused)
@@ -565,18 +568,24 @@ static ferry_err stage(grant_service *svc)
         h->granted = granted(p);
         h->at = svc->batch_now;
         if (h->granted) {
-            inserts[k++] = (ledger_insert){.grant = &p->grant};
             snprintf(h->request_id, sizeof h->request_id, "%s", p->req.id);
-            snprintf(h->grant_id, sizeof h->grant_id, "%s", p->grant.id);
-            snprintf(h->method, sizeof h->method, "%s", p->grant.method);
-            h->size = p->grant.size;
-            h->expires_in_s = p->grant.expires_at - svc->batch_now;
+            h->grant = p->grant;
             svc->held_grants++;
         } else {
             h->refusal = p->refusal;
         }
     }
-    /* Limits were checked by limits_verdict() in this transaction. */
+}
+
+/* Inserts every held grant into the open transaction, in one batch.
+ * Limits were checked by limits_verdict() in this transaction. */
+static ferry_err insert_held(grant_service *svc)
+{
+    ledger_insert inserts[HELD_MAX];
+    size_t k = 0;
+    for (size_t i = 0; i < svc->held_n; i++)
+        if (svc->held[i].granted)
+            inserts[k++] = (ledger_insert){.grant = &svc->held[i].grant};
     ferry_err e = k > 0 ? ledger_grant_insert_batch(svc->ledger, inserts, k) : FERRY_OK;
     for (size_t j = 0; e == FERRY_OK && j < k; j++)
         if (inserts[j].err != FERRY_OK)
@@ -588,11 +597,7 @@ ferry_err grant_service_stage_batch(grant_service *svc, size_t *voided)
 {
     if (svc == NULL)
         return FERRY_ERR_INVALID;
-    ferry_err e = stage(svc);
-    if (e != FERRY_OK) {
-        void_held(svc, e, voided);
-        return e;
-    }
+    stage(svc);
     if (svc->held_n > HELD_MAX - GRANT_BATCH_MAX)
         return grant_service_commit_batch(svc, voided);
     return FERRY_OK;
@@ -611,7 +616,10 @@ ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
 {
     if (svc == NULL)
         return FERRY_ERR_INVALID;
-    ferry_err e = stage(svc);
+    ferry_err e = FERRY_OK;
+    stage(svc);
+    if (svc->txn_open)
+        e = insert_held(svc);
     if (e == FERRY_OK && svc->txn_open) {
         svc->txn_open = false; /* ended either way: a failed commit rolls back */
         e = ledger_write_commit(svc->ledger);
@@ -628,8 +636,8 @@ ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
         if (h->granted)
             log_info("grant.issued",
                      "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld", h->device,
-                     h->request_id, h->grant_id, h->method, (unsigned long long)h->size,
-                     (long long)h->expires_in_s);
+                     h->request_id, h->grant.id, h->grant.method, (unsigned long long)h->grant.size,
+                     (long long)(h->grant.expires_at - h->at));
     }
     svc->held_n = 0;
     svc->held_grants = 0;

@@ -121,19 +121,22 @@ __attribute__((warn_unused_result)) ferry_err grant_service_commit_batch(grant_s
 
 /*
  * Group commit across batches (ferryd with the embedded store, [ferryd]
- * commit_delay): after its answers have left, a decided batch's grants are
- * inserted into the still-open transaction (stage_batch) and the next
- * decide_batch continues in it, without a BEGIN of its own; commit_batch
- * later commits every staged batch at once. So one commit, one set of WAL
- * page writes and one round of lock calls serve several requests, and the
- * commit runs while the device is busy with its answer. The rules of
- * decide/commit apply to the whole span: a lookup of the store waits for
- * the commit (so it bounds how long it is deferred), and if the insert or
- * the commit fails every grant held is void (both then return the error,
- * log it, write the refusals' audit rows again and set *voided).
- * stage_batch commits by itself when the next batch might not fit
- * (2 * GRANT_BATCH_MAX requests held). txn_open says whether a transaction
- * is open and since when (the now_mono_ns of the decide that opened it).
+ * commit_delay): after its answers have left, a decided batch is staged
+ * (stage_batch): it stays in the still-open transaction (its refusals'
+ * audit rows are there already) and the next decide_batch continues in
+ * it, without a BEGIN of its own, counting the staged grants in its
+ * limits; commit_batch later inserts the grants of every staged batch at
+ * once and commits. So one commit, one set of WAL page writes and one
+ * round of lock calls serve several requests, and nothing but the
+ * bookkeeping follows each answer. The rules of decide/commit apply to the
+ * whole span: a lookup of the store waits for the commit (so the caller
+ * bounds how long it defers it), and if the commit fails every grant held
+ * is void (commit_batch then returns the error, logs it, writes the
+ * refusals' audit rows again and sets *voided). stage_batch commits by
+ * itself when the next batch might not fit (2 * GRANT_BATCH_MAX requests
+ * held), and can then fail the same way. txn_open says whether a
+ * transaction is open and since when (the now_mono_ns of the decide that
+ * opened it).
  */
 __attribute__((warn_unused_result)) ferry_err grant_service_stage_batch(grant_service *svc,
                                                                         size_t *voided);
