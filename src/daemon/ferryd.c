@@ -215,7 +215,7 @@ static void flush_requests(ferryd_state *st, broker_link *link)
         size_t voided = 0;
         broker_link_flush(link); /* the answers leave now, the commit follows */
         if (grant_service_stage_batch(st->service, &voided) != FERRY_OK)
-            log_error("answer.grants_voided", "grants=%zu reason=\"ledger insert failed\"",
+            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"",
                       voided);
         commit_if_due(st, link, st->commit_delay_ns == 0);
     }
