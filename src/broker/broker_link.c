@@ -3,10 +3,19 @@
  *
  * Why our own thread instead of mosquitto_loop_forever(): libmosquitto's
  * reconnect delay has no jitter, and a fleet of ferryd restarted together
- * would hammer the broker in step. The thread below drives mosquitto_loop()
- * and does the backoff itself. Every (re)connect calls
- * mosquitto_connect_bind_v5() with the session-expiry property again, so an
- * MQTT 5 session is resumed with the same expiry each time.
+ * would hammer the broker in step. The thread below does the backoff
+ * itself, and drives the connection with libmosquitto's external-loop calls
+ * (poll on mosquitto_socket(), mosquitto_loop_read/_write/_misc) rather
+ * than mosquitto_loop(), for the order of one turn: read what arrived, let
+ * the handler answer it (on_loop_end), then write everything queued at once,
+ * the PUBACKs of the requests together with the answers. mosquitto_loop()
+ * writes the PUBACKs before the handler runs, which put a TCP send on every
+ * answer's path, and wakes on its socket pair once per queued packet (one
+ * extra select and read per request). Publishes from other threads (the
+ * outbox) wake the thread through `wake_fd`, an eventfd, instead. Every
+ * (re)connect calls mosquitto_connect_bind_v5() with the session-expiry
+ * property again, so an MQTT 5 session is resumed with the same expiry each
+ * time.
  *
  * Invariants: only the network thread connects, loops and disconnects; any
  * thread may publish (libmosquitto's own locks cover that, and the socket
@@ -28,12 +37,17 @@
 #include <errno.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -57,6 +71,7 @@ struct broker_link {
 
     pthread_t thread;
     bool thread_started;
+    int wake_fd; /* eventfd: a publish from another thread wakes the network thread */
     atomic_bool stopping;
     atomic_llong drain_deadline_ns;
     atomic_bool connected;
@@ -65,7 +80,8 @@ struct broker_link {
     atomic_bool reset_backoff;
     atomic_ullong connect_count;
     atomic_long inflight;
-    uint64_t received; /* messages passed to on_message; network thread only */
+    uint64_t received;   /* messages passed to on_message; network thread only */
+    int loop_timeout_ms; /* the next wait for input; network thread only */
 
     /* Publishers waiting for the PUBACK of one message (publish_acked). */
     pthread_mutex_t ack_lock;
@@ -287,8 +303,8 @@ static bool drained(broker_link *link)
 
 /* Whether more input is already here: bytes TLS has decrypted but not
  * handed out yet, or bytes on the socket. Checked before each extra drain
- * turn, so that a lone request does not pay for a select() and
- * mosquitto_loop()'s housekeeping that would find nothing. */
+ * read, so that a lone request does not pay for a read that would find
+ * nothing. */
 static bool bytes_waiting(struct mosquitto *mosq)
 {
     SSL *ssl = mosquitto_ssl_get(mosq);
@@ -298,12 +314,84 @@ static bool bytes_waiting(struct mosquitto *mosq)
     return pfd.fd >= 0 && poll(&pfd, 1, 0) > 0;
 }
 
+/* Empties the eventfd (a counter: one read resets it). */
+static void drain_wake(broker_link *link)
+{
+    uint64_t n;
+    if (read(link->wake_fd, &n, sizeof n) < 0) {
+        /* EAGAIN: nobody woke us; nothing else can fail on an eventfd */
+    }
+}
+
+/* The first half of a turn: waits up to timeout_ms for input or for a
+ * publish of another thread, reads what came (the message handler runs
+ * from here) and does libmosquitto's housekeeping (keepalive). Writing is
+ * the second half (write_queued), after on_loop_end. */
+static int read_turn(broker_link *link, int timeout_ms)
+{
+    struct mosquitto *mosq = link->mosq;
+    SSL *ssl = mosquitto_ssl_get(mosq);
+    struct pollfd fds[2] = {
+        {.fd = mosquitto_socket(mosq), .events = POLLIN},
+        {.fd = link->wake_fd, .events = POLLIN},
+    };
+    if (fds[0].fd < 0)
+        return MOSQ_ERR_NO_CONN;
+    if (mosquitto_want_write(mosq))
+        fds[0].events |= POLLOUT; /* a write the socket refused earlier */
+    bool buffered = ssl != NULL && SSL_pending(ssl) > 0;
+    int n = poll(fds, 2, buffered ? 0 : timeout_ms);
+    if (n < 0 && errno != EINTR)
+        return MOSQ_ERR_ERRNO;
+    if (n > 0 && (fds[1].revents & POLLIN))
+        drain_wake(link);
+    if (buffered || (n > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)))) {
+        int rc = mosquitto_loop_read(mosq, 1);
+        if (rc != MOSQ_ERR_SUCCESS)
+            return rc;
+    }
+    return mosquitto_loop_misc(mosq);
+}
+
+/* Writes every queued packet (answers, PUBACKs, pings, other threads'
+ * publishes). libmosquitto writes each packet with its own SSL_write, so
+ * the socket is corked meanwhile: a request's PUBACK and its answer reach
+ * the broker as one TCP segment, one wake-up and one read there instead of
+ * two. */
+static int write_corked(broker_link *link)
+{
+    int fd = mosquitto_socket(link->mosq), on = 1, off = 0;
+    if (fd < 0)
+        return MOSQ_ERR_NO_CONN;
+    if (!mosquitto_want_write(link->mosq))
+        return MOSQ_ERR_SUCCESS;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    int rc = mosquitto_loop_write(link->mosq, 1);
+    /* Uncorking sends what is held now (a lost socket: nothing to do). */
+    fd = mosquitto_socket(link->mosq);
+    if (fd >= 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+    return rc;
+}
+
+/* The second half of a turn: everything queued goes out. */
+static int write_queued(broker_link *link)
+{
+    return write_corked(link);
+}
+
+#define LOOP_TIMEOUT_MS 100 /* the network thread's wait for input, by default */
+
+/* In a network thread, its link: a publish from there needs no wake-up. */
+static _Thread_local broker_link *own_link;
+
 static void *network_thread(void *arg)
 {
     broker_link *link = arg;
     unsigned attempt = 0;
     bool socket_up = false;
 
+    own_link = link;
     while (!drained(link)) {
         if (!socket_up) {
             if (atomic_load(&link->stopping))
@@ -322,7 +410,8 @@ static void *network_thread(void *arg)
             socket_up = true;
         }
         uint64_t before = link->received;
-        int rc = mosquitto_loop(link->mosq, 100, 1);
+        int rc = read_turn(link, link->loop_timeout_ms);
+        link->loop_timeout_ms = LOOP_TIMEOUT_MS;
         /* A message arrived: before handing the burst over, drain what else
          * is already waiting on the socket (no waiting), so that under load
          * the handler sees whole batches, not one message per turn. */
@@ -330,10 +419,12 @@ static void *network_thread(void *arg)
                         bytes_waiting(link->mosq);
              i++) {
             before = link->received;
-            rc = mosquitto_loop(link->mosq, 0, 1);
+            rc = mosquitto_loop_read(link->mosq, 1);
         }
         if (link->on_loop_end != NULL)
             link->on_loop_end(link->ctx, link);
+        if (rc == MOSQ_ERR_SUCCESS)
+            rc = write_queued(link);
         if (atomic_exchange(&link->reset_backoff, false))
             attempt = 0;
         if (rc == MOSQ_ERR_SUCCESS)
@@ -385,7 +476,13 @@ ferry_err broker_link_new(const broker_link_config *config, broker_link **out)
     link->on_message = config->on_message;
     link->on_loop_end = config->on_loop_end;
     link->ctx = config->ctx;
+    link->loop_timeout_ms = LOOP_TIMEOUT_MS;
+    link->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     atomic_store(&link->version, config->protocol == BROKER_PROTOCOL_V311 ? 4 : 5);
+    if (link->wake_fd < 0) {
+        result = FERRY_ERR_NOMEM;
+        goto out;
+    }
     {
         if (pthread_condattr_init(&link->ack_condattr) != 0) {
             result = FERRY_ERR_NOMEM;
@@ -482,8 +579,17 @@ static ferry_err publish_mid(broker_link *link, const char *topic, const void *p
     atomic_fetch_add(&link->inflight, 1);
     int rc = mosquitto_publish_v5(link->mosq, mid, topic, (int)len, payload, 1, false, props);
     mosquitto_property_free_all(&props);
-    if (rc == MOSQ_ERR_SUCCESS)
+    if (rc == MOSQ_ERR_SUCCESS) {
+        /* Only queued: the network thread writes it at the end of its turn,
+         * and must be woken if the publisher is another thread. */
+        if (own_link != link) {
+            uint64_t one = 1;
+            if (write(link->wake_fd, &one, sizeof one) < 0) {
+                /* EAGAIN: the counter is already far from zero, so set */
+            }
+        }
         return FERRY_OK;
+    }
     atomic_fetch_sub(&link->inflight, 1);
     log_warn("broker.publish_failed", "topic=%s error=\"%s\"", topic, mosquitto_strerror(rc));
     return rc == MOSQ_ERR_NOMEM             ? FERRY_ERR_NOMEM
@@ -500,7 +606,13 @@ ferry_err broker_link_publish(broker_link *link, const char *topic, const void *
 void broker_link_flush(broker_link *link)
 {
     if (link != NULL && atomic_load(&link->connected))
-        (void)mosquitto_loop_write(link->mosq, 1);
+        (void)write_corked(link);
+}
+
+void broker_link_wake_within(broker_link *link, int ms)
+{
+    if (link != NULL && ms < link->loop_timeout_ms)
+        link->loop_timeout_ms = ms < 1 ? 1 : ms;
 }
 
 /* CLOCK_MONOTONIC (the waiters' condattr) now + timeout_ms (< 0: now). */
@@ -701,6 +813,8 @@ void broker_link_free(broker_link *link)
     free(link->certfile);
     free(link->keyfile);
     free(link->client_id);
+    if (link->wake_fd >= 0)
+        close(link->wake_fd);
     if (link->ack_init) {
         pthread_condattr_destroy(&link->ack_condattr);
         pthread_mutex_destroy(&link->ack_lock);

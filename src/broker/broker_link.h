@@ -99,6 +99,11 @@ broker_link_publish_acked(broker_link *link, const char *topic, const void *payl
  * handlers): ferryd sends a batch's answers before the batch's ledger
  * commit this way. Errors are left to the next turn, which sees them too. */
 void broker_link_flush(broker_link *link);
+/* How long, at most, the network thread's next wait for input may last
+ * (milliseconds, at least 1; the default of 100 applies again after each
+ * turn). Only from the link's own thread (its handlers): ferryd's on_loop_end
+ * asks to be called back when its deferred ledger commit falls due. */
+void broker_link_wake_within(broker_link *link, int ms);
 /*
  * Pipelined acknowledged publishes: one thread publishes several QoS 1
  * messages into an ack set without waiting, then waits once for all their

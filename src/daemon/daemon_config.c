@@ -21,6 +21,14 @@ static const ferry_cfg_option options[] = {
      "nothing, a power failure may lose the newest grants (their URLs are then refused by the "
      "embedded store and the device asks again). `full`: an fsync per grant (milliseconds on "
      "most disks)."},
+    {"ferryd", "commit_delay", FERRY_CFG_DURATION, S(commit_delay_ms), "2ms", 0, 1000, NULL, 0,
+     "With the embedded store, how long ferryd may keep its grant transaction open after the "
+     "answers have left, so that the grants of the requests arriving meanwhile share one "
+     "ledger commit (fewer writes and lock calls per grant). Until the commit a store upload "
+     "of those grants waits, and other writers of this process get the lock early by asking "
+     "for it. If ferryd dies within that window, the grants answered in it were never recorded: "
+     "the store refuses them and the devices ask again. 0: commit after every batch. With an "
+     "external store every batch is committed before its answers go out, whatever this says."},
     {"ferryd", "prefix", FERRY_CFG_STRING, S(prefix), "ferry", 1, 64, NULL, 0,
      "First topic level of every Ferry topic (`<prefix>/<device>/upload/request`)."},
     {"ferryd", "expire_interval", FERRY_CFG_DURATION, S(expire_interval_ms), "30s", 1000, DAY_MS,

@@ -30,6 +30,7 @@ typedef struct daemon_config {
     int64_t expire_interval_ms;
     int64_t event_retention_ms; /* 0: keep every event */
     int64_t shutdown_timeout_ms;
+    int64_t commit_delay_ms; /* embedded store: deferred grant commit, 0: none */
 
     /* [broker] */
     char *broker_host;

@@ -4,10 +4,13 @@
  * Threads: the broker link's network thread handles every request inline
  * (parse, policy, sign, ledger insert, publish): that keeps a request's
  * round trip free of thread hand-offs. Requests that arrive together are one
- * batch and one ledger transaction; with the embedded store the batch's
- * answers are published before that transaction commits (grant_service.h). It owns the grant service and its
- * ledger handle. The main thread waits for the stop signal and sweeps
- * expired grants with a ledger handle of its own. With [store] kind =
+ * batch; with the embedded store the batch's answers are published before
+ * its ledger transaction commits, and that transaction stays open for up to
+ * [ferryd] commit_delay so that the batches arriving meanwhile join it and
+ * share one commit (grant_service.h says why both are safe there). The
+ * network thread owns the grant service and its ledger handle. The main
+ * thread waits for the stop signal and sweeps expired grants with a ledger
+ * handle of its own. With [store] kind =
  * embedded, the store (src/store) runs in libmicrohttpd's own threads with
  * ledger handles of its own; it starts before the broker link (a grant's URL
  * must work as soon as it is sent) and stops before it on SIGTERM, letting
@@ -56,6 +59,12 @@ typedef struct ferryd_state {
      * external store). The commit then overlaps the answer's trip to the
      * device instead of delaying it. */
     bool answer_before_commit;
+    /* Answering first, the transaction stays open after a batch's answers
+     * have left, for up to this long, so that the batches arriving
+     * meanwhile share its commit ([ferryd] commit_delay); 0: commit after
+     * every batch. */
+    int64_t commit_delay_ns;
+    uint64_t busy_seen; /* ledger_busy_waits() when last looked at */
     uint64_t handled;
     uint64_t batches;
     size_t queued;
@@ -129,13 +138,40 @@ static void queued_request_cleanup(queued_request *q)
     memset(q, 0, sizeof *q);
 }
 
-/* Handles every queued request as one batch (one ledger transaction) and
- * publishes the answers. */
+/* Commits the open grant transaction if it is due: it has been open for
+ * commit_delay, or another handle of this process waited for the write
+ * lock since we last looked (the store recording an upload, the outbox),
+ * or `force`. Otherwise asks the link to call back when it falls due, so
+ * that an idle ferryd commits on time. */
+static void commit_if_due(ferryd_state *st, broker_link *link, bool force)
+{
+    int64_t since = 0;
+    uint64_t busy = ledger_busy_waits();
+    if (!grant_service_txn_open(st->service, &since)) {
+        st->busy_seen = busy; /* waits with nothing open were not for us */
+        return;
+    }
+    int64_t left = since + st->commit_delay_ns - ferry_time_mono_ns();
+    if (force || left <= 0 || busy != st->busy_seen) {
+        size_t voided = 0;
+        st->busy_seen = busy;
+        if (grant_service_commit_batch(st->service, &voided) != FERRY_OK)
+            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"",
+                      voided);
+        return;
+    }
+    broker_link_wake_within(link, (int)((left + 999999) / 1000000));
+}
+
+/* Handles every queued request as one batch (one ledger transaction,
+ * which may also hold the batches before it) and publishes the answers. */
 static void flush_requests(ferryd_state *st, broker_link *link)
 {
     size_t n = st->queued;
-    if (n == 0)
+    if (n == 0) {
+        commit_if_due(st, link, false);
         return;
+    }
     for (size_t i = 0; i < n; i++) {
         queued_request *q = &st->queue[i];
         st->inputs[i] = (grant_service_input){
@@ -178,9 +214,10 @@ static void flush_requests(ferryd_state *st, broker_link *link)
     if (st->answer_before_commit && e == FERRY_OK) {
         size_t voided = 0;
         broker_link_flush(link); /* the answers leave now, the commit follows */
-        if (grant_service_commit_batch(st->service, &voided) != FERRY_OK)
+        if (grant_service_stage_batch(st->service, &voided) != FERRY_OK)
             log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"",
                       voided);
+        commit_if_due(st, link, st->commit_delay_ns == 0);
     }
     st->queued = 0;
     st->batches++;
@@ -297,6 +334,8 @@ ferry_err ferryd_run(const daemon_config *cfg, volatile sig_atomic_t *stop)
     };
     result = grant_service_new(&scfg, &st->service);
     st->answer_before_commit = cfg->store_kind == DAEMON_STORE_EMBEDDED;
+    st->commit_delay_ns = cfg->commit_delay_ms * 1000000;
+    st->busy_seen = ledger_busy_waits();
     if (result) {
         log_error("service.init_failed", "error=\"%s\"", ferry_err_str(result));
         goto out;
@@ -472,6 +511,14 @@ out:
      * for the broker to acknowledge the answers already published. */
     broker_link_stop(link, cfg->shutdown_timeout_ms);
     broker_link_free(link);
+    /* The link's thread is gone: the grants it answered last are committed
+     * here, not rolled back by grant_service_free. */
+    if (st->service != NULL && grant_service_txn_open(st->service, NULL)) {
+        size_t voided = 0;
+        if (grant_service_commit_batch(st->service, &voided) != FERRY_OK)
+            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"",
+                      voided);
+    }
     grant_service_free(st->service);
     ledger_close(service_ledger);
     ledger_close(sweep_ledger);

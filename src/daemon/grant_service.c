@@ -22,7 +22,6 @@
  */
 #include "grant_service.h"
 
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/timefmt.h"
+#include "grants/grant_json.h"
 #include "sigv4/sigv4.h"
 
 #define REJECTION_EXPIRY_S 600 /* rejections are stale after this long */
@@ -48,6 +48,24 @@ typedef struct pending {
     grant_rejection refusal;
 } pending;
 
+/* A decided request of a staged batch, until the commit: its grant, to be
+ * inserted just before the commit (and logged after it), or its refusal,
+ * whose audit row is in the open transaction and is written again if that
+ * is rolled back. */
+typedef struct held {
+    char device[GRANT_DEVICE_MAX + 1];
+    bool granted; /* else refused */
+    char request_id[GRANT_REQ_ID_MAX + 1];
+    ledger_grant grant;
+    grant_rejection refusal;
+    int64_t at;
+} held;
+
+/* Requests held in one transaction at most: after a stage that leaves more
+ * than HELD_MAX - GRANT_BATCH_MAX, the transaction is committed at once, so
+ * the next batch always fits. */
+#define HELD_MAX (2 * GRANT_BATCH_MAX)
+
 struct grant_service {
     char *prefix;
     char *endpoint;
@@ -57,10 +75,18 @@ struct grant_service {
     grant_rate_limiter *rate;
     ledger *ledger;
     pending *pending; /* GRANT_BATCH_MAX entries, reused by every batch */
-    /* The batch decided by grant_service_decide_batch, until its commit. */
+    /* The batch decided by grant_service_decide_batch, until it is staged
+     * or committed. */
     size_t batch_n;
     int64_t batch_now;
-    bool batch_open; /* its ledger write transaction is open */
+    bool decided;
+    /* The ledger write transaction, open from the first decide_batch until
+     * commit_batch; it may span several staged batches. */
+    bool txn_open;
+    int64_t txn_since_ns; /* now_mono_ns of the decide that opened it */
+    held *held;           /* HELD_MAX entries: the staged batches' requests */
+    size_t held_n;
+    size_t held_grants;
 };
 
 ferry_err grant_service_new(const grant_service_config *cfg, grant_service **out)
@@ -87,7 +113,8 @@ ferry_err grant_service_new(const grant_service_config *cfg, grant_service **out
     if (result)
         goto out;
     svc->pending = calloc(GRANT_BATCH_MAX, sizeof *svc->pending);
-    if (svc->pending == NULL) {
+    svc->held = calloc(HELD_MAX, sizeof *svc->held);
+    if (svc->pending == NULL || svc->held == NULL) {
         result = FERRY_ERR_NOMEM;
         goto out;
     }
@@ -102,11 +129,12 @@ void grant_service_free(grant_service *svc)
 {
     if (svc == NULL)
         return;
-    if (svc->batch_open) /* decided but never committed: nothing is kept */
+    if (svc->txn_open) /* decided but never committed: nothing is kept */
         ledger_write_rollback(svc->ledger);
     sigv4_signer_free(svc->signer);
     grant_rate_limiter_free(svc->rate);
     free(svc->pending);
+    free(svc->held);
     free(svc->prefix);
     free(svc->endpoint);
     free(svc->bucket);
@@ -163,30 +191,15 @@ static bool response_topic_allowed(const char *prefix, const char *device, const
     return strstr(topic, "//") == NULL && topic[tlen - 1] != '/';
 }
 
-static ferry_err set_json(grant_answer *answer, json_t *doc)
-{
-    char *text = json_dumps(doc, JSON_COMPACT);
-    if (text == NULL)
-        return FERRY_ERR_NOMEM;
-    size_t len = strlen(text);
-    if (len > GRANT_ANSWER_MAX_BYTES) {
-        free(text);
-        return FERRY_ERR_TOO_LARGE;
-    }
-    answer->json = text;
-    answer->json_len = len;
-    return FERRY_OK;
-}
-
 /* Writes the audit row of a refusal (inside the batch's transaction when
  * one is open). */
-static void audit_refusal(grant_service *svc, const pending *p, int64_t now)
+static void audit_refusal(grant_service *svc, const char *device, const grant_rejection *rej,
+                          int64_t now)
 {
-    const grant_rejection *rej = &p->refusal;
     const char *code = grant_reject_code_str(rej->code);
-    if (ledger_audit_refusal(svc->ledger, p->device, rej->has_id ? rej->id : NULL, code,
-                             rej->message, now) != FERRY_OK)
-        log_error("ledger.audit_failed", "device=%s code=%s", p->device, code);
+    if (ledger_audit_refusal(svc->ledger, device, rej->has_id ? rej->id : NULL, code, rej->message,
+                             now) != FERRY_OK)
+        log_error("ledger.audit_failed", "device=%s code=%s", device, code);
 }
 
 static ferry_err reject(grant_service *svc, pending *p, const grant_rejection *rej, int64_t now,
@@ -203,7 +216,7 @@ static ferry_err reject(grant_service *svc, pending *p, const grant_rejection *r
     answer->message_expiry_s = REJECTION_EXPIRY_S;
     p->refusal = *rej;
     p->refused = true;
-    audit_refusal(svc, p, now);
+    audit_refusal(svc, p->device, &p->refusal, now);
     log_info("grant.refused", "device=%s id=%s code=%s", p->device, rej->has_id ? rej->id : "-",
              grant_reject_code_str(rej->code));
     return FERRY_OK;
@@ -212,7 +225,7 @@ static ferry_err reject(grant_service *svc, pending *p, const grant_rejection *r
 /* Signs a PUT grant: content-length, content-type and (when announced) the
  * SHA-256 are bound into the signature, so the store refuses anything else. */
 static ferry_err sign_put(grant_service *svc, const ledger_grant *g, const grant_request *req,
-                          int64_t now, json_t *doc)
+                          int64_t now, grant_json *doc)
 {
     char length[24];
     snprintf(length, sizeof length, "%llu", (unsigned long long)g->size);
@@ -236,12 +249,11 @@ static ferry_err sign_put(grant_service *svc, const ledger_grant *g, const grant
     ferry_buf_init(&url, URL_MAX_BYTES);
     ferry_err e = sigv4_presign(svc->signer, &p, now, &url);
     if (e == FERRY_OK) {
-        json_t *hdrs = json_object();
-        for (size_t i = 0; hdrs != NULL && i < n_headers; i++)
-            json_object_set_new(hdrs, headers[i].name, json_string(headers[i].value));
-        if (hdrs == NULL || json_object_set_new(doc, "url", json_string(ferry_buf_str(&url))) ||
-            json_object_set_new(doc, "headers", hdrs))
-            e = FERRY_ERR_NOMEM;
+        grant_json_string(doc, "url", ferry_buf_str(&url));
+        grant_json_object(doc, "headers");
+        for (size_t i = 0; i < n_headers; i++)
+            grant_json_string(doc, headers[i].name, headers[i].value);
+        grant_json_end(doc);
     }
     ferry_buf_cleanup(&url);
     return e;
@@ -250,7 +262,7 @@ static ferry_err sign_put(grant_service *svc, const ledger_grant *g, const grant
 /* Signs a POST grant: the policy pins the exact key, the exact size, the
  * content type and (when announced) the checksum. */
 static ferry_err sign_post(grant_service *svc, const ledger_grant *g, const grant_request *req,
-                           int64_t now, json_t *doc)
+                           int64_t now, grant_json *doc)
 {
     sigv4_kv extra[1] = {{"x-amz-checksum-sha256", req->sha256_b64}};
     sigv4_post_params p = {
@@ -268,12 +280,11 @@ static ferry_err sign_post(grant_service *svc, const ledger_grant *g, const gran
     sigv4_form_init(&form);
     ferry_err e = sigv4_post_policy(svc->signer, &p, now, &form);
     if (e == FERRY_OK) {
-        json_t *fields = json_object();
-        for (size_t i = 0; fields != NULL && i < form.n_fields; i++)
-            json_object_set_new(fields, form.fields[i].name, json_string(form.fields[i].value));
-        if (fields == NULL || json_object_set_new(doc, "url", json_string(form.url)) ||
-            json_object_set_new(doc, "fields", fields))
-            e = FERRY_ERR_NOMEM;
+        grant_json_string(doc, "url", form.url);
+        grant_json_object(doc, "fields");
+        for (size_t i = 0; i < form.n_fields; i++)
+            grant_json_string(doc, form.fields[i].name, form.fields[i].value);
+        grant_json_end(doc);
     }
     sigv4_form_cleanup(&form);
     return e;
@@ -297,31 +308,35 @@ static ferry_err refuse_internal(grant_service *svc, pending *p, ferry_err why, 
 static ferry_err prepare_grant(grant_service *svc, pending *p, int64_t now, grant_answer *answer)
 {
     ferry_err result = grant_build(&p->policy, &p->req, p->device, svc->bucket, now, &p->grant);
-    json_t *doc = NULL;
+    ferry_buf text;
+    grant_json doc;
+    ferry_buf_init(&text, GRANT_ANSWER_MAX_BYTES);
     if (result)
         goto out;
-    doc = json_object();
-    if (doc == NULL) {
-        result = FERRY_ERR_NOMEM;
-        goto out;
-    }
     const ledger_grant *g = &p->grant;
     char expires_at[FERRY_ISO8601_LEN + 1];
     ferry_time_iso8601(g->expires_at, expires_at);
-    if (json_object_set_new(doc, "type", json_string("grant")) ||
-        json_object_set_new(doc, "id", json_string(p->req.id)) ||
-        json_object_set_new(doc, "grant", json_string(g->id)) ||
-        json_object_set_new(doc, "method", json_string(g->method)) ||
-        json_object_set_new(doc, "key", json_string(g->key)) ||
-        json_object_set_new(doc, "size", json_integer((json_int_t)g->size)) ||
-        json_object_set_new(doc, "expires_at", json_string(expires_at))) {
-        result = FERRY_ERR_NOMEM;
+    /* Room for the usual answer (a PUT grant is ~700 bytes) at once. */
+    if ((result = ferry_buf_reserve(&text, 1024)) != FERRY_OK)
         goto out;
-    }
-    result = strcmp(g->method, "POST") == 0 ? sign_post(svc, g, &p->req, now, doc)
-                                            : sign_put(svc, g, &p->req, now, doc);
+    grant_json_begin(&doc, &text);
+    grant_json_string(&doc, "type", "grant");
+    grant_json_string(&doc, "id", p->req.id);
+    grant_json_string(&doc, "grant", g->id);
+    grant_json_string(&doc, "method", g->method);
+    grant_json_string(&doc, "key", g->key);
+    grant_json_uint(&doc, "size", g->size);
+    grant_json_string(&doc, "expires_at", expires_at);
+    result = strcmp(g->method, "POST") == 0 ? sign_post(svc, g, &p->req, now, &doc)
+                                            : sign_put(svc, g, &p->req, now, &doc);
     if (result == FERRY_OK)
-        result = set_json(answer, doc);
+        result = grant_json_finish(&doc);
+    if (result == FERRY_OK) {
+        answer->json_len = text.len;
+        answer->json = ferry_buf_detach(&text);
+        if (answer->json == NULL)
+            result = FERRY_ERR_NOMEM;
+    }
     if (result == FERRY_OK) {
         answer->granted = true;
         answer->code = GRANT_REJECT_NONE;
@@ -329,7 +344,7 @@ static ferry_err prepare_grant(grant_service *svc, pending *p, int64_t now, gran
         p->to_insert = true;
     }
 out:
-    json_decref(doc);
+    ferry_buf_cleanup(&text);
     return result;
 }
 
@@ -401,7 +416,7 @@ static ferry_err settle(grant_service *svc, pending *p, ledger_verdict verdict, 
                         grant_answer *answer)
 {
     if (verdict == LEDGER_INSERTED)
-        return FERRY_OK; /* logged once committed (insert_and_commit) */
+        return FERRY_OK; /* logged once committed (grant_service_commit_batch) */
     grant_rejection rej;
     grant_rejection_init(&rej, p->req.id);
     grant_answer_cleanup(answer);
@@ -416,13 +431,14 @@ static ferry_err settle(grant_service *svc, pending *p, ledger_verdict verdict, 
     return reject(svc, p, &rej, now, answer);
 }
 
-/* The batch's transaction was rolled back: its refusals' audit rows went
- * with it, so they are written again, each on its own. */
+/* The transaction was rolled back: the refusals' audit rows of every
+ * batch held in it went with it, so they are written again, each on its
+ * own. */
 static void reaudit_refusals(grant_service *svc)
 {
-    for (size_t i = 0; i < svc->batch_n; i++)
-        if (svc->pending[i].refused)
-            audit_refusal(svc, &svc->pending[i], svc->batch_now);
+    for (size_t i = 0; i < svc->held_n; i++)
+        if (!svc->held[i].granted)
+            audit_refusal(svc, svc->held[i].device, &svc->held[i].refusal, svc->held[i].at);
 }
 
 static bool granted(const pending *p)
@@ -432,8 +448,8 @@ static bool granted(const pending *p)
 
 /* The open-grant limit and the daily quota of request i, read inside the
  * batch's write transaction (so several ferryd on one ledger cannot pass a
- * limit together) plus the grants given earlier in the same batch, which
- * are inserted only at the commit. */
+ * limit together) plus the grants given earlier in the same batch and in
+ * the batches staged before it, which are inserted only at the commit. */
 static ferry_err limits_verdict(grant_service *svc, size_t i, int64_t now, ledger_verdict *out)
 {
     const pending *p = &svc->pending[i];
@@ -450,6 +466,13 @@ static ferry_err limits_verdict(grant_service *svc, size_t i, int64_t now, ledge
         if (granted(q) && strcmp(q->device, p->device) == 0) {
             batch_open++;
             batch_bytes += q->grant.size;
+        }
+    }
+    for (size_t j = 0; j < svc->held_n; j++) {
+        const held *h = &svc->held[j];
+        if (h->granted && strcmp(h->device, p->device) == 0) {
+            batch_open++;
+            batch_bytes += h->grant.size;
         }
     }
     if (lim.max_open_grants > 0) {
@@ -477,19 +500,26 @@ ferry_err grant_service_decide_batch(grant_service *svc, const grant_service_inp
                                      int64_t now, int64_t now_mono_ns, grant_answer *answers,
                                      ferry_err *results)
 {
-    if (svc == NULL || n == 0 || n > GRANT_BATCH_MAX || svc->batch_open)
+    if (svc == NULL || n == 0 || n > GRANT_BATCH_MAX || svc->decided)
         return FERRY_ERR_INVALID;
     pending *p = svc->pending;
 
     /* One write transaction for the whole batch: the device reads, the
-     * limit counts, the refusals' audit rows and (at the commit) the
-     * grants. Without it nothing can be granted consistently, so a batch
-     * whose transaction cannot be opened (the database stayed busy past its
-     * timeout) is refused as a whole, to be asked again. */
+     * limit counts, the refusals' audit rows and (at the stage or commit)
+     * the grants. It may already be open, holding earlier staged batches,
+     * whose grants the limit counts then see. Without it nothing can be
+     * granted consistently, so a batch whose transaction cannot be opened
+     * (the database stayed busy past its timeout) is refused as a whole,
+     * to be asked again. */
     svc->batch_n = n;
     svc->batch_now = now;
-    ferry_err begun = ledger_write_begin(svc->ledger);
-    svc->batch_open = begun == FERRY_OK;
+    svc->decided = true;
+    ferry_err begun = FERRY_OK;
+    if (!svc->txn_open) {
+        begun = ledger_write_begin(svc->ledger);
+        svc->txn_open = begun == FERRY_OK;
+        svc->txn_since_ns = now_mono_ns;
+    }
     for (size_t i = 0; i < n; i++) {
         results[i] = check_request(svc, &in[i], now, now_mono_ns, &p[i], &answers[i]);
         if (results[i] != FERRY_OK || !p[i].to_insert)
@@ -504,62 +534,122 @@ ferry_err grant_service_decide_batch(grant_service *svc, const grant_service_inp
     return FERRY_OK;
 }
 
-/* Inserts the batch's grants into its open transaction and commits it. */
-static ferry_err insert_and_commit(grant_service *svc, size_t *count)
+/* Ends the open transaction after a failure: nothing it held is kept, the
+ * refusals' audit rows are written again on their own. */
+static void void_held(grant_service *svc, ferry_err why, size_t *voided)
 {
-    ledger_insert inserts[GRANT_BATCH_MAX];
+    if (svc->txn_open)
+        ledger_write_rollback(svc->ledger);
+    svc->txn_open = false;
+    log_error("grant.commit_failed", "grants=%zu error=\"%s\"", svc->held_grants,
+              ferry_err_str(why));
+    reaudit_refusals(svc);
+    if (voided != NULL)
+        *voided = svc->held_grants;
+    svc->held_n = 0;
+    svc->held_grants = 0;
+}
+
+/* Moves the decided batch's requests to `held`; their grants are
+ * inserted at the commit (insert_held). */
+static void stage(grant_service *svc)
+{
+    if (!svc->decided)
+        return;
+    svc->decided = false;
+    if (!svc->txn_open)
+        return; /* refused as a whole; the refusals are recorded */
+    for (size_t i = 0; i < svc->batch_n; i++) {
+        const pending *p = &svc->pending[i];
+        if (!granted(p) && !p->refused)
+            continue;
+        held *h = &svc->held[svc->held_n++];
+        snprintf(h->device, sizeof h->device, "%s", p->device);
+        h->granted = granted(p);
+        h->at = svc->batch_now;
+        if (h->granted) {
+            snprintf(h->request_id, sizeof h->request_id, "%s", p->req.id);
+            h->grant = p->grant;
+            svc->held_grants++;
+        } else {
+            h->refusal = p->refusal;
+        }
+    }
+}
+
+/* Inserts every held grant into the open transaction, in one batch.
+ * Limits were checked by limits_verdict() in this transaction. */
+static ferry_err insert_held(grant_service *svc)
+{
+    ledger_insert inserts[HELD_MAX];
     size_t k = 0;
-    for (size_t i = 0; i < svc->batch_n; i++)
-        if (granted(&svc->pending[i]))
-            inserts[k++] = (ledger_insert){.grant = &svc->pending[i].grant};
-    *count = k;
-    /* Limits were checked by limits_verdict() in this transaction. */
+    for (size_t i = 0; i < svc->held_n; i++)
+        if (svc->held[i].granted)
+            inserts[k++] = (ledger_insert){.grant = &svc->held[i].grant};
     ferry_err e = k > 0 ? ledger_grant_insert_batch(svc->ledger, inserts, k) : FERRY_OK;
     for (size_t j = 0; e == FERRY_OK && j < k; j++)
         if (inserts[j].err != FERRY_OK)
             e = inserts[j].err; /* a grant id taken twice: not one of them is kept */
-    if (e != FERRY_OK) {
-        ledger_write_rollback(svc->ledger);
-        return e;
-    }
-    if ((e = ledger_write_commit(svc->ledger)) != FERRY_OK)
-        return e;
-    /* Logged here, not when decided: a grant is issued once it is recorded,
-     * and with ferryd answering first this keeps the log line off the
-     * answer's path. */
-    for (size_t i = 0; i < svc->batch_n; i++) {
-        const pending *p = &svc->pending[i];
-        if (granted(p))
-            log_info("grant.issued",
-                     "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld", p->device,
-                     p->req.id, p->grant.id, p->grant.method, (unsigned long long)p->grant.size,
-                     (long long)(p->grant.expires_at - svc->batch_now));
-    }
+    return e;
+}
+
+ferry_err grant_service_stage_batch(grant_service *svc, size_t *voided)
+{
+    if (svc == NULL)
+        return FERRY_ERR_INVALID;
+    stage(svc);
+    if (svc->held_n > HELD_MAX - GRANT_BATCH_MAX)
+        return grant_service_commit_batch(svc, voided);
     return FERRY_OK;
+}
+
+bool grant_service_txn_open(const grant_service *svc, int64_t *since_mono_ns)
+{
+    if (svc == NULL || !svc->txn_open)
+        return false;
+    if (since_mono_ns != NULL)
+        *since_mono_ns = svc->txn_since_ns;
+    return true;
 }
 
 ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
 {
-    size_t count = 0;
     if (svc == NULL)
         return FERRY_ERR_INVALID;
-    if (!svc->batch_open)
-        return FERRY_OK;
-    svc->batch_open = false;
-    ferry_err e = insert_and_commit(svc, &count);
-    if (e == FERRY_OK)
-        return FERRY_OK;
-    log_error("grant.commit_failed", "grants=%zu error=\"%s\"", count, ferry_err_str(e));
-    reaudit_refusals(svc);
-    if (voided != NULL)
-        *voided = count;
-    return e;
+    ferry_err e = FERRY_OK;
+    stage(svc);
+    if (svc->txn_open)
+        e = insert_held(svc);
+    if (e == FERRY_OK && svc->txn_open) {
+        svc->txn_open = false; /* ended either way: a failed commit rolls back */
+        e = ledger_write_commit(svc->ledger);
+    }
+    if (e != FERRY_OK) {
+        void_held(svc, e, voided);
+        return e;
+    }
+    /* Logged here, not when decided: a grant is issued once it is recorded,
+     * and with ferryd answering first this keeps the log line off the
+     * answer's path. */
+    for (size_t i = 0; i < svc->held_n; i++) {
+        const held *h = &svc->held[i];
+        if (h->granted)
+            log_info("grant.issued",
+                     "device=%s id=%s grant=%s method=%s size=%llu expires_in_s=%lld", h->device,
+                     h->request_id, h->grant.id, h->grant.method, (unsigned long long)h->grant.size,
+                     (long long)(h->grant.expires_at - h->at));
+    }
+    svc->held_n = 0;
+    svc->held_grants = 0;
+    return FERRY_OK;
 }
 
 ferry_err grant_service_handle_batch(grant_service *svc, const grant_service_input *in, size_t n,
                                      int64_t now, int64_t now_mono_ns, grant_answer *answers,
                                      ferry_err *results)
 {
+    if (svc == NULL || svc->txn_open) /* answering first and committing first do not mix */
+        return FERRY_ERR_INVALID;
     ferry_err e = grant_service_decide_batch(svc, in, n, now, now_mono_ns, answers, results);
     if (e)
         return e;

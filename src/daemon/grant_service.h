@@ -119,6 +119,29 @@ grant_service_decide_batch(grant_service *svc, const grant_service_input *in, si
 __attribute__((warn_unused_result)) ferry_err grant_service_commit_batch(grant_service *svc,
                                                                          size_t *voided);
 
+/*
+ * Group commit across batches (ferryd with the embedded store, [ferryd]
+ * commit_delay): after its answers have left, a decided batch is staged
+ * (stage_batch): it stays in the still-open transaction (its refusals'
+ * audit rows are there already) and the next decide_batch continues in
+ * it, without a BEGIN of its own, counting the staged grants in its
+ * limits; commit_batch later inserts the grants of every staged batch at
+ * once and commits. So one commit, one set of WAL page writes and one
+ * round of lock calls serve several requests, and nothing but the
+ * bookkeeping follows each answer. The rules of decide/commit apply to the
+ * whole span: a lookup of the store waits for the commit (so the caller
+ * bounds how long it defers it), and if the commit fails every grant held
+ * is void (commit_batch then returns the error, logs it, writes the
+ * refusals' audit rows again and sets *voided). stage_batch commits by
+ * itself when the next batch might not fit (2 * GRANT_BATCH_MAX requests
+ * held), and can then fail the same way. txn_open says whether a
+ * transaction is open and since when (the now_mono_ns of the decide that
+ * opened it).
+ */
+__attribute__((warn_unused_result)) ferry_err grant_service_stage_batch(grant_service *svc,
+                                                                        size_t *voided);
+bool grant_service_txn_open(const grant_service *svc, int64_t *since_mono_ns);
+
 /* Extracts the device id from "<prefix>/<device>/upload/request".
  * FERRY_ERR_INVALID if the topic has another shape or the id is invalid. */
 __attribute__((warn_unused_result)) ferry_err

@@ -4,6 +4,7 @@
  * checked with Ferry's own SigV4 verifier (boto3 and s3rver check them in
  * the integration tests).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -468,6 +470,134 @@ static void test_decide_then_commit(void **state)
     assert_int_equal(make_service(f), 0);
 }
 
+static const char *grant_id_of(const grant_answer *a, char *out, size_t out_size)
+{
+    json_t *doc = json_loads(a->json, 0, NULL);
+    assert_non_null(doc);
+    snprintf(out, out_size, "%s", json_string_value(json_object_get(doc, "grant")));
+    json_decref(doc);
+    return out;
+}
+
+/* Group commit across batches: staged batches stay in the one open
+ * transaction (invisible to other handles, counted by the next batch's
+ * limits) until grant_service_commit_batch records them all. */
+static void test_staged_batches_share_one_commit(void **state)
+{
+    fixture *f = *state;
+    f->fleet.max_open_grants = 2;
+    assert_int_equal(make_service(f), 0);
+    const char *ok = "{\"id\":\"s\",\"name\":\"a.wav\",\"size\":10,\"content_type\":\"audio/wav\"}";
+    grant_service_input in[2] = {
+        {.topic = "ferry/dev-s/upload/request", .payload = ok, .payload_len = strlen(ok)},
+        {.topic = "ferry/dev-s/upload/request", .payload = "[", .payload_len = 1},
+    };
+    grant_answer answers[2];
+    ferry_err results[2];
+    char ids[2][LEDGER_GRANT_ID_MAX + 1];
+    ledger *other = NULL;
+    ledger_grant g;
+    int64_t since = 0;
+    int refusals = 0;
+
+    assert_int_equal(ledger_open(f->db, &other), FERRY_OK);
+    assert_false(grant_service_txn_open(f->svc, &since));
+    assert_int_equal(grant_service_decide_batch(f->svc, in, 2, NOW, 77, answers, results),
+                     FERRY_OK);
+    assert_true(answers[0].granted);
+    grant_id_of(&answers[0], ids[0], sizeof ids[0]);
+    grant_answer_cleanup(&answers[0]);
+    grant_answer_cleanup(&answers[1]);
+    assert_int_equal(grant_service_stage_batch(f->svc, NULL), FERRY_OK);
+    assert_true(grant_service_txn_open(f->svc, &since));
+    assert_int_equal(since, 77);
+    /* (Counted, not looked up: a lookup that misses would wait for the
+     * commit, ledger.h.) */
+    uint64_t open = 1;
+    assert_int_equal(ledger_open_grants(other, "dev-s", NOW, &open), FERRY_OK);
+    assert_int_equal(open, 0);
+
+    /* The next batch joins the open transaction and sees the staged grant. */
+    assert_int_equal(grant_service_decide_batch(f->svc, in, 1, NOW, 99, answers, results),
+                     FERRY_OK);
+    assert_true(answers[0].granted);
+    grant_id_of(&answers[0], ids[1], sizeof ids[1]);
+    grant_answer_cleanup(&answers[0]);
+    assert_int_equal(grant_service_stage_batch(f->svc, NULL), FERRY_OK);
+    assert_true(grant_service_txn_open(f->svc, &since));
+    assert_int_equal(since, 77);
+    assert_int_equal(grant_service_decide_batch(f->svc, in, 1, NOW, 99, answers, results),
+                     FERRY_OK);
+    assert_false(answers[0].granted);
+    assert_int_equal(answers[0].code, GRANT_REJECT_TOO_MANY_OPEN_GRANTS);
+    grant_answer_cleanup(&answers[0]);
+    assert_int_equal(ledger_audit_list(other, "dev-s", 0, 100, count_refusals, &refusals),
+                     FERRY_OK);
+    assert_int_equal(refusals, 0);
+
+    /* The commit stages the last decided batch and records everything. */
+    assert_int_equal(grant_service_commit_batch(f->svc, NULL), FERRY_OK);
+    assert_false(grant_service_txn_open(f->svc, NULL));
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(ledger_grant_get(other, ids[i], &g), FERRY_OK);
+        assert_string_equal(g.device, "dev-s");
+    }
+    assert_int_equal(ledger_audit_list(other, "dev-s", 0, 100, count_refusals, &refusals),
+                     FERRY_OK);
+    assert_int_equal(refusals, 2);
+    ledger_close(other);
+}
+
+typedef struct writer {
+    const char *db;
+    ferry_err result;
+} writer;
+
+static void *write_one_refusal(void *arg)
+{
+    writer *w = arg;
+    ledger *l = NULL;
+    w->result = ledger_open(w->db, &l);
+    if (w->result == FERRY_OK)
+        w->result = ledger_audit_refusal(l, "dev-w", NULL, "MalformedJson", "x", NOW);
+    ledger_close(l);
+    return NULL;
+}
+
+/* Another handle that needs the write lock while the service holds its
+ * transaction is counted by ledger_busy_waits (which ferryd watches to
+ * commit early) and gets through once the service commits. */
+static void test_a_waiting_writer_is_seen_and_gets_through(void **state)
+{
+    fixture *f = *state;
+    const char *ok = "{\"id\":\"w\",\"name\":\"a.wav\",\"size\":10,\"content_type\":\"audio/wav\"}";
+    grant_service_input in = {
+        .topic = "ferry/dev-w/upload/request", .payload = ok, .payload_len = strlen(ok)};
+    grant_answer answer;
+    ferry_err result;
+    writer w = {.db = f->db, .result = FERRY_ERR_INVALID};
+    pthread_t thread;
+    int refusals = 0;
+
+    assert_int_equal(grant_service_decide_batch(f->svc, &in, 1, NOW, 1, &answer, &result),
+                     FERRY_OK);
+    grant_answer_cleanup(&answer);
+    assert_int_equal(grant_service_stage_batch(f->svc, NULL), FERRY_OK);
+    uint64_t seen = ledger_busy_waits();
+    assert_int_equal(pthread_create(&thread, NULL, write_one_refusal, &w), 0);
+    for (int i = 0; i < 2000 && ledger_busy_waits() == seen; i++) {
+        struct timespec ms = {.tv_sec = 0, .tv_nsec = 1000000};
+        nanosleep(&ms, NULL);
+    }
+    assert_true(ledger_busy_waits() != seen);
+    assert_int_equal(grant_service_commit_batch(f->svc, NULL), FERRY_OK);
+    pthread_join(thread, NULL);
+    assert_int_equal(w.result, FERRY_OK);
+    assert_int_equal(ledger_audit_list(f->ledger, "dev-w", 0, 100, count_refusals, &refusals),
+                     FERRY_OK);
+    assert_int_equal(refusals, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -481,6 +611,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_grants_rate_quota_and_disabled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_are_audited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decide_then_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_staged_batches_share_one_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_waiting_writer_is_seen_and_gets_through, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_a_batch_is_one_transaction_with_per_request_answers,
                                         setup, teardown),
     };

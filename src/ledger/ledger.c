@@ -6,6 +6,7 @@
 #include "ledger_int.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -240,6 +241,19 @@ static bool gate_wait(uint64_t seen)
     bool ended = gate_ends != seen;
     pthread_mutex_unlock(&gate_lock);
     return ended;
+}
+
+/* Lock waits of every handle of this process (ledger_busy_waits). */
+static atomic_uint_least64_t busy_waits;
+
+void ledger__note_busy(void)
+{
+    atomic_fetch_add_explicit(&busy_waits, 1, memory_order_relaxed);
+}
+
+uint64_t ledger_busy_waits(void)
+{
+    return atomic_load_explicit(&busy_waits, memory_order_relaxed);
 }
 
 ferry_err ledger_write_begin(ledger *l)

@@ -241,6 +241,16 @@ __attribute__((warn_unused_result)) ferry_err ledger_write_begin(ledger *l);
 __attribute__((warn_unused_result)) ferry_err ledger_write_commit(ledger *l);
 void ledger_write_rollback(ledger *l);
 
+/*
+ * How many times, since the process started, a handle of this process found
+ * the write lock taken and waited for it (a monotonic counter). The holder
+ * of a long explicit write transaction (the grant service, which keeps one
+ * open across several batches, grant_service.h) compares it with the value
+ * it saw last and commits early when it moved, so that the store's and the
+ * outbox's writes wait about one lock-retry interval, not a whole hold.
+ */
+uint64_t ledger_busy_waits(void);
+
 /* Records a refused request in the audit log: outcome "refused", code is the
  * protocol's rejection code name, detail the message sent. request_id may be
  * NULL (the request had no valid id). */

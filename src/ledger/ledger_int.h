@@ -15,6 +15,10 @@
 
 #include "ledger.h"
 
+/* Called by a backend each time one of its handles waits for a write lock
+ * that another connection holds (ledger_busy_waits() in ledger.h). */
+void ledger__note_busy(void);
+
 typedef struct ledger_ops {
     const char *name;
     ferry_err (*open)(const char *location, void **impl);

@@ -28,8 +28,10 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
+#include "common/timefmt.h"
 
 /* The schema, one step per entry. See the block comment above. */
 static const char *const migrations[] = {
@@ -482,8 +484,33 @@ static const char *const stmt_sql[ST__COUNT] = {
 typedef struct sqlite_ledger {
     sqlite3 *db;
     sqlite3_stmt *stmts[ST__COUNT];
-    bool in_write; /* inside ledger_write_begin() .. _commit()/_rollback() */
+    bool in_write;         /* inside ledger_write_begin() .. _commit()/_rollback() */
+    int64_t busy_since_ns; /* when the current wait for a lock began */
 } sqlite_ledger;
+
+/*
+ * The busy handler, instead of sqlite3_busy_timeout(): SQLite's own sleeps
+ * 1, 2, 5, 10, ... ms between tries, so a writer that meets the grant
+ * service's transaction (held up to [ferryd] commit_delay, and begun again
+ * as soon as the next request comes) can miss every short gap between two
+ * of them. This one retries every 50 us for the first millisecond and then
+ * every millisecond, up to LEDGER_BUSY_TIMEOUT_MS in all, and counts each
+ * wait (ledger_busy_waits) so that the holder can give way.
+ */
+static int busy_wait(void *arg, int count)
+{
+    sqlite_ledger *s = arg;
+    int64_t now = ferry_time_mono_ns();
+    if (count == 0)
+        s->busy_since_ns = now;
+    else if (now - s->busy_since_ns >= (int64_t)LEDGER_BUSY_TIMEOUT_MS * 1000000)
+        return 0;
+    ledger__note_busy();
+    struct timespec pause = {.tv_sec = 0,
+                             .tv_nsec = now - s->busy_since_ns < 1000000 ? 50000 : 1000000};
+    nanosleep(&pause, NULL);
+    return 1;
+}
 
 /* Logs a database error with the operation that failed; never logs bound
  * values (they may hold device text). */
@@ -722,7 +749,7 @@ static ferry_err sq_open(const char *location, void **impl)
         goto out;
     }
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, LEDGER_BUSY_TIMEOUT_MS);
+    sqlite3_busy_handler(s->db, busy_wait, s);
     /* journal_mode answers with the mode now in force; anything but "wal"
      * (e.g. a file system without shared memory) is refused rather than
      * silently running with different durability and locking. */
