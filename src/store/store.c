@@ -2670,6 +2670,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         *upload_data_size = 0;
         return MHD_YES;
     case PH_COMMITTED:
+        /* libmicrohttpd 0.9.75 does not restart a resumed connection's idle
+         * timer: a commit that took a while under load got the keep-alive
+         * connection closed right after its answer. Setting the timeout
+         * again restarts it. */
+        (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, r->s->idle_timeout_s);
         return r->post != NULL ? finish_post(r, c) : finish_put(r, c);
     case PH_DONE:
     default:

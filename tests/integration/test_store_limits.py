@@ -360,7 +360,9 @@ class RequestTimeouts(LimitsTestCase):
         with self.tls_socket() as s:
             t0 = time.monotonic()
             n = 0
+            last_start = t0
             while time.monotonic() - t0 < HEAD_S + 3:
+                last_start = time.monotonic()
                 self.raw_put(s, self.presign("op/keepalive-%d" % n), 2)
                 s.sendall(b"ka")
                 status, headers, body = self.read_response(s)
@@ -368,7 +370,10 @@ class RequestTimeouts(LimitsTestCase):
                 self.assertNotEqual(headers.get("connection"), "close")
                 n += 1
                 time.sleep(1)
-            self.assertGreaterEqual(n, HEAD_S + 2)
+            # The connection outlived header_timeout (a loaded machine makes
+            # fewer requests in that time; the count does not matter).
+            self.assertGreater(last_start - t0, HEAD_S)
+            self.assertGreaterEqual(n, 3)
         self.assertEqual(self.get_bytes("op/keepalive-%d" % (n - 1)), b"ka")
 
     def test_many_stalled_at_once(self):
