@@ -2007,6 +2007,30 @@ static enum MHD_Result post_chunk(req *r, const char *data, size_t len)
     return MHD_YES;
 }
 
+ferry_err store_location_xml(ferry_buf *b, const req *r, const char *root, const char *attrs,
+                             const char *etag)
+{
+    ferry_err e = ferry_buf_appendf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<%s%s>"
+                                       "<Location>/", root, attrs);
+    if (e == FERRY_OK)
+        e = store_xml_escape(b, r->t.bucket, strlen(r->t.bucket));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_byte(b, '/');
+    if (e == FERRY_OK)
+        e = store_url_encode(b, r->t.key, r->t.key_len);
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(b, "</Location><Bucket>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(b, r->t.bucket, strlen(r->t.bucket));
+    if (e == FERRY_OK)
+        e = ferry_buf_append_str(b, "</Bucket><Key>");
+    if (e == FERRY_OK)
+        e = store_xml_escape(b, r->t.key, r->t.key_len);
+    if (e == FERRY_OK)
+        e = ferry_buf_appendf(b, "</Key><ETag>&quot;%s&quot;</ETag></%s>", etag, root);
+    return e;
+}
+
 static enum MHD_Result finish_post(req *r, struct MHD_Connection *c)
 {
     post_state *ps = r->post;
@@ -2034,26 +2058,8 @@ static enum MHD_Result finish_post(req *r, struct MHD_Connection *c)
     snprintf(etag, sizeof etag, "\"%s\"", md5_hex);
     ferry_buf_init(&b, 16384);
     e = FERRY_OK;
-    if (ps->success_status == 201) {
-        e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<PostResponse>"
-                                     "<Location>/");
-        if (e == FERRY_OK)
-            e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
-        if (e == FERRY_OK)
-            e = ferry_buf_append_byte(&b, '/');
-        if (e == FERRY_OK)
-            e = store_url_encode(&b, r->t.key, r->t.key_len);
-        if (e == FERRY_OK)
-            e = ferry_buf_append_str(&b, "</Location><Bucket>");
-        if (e == FERRY_OK)
-            e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
-        if (e == FERRY_OK)
-            e = ferry_buf_append_str(&b, "</Bucket><Key>");
-        if (e == FERRY_OK)
-            e = store_xml_escape(&b, r->t.key, r->t.key_len);
-        if (e == FERRY_OK)
-            e = ferry_buf_appendf(&b, "</Key><ETag>&quot;%s&quot;</ETag></PostResponse>", md5_hex);
-    }
+    if (ps->success_status == 201)
+        e = store_location_xml(&b, r, "PostResponse", "", md5_hex);
     if (e != FERRY_OK) {
         ferry_buf_cleanup(&b);
         return MHD_NO;

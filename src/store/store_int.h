@@ -210,6 +210,11 @@ bool store_collect_meta(const header_list *h, char *out, size_t out_size, const 
  * goes to store_mp_part_done() instead of recording an object. */
 enum MHD_Result store_begin_put(req *r, struct MHD_Connection *c, const header_list *h,
                                 const sigv4_verdict *verdict);
+/* Appends S3's answer naming r's object: <?xml?><root attrs><Location>
+ * <Bucket><Key><ETag>, escaped (POST's PostResponse, multipart's
+ * CompleteMultipartUploadResult). */
+ferry_err store_location_xml(ferry_buf *b, const req *r, const char *root, const char *attrs,
+                             const char *etag);
 /* Puts r's body under the body watchdog (RequestTimeout). */
 void store_watch_add(req *r, struct MHD_Connection *c);
 /* Data the ledger no longer names: its file removed, or its pack region

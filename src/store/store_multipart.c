@@ -791,25 +791,7 @@ static enum MHD_Result complete_answer(req *r, struct MHD_Connection *c, const c
     ferry_err e;
     enum MHD_Result ret;
     ferry_buf_init(&b, 16384);
-    e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                                 "<CompleteMultipartUploadResult xmlns=\"" S3_NS "\"><Location>/");
-    if (e == FERRY_OK)
-        e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
-    if (e == FERRY_OK)
-        e = ferry_buf_append_byte(&b, '/');
-    if (e == FERRY_OK)
-        e = store_url_encode(&b, r->t.key, r->t.key_len);
-    if (e == FERRY_OK)
-        e = ferry_buf_append_str(&b, "</Location><Bucket>");
-    if (e == FERRY_OK)
-        e = store_xml_escape(&b, r->t.bucket, strlen(r->t.bucket));
-    if (e == FERRY_OK)
-        e = ferry_buf_append_str(&b, "</Bucket><Key>");
-    if (e == FERRY_OK)
-        e = store_xml_escape(&b, r->t.key, r->t.key_len);
-    if (e == FERRY_OK)
-        e = ferry_buf_appendf(
-            &b, "</Key><ETag>&quot;%s&quot;</ETag></CompleteMultipartUploadResult>", etag);
+    e = store_location_xml(&b, r, "CompleteMultipartUploadResult", " xmlns=\"" S3_NS "\"", etag);
     ret = e == FERRY_OK ? store_respond_xml(r, c, 200, &b) : MHD_NO;
     ferry_buf_cleanup(&b);
     return ret;
