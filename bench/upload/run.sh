@@ -150,7 +150,8 @@ want slow || exit 0
 # into each; "up=N" says how many were open at once.
 rss_before=$(awk '/VmRSS/ {print $2}' /proc/$fpid/status)
 # Uploads in progress are the data files beyond those the earlier cases
-# stored (a body is written straight into objects/xx/<id>).
+# stored (a body is written straight into objects/xx/<id>; the slow uploads
+# are larger than pack_max_object, so none goes to a pack).
 files_before=$(find "$tmp/store/objects" -type f | wc -l)
 : >"$tmp/slow.txt"
 /usr/bin/python3 "$(dirname "$0")/slow_clients.py" "$sport" "$pki/ca.pem" "$SLOW" 5 \

@@ -2,7 +2,7 @@
 
 Opens N TLS connections in batches of 50 (a thousand handshakes started at
 once would crawl on one Python thread), sends on each the headers of a PUT
-to a URL pre-signed by the operator credential (SigV4, botocore), then 1 KiB
+(2 MiB) to a URL pre-signed by the operator credential (SigV4, botocore), then 1 KiB
 of body every 0.25 s (4 KiB/s, above the store's default minimum rate) on
 every connection. Once all are up it prints "up=N" and keeps trickling for
 HOLD seconds, then prints "done" and closes them.
@@ -20,7 +20,9 @@ from botocore.config import Config
 
 port, ca, n, hold, ak, sk = (int(sys.argv[1]), sys.argv[2], int(sys.argv[3]),
                              float(sys.argv[4]), sys.argv[5], sys.argv[6])
-SIZE = 1 << 20
+# Above [store] pack_max_object (1 MiB by default): each upload gets a data
+# file of its own, so run.sh can count the uploads in progress as files.
+SIZE = 2 << 20
 s3 = boto3.client("s3", endpoint_url="https://127.0.0.1:%d" % port, region_name="us-east-1",
                   aws_access_key_id=ak, aws_secret_access_key=sk, verify=ca,
                   config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))

@@ -117,8 +117,8 @@ static const ferry_cfg_option options[] = {
      NULL, 0,
      "Embedded store: PUT bodies of up to this many bytes are written into a shared pack "
      "file (`packs/`), many objects to one fdatasync, instead of a file of their own "
-     "(0: every object its own file). A deleted object's space in a pack comes back when "
-     "the whole pack is empty (docs/store.md)."},
+     "(0: every object its own file). A deleted object's region is punched out of its "
+     "pack; an empty pack is removed (docs/store.md)."},
     {"store", "pack_size", FERRY_CFG_SIZE, S(store_pack_size), "256M", 1 << 20, TIB, NULL, 0,
      "Embedded store: a pack takes new objects until it holds this many bytes (at least 4 "
      "`pack_max_object`); then the next one begins."},
