@@ -1411,24 +1411,11 @@ static enum MHD_Result put_chunk(req *r, const char *data, size_t len)
     return MHD_YES;
 }
 
-/* The end of an upload (PUT or POST), called twice: first it verifies the
- * digests and hands the upload to the committers (fdatasync, ledger row
- * consuming the grant, see commit_jobs), returning false with *ret =
- * MHD_YES and the connection suspended; when the committers resume it (phase
- * PH_COMMITTED) it answers their outcome. Returns true with the hex MD5 in
- * md5_hex when the object is stored; otherwise the request is answered
- * (*ret) and nothing is left behind. */
-static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], enum MHD_Result *ret)
+bool store_body_digests_ok(req *r, struct MHD_Connection *c, char md5_hex[33], char sha_hex[65],
+                           enum MHD_Result *ret)
 {
-    store *s = r->s;
     unsigned char md5[16], sha[32];
     unsigned int mlen = 0, slen = 0;
-    char sha_hex[65];
-    ledger_object *o;
-    ferry_err e;
-
-    if (r->phase == PH_COMMITTED)
-        goto answer;
     if (EVP_DigestFinal_ex(r->md5, md5, &mlen) != 1 ||
         EVP_DigestFinal_ex(r->sha, sha, &slen) != 1) {
         *ret = respond_error(r, c, 500, "InternalError", "digest failed");
@@ -1452,6 +1439,27 @@ static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], en
                              "The SHA256 you specified did not match the calculated checksum.");
         return false;
     }
+    return true;
+}
+
+/* The end of an upload (PUT or POST), called twice: first it verifies the
+ * digests and hands the upload to the committers (fdatasync, ledger row
+ * consuming the grant, see commit_jobs), returning false with *ret =
+ * MHD_YES and the connection suspended; when the committers resume it (phase
+ * PH_COMMITTED) it answers their outcome. Returns true with the hex MD5 in
+ * md5_hex when the object is stored; otherwise the request is answered
+ * (*ret) and nothing is left behind. */
+static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], enum MHD_Result *ret)
+{
+    store *s = r->s;
+    char sha_hex[65];
+    ledger_object *o;
+    ferry_err e;
+
+    if (r->phase == PH_COMMITTED)
+        goto answer;
+    if (!store_body_digests_ok(r, c, md5_hex, sha_hex, ret))
+        return false;
     if (r->is_grant && r->grant.sha256[0] != '\0' && strcmp(r->grant.sha256, sha_hex) != 0) {
         *ret = respond_error(r, c, 400, "BadDigest",
                              "The bytes do not match the SHA-256 the grant was issued for.");

@@ -215,6 +215,12 @@ enum MHD_Result store_begin_put(req *r, struct MHD_Connection *c, const header_l
  * CompleteMultipartUploadResult). */
 ferry_err store_location_xml(ferry_buf *b, const req *r, const char *root, const char *attrs,
                              const char *etag);
+/* Finishes r's body digests (hex into md5_hex and sha_hex) and checks them
+ * against what the request declared: Content-MD5, a signed
+ * x-amz-content-sha256, x-amz-checksum-sha256. False, with the request
+ * answered (*ret), on a mismatch. */
+bool store_body_digests_ok(req *r, struct MHD_Connection *c, char md5_hex[33], char sha_hex[65],
+                           enum MHD_Result *ret);
 /* Puts r's body under the body watchdog (RequestTimeout). */
 void store_watch_add(req *r, struct MHD_Connection *c);
 /* Data the ledger no longer names: its file removed, or its pack region

@@ -574,32 +574,18 @@ out:
 enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
 {
     store *s = r->s;
-    unsigned char md5[16], sha[32];
-    unsigned int mlen = 0, slen = 0;
-    char sha_hex[65], etag[LEDGER_ETAG_MAX + 3];
+    char md5_hex[33], sha_hex[65], etag[LEDGER_ETAG_MAX + 3];
     char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    enum MHD_Result ret = MHD_NO;
     ledger_part p;
     ledger *l;
     ferry_err e;
     struct MHD_Response *resp;
 
-    /* The same checks as a PutObject body (store.c, commit_object). */
-    if (EVP_DigestFinal_ex(r->md5, md5, &mlen) != 1 || EVP_DigestFinal_ex(r->sha, sha, &slen) != 1)
-        return store_respond_error(r, c, 500, "InternalError", "digest failed");
     memset(&p, 0, sizeof p);
-    store_hex(md5, 16, p.etag);
-    store_hex(sha, 32, sha_hex);
-    if (r->want_md5 && CRYPTO_memcmp(md5, r->content_md5, 16) != 0)
-        return store_respond_error(r, c, 400, "BadDigest",
-                                   "The Content-MD5 you specified did not match what we received.");
-    if (r->payload_sha[0] != '\0' && strcmp(r->payload_sha, sha_hex) != 0)
-        return store_respond_error(r, c, 400, "XAmzContentSHA256Mismatch",
-                                   "The provided 'x-amz-content-sha256' header does not match "
-                                   "what was computed.");
-    if (r->want_checksum && CRYPTO_memcmp(sha, r->checksum, 32) != 0)
-        return store_respond_error(r, c, 400, "BadDigest",
-                                   "The SHA256 you specified did not match the calculated "
-                                   "checksum.");
+    if (!store_body_digests_ok(r, c, md5_hex, sha_hex, &ret))
+        return ret;
+    snprintf(p.etag, sizeof p.etag, "%s", md5_hex);
     /* On this thread, not the committers': they record objects. */
     if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK)
         return store_respond_error(r, c, 500, "InternalError",
