@@ -1284,6 +1284,20 @@ static bool pipe_finish(req *r)
 static enum MHD_Result finish_put(req *r, struct MHD_Connection *c);
 static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const header_list *h);
 
+bool store_content_type(req *r, struct MHD_Connection *c, char out[LEDGER_CONTENT_TYPE_MAX + 1],
+                        enum MHD_Result *ret)
+{
+    const char *v = header(c, "Content-Type");
+    if (v == NULL || v[0] == '\0')
+        v = DEFAULT_CONTENT_TYPE;
+    if (strlen(v) > LEDGER_CONTENT_TYPE_MAX) {
+        *ret = respond_error(r, c, 400, "InvalidArgument", "Content-Type is too long");
+        return false;
+    }
+    snprintf(out, LEDGER_CONTENT_TYPE_MAX + 1, "%s", v);
+    return true;
+}
+
 static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_list *h,
                                  const sigv4_verdict *verdict)
 {
@@ -1295,6 +1309,7 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
     char *end = NULL;
     unsigned long long n;
     ferry_err e;
+    enum MHD_Result ret;
 
     if (header(c, "x-amz-copy-source") != NULL)
         return copy_object(r, c, h);
@@ -1337,12 +1352,8 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
         return respond_error(r, c, 400, "InvalidRequest",
                              "Only the SHA256 checksum algorithm is supported.");
     snprintf(r->payload_sha, sizeof r->payload_sha, "%s", verdict->payload_sha256);
-    v = header(c, "Content-Type");
-    if (v == NULL || v[0] == '\0')
-        v = DEFAULT_CONTENT_TYPE;
-    if (strlen(v) > LEDGER_CONTENT_TYPE_MAX)
-        return respond_error(r, c, 400, "InvalidArgument", "Content-Type is too long");
-    snprintf(r->content_type, sizeof r->content_type, "%s", v);
+    if (!store_content_type(r, c, r->content_type, &ret))
+        return ret;
     if (r->is_grant && strcasecmp(r->content_type, r->grant.content_type) != 0)
         return respond_error(r, c, 403, "AccessDenied",
                              "Content-Type is not the grant's content type");
@@ -1664,14 +1675,8 @@ static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const heade
         goto out;
     }
     if (replace) {
-        const char *ct = header(c, "Content-Type");
-        if (ct == NULL || ct[0] == '\0')
-            ct = DEFAULT_CONTENT_TYPE;
-        if (strlen(ct) > LEDGER_CONTENT_TYPE_MAX) {
-            ret = respond_error(r, c, 400, "InvalidArgument", "Content-Type is too long");
+        if (!store_content_type(r, c, r->content_type, &ret))
             goto out;
-        }
-        snprintf(r->content_type, sizeof r->content_type, "%s", ct);
         if (!collect_meta(h, r->meta, sizeof r->meta, &why)) {
             ret = respond_error(r, c, 400, "MetadataTooLarge", why);
             goto out;

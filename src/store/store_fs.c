@@ -416,7 +416,9 @@ ferry_err store_fs_new_id(char id[STORE_FILE_ID_LEN + 1])
     return FERRY_OK;
 }
 
-ferry_err store_fs_create_tmp(store_fs *fs, const char *id, int *fd_out)
+/* Creates objects/xx/<id> for writing (exclusively, mode 0600): the data
+ * file of an upload, invisible until its ledger row is committed. */
+static ferry_err file_create(store_fs *fs, const char *id, int *fd_out)
 {
     if (!id_ok(id))
         return FERRY_ERR_INVALID;
@@ -431,11 +433,6 @@ ferry_err store_fs_create_tmp(store_fs *fs, const char *id, int *fd_out)
     atomic_fetch_add(&d->created, 1);
     *fd_out = fd;
     return FERRY_OK;
-}
-
-void store_fs_remove_tmp(store_fs *fs, const char *id)
-{
-    store_fs_remove_object(fs, id);
 }
 
 /* Makes every entry created in d up to now durable, with one fsync for all
@@ -459,7 +456,10 @@ static ferry_err dir_sync(store_fs_dir *d)
     return err;
 }
 
-ferry_err store_fs_commit(store_fs *fs, int fd, const char *id)
+/* Makes objects/xx/<id> durable before its ledger row is written:
+ * fdatasync(fd), then an fsync of objects/xx unless one that began after
+ * the file's entry was created has already completed (grouped, see above). */
+static ferry_err file_sync(store_fs *fs, int fd, const char *id)
 {
     if (!id_ok(id))
         return FERRY_ERR_INVALID;
@@ -500,22 +500,6 @@ ferry_err store_fs_open_data(store_fs *fs, const char *id, int *fd_out, uint64_t
     }
     *fd_out = fd;
     *base_out = off;
-    return FERRY_OK;
-}
-
-ferry_err store_fs_open_object(store_fs *fs, const char *id, int *fd_out)
-{
-    uint64_t base;
-    int fd;
-    ferry_err err = store_fs_open_data(fs, id, &fd, &base);
-    if (err)
-        return err;
-    if (lseek(fd, (off_t)base, SEEK_SET) < 0) {
-        close(fd);
-        store_fs_read_done(fs, id);
-        return FERRY_ERR_IO;
-    }
-    *fd_out = fd;
     return FERRY_OK;
 }
 
@@ -805,7 +789,7 @@ ferry_err store_fs_slot_open(store_fs *fs, uint64_t size, bool size_known, store
     if (size_known && size > 0 && size <= fs->pack_max_object)
         return slot_open_packed(fs, size, slot);
     if ((err = store_fs_new_id(slot->id)) != FERRY_OK ||
-        (err = store_fs_create_tmp(fs, slot->id, &slot->fd)) != FERRY_OK)
+        (err = file_create(fs, slot->id, &slot->fd)) != FERRY_OK)
         store_fs_slot_init(slot);
     return err;
 }
@@ -870,7 +854,7 @@ ferry_err store_fs_slot_sync(store_fs *fs, store_fs_slot *slot)
         store_fs_slot_written(slot);
         return pack_sync(slot->pack, slot->ticket);
     }
-    return store_fs_commit(fs, slot->fd, slot->id);
+    return file_sync(fs, slot->fd, slot->id);
 }
 
 void store_fs_slot_close(store_fs *fs, store_fs_slot *slot, bool keep)

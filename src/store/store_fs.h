@@ -32,7 +32,7 @@
  *
  * A body is written straight into its final name, objects/xx/<id>: the
  * ledger row, not the name, makes it an object, so there is no rename.
- * Before the row is committed, store_fs_commit() makes the file durable:
+ * Before the row is committed, store_fs_slot_sync() makes the file durable:
  * fdatasync (bytes and size), then the directory entry. Directory syncs are
  * grouped: one fsync of a directory covers every entry created in it before
  * the fsync began, so an upload whose entry an fsync already covered skips
@@ -124,20 +124,6 @@ __attribute__((warn_unused_result)) ferry_err store_fs_sweep(store_fs *fs, ledge
 /* A fresh random file id (STORE_FILE_ID_LEN hex digits + NUL). */
 __attribute__((warn_unused_result)) ferry_err store_fs_new_id(char id[STORE_FILE_ID_LEN + 1]);
 
-/* Creates objects/xx/<id> for writing (exclusively, mode 0600): the data
- * file of an upload, invisible until its ledger row is committed. */
-__attribute__((warn_unused_result)) ferry_err store_fs_create_tmp(store_fs *fs, const char *id,
-                                                                  int *fd_out);
-/* Removes an upload's data file that was not recorded (ignoring a missing
- * file); the same as store_fs_remove_object. */
-void store_fs_remove_tmp(store_fs *fs, const char *id);
-
-/* Makes objects/xx/<id> durable before its ledger row is written:
- * fdatasync(fd), then an fsync of objects/xx unless one that began after
- * the file's entry was created has already completed (grouped, see above).
- * The caller still owns and closes fd. */
-__attribute__((warn_unused_result)) ferry_err store_fs_commit(store_fs *fs, int fd, const char *id);
-
 /* Opens the data of file id for reading: its file, or its pack, with the
  * offset of its first byte in *base_out. FERRY_ERR_NOT_FOUND if absent. */
 __attribute__((warn_unused_result)) ferry_err store_fs_open_data(store_fs *fs, const char *id,
@@ -147,9 +133,6 @@ __attribute__((warn_unused_result)) ferry_err store_fs_open_data(store_fs *fs, c
  * caller re-reads the object's ledger row after the open and treats a
  * changed row as not found. Does nothing for other ids. */
 void store_fs_read_done(store_fs *fs, const char *id);
-/* The same, positioned at the data's first byte (for sequential reads). */
-__attribute__((warn_unused_result)) ferry_err store_fs_open_object(store_fs *fs, const char *id,
-                                                                   int *fd_out);
 /* An object's data is no longer named by the ledger (deleted, replaced,
  * or its record failed): unlinks objects/xx/<id> (ignoring a missing
  * file). A packed object's region stays until its pack is empty: the pack

@@ -215,6 +215,10 @@ enum MHD_Result store_begin_put(req *r, struct MHD_Connection *c, const header_l
  * CompleteMultipartUploadResult). */
 ferry_err store_location_xml(ferry_buf *b, const req *r, const char *root, const char *attrs,
                              const char *etag);
+/* The request's Content-Type (S3's default when absent) into out; false,
+ * with the request answered (400 InvalidArgument, *ret), when too long. */
+bool store_content_type(req *r, struct MHD_Connection *c, char out[LEDGER_CONTENT_TYPE_MAX + 1],
+                        enum MHD_Result *ret);
 /* Finishes r's body digests (hex into md5_hex and sha_hex) and checks them
  * against what the request declared: Content-MD5, a signed
  * x-amz-content-sha256, x-amz-checksum-sha256. False, with the request

@@ -457,7 +457,6 @@ ferry_err store_expire_uploads(store *s)
 static enum MHD_Result create_upload(req *r, struct MHD_Connection *c, const header_list *h)
 {
     store *s = r->s;
-    const char *ct = store_header(c, "Content-Type");
     const char *why = NULL;
     ledger_upload *u = calloc(1, sizeof *u);
     ledger *l;
@@ -467,13 +466,8 @@ static enum MHD_Result create_upload(req *r, struct MHD_Connection *c, const hea
 
     if (u == NULL)
         return store_respond_error(r, c, 500, "InternalError", "out of memory");
-    if (ct == NULL || ct[0] == '\0')
-        ct = DEFAULT_CONTENT_TYPE;
-    if (strlen(ct) > LEDGER_CONTENT_TYPE_MAX) {
-        ret = store_respond_error(r, c, 400, "InvalidArgument", "Content-Type is too long");
+    if (!store_content_type(r, c, u->content_type, &ret))
         goto out;
-    }
-    snprintf(u->content_type, sizeof u->content_type, "%s", ct);
     if (!store_collect_meta(h, u->meta, sizeof u->meta, &why)) {
         ret = store_respond_error(r, c, 400, "MetadataTooLarge", why);
         goto out;
