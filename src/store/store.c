@@ -9,8 +9,10 @@
  *               path split, signature verified, grant checked, limits
  *               applied. Anything refused is answered here,
  *               before a byte of body is read (clients that sent
- *               "Expect: 100-continue" never send it). GET/HEAD/DELETE/List
- *               are answered here too.
+ *               "Expect: 100-continue" never send it).
+ *   PH_HEAD_READ a GET, HEAD or DELETE without a body waits here for
+ *               libmicrohttpd's next call, then is answered as in PH_NEW
+ *               (an answer on the first call would cost the keep-alive).
  *   PH_BODY     PutObject: each chunk goes to the data file and into
  *               MD5 and SHA-256; the last call verifies, commits (fsync,
  *               fsync dir, ledger) and answers.
@@ -2622,6 +2624,16 @@ out:
     return ret;
 }
 
+/* A GET, HEAD or DELETE that announces no body (no Content-Length other
+ * than 0, no Transfer-Encoding). */
+static bool bodyless(struct MHD_Connection *c, const char *method)
+{
+    const char *length = header(c, "Content-Length");
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && strcmp(method, "DELETE") != 0)
+        return false;
+    return header(c, "Transfer-Encoding") == NULL && (length == NULL || strcmp(length, "0") == 0);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -2654,8 +2666,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         conn_watch *w = conn_of(c);
         if (w != NULL)
             atomic_store(&w->in_request, true);
+        if (bodyless(c, method)) {
+            /* libmicrohttpd 0.9.75 closes the connection after an answer
+             * queued on this first call (it counts as "early": the request
+             * might still have a body to skip). Answering on the next call,
+             * once the request is complete, keeps the connection alive for
+             * the client's next GET, HEAD or DELETE. */
+            r->phase = PH_HEAD_READ;
+            return MHD_YES;
+        }
         return begin(r, c, method);
     }
+    case PH_HEAD_READ:
+        return begin(r, c, method);
     case PH_BODY:
         if (*upload_data_size > 0) {
             size_t n = *upload_data_size;
