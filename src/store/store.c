@@ -1455,6 +1455,33 @@ bool store_body_digests_ok(req *r, struct MHD_Connection *c, char md5_hex[33], c
     return true;
 }
 
+
+/* The peer's address in text ("" when unknown), for the object's event; an
+ * IPv4 client of a dual-stack listener is written as IPv4, as S3 does. */
+static void client_address(struct MHD_Connection *c, char *out, size_t out_size)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+    out[0] = '\0';
+    if (sa == NULL)
+        return;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)(const void *)sa;
+        if (inet_ntop(AF_INET, &in4->sin_addr, out, (socklen_t)out_size) == NULL)
+            out[0] = '\0';
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        const void *a = &in6->sin6_addr;
+        int family = AF_INET6;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            a = &in6->sin6_addr.s6_addr[12];
+            family = AF_INET;
+        }
+        if (inet_ntop(family, a, out, (socklen_t)out_size) == NULL)
+            out[0] = '\0';
+    }
+}
 /* The end of an upload (PUT or POST), called twice: first it verifies the
  * digests and hands the upload to the committers (fdatasync, ledger row
  * consuming the grant, see commit_jobs), returning false with *ret =
@@ -1497,6 +1524,8 @@ static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], en
         snprintf(o->grant_id, sizeof o->grant_id, "%s", r->grant.id);
     }
     o->created_at = ferry_time_now();
+    client_address(c, o->source_ip, sizeof o->source_ip);
+    snprintf(o->store_request_id, sizeof o->store_request_id, "%s", r->id);
     r->obj = o;
     memcpy(r->md5_hex, md5_hex, sizeof r->md5_hex);
     store_fs_slot_written(&r->slot); /* the next flush of its pack covers it */
