@@ -616,6 +616,17 @@ ferry_err ledger_upload_complete(ledger *l, const char *upload_id, const ledger_
                                    replaced_file_id != NULL ? replaced_file_id : dummy, fn, arg);
 }
 
+ferry_err ledger_object_part_get(ledger *l, const char *file_id, unsigned number,
+                                 ledger_object_part *out)
+{
+    ferry_err err;
+    if (l == NULL || out == NULL || number < 1 || number > LEDGER_PART_NUMBER_MAX)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(file_id, LEDGER_FILE_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->object_part_get(l->impl, file_id, number, out);
+}
+
 ferry_err ledger_upload_abort(ledger *l, const char *upload_id, ledger_file_fn fn, void *arg)
 {
     ferry_err err;

@@ -466,15 +466,31 @@ ledger_upload_list(ledger *l, const char *bucket, const char *prefix, const char
  * Completes the upload in ONE write transaction: checks that every part of
  * used[0..n_used) still names the same file (FERRY_ERR_CONFLICT if one was
  * replaced or is gone meanwhile), records obj (as ledger_object_put, without
- * a grant: obj->grant_id must be ""), and deletes the upload and all its
- * parts. replaced_file_id as ledger_object_put. After the commit fn (may be
- * NULL) gets the file id of every part deleted. FERRY_ERR_NOT_FOUND when
- * the upload no longer exists. On any error nothing is written.
+ * a grant: obj->grant_id must be ""), records the object's part boundaries
+ * (used[i].number and .size, in the object's byte order: see
+ * ledger_object_part_get), and deletes the upload and all its parts.
+ * replaced_file_id as ledger_object_put. After the commit fn (may be NULL)
+ * gets the file id of every part deleted. FERRY_ERR_NOT_FOUND when the
+ * upload no longer exists. On any error nothing is written.
  */
 __attribute__((warn_unused_result)) ferry_err
 ledger_upload_complete(ledger *l, const char *upload_id, const ledger_part *used, size_t n_used,
                        const ledger_object *obj, int64_t now, char *replaced_file_id,
                        ledger_file_fn fn, void *arg);
+/* Where one part of an object completed from a multipart upload lies
+ * (migration 9): the parts recorded for the object whose data is file_id
+ * (count; 0 for an object stored in one piece), whether one is numbered
+ * `number`, the bytes of the parts before it (offset) and its size. The
+ * boundaries live as long as their object's row: deleting or replacing the
+ * object drops them in the same transaction. */
+typedef struct ledger_object_part {
+    unsigned count;
+    bool found;
+    uint64_t offset;
+    uint64_t size;
+} ledger_object_part;
+__attribute__((warn_unused_result)) ferry_err
+ledger_object_part_get(ledger *l, const char *file_id, unsigned number, ledger_object_part *out);
 /* Deletes the upload and its parts in one transaction; then fn (may be
  * NULL) gets each part's file id. FERRY_ERR_NOT_FOUND when absent. */
 __attribute__((warn_unused_result)) ferry_err ledger_upload_abort(ledger *l, const char *upload_id,

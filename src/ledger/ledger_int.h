@@ -80,6 +80,8 @@ typedef struct ledger_ops {
                                  size_t n_used, const ledger_object *obj, int64_t now,
                                  char *replaced_file_id, ledger_file_fn fn, void *arg);
     ferry_err (*upload_abort)(void *impl, const char *upload_id, ledger_file_fn fn, void *arg);
+    ferry_err (*object_part_get)(void *impl, const char *file_id, unsigned number,
+                                 ledger_object_part *out);
     ferry_err (*uploads_expire)(void *impl, int64_t before, size_t limit, ledger_file_fn fn,
                                 void *arg, uint64_t *count);
     ferry_err (*event_targets_set)(void *impl, const char *const *names, size_t n);

@@ -231,6 +231,26 @@ static const char *const migrations[] = {
      * S3's do. Events recorded before this migration have neither. */
     ("ALTER TABLE events ADD COLUMN source_ip TEXT NOT NULL DEFAULT '';"
      "ALTER TABLE events ADD COLUMN store_request_id TEXT NOT NULL DEFAULT '';"),
+    /* 9: the part boundaries of objects completed from a multipart upload
+     * (GetObject/HeadObject ?partNumber=), keyed by the object's file id:
+     * written in the transaction that records the object. The triggers
+     * keep them no longer than their object: a delete drops them, and so
+     * does a put over the key (INSERT OR REPLACE fires no delete trigger
+     * without recursive_triggers, so the old row's file is looked up
+     * before the insert). */
+    ("CREATE TABLE object_parts ("
+     "  file_id TEXT NOT NULL,"
+     "  part_number INTEGER NOT NULL CHECK (part_number BETWEEN 1 AND 10000),"
+     "  size INTEGER NOT NULL CHECK (size >= 0),"
+     "  PRIMARY KEY (file_id, part_number)"
+     ") WITHOUT ROWID;"
+     "CREATE TRIGGER object_parts_on_delete AFTER DELETE ON objects BEGIN"
+     "  DELETE FROM object_parts WHERE file_id = old.file_id;"
+     " END;"
+     "CREATE TRIGGER object_parts_on_replace BEFORE INSERT ON objects BEGIN"
+     "  DELETE FROM object_parts WHERE file_id ="
+     "   (SELECT file_id FROM objects WHERE bucket = new.bucket AND object_key = new.object_key);"
+     " END;"),
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -292,6 +312,8 @@ enum stmt_id {
     ST_PARTS_DELETE,
     ST_UPLOAD_DELETE,
     ST_UPLOADS_OLD,
+    ST_OBJECT_PART_INSERT,
+    ST_OBJECT_PART_GET,
     ST__COUNT
 };
 
@@ -481,6 +503,13 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_UPLOAD_DELETE] = "DELETE FROM uploads WHERE id = ?1",
     [ST_UPLOADS_OLD] = "SELECT id FROM uploads WHERE initiated_at < ?1"
                        " ORDER BY initiated_at LIMIT ?2",
+    [ST_OBJECT_PART_INSERT] = "INSERT INTO object_parts (file_id, part_number, size)"
+                              " VALUES (?1, ?2, ?3)",
+    /* How many parts, the bytes before part ?2, and its size (-1: none). */
+    [ST_OBJECT_PART_GET] =
+        "SELECT count(*), coalesce(sum(CASE WHEN part_number < ?2 THEN size ELSE 0 END), 0),"
+        " coalesce(max(CASE WHEN part_number = ?2 THEN size END), -1)"
+        " FROM object_parts WHERE file_id = ?1",
     [ST_DELIVERY_REPLAY] =
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?1"
         " WHERE state = 'dead' AND (?2 IS NULL OR target = ?2)"
@@ -2010,6 +2039,18 @@ static ferry_err sq_upload_complete(void *impl, const char *upload_id, const led
     if ((err = upload_delete_locked(s, upload_id, &fl)) != FERRY_OK ||
         (err = object_put_locked(s, obj, now, old)) != FERRY_OK)
         goto fail;
+    /* The part boundaries, after the object's row (whose insert drops the
+     * boundaries of the object it replaces). */
+    for (size_t i = 0; i < n_used; i++) {
+        sqlite3_stmt *st;
+        if ((err = stmt_get(s, ST_OBJECT_PART_INSERT, &st)) != FERRY_OK)
+            goto fail;
+        bind_text(st, 1, obj->file_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)used[i].number);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)used[i].size);
+        if ((err = stmt_done(s, st, "upload_complete.part")) != FERRY_OK)
+            goto fail;
+    }
     if ((err = exec_simple(s, ST_COMMIT, "upload_complete.commit")) != FERRY_OK)
         goto fail;
     memcpy(replaced_file_id, old, sizeof old);
@@ -2019,6 +2060,38 @@ static ferry_err sq_upload_complete(void *impl, const char *upload_id, const led
 fail:
     rollback(s);
     file_list_cleanup(&fl);
+    return err;
+}
+
+static ferry_err sq_object_part_get(void *impl, const char *file_id, unsigned number,
+                                    ledger_object_part *out)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_OBJECT_PART_GET, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, file_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)number);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        sqlite3_int64 count = sqlite3_column_int64(st, 0);
+        sqlite3_int64 offset = sqlite3_column_int64(st, 1);
+        sqlite3_int64 size = sqlite3_column_int64(st, 2);
+        if (count < 0 || count > LEDGER_PART_NUMBER_MAX || offset < 0) {
+            err = FERRY_ERR_DB;
+        } else {
+            memset(out, 0, sizeof *out);
+            out->count = (unsigned)count;
+            out->found = size >= 0;
+            out->offset = (uint64_t)offset;
+            out->size = size >= 0 ? (uint64_t)size : 0;
+        }
+    } else {
+        err = db_fail(s, "object_part_get", rc);
+    }
+    sqlite3_reset(st);
     return err;
 }
 
@@ -2580,6 +2653,7 @@ const ledger_ops ledger_sqlite_ops = {
     .upload_parts = sq_upload_parts,
     .upload_list = sq_upload_list,
     .upload_complete = sq_upload_complete,
+    .object_part_get = sq_object_part_get,
     .upload_abort = sq_upload_abort,
     .uploads_expire = sq_uploads_expire,
     .event_targets_set = sq_event_targets_set,

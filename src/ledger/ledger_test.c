@@ -24,7 +24,7 @@
 #include "ledger/ledger.h"
 
 #define T0 INT64_C(1795000000) /* 2026-11-18, a fixed "now" */
-#define LATEST_SCHEMA 8        /* the number of migrations in ledger_sqlite.c */
+#define LATEST_SCHEMA 9        /* the number of migrations in ledger_sqlite.c */
 
 typedef struct fixture {
     char dir[64];
@@ -902,6 +902,8 @@ static void test_migrate_grants_v6(void **state)
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(
         sqlite3_exec(db,
+                     "DROP TRIGGER object_parts_on_delete; DROP TRIGGER object_parts_on_replace;"
+                     "DROP TABLE object_parts;"                     /* migration 9 */
                      "ALTER TABLE events DROP COLUMN source_ip;" /* migration 8 */
                      "ALTER TABLE events DROP COLUMN store_request_id;"
                      "DROP TABLE upload_parts; DROP TABLE uploads;" /* migration 7 */
@@ -1548,6 +1550,49 @@ static void test_uploads(void **state)
     assert_false(known);
     assert_int_equal(ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, NULL, NULL),
                      FERRY_ERR_NOT_FOUND);
+
+    /* The completed object's part boundaries (migration 8): part 2 starts
+     * after part 1's 6 bytes; a number not uploaded is not found. */
+    {
+        ledger_object_part op;
+        char gone[LEDGER_FILE_ID_MAX + 1];
+        assert_int_equal(ledger_object_part_get(f->l, "f-obj", 2, &op), FERRY_OK);
+        assert_int_equal(op.count, 2);
+        assert_true(op.found);
+        assert_int_equal(op.offset, 6);
+        assert_int_equal(op.size, 3);
+        assert_int_equal(ledger_object_part_get(f->l, "f-obj", 1, &op), FERRY_OK);
+        assert_true(op.found);
+        assert_int_equal(op.offset, 0);
+        assert_int_equal(op.size, 6);
+        assert_int_equal(ledger_object_part_get(f->l, "f-obj", 3, &op), FERRY_OK);
+        assert_int_equal(op.count, 2);
+        assert_false(op.found);
+        assert_int_equal(ledger_object_part_get(f->l, "f-obj", 0, &op), FERRY_ERR_INVALID);
+        /* A put over the key drops them with the old row... */
+        make_object(&o, "big/one", NULL);
+        snprintf(o.file_id, sizeof o.file_id, "f-obj2");
+        assert_int_equal(ledger_object_put(f->l, &o, T0, replaced), FERRY_OK);
+        assert_string_equal(replaced, "f-obj");
+        assert_int_equal(ledger_object_part_get(f->l, "f-obj", 1, &op), FERRY_OK);
+        assert_int_equal(op.count, 0);
+        /* ...and a delete drops those of the deleted object. */
+        make_upload(&u, "up-4", "big/four", T0);
+        assert_int_equal(ledger_upload_create(f->l, &u, 0), FERRY_OK);
+        make_part(&p, 7, "f-7", 4);
+        assert_int_equal(ledger_upload_part_put(f->l, "up-4", &p, replaced), FERRY_OK);
+        make_object(&o, "big/four", NULL);
+        snprintf(o.file_id, sizeof o.file_id, "f-obj4");
+        make_part(&used[0], 7, "f-7", 4);
+        assert_int_equal(
+            ledger_upload_complete(f->l, "up-4", used, 1, &o, T0, replaced, NULL, NULL), FERRY_OK);
+        assert_int_equal(ledger_object_part_get(f->l, "f-obj4", 7, &op), FERRY_OK);
+        assert_int_equal(op.count, 1);
+        assert_true(op.found);
+        assert_int_equal(ledger_object_delete(f->l, "ingest", "big/four", gone), FERRY_OK);
+        assert_int_equal(ledger_object_part_get(f->l, "f-obj4", 7, &op), FERRY_OK);
+        assert_int_equal(op.count, 0);
+    }
 
     /* Abort hands back the parts; a second abort finds nothing. */
     make_part(&p, 3, "f-3", 3);
