@@ -2133,7 +2133,12 @@ static void http_date(int64_t t, char out[64])
              months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head)
+/* GetObject and HeadObject; part_number (the raw ?partNumber=, or NULL)
+ * asks for one part of an object completed from a multipart upload: its
+ * bytes (206, Content-Range) and x-amz-mp-parts-count. An object stored in
+ * one piece has one part, itself. */
+static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head,
+                                  const char *part_number)
 {
     store *s = r->s;
     ledger_object *o = calloc(1, sizeof *o);
@@ -2147,10 +2152,27 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head)
     struct MHD_Response *resp;
     char etag[LEDGER_ETAG_MAX + 3], date[64], range[96];
     unsigned status = 200;
+    unsigned part = 0;
+    ledger_object_part op;
+    char parts_count[16] = "";
     enum MHD_Result ret;
 
     if (o == NULL)
         return respond_error(r, c, 500, "InternalError", "out of memory");
+    memset(&op, 0, sizeof op);
+    if (part_number != NULL) {
+        if (!store_parse_part_number(part_number, &part)) {
+            free(o);
+            return respond_error(r, c, 400, "InvalidArgument",
+                                 "Part number must be an integer between 1 and 10000, inclusive");
+        }
+        if (header(c, "Range") != NULL) {
+            free(o);
+            return respond_error(r, c, 400, "InvalidRequest",
+                                 "Cannot specify both Range header and partNumber query "
+                                 "parameter.");
+        }
+    }
     l = pool_take(s);
     e = ledger_object_get(l, r->t.bucket, r->t.key, o);
     pool_give(s, l);
@@ -2172,7 +2194,36 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head)
         return respond_error(r, c, 500, "InternalError", "the object cannot be read");
     }
     length = o->size;
-    rr = store_parse_range(header(c, "Range"), o->size, &first, &length);
+    if (part != 0) {
+        /* After the open: the boundaries belong to the file id just opened
+         * (a put over the key meanwhile drops them; then the object read is
+         * the one opened, as one part). */
+        l = pool_take(s);
+        e = ledger_object_part_get(l, o->file_id, part, &op);
+        pool_give(s, l);
+        if (e == FERRY_OK && op.count == 0 && part == 1) {
+            op.found = true;
+            op.offset = 0;
+            op.size = o->size;
+        }
+        if (e == FERRY_OK && op.found && op.offset + op.size > o->size)
+            e = FERRY_ERR_DB; /* boundaries that do not fit the object */
+        if (e != FERRY_OK || !op.found) {
+            close(fd);
+            free(o);
+            if (e != FERRY_OK)
+                return respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+            return respond_error(r, c, 416, "InvalidPartNumber",
+                                 "The requested partnumber is not satisfiable");
+        }
+        if (op.count > 0)
+            snprintf(parts_count, sizeof parts_count, "%u", op.count);
+        rr = op.size > 0 ? STORE_RANGE_OK : STORE_RANGE_NONE;
+        first = op.offset;
+        length = op.size;
+    } else {
+        rr = store_parse_range(header(c, "Range"), o->size, &first, &length);
+    }
     if (rr == STORE_RANGE_UNSATISFIABLE) {
         close(fd);
         free(o);
@@ -2182,7 +2233,7 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head)
         status = 206;
         snprintf(range, sizeof range, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, first,
                  first + length - 1, o->size);
-    } else {
+    } else if (part == 0) {
         first = 0;
         length = o->size;
     }
@@ -2204,6 +2255,8 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head)
     MHD_add_response_header(resp, "Accept-Ranges", "bytes");
     if (status == 206)
         MHD_add_response_header(resp, "Content-Range", range);
+    if (parts_count[0] != '\0')
+        MHD_add_response_header(resp, "x-amz-mp-parts-count", parts_count);
     add_meta_headers(resp, o->meta);
     free(o);
     ret = queue(r, c, status, resp);
@@ -2644,7 +2697,7 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
             goto out;
         ret = begin_put(r, c, h, &verdict);
     } else if (is_get || is_head) {
-        ret = get_object(r, c, is_head);
+        ret = get_object(r, c, is_head, NULL);
     } else {
         ret = delete_object(r, c);
     }
@@ -3120,6 +3173,12 @@ enum MHD_Result store_begin_put(req *r, struct MHD_Connection *c, const header_l
 void store_watch_add(req *r, struct MHD_Connection *c)
 {
     watch_add(r, c);
+}
+
+enum MHD_Result store_get_object(req *r, struct MHD_Connection *c, bool head,
+                                 const char *part_number)
+{
+    return get_object(r, c, head, part_number);
 }
 
 void store_forget_data(store *s, const char *file_id)

@@ -226,6 +226,10 @@ bool store_content_type(req *r, struct MHD_Connection *c, char out[LEDGER_CONTEN
  * answered (*ret), on a mismatch. */
 bool store_body_digests_ok(req *r, struct MHD_Connection *c, char md5_hex[33], char sha_hex[65],
                            enum MHD_Result *ret);
+/* GetObject/HeadObject; part_number: the raw ?partNumber= value, or NULL
+ * for the whole object (docs/store.md). */
+enum MHD_Result store_get_object(req *r, struct MHD_Connection *c, bool head,
+                                 const char *part_number);
 /* Puts r's body under the body watchdog (RequestTimeout). */
 void store_watch_add(req *r, struct MHD_Connection *c);
 /* Data the ledger no longer names: its file removed, or its pack region

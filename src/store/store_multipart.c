@@ -1292,8 +1292,12 @@ enum MHD_Result store_mp_begin(req *r, struct MHD_Connection *c, const header_li
         ret = abort_upload(r, c, qparam(&q, "uploadId"));
     } else if (strcmp(method, "GET") == 0 && upload_id && !uploads && !part) {
         ret = list_parts(r, c, &q);
+    } else if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) && part && !upload_id &&
+               !uploads) {
+        /* GetObject/HeadObject of one part of a completed object. */
+        ret = store_get_object(r, c, strcmp(method, "HEAD") == 0, qparam(&q, "partNumber"));
     } else {
-        /* GetObject ?partNumber=, HEAD of a part, and the like. */
+        /* PUT ?partNumber without uploadId, and the like. */
         ret = store_respond_error(r, c, 501, "NotImplemented",
                                   "This multipart operation is not supported.");
     }

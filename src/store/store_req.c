@@ -2,6 +2,7 @@
  * store_req.c - see store_req.h. Pure functions over untrusted bytes; every
  * loop is bounded by the input's length and every output by its capacity.
  */
+#include "common/timefmt.h"
 #include "store_req.h"
 
 #include <stdio.h>
@@ -278,6 +279,85 @@ store_range_result store_parse_range(const char *header, uint64_t size, uint64_t
     *first = a;
     *length = b - a + 1;
     return STORE_RANGE_OK;
+}
+
+store_copy_range_result store_parse_copy_range(const char *value, uint64_t size, uint64_t *first,
+                                               uint64_t *length)
+{
+    const char *spec, *dash;
+    uint64_t a = 0, b = 0;
+    size_t len;
+    if (value == NULL || strncmp(value, "bytes=", 6) != 0)
+        return STORE_COPY_RANGE_MALFORMED;
+    spec = value + 6;
+    len = strnlen(spec, 64);
+    if (len >= 64)
+        return STORE_COPY_RANGE_MALFORMED;
+    dash = memchr(spec, '-', len);
+    /* Both ends, in order: S3 takes no suffix, open or multiple ranges here. */
+    if (dash == NULL || !parse_u64(spec, (size_t)(dash - spec), &a) ||
+        !parse_u64(dash + 1, len - (size_t)(dash - spec) - 1, &b) || b < a)
+        return STORE_COPY_RANGE_MALFORMED;
+    if (b >= size)
+        return STORE_COPY_RANGE_OUTSIDE;
+    *first = a;
+    *length = b - a + 1;
+    return STORE_COPY_RANGE_OK;
+}
+
+bool store_parse_http_date(const char *value, int64_t *out)
+{
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    static const int month_days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    /* "Sun, 06 Nov 1994 08:49:37 GMT": every character checked by position. */
+    static const char shape[] = "aaa, dd aaa dddd dd:dd:dd GMT";
+    ferry_tm tm;
+    bool day_ok = false;
+    int month = 0;
+    if (value == NULL || strlen(value) != sizeof shape - 1)
+        return false;
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        char want = shape[i], ch = value[i];
+        if (want == 'd' ? (ch < '0' || ch > '9') : want == 'a' ? ch == '\0' : ch != want)
+            return false;
+    }
+    for (size_t i = 0; i < 7; i++)
+        if (memcmp(value, days[i], 3) == 0)
+            day_ok = true;
+    for (int i = 0; i < 12; i++)
+        if (memcmp(value + 8, months[i], 3) == 0)
+            month = i + 1;
+    if (!day_ok || month == 0)
+        return false;
+#define DIGITS2(p) (((p)[0] - '0') * 10 + ((p)[1] - '0'))
+    tm.day = DIGITS2(value + 5);
+    tm.month = month;
+    tm.year = DIGITS2(value + 12) * 100 + DIGITS2(value + 14);
+    tm.hour = DIGITS2(value + 17);
+    tm.minute = DIGITS2(value + 20);
+    tm.second = DIGITS2(value + 23);
+#undef DIGITS2
+    if (tm.year < 1970 || tm.day < 1 || tm.day > month_days[month - 1] || tm.hour > 23 ||
+        tm.minute > 59 || tm.second > 60)
+        return false;
+    if (month == 2 && tm.day == 29 &&
+        !(tm.year % 4 == 0 && (tm.year % 100 != 0 || tm.year % 400 == 0)))
+        return false;
+    if (tm.second == 60)
+        tm.second = 59; /* a leap second: the second before is close enough */
+    *out = ferry_time_join(&tm);
+    return true;
+}
+
+bool store_parse_part_number(const char *value, unsigned *out)
+{
+    uint64_t v = 0;
+    if (value == NULL || !parse_u64(value, strlen(value), &v) || v < 1 || v > STORE_PART_NUMBER_MAX)
+        return false;
+    *out = (unsigned)v;
+    return true;
 }
 
 ferry_err store_xml_escape(ferry_buf *out, const char *s, size_t len)

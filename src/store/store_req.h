@@ -86,6 +86,30 @@ typedef enum store_range_result {
 store_range_result store_parse_range(const char *header, uint64_t size, uint64_t *first,
                                      uint64_t *length);
 
+/* UploadPartCopy's x-amz-copy-source-range, "bytes=first-last" (both
+ * zero-based and inclusive, first <= last), against a source of size
+ * bytes: OK with [first, first + length) inside the source; MALFORMED for
+ * any other form (no suffix "-n", no open end, no list); OUTSIDE when last
+ * is beyond the source. Both refusals are S3's 400 InvalidArgument. */
+typedef enum store_copy_range_result {
+    STORE_COPY_RANGE_OK = 0,
+    STORE_COPY_RANGE_MALFORMED,
+    STORE_COPY_RANGE_OUTSIDE,
+} store_copy_range_result;
+
+store_copy_range_result store_parse_copy_range(const char *value, uint64_t size, uint64_t *first,
+                                               uint64_t *length);
+
+/* An HTTP date in the one form clients send (RFC 9110's IMF-fixdate,
+ * "Sun, 06 Nov 1994 08:49:37 GMT", years from 1970), as seconds since the
+ * epoch; false for anything else. For x-amz-copy-source-if-(un)modified-since. */
+bool store_parse_http_date(const char *value, int64_t *out);
+
+#define STORE_PART_NUMBER_MAX 10000
+/* A ?partNumber= value: a decimal 1..10,000 (no sign, no spaces, at most
+ * 19 digits); false for anything else. */
+bool store_parse_part_number(const char *value, unsigned *out);
+
 /* Appends s[0..len) escaped for XML text (& < > " '). */
 __attribute__((warn_unused_result)) ferry_err store_xml_escape(ferry_buf *out, const char *s,
                                                                size_t len);

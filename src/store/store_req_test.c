@@ -144,6 +144,54 @@ static void test_ranges(void **state)
     assert_int_equal(store_parse_range("items=0-1", 10, &a, &n), STORE_RANGE_NONE);
 }
 
+static void test_copy_ranges_and_part_numbers(void **state)
+{
+    uint64_t a = 99, n = 99;
+    unsigned part = 0;
+    (void)state;
+    assert_int_equal(store_parse_copy_range("bytes=0-9", 10, &a, &n), STORE_COPY_RANGE_OK);
+    assert_int_equal(a, 0);
+    assert_int_equal(n, 10);
+    assert_int_equal(store_parse_copy_range("bytes=4-4", 10, &a, &n), STORE_COPY_RANGE_OK);
+    assert_int_equal(a, 4);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_parse_copy_range("bytes=0-10", 10, &a, &n), STORE_COPY_RANGE_OUTSIDE);
+    assert_int_equal(store_parse_copy_range("bytes=0-0", 0, &a, &n), STORE_COPY_RANGE_OUTSIDE);
+    const char *bad[] = {
+        NULL,         "",          "bytes=",        "bytes=-5",
+        "bytes=5-",   "bytes=5-4", "bytes=0-1,3-4", "bytes= 0-1",
+        "bytes=+0-1", "items=0-1", "bytes=0x1-2",   "bytes=99999999999999999999-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(store_parse_copy_range(bad[i], 100, &a, &n), STORE_COPY_RANGE_MALFORMED);
+    assert_true(store_parse_part_number("1", &part));
+    assert_int_equal(part, 1);
+    assert_true(store_parse_part_number("10000", &part));
+    assert_int_equal(part, 10000);
+    assert_true(store_parse_part_number("007", &part));
+    assert_int_equal(part, 7);
+    int64_t t = 0;
+    assert_true(store_parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT", &t));
+    assert_int_equal(t, 784111777);
+    assert_true(store_parse_http_date("Thu, 29 Feb 2024 00:00:00 GMT", &t));
+    const char *bad_dates[] = {NULL,
+                               "",
+                               "Sun, 06 Nov 1994 08:49:37 UTC",
+                               "Sunday, 06-Nov-94 08:49:37 GMT",
+                               "Sun Nov  6 08:49:37 1994",
+                               "Sun, 06 Nov 1994 24:49:37 GMT",
+                               "Sun, 31 Apr 1994 08:49:37 GMT",
+                               "Thu, 29 Feb 2023 00:00:00 GMT",
+                               "Sun, 06 Nox 1994 08:49:37 GMT",
+                               "Sun, 06 Nov 1969 08:49:37 GMT",
+                               "Sun, 06 Nov 1994 08:49:37 GMT "};
+    for (size_t i = 0; i < sizeof bad_dates / sizeof bad_dates[0]; i++)
+        assert_false(store_parse_http_date(bad_dates[i], &t));
+    const char *bad_parts[] = {
+        NULL, "", "0", "10001", "-1", "+1", " 1", "1 ", "1.0", "abc", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad_parts / sizeof bad_parts[0]; i++)
+        assert_false(store_parse_part_number(bad_parts[i], &part));
+}
+
 static void test_escape_and_digests(void **state)
 {
     ferry_buf b;
@@ -171,6 +219,7 @@ int main(void)
         cmocka_unit_test(test_subresources),
         cmocka_unit_test(test_grant_ids),
         cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_copy_ranges_and_part_numbers),
         cmocka_unit_test(test_escape_and_digests),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,12 +4,14 @@
  * the request target split into path and query, the path into bucket and
  * key (percent-decoding, UTF-8 and control-character checks, lengths), the
  * S3 sub-resource a query names (store_query_subresource), the grant id
- * taken from the key, the Range header, and the escaping of keys
- * into XML and URLs. The input is "<request target>\n<range header>".
+ * taken from the key, the Range header (and the same line as UploadPartCopy's
+ * x-amz-copy-source-range, as a ?partNumber= value and as an HTTP date), and the escaping of
+ * keys into XML and URLs. The input is "<request target>\n<range header>".
  *
  * Properties checked (abort on violation): an accepted key is within
  * STORE_KEY_MAX, passes store_key_check, and contains no NUL; a resolved
- * range lies inside the object; escaped output never contains '<' from the
+ * range (Range or copy range) lies inside the object; a part number accepted
+ * is 1..10,000; escaped output never contains '<' from the
  * key.
  */
 #include <stdint.h>
@@ -76,6 +78,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
         }
     }
+    /* The same line as x-amz-copy-source-range and as ?partNumber=. */
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        uint64_t first = 0, len = 0;
+        if (store_parse_copy_range(range, sizes[i], &first, &len) == STORE_COPY_RANGE_OK) {
+            if (len == 0 || first >= sizes[i] || len > sizes[i] - first)
+                abort();
+        }
+    }
+    unsigned part = 0;
+    if (store_parse_part_number(range, &part) && (part < 1 || part > STORE_PART_NUMBER_MAX))
+        abort();
+    int64_t when = 0;
+    if (store_parse_http_date(range, &when) && when < 0)
+        abort();
     unsigned char dig[32];
     (void)store_b64_decode_exact(range, dig, 32);
     (void)store_b64_decode_exact(range, dig, 16);
