@@ -587,7 +587,7 @@ ferry_err ledger_upload_list(ledger *l, const char *bucket, const char *prefix,
         return FERRY_ERR_INVALID;
     if ((err = check_str(bucket, LEDGER_BUCKET_MAX)) != FERRY_OK ||
         (err = check_opt_str(prefix, LEDGER_OBJECT_KEY_MAX)) != FERRY_OK ||
-        (err = check_opt_str(key_marker, LEDGER_OBJECT_KEY_MAX)) != FERRY_OK ||
+        (err = check_opt_str(key_marker, LEDGER_OBJECT_KEY_MAX + 4)) != FERRY_OK ||
         (err = check_opt_str(id_marker, LEDGER_UPLOAD_ID_MAX)) != FERRY_OK)
         return err;
     return l->ops->upload_list(l->impl, bucket, prefix != NULL ? prefix : "",

@@ -457,7 +457,9 @@ ledger_upload_parts(ledger *l, const char *upload_id, unsigned after, size_t lim
                     int (*fn)(const ledger_part *p, void *arg), void *arg);
 /* Calls fn for each upload of bucket whose key starts with prefix (bytes)
  * and that sorts after (key_marker, id_marker) (both "" for all), in that
- * order, at most limit. */
+ * order, at most limit. key_marker may be a key plus a few bytes (up to
+ * LEDGER_OBJECT_KEY_MAX + 4: a listing skips what a common prefix rolled
+ * up by walking on after prefix + 0xFF). */
 __attribute__((warn_unused_result)) ferry_err
 ledger_upload_list(ledger *l, const char *bucket, const char *prefix, const char *key_marker,
                    const char *id_marker, size_t limit,

@@ -262,6 +262,11 @@ static void commit_jobs(store *s, req **jobs, size_t n)
         r->commit_err = store_fs_slot_sync(&s->fs, &r->slot);
         if (r->commit_err != FERRY_OK)
             continue;
+        if (r->mp != NULL) {
+            /* A multipart part (UploadPart, UploadPartCopy): its own row. */
+            r->commit_err = store_mp_record_part(s, r);
+            continue;
+        }
         items[m].item.obj = r->obj;
         items[m].item.now = r->obj->created_at;
         of[m++] = i;
@@ -1622,29 +1627,173 @@ static bool copy_bytes(int in, uint64_t in_base, store_fs_slot *out, uint64_t n)
     return true;
 }
 
+/* Whether an x-amz-copy-source-if-(none-)match value (a comma-separated
+ * list of quoted ETags, or "*") names etag. */
+static bool etag_listed(const char *list, const char *etag)
+{
+    const char *p = list;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        const char *t = p;
+        size_t l = len;
+        while (l > 0 && (*t == ' ' || *t == '\t')) {
+            t++;
+            l--;
+        }
+        while (l > 0 && (t[l - 1] == ' ' || t[l - 1] == '\t'))
+            l--;
+        if (l >= 2 && t[0] == '"' && t[l - 1] == '"') {
+            t++;
+            l -= 2;
+        }
+        if ((l == 1 && t[0] == '*') || (l == strlen(etag) && strncasecmp(t, etag, l) == 0))
+            return true;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
+
+/* The x-amz-copy-source-if-* conditions against the source o, as S3 weighs
+ * them: an if-match that holds overrides a failing if-unmodified-since, an
+ * if-none-match decides over if-modified-since. False, with the request
+ * answered (412 PreconditionFailed, or 400 for a date that is not one),
+ * when the copy must not happen. */
+static bool copy_conditions_ok(req *r, struct MHD_Connection *c, const ledger_object *o,
+                               enum MHD_Result *ret)
+{
+    const char *match = header(c, "x-amz-copy-source-if-match");
+    const char *none_match = header(c, "x-amz-copy-source-if-none-match");
+    const char *since = header(c, "x-amz-copy-source-if-modified-since");
+    const char *unmod = header(c, "x-amz-copy-source-if-unmodified-since");
+    int64_t since_t = 0, unmod_t = 0;
+    bool hold = true;
+    if ((since != NULL && !store_parse_http_date(since, &since_t)) ||
+        (unmod != NULL && !store_parse_http_date(unmod, &unmod_t))) {
+        *ret = respond_error(r, c, 400, "InvalidArgument",
+                             "x-amz-copy-source-if-modified-since and -if-unmodified-since take "
+                             "an HTTP date (\"Sun, 06 Nov 1994 08:49:37 GMT\").");
+        return false;
+    }
+    if (match != NULL)
+        hold = hold && etag_listed(match, o->etag);
+    else if (unmod != NULL)
+        hold = hold && o->created_at <= unmod_t;
+    if (none_match != NULL)
+        hold = hold && !etag_listed(none_match, o->etag);
+    else if (since != NULL)
+        hold = hold && o->created_at > since_t;
+    if (!hold) {
+        *ret = respond_error(r, c, 412, "PreconditionFailed",
+                             "At least one of the pre-conditions you specified did not hold");
+        return false;
+    }
+    return true;
+}
+
+/* The source of CopyObject or UploadPartCopy: x-amz-copy-source
+ * ("bucket/key" or "/bucket/key", URL-encoded) parsed, its object looked up
+ * into o, the copy conditions checked, and its data opened (*fd_out, at
+ * *base_out; read until r is freed or store_fs_read_done). False, with the
+ * request answered (*ret), when there is no such source or it may not be
+ * copied. */
+bool store_copy_source_open(req *r, struct MHD_Connection *c, ledger_object *o, int *fd_out,
+                            uint64_t *base_out, enum MHD_Result *ret)
+{
+    store *s = r->s;
+    const char *src = header(c, "x-amz-copy-source");
+    char src_path[STORE_RAW_PATH_MAX + 2];
+    store_target *st = NULL;
+    struct stat sb;
+    int in = -1;
+    uint64_t in_base = 0;
+    ledger *l;
+    ferry_err e;
+    bool ok = false;
+
+    /* "bucket/key" or "/bucket/key", URL-encoded, maybe "?versionId=". */
+    size_t src_len = strcspn(src, "?");
+    if (src[src_len] == '?') {
+        *ret = respond_error(r, c, 501, "NotImplemented", "Object versions are not supported.");
+        return false;
+    }
+    if (src[0] == '/') {
+        src++;
+        src_len--;
+    }
+    if (src_len + 1 > STORE_RAW_PATH_MAX) {
+        *ret = respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+        return false;
+    }
+    src_path[0] = '/';
+    memcpy(src_path + 1, src, src_len);
+    src_path[src_len + 1] = '\0';
+    st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        *ret = respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    store_path_result pr = store_parse_path(src_path, src_len + 1, st);
+    if (pr == STORE_PATH_KEY_TOO_LONG) {
+        *ret = respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
+        goto out;
+    }
+    if (pr != STORE_PATH_OK || st->key_len == 0 || memchr(st->key, '\0', st->key_len) != NULL) {
+        *ret = respond_error(r, c, 400, "InvalidArgument",
+                             "Copy Source must mention the source bucket and key: "
+                             "sourcebucket/sourcekey");
+        goto out;
+    }
+    if (strcmp(st->bucket, s->bucket) != 0) {
+        *ret = respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
+        goto out;
+    }
+    l = pool_take(s);
+    e = ledger_object_get(l, st->bucket, st->key, o);
+    pool_give(s, l);
+    if (e == FERRY_OK && !copy_conditions_ok(r, c, o, ret))
+        goto out;
+    if (e == FERRY_OK)
+        e = open_object_data(r, o, &in, &in_base);
+    if (e == FERRY_ERR_NOT_FOUND) {
+        *ret = respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
+        goto out;
+    }
+    if (e != FERRY_OK || fstat(in, &sb) != 0 || (uint64_t)sb.st_size < in_base + o->size) {
+        *ret = respond_error(r, c, 500, "InternalError", "the source object cannot be read");
+        goto out;
+    }
+    *fd_out = in;
+    *base_out = in_base;
+    in = -1;
+    ok = true;
+out:
+    if (in >= 0)
+        close(in);
+    free(st);
+    return ok;
+}
+
 /* CopyObject: PUT with x-amz-copy-source, for operators. The source's bytes
  * go to a new data file committed like an upload (fdatasync, rename, fsync
  * of the directory, then the ledger row); the copy keeps the source's
  * ETag, SHA-256 and size, and its content type and metadata unless
- * x-amz-metadata-directive is REPLACE. Not supported: versions and the
- * x-amz-copy-source-if-* conditions (NotImplemented, rather than copying
- * while ignoring a condition). */
+ * x-amz-metadata-directive is REPLACE; the x-amz-copy-source-if-*
+ * conditions are checked (store_copy_source_open). Not supported: versions
+ * (NotImplemented). */
 static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const header_list *h)
 {
     store *s = r->s;
-    const char *src = header(c, "x-amz-copy-source");
     const char *cl = header(c, "Content-Length");
     const char *directive = header(c, "x-amz-metadata-directive");
     const char *why = NULL;
-    char src_path[STORE_RAW_PATH_MAX + 2];
-    store_target *st = NULL;
     ledger_object *o = NULL;
-    ledger *l;
     char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    char source_key[LEDGER_OBJECT_KEY_MAX + 1];
     char iso[32];
     int in = -1;
     uint64_t in_base = 0;
-    struct stat sb;
     bool replace;
     ferry_err e;
     enum MHD_Result ret;
@@ -1654,51 +1803,15 @@ static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const heade
         return respond_error(r, c, 403, "AccessDenied", "device credentials may not copy objects");
     if (header(c, "Transfer-Encoding") != NULL || (cl != NULL && strcmp(cl, "0") != 0))
         return respond_error(r, c, 400, "InvalidRequest", "CopyObject takes no request body.");
-    if (header(c, "x-amz-copy-source-if-match") != NULL ||
-        header(c, "x-amz-copy-source-if-none-match") != NULL ||
-        header(c, "x-amz-copy-source-if-modified-since") != NULL ||
-        header(c, "x-amz-copy-source-if-unmodified-since") != NULL)
-        return respond_error(r, c, 501, "NotImplemented",
-                             "Copy conditions (x-amz-copy-source-if-*) are not supported.");
     if (directive != NULL && strcmp(directive, "COPY") != 0 && strcmp(directive, "REPLACE") != 0)
         return respond_error(r, c, 400, "InvalidArgument", "Unknown metadata directive.");
     replace = directive != NULL && strcmp(directive, "REPLACE") == 0;
-
-    /* "bucket/key" or "/bucket/key", URL-encoded, maybe "?versionId=". */
-    size_t src_len = strcspn(src, "?");
-    if (src[src_len] == '?')
-        return respond_error(r, c, 501, "NotImplemented", "Object versions are not supported.");
-    if (src[0] == '/') {
-        src++;
-        src_len--;
-    }
-    if (src_len + 1 > STORE_RAW_PATH_MAX)
-        return respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
-    src_path[0] = '/';
-    memcpy(src_path + 1, src, src_len);
-    src_path[src_len + 1] = '\0';
-    st = calloc(1, sizeof *st);
     o = calloc(1, sizeof *o);
-    if (st == NULL || o == NULL) {
-        ret = respond_error(r, c, 500, "InternalError", "out of memory");
+    if (o == NULL)
+        return respond_error(r, c, 500, "InternalError", "out of memory");
+    if (!store_copy_source_open(r, c, o, &in, &in_base, &ret))
         goto out;
-    }
-    store_path_result pr = store_parse_path(src_path, src_len + 1, st);
-    if (pr == STORE_PATH_KEY_TOO_LONG) {
-        ret = respond_error(r, c, 400, "KeyTooLongError", "Your key is too long");
-        goto out;
-    }
-    if (pr != STORE_PATH_OK || st->key_len == 0 || memchr(st->key, '\0', st->key_len) != NULL) {
-        ret = respond_error(r, c, 400, "InvalidArgument",
-                            "Copy Source must mention the source bucket and key: "
-                            "sourcebucket/sourcekey");
-        goto out;
-    }
-    if (strcmp(st->bucket, s->bucket) != 0) {
-        ret = respond_error(r, c, 404, "NoSuchBucket", "The specified bucket does not exist");
-        goto out;
-    }
-    if (!replace && st->key_len == r->t.key_len && memcmp(st->key, r->t.key, st->key_len) == 0) {
+    if (!replace && strlen(o->key) == r->t.key_len && memcmp(o->key, r->t.key, r->t.key_len) == 0) {
         ret = respond_error(r, c, 400, "InvalidRequest",
                             "This copy request is illegal because it is trying to copy an object "
                             "to itself without changing the object's metadata, storage class, "
@@ -1713,20 +1826,7 @@ static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const heade
             goto out;
         }
     }
-
-    l = pool_take(s);
-    e = ledger_object_get(l, st->bucket, st->key, o);
-    pool_give(s, l);
-    if (e == FERRY_OK)
-        e = open_object_data(r, o, &in, &in_base);
-    if (e == FERRY_ERR_NOT_FOUND) {
-        ret = respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
-        goto out;
-    }
-    if (e != FERRY_OK || fstat(in, &sb) != 0 || (uint64_t)sb.st_size < in_base + o->size) {
-        ret = respond_error(r, c, 500, "InternalError", "the source object cannot be read");
-        goto out;
-    }
+    snprintf(source_key, sizeof source_key, "%s", o->key);
     if ((e = store_fs_slot_open(&s->fs, o->size, true, &r->slot)) != FERRY_OK) {
         ret = respond_error(r, c, 500, "InternalError", "cannot create the temporary file");
         goto out;
@@ -1759,7 +1859,7 @@ static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const heade
     if (replaced[0] != '\0')
         forget_data(s, replaced);
     log_info("store.object_copied", "request_id=%s key=\"%s\" source=\"%s\" size=%" PRIu64, r->id,
-             o->key, st->key, o->size);
+             o->key, source_key, o->size);
     {
         struct tm tm;
         time_t tt = (time_t)o->created_at;
@@ -1790,7 +1890,6 @@ static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const heade
 out:
     if (in >= 0)
         close(in);
-    free(st);
     free(o);
     return ret;
 }
@@ -2263,6 +2362,35 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head,
     return ret;
 }
 
+/* GetObjectTagging: the store keeps no tags, so an existing object's tag
+ * set is empty. */
+static enum MHD_Result get_object_tagging(req *r, struct MHD_Connection *c)
+{
+    store *s = r->s;
+    ledger_object *o = calloc(1, sizeof *o);
+    ledger *l;
+    ferry_err e;
+    ferry_buf b;
+    enum MHD_Result ret;
+    if (o == NULL)
+        return respond_error(r, c, 500, "InternalError", "out of memory");
+    l = pool_take(s);
+    e = ledger_object_get(l, r->t.bucket, r->t.key, o);
+    pool_give(s, l);
+    free(o);
+    if (e == FERRY_ERR_NOT_FOUND)
+        return respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
+    if (e != FERRY_OK)
+        return respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+    ferry_buf_init(&b, 1024);
+    e = ferry_buf_append_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Tagging "
+                                 "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><TagSet>"
+                                 "</TagSet></Tagging>");
+    ret = e == FERRY_OK ? store_respond_xml(r, c, 200, &b) : MHD_NO;
+    ferry_buf_cleanup(&b);
+    return ret;
+}
+
 static enum MHD_Result delete_object(req *r, struct MHD_Connection *c)
 {
     store *s = r->s;
@@ -2568,6 +2696,7 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
     char msg[160];
     char sub[40];
     bool mp = false;
+    bool get_tagging = false;
 
     if (strlen(method) > 16) {
         r->method = "?";
@@ -2628,7 +2757,12 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
         /* Multipart upload (store_multipart.c), unless the query names
          * another sub-resource as well. */
         mp = store_mp_query(q + 1, sub, sizeof sub);
-        if (!mp) {
+        /* GetObjectTagging alone is answered: the store keeps no tags, so
+         * every object's set is empty (the AWS CLI reads it before a
+         * multipart copy). Setting or deleting tags stays refused. */
+        get_tagging = !mp && strcmp(method, "GET") == 0 &&
+                      (strcmp(q + 1, "tagging") == 0 || strcmp(q + 1, "tagging=") == 0);
+        if (!mp && !get_tagging) {
             snprintf(msg, sizeof msg, "The ?%s sub-resource is not supported.", sub);
             ret = respond_error(r, c, 501, "NotImplemented", msg);
             goto out;
@@ -2680,6 +2814,12 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
     if (p == P_GRANT && !is_put) {
         ret = respond_error(r, c, 403, "AccessDenied",
                             "device credentials may only upload with a grant");
+        goto out;
+    }
+    if (get_tagging) {
+        ret = r->t.key_len == 0 ? respond_error(r, c, 501, "NotImplemented",
+                                                "Bucket tagging is not supported.")
+                                : get_object_tagging(r, c);
         goto out;
     }
     if (r->t.key_len == 0) {
@@ -3179,6 +3319,16 @@ enum MHD_Result store_get_object(req *r, struct MHD_Connection *c, bool head,
                                  const char *part_number)
 {
     return get_object(r, c, head, part_number);
+}
+
+bool store_committer_submit(req *r, struct MHD_Connection *c)
+{
+    return committer_submit(r, c);
+}
+
+void store_commit_now(req *r)
+{
+    commit_jobs(r->s, &r, 1);
 }
 
 void store_forget_data(store *s, const char *file_id)

@@ -230,6 +230,18 @@ bool store_body_digests_ok(req *r, struct MHD_Connection *c, char md5_hex[33], c
  * for the whole object (docs/store.md). */
 enum MHD_Result store_get_object(req *r, struct MHD_Connection *c, bool head,
                                  const char *part_number);
+/* The source of a copy (x-amz-copy-source, CopyObject and UploadPartCopy):
+ * parsed, looked up into o, the x-amz-copy-source-if-* conditions checked,
+ * its data opened (*fd_out at *base_out, registered as r's read: see
+ * store_fs_read_done). False, with the request answered (*ret), otherwise. */
+bool store_copy_source_open(req *r, struct MHD_Connection *c, ledger_object *o, int *fd_out,
+                            uint64_t *base_out, enum MHD_Result *ret);
+/* Hands r (its slot written, its record ready) to the committers with its
+ * connection suspended; false when they are stopping. When they are done
+ * they set r->phase = PH_COMMITTED and r->commit_err, and resume it. */
+bool store_committer_submit(req *r, struct MHD_Connection *c);
+/* What a committer does for r, on this thread (the committers stopping). */
+void store_commit_now(req *r);
 /* Puts r's body under the body watchdog (RequestTimeout). */
 void store_watch_add(req *r, struct MHD_Connection *c);
 /* Data the ledger no longer names: its file removed, or its pack region

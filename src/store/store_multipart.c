@@ -6,7 +6,11 @@
  * The calls, as store.c hands them over (authenticated, operator only):
  *   POST   /<bucket>/<key>?uploads                CreateMultipartUpload
  *   PUT    /<bucket>/<key>?partNumber=N&uploadId=  UploadPart (PutObject's
- *                                                 body path, store.c)
+ *                                                 body path, store.c), or
+ *                                                 UploadPartCopy with
+ *                                                 x-amz-copy-source
+ *   GET    /<bucket>/<key>?partNumber=N           GetObject of one part
+ *                                                 (HEAD too; store.c)
  *   POST   /<bucket>/<key>?uploadId=              CompleteMultipartUpload
  *   DELETE /<bucket>/<key>?uploadId=              AbortMultipartUpload
  *   GET    /<bucket>/<key>?uploadId=              ListParts
@@ -45,6 +49,9 @@
 struct store_mp_req {
     char upload_id[LEDGER_UPLOAD_ID_MAX + 1];
     unsigned part_number;
+    ledger_part part; /* UploadPart, UploadPartCopy: the row a committer records */
+    bool copy;        /* UploadPartCopy: answered with CopyPartResult */
+    char source_key[LEDGER_OBJECT_KEY_MAX + 1];
     ferry_buf body;
     bool body_too_large;
 };
@@ -520,6 +527,8 @@ out:
 /* ---------------------------------------------------------------------- */
 /* UploadPart                                                               */
 
+static enum MHD_Result copy_part(req *r, struct MHD_Connection *c, uint64_t parts_bytes);
+
 static enum MHD_Result begin_part(req *r, struct MHD_Connection *c, const header_list *h,
                                   const sigv4_verdict *verdict, const sigv4_query *q)
 {
@@ -533,13 +542,22 @@ static enum MHD_Result begin_part(req *r, struct MHD_Connection *c, const header
         return store_respond_error(r, c, 400, "InvalidArgument",
                                    "Part number must be an integer between 1 and 10000, "
                                    "inclusive");
-    if (store_header(c, "x-amz-copy-source") != NULL)
-        return store_respond_error(r, c, 501, "NotImplemented", "UploadPartCopy is not supported.");
     u = calloc(1, sizeof *u);
     if (u == NULL)
         return store_respond_error(r, c, 500, "InternalError", "out of memory");
     if (!upload_of(r, c, qparam(q, "uploadId"), u, &parts_bytes, &ret))
         goto out;
+    r->mp = calloc(1, sizeof *r->mp);
+    if (r->mp == NULL) {
+        ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    snprintf(r->mp->upload_id, sizeof r->mp->upload_id, "%s", u->id);
+    r->mp->part_number = (unsigned)number;
+    if (store_header(c, "x-amz-copy-source") != NULL) {
+        ret = copy_part(r, c, parts_bytes);
+        goto out;
+    }
     /* The limits on the part and on the whole, before a byte is read
      * (PutObject's own checks follow in store_begin_put). */
     if (cl != NULL && parse_uint(cl, 0, UINT64_MAX / 4, &len) &&
@@ -552,59 +570,57 @@ static enum MHD_Result begin_part(req *r, struct MHD_Connection *c, const header
                                         "allowed object size.");
         goto out;
     }
-    r->mp = calloc(1, sizeof *r->mp);
-    if (r->mp == NULL) {
-        ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
-        goto out;
-    }
-    snprintf(r->mp->upload_id, sizeof r->mp->upload_id, "%s", u->id);
-    r->mp->part_number = (unsigned)number;
     ret = store_begin_put(r, c, h, verdict);
 out:
     free(u);
     return ret;
 }
 
-enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
+ferry_err store_mp_record_part(store *s, req *r)
 {
-    store *s = r->s;
-    char md5_hex[33], sha_hex[65], etag[LEDGER_ETAG_MAX + 3];
     char replaced[LEDGER_FILE_ID_MAX + 1] = "";
-    enum MHD_Result ret = MHD_NO;
-    ledger_part p;
-    ledger *l;
-    ferry_err e;
-    struct MHD_Response *resp;
+    ledger *l = store_pool_take(s);
+    ferry_err e = ledger_upload_part_put(l, r->mp->upload_id, &r->mp->part, replaced);
+    store_pool_give(s, l);
+    if (e == FERRY_OK && replaced[0] != '\0')
+        store_forget_data(s, replaced);
+    return e;
+}
 
-    memset(&p, 0, sizeof p);
-    if (!store_body_digests_ok(r, c, md5_hex, sha_hex, &ret))
-        return ret;
-    snprintf(p.etag, sizeof p.etag, "%s", md5_hex);
-    /* On this thread, not the committers': they record objects. */
-    if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK)
+/* The answer to UploadPart or UploadPartCopy once the committers are done
+ * with its part (r->commit_err). */
+static enum MHD_Result part_answer(req *r, struct MHD_Connection *c)
+{
+    const ledger_part *p = &r->mp->part;
+    char etag[LEDGER_ETAG_MAX + 3], iso[32];
+    struct MHD_Response *resp;
+    ferry_err e = r->commit_err;
+    ferry_buf b;
+
+    if (e == FERRY_ERR_NOT_FOUND)
+        return no_such_upload(r, c); /* completed or aborted meanwhile */
+    if (e == FERRY_ERR_IO || e == FERRY_ERR_NOMEM)
         return store_respond_error(r, c, 500, "InternalError",
                                    "the store could not write the part");
-
-    p.number = r->mp->part_number;
-    snprintf(p.file_id, sizeof p.file_id, "%s", r->slot.id);
-    p.size = r->received;
-    p.created_at = ferry_time_now();
-    l = store_pool_take(s);
-    e = ledger_upload_part_put(l, r->mp->upload_id, &p, replaced);
-    store_pool_give(s, l);
-    /* The slot's bytes stay if the part was recorded, else they go. */
-    store_fs_slot_close(&s->fs, &r->slot, e == FERRY_OK);
-    if (e != FERRY_OK) {
-        if (e == FERRY_ERR_NOT_FOUND)
-            return no_such_upload(r, c); /* completed or aborted meanwhile */
+    if (e != FERRY_OK)
         return store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
-    }
-    if (replaced[0] != '\0')
-        store_forget_data(s, replaced);
     log_info("store.part_stored",
-             "request_id=%s key=\"%s\" upload_id=%s part=%u size=%" PRIu64 " etag=%s", r->id,
-             r->t.key, r->mp->upload_id, p.number, p.size, p.etag);
-    snprintf(etag, sizeof etag, "\"%s\"", p.etag);
+             "request_id=%s key=\"%s\" upload_id=%s part=%u size=%" PRIu64
+             " etag=%s copied_from=\"%s\"",
+             r->id, r->t.key, r->mp->upload_id, p->number, p->size, p->etag, r->mp->source_key);
+    if (r->mp->copy) {
+        iso_time(p->created_at, iso);
+        ferry_buf_init(&b, 1024);
+        e = ferry_buf_appendf(&b,
+                              "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult "
+                              "xmlns=\"" S3_NS "\"><LastModified>%s</LastModified>"
+                              "<ETag>&quot;%s&quot;</ETag></CopyPartResult>",
+                              iso, p->etag);
+        enum MHD_Result ret = e == FERRY_OK ? store_respond_xml(r, c, 200, &b) : MHD_NO;
+        ferry_buf_cleanup(&b);
+        return ret;
+    }
+    snprintf(etag, sizeof etag, "\"%s\"", p->etag);
     resp = store_empty_response();
     if (resp == NULL)
         return MHD_NO;
@@ -613,6 +629,151 @@ enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
         MHD_add_response_header(resp, "x-amz-checksum-sha256",
                                 store_header(c, "x-amz-checksum-sha256"));
     return store_queue(r, c, 200, resp);
+}
+
+/* r->mp->part is filled and r->slot written: the committers make the slot
+ * durable and record the part while the connection is suspended (a slow
+ * fdatasync must not stall the other connections of this libmicrohttpd
+ * thread), then resume it, and part_answer() answers. */
+static enum MHD_Result part_commit(req *r, struct MHD_Connection *c)
+{
+    snprintf(r->mp->part.file_id, sizeof r->mp->part.file_id, "%s", r->slot.id);
+    r->mp->part.number = r->mp->part_number;
+    r->mp->part.created_at = ferry_time_now();
+    store_fs_slot_written(&r->slot); /* the next flush of its pack covers it */
+    if (store_committer_submit(r, c))
+        return MHD_YES;
+    store_commit_now(r); /* the committers are stopping: on this thread */
+    return part_answer(r, c);
+}
+
+enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
+{
+    char md5_hex[33], sha_hex[65];
+    enum MHD_Result ret = MHD_NO;
+
+    if (r->phase == PH_COMMITTED)
+        return part_answer(r, c);
+    if (!store_body_digests_ok(r, c, md5_hex, sha_hex, &ret))
+        return ret;
+    snprintf(r->mp->part.etag, sizeof r->mp->part.etag, "%s", md5_hex);
+    r->mp->part.size = r->received;
+    return part_commit(r, c);
+}
+
+/* UploadPartCopy: the part's bytes are the source object's, all of them or
+ * x-amz-copy-source-range's; read from the source's data while their MD5
+ * (the part's ETag) is computed, written to a slot of the part's own, then
+ * committed as an UploadPart's body is. The reading and writing happen on
+ * this thread, as for CopyObject; the flush and the row on a committer's. */
+static enum MHD_Result copy_part(req *r, struct MHD_Connection *c, uint64_t parts_bytes)
+{
+    store *s = r->s;
+    const char *cl = store_header(c, "Content-Length");
+    const char *range = store_header(c, "x-amz-copy-source-range");
+    ledger_object *o = calloc(1, sizeof *o);
+    unsigned char *buf = malloc(MP_COPY_BLOCK);
+    EVP_MD_CTX *md5 = EVP_MD_CTX_new();
+    unsigned char digest[16];
+    unsigned int dlen = 0;
+    uint64_t first = 0, length = 0, done = 0, wb_start = 0;
+    uint64_t base = 0;
+    int in = -1;
+    char msg[160];
+    enum MHD_Result ret = MHD_NO;
+    bool ok;
+
+    if (o == NULL || buf == NULL || md5 == NULL || EVP_DigestInit_ex(md5, EVP_md5(), NULL) != 1) {
+        ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    if (store_header(c, "Transfer-Encoding") != NULL || (cl != NULL && strcmp(cl, "0") != 0)) {
+        ret = store_respond_error(r, c, 400, "InvalidRequest",
+                                  "UploadPartCopy takes no request body.");
+        goto out;
+    }
+    if (!store_copy_source_open(r, c, o, &in, &base, &ret))
+        goto out;
+    length = o->size;
+    if (range != NULL) {
+        switch (store_parse_copy_range(range, o->size, &first, &length)) {
+        case STORE_COPY_RANGE_OK:
+            break;
+        case STORE_COPY_RANGE_OUTSIDE:
+            snprintf(msg, sizeof msg, "Range specified is not valid for source object of size: %" PRIu64,
+                     o->size);
+            ret = store_respond_error(r, c, 400, "InvalidArgument", msg);
+            goto out;
+        default:
+            ret = store_respond_error(r, c, 400, "InvalidArgument",
+                                      "The x-amz-copy-source-range value must be of the form "
+                                      "bytes=first-last where first and last are the zero-based "
+                                      "offsets of the first and last bytes to copy");
+            goto out;
+        }
+    }
+    if (length > STORE_MP_PART_MAX) {
+        ret = store_respond_error(r, c, 400, "InvalidRequest",
+                                  "The specified copy source is larger than the maximum allowable "
+                                  "size for a copy source: 5368709120");
+        goto out;
+    }
+    if (parts_bytes + length > s->max_object_size) {
+        ret = store_respond_error(r, c, 400, "EntityTooLarge",
+                                  "The parts of this upload would exceed the maximum allowed "
+                                  "object size.");
+        goto out;
+    }
+    if (store_fs_slot_open(&s->fs, length, true, &r->slot) != FERRY_OK) {
+        ret = store_respond_error(r, c, 500, "InternalError", "cannot create the part file");
+        goto out;
+    }
+    ok = true;
+    while (ok && done < length) {
+        size_t want = length - done < MP_COPY_BLOCK ? (size_t)(length - done) : MP_COPY_BLOCK;
+        ssize_t k = pread(in, buf, want, (off_t)(base + first + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            ok = false; /* an error, or the source shorter than its record */
+            break;
+        }
+        ok = EVP_DigestUpdate(md5, buf, (size_t)k) == 1 &&
+             store_fs_slot_write(&r->slot, done, buf, (size_t)k) == FERRY_OK;
+        done += (uint64_t)k;
+        /* As for large bodies: start the writeback on the way, so the
+         * flush waits for the tail only. */
+        if (ok && done - wb_start >= MP_WRITEBACK) {
+            (void)sync_file_range(r->slot.fd, (off_t)(r->slot.base + wb_start),
+                                  (off_t)(done - wb_start), SYNC_FILE_RANGE_WRITE);
+            wb_start = done;
+        }
+    }
+    if (ok)
+        ok = EVP_DigestFinal_ex(md5, digest, &dlen) == 1;
+    /* The source is read: let its data go now, not when the part is
+     * committed. */
+    close(in);
+    in = -1;
+    store_fs_read_done(&s->fs, r->reading);
+    r->reading[0] = '\0';
+    if (!ok) {
+        log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
+        ret = store_respond_error(r, c, 500, "InternalError", "the store could not write the part");
+        goto out; /* req_free drops the slot */
+    }
+    store_hex(digest, 16, r->mp->part.etag);
+    r->mp->part.size = length;
+    r->mp->copy = true;
+    snprintf(r->mp->source_key, sizeof r->mp->source_key, "%s", o->key);
+    ret = part_commit(r, c);
+out:
+    if (in >= 0)
+        close(in);
+    EVP_MD_CTX_free(md5);
+    free(buf);
+    free(o);
+    return ret;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1112,13 +1273,32 @@ out:
 
 typedef struct list_uploads_state {
     ferry_buf *b;
+    ferry_buf *prefixes; /* CommonPrefixes, after the uploads */
     bool url;
+    size_t prefix_len;
+    const char *delim;
+    size_t delim_len;
     size_t max, count;
     bool truncated;
+    bool restart; /* a common prefix was rolled up: walk on after it */
+    /* Where the walk goes on: after (key, id) */
+    char key[LEDGER_OBJECT_KEY_MAX + 2];
+    char id[LEDGER_UPLOAD_ID_MAX + 1];
     char next_key[LEDGER_OBJECT_KEY_MAX + 1];
     char next_id[LEDGER_UPLOAD_ID_MAX + 1];
     ferry_err err;
 } list_uploads_state;
+
+/* The length of the common prefix key rolls up into (the listing's prefix
+ * and the key up to and including the first delimiter after it), or 0. */
+static size_t common_prefix_len(const list_uploads_state *ls, const char *key, size_t klen)
+{
+    const char *hit;
+    if (ls->delim_len == 0 || klen <= ls->prefix_len)
+        return 0;
+    hit = memmem(key + ls->prefix_len, klen - ls->prefix_len, ls->delim, ls->delim_len);
+    return hit != NULL ? (size_t)(hit - key) + ls->delim_len : 0;
+}
 
 static ferry_err append_key(ferry_buf *b, bool url, const char *k, size_t len)
 {
@@ -1128,9 +1308,31 @@ static ferry_err append_key(ferry_buf *b, bool url, const char *k, size_t len)
 static int list_upload_row(const ledger_upload *u, void *arg)
 {
     list_uploads_state *ls = arg;
+    size_t klen = strlen(u->key);
+    size_t cp_len = common_prefix_len(ls, u->key, klen);
     char iso[32];
     if (ls->count == ls->max) {
         ls->truncated = true;
+        return 1;
+    }
+    if (cp_len > 0) {
+        /* One CommonPrefixes entry for every upload under it; the walk
+         * goes on after it (keys are UTF-8, so none has a 0xFF byte and
+         * the prefix followed by 0xFF sorts after all of them). */
+        ls->err = ferry_buf_append_str(ls->prefixes, "<CommonPrefixes><Prefix>");
+        if (ls->err == FERRY_OK)
+            ls->err = append_key(ls->prefixes, ls->url, u->key, cp_len);
+        if (ls->err == FERRY_OK)
+            ls->err = ferry_buf_append_str(ls->prefixes, "</Prefix></CommonPrefixes>");
+        ls->count++;
+        memcpy(ls->next_key, u->key, cp_len);
+        ls->next_key[cp_len] = '\0';
+        ls->next_id[0] = '\0';
+        memcpy(ls->key, u->key, cp_len);
+        ls->key[cp_len] = (char)0xFF;
+        ls->key[cp_len + 1] = '\0';
+        ls->id[0] = '\0';
+        ls->restart = true;
         return 1;
     }
     iso_time(u->initiated_at, iso);
@@ -1145,6 +1347,8 @@ static int list_upload_row(const ledger_upload *u, void *arg)
     ls->count++;
     snprintf(ls->next_key, sizeof ls->next_key, "%s", u->key);
     snprintf(ls->next_id, sizeof ls->next_id, "%s", u->id);
+    snprintf(ls->key, sizeof ls->key, "%s", u->key);
+    snprintf(ls->id, sizeof ls->id, "%s", u->id);
     return ls->err != FERRY_OK;
 }
 
@@ -1152,26 +1356,23 @@ static enum MHD_Result list_uploads(req *r, struct MHD_Connection *c, const sigv
 {
     store *s = r->s;
     list_uploads_state *ls = calloc(1, sizeof *ls);
-    ferry_buf ups, b;
+    ferry_buf ups, cps, b;
     uint64_t max = MP_LIST_MAX;
     const char *prefix = qparam(q, "prefix");
     const char *km = qparam(q, "key-marker");
     const char *im = qparam(q, "upload-id-marker");
     const char *enc = qparam(q, "encoding-type");
+    const char *delim = qparam(q, "delimiter");
     const char *v;
     enum MHD_Result ret = MHD_NO;
     ledger *l;
     ferry_err e;
 
     ferry_buf_init(&ups, 4u << 20);
-    ferry_buf_init(&b, 4u << 20);
+    ferry_buf_init(&cps, 4u << 20);
+    ferry_buf_init(&b, 8u << 20);
     if (ls == NULL) {
         ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
-        goto out;
-    }
-    if (qparam(q, "delimiter") != NULL) {
-        ret = store_respond_error(r, c, 501, "NotImplemented",
-                                  "delimiter is not supported by ListMultipartUploads here.");
         goto out;
     }
     v = qparam(q, "max-uploads");
@@ -1188,22 +1389,42 @@ static enum MHD_Result list_uploads(req *r, struct MHD_Connection *c, const sigv
     }
     if ((prefix != NULL && strlen(prefix) > LEDGER_OBJECT_KEY_MAX) ||
         (km != NULL && strlen(km) > LEDGER_OBJECT_KEY_MAX) ||
-        (im != NULL && strlen(im) > LEDGER_UPLOAD_ID_MAX)) {
-        ret = store_respond_error(r, c, 400, "InvalidArgument", "prefix or marker too long");
+        (im != NULL && strlen(im) > LEDGER_UPLOAD_ID_MAX) ||
+        (delim != NULL && strlen(delim) > 64)) {
+        ret = store_respond_error(r, c, 400, "InvalidArgument",
+                                  "prefix, delimiter or marker too long");
         goto out;
     }
     ls->b = &ups;
+    ls->prefixes = &cps;
     ls->url = enc != NULL;
     ls->max = (size_t)max;
-    l = store_pool_take(s);
+    ls->prefix_len = prefix != NULL ? strlen(prefix) : 0;
+    ls->delim = delim != NULL ? delim : "";
+    ls->delim_len = strlen(ls->delim);
+    snprintf(ls->key, sizeof ls->key, "%s", km != NULL ? km : "");
     /* Without an upload-id-marker, S3 lists the uploads of keys after
      * key-marker: every id sorts after the one below. */
-    e = ledger_upload_list(l, s->bucket, prefix, km != NULL ? km : "",
-                           im != NULL ? im : (km != NULL && km[0] != '\0' ? "\x7f" : ""),
-                           (size_t)max + 1, list_upload_row, ls);
+    snprintf(ls->id, sizeof ls->id, "%s",
+             im != NULL ? im : (km != NULL && km[0] != '\0' ? "\x7f" : ""));
+    /* A key-marker that is a common prefix (the NextKeyMarker of a page
+     * that ended on one) goes on after every key under it, which that
+     * page rolled up already. */
+    if (km != NULL && km[0] != '\0' && common_prefix_len(ls, km, strlen(km)) == strlen(km)) {
+        size_t kl = strlen(km);
+        ls->key[kl] = (char)0xFF;
+        ls->key[kl + 1] = '\0';
+        ls->id[0] = '\0';
+    }
+    l = store_pool_take(s);
+    do {
+        ls->restart = false;
+        e = ledger_upload_list(l, s->bucket, prefix, ls->key, ls->id, ls->max - ls->count + 1,
+                               list_upload_row, ls);
+        if (e == FERRY_OK)
+            e = ls->err;
+    } while (e == FERRY_OK && ls->restart);
     store_pool_give(s, l);
-    if (e == FERRY_OK)
-        e = ls->err;
     if (e != FERRY_OK) {
         ret = store_respond_error(r, c, 503, "SlowDown", "the listing could not be made");
         goto out;
@@ -1230,6 +1451,13 @@ static enum MHD_Result list_uploads(req *r, struct MHD_Connection *c, const sigv
             e = ferry_buf_appendf(&b, "</NextKeyMarker><NextUploadIdMarker>%s</NextUploadIdMarker>",
                                   ls->next_id);
     }
+    if (e == FERRY_OK && ls->delim_len > 0) {
+        e = ferry_buf_append_str(&b, "<Delimiter>");
+        if (e == FERRY_OK)
+            e = append_key(&b, ls->url, ls->delim, ls->delim_len);
+        if (e == FERRY_OK)
+            e = ferry_buf_append_str(&b, "</Delimiter>");
+    }
     if (e == FERRY_OK && prefix != NULL) {
         e = ferry_buf_append_str(&b, "<Prefix>");
         if (e == FERRY_OK)
@@ -1246,12 +1474,15 @@ static enum MHD_Result list_uploads(req *r, struct MHD_Connection *c, const sigv
     if (e == FERRY_OK)
         e = ferry_buf_append(&b, ups.data != NULL ? ups.data : "", ups.len);
     if (e == FERRY_OK)
+        e = ferry_buf_append(&b, cps.data != NULL ? cps.data : "", cps.len);
+    if (e == FERRY_OK)
         e = ferry_buf_append_str(&b, "</ListMultipartUploadsResult>");
     ret = e == FERRY_OK
               ? store_respond_xml(r, c, 200, &b)
               : store_respond_error(r, c, 500, "InternalError", "the listing is too large");
 out:
     ferry_buf_cleanup(&ups);
+    ferry_buf_cleanup(&cps);
     ferry_buf_cleanup(&b);
     free(ls);
     return ret;

@@ -12,9 +12,11 @@
  *
  * Invariants:
  * - A part is written like a PutObject body (streamed to a data file with
- *   its MD5 and SHA-256, fdatasync, directory fsync) and becomes a part only
- *   when its ledger row is committed; the upload's rows name the part files
- *   so the start-up sweep keeps them.
+ *   its MD5 and SHA-256, fdatasync, directory fsync, by a committer thread)
+ *   and becomes a part only when its ledger row is committed; the upload's
+ *   rows name the part files so the start-up sweep keeps them. A part
+ *   copied from an object (UploadPartCopy) is read from the object's data,
+ *   hashed (its ETag is its MD5) and committed the same way.
  * - Completion copies the listed parts into a new data file while computing
  *   the SHA-256 of the whole object, makes it durable, and then records the
  *   object and deletes the upload and its parts in ONE ledger transaction:
@@ -82,9 +84,15 @@ enum MHD_Result store_mp_begin(req *r, struct MHD_Connection *c, const header_li
 /* PH_MP: a chunk of a CompleteMultipartUpload body, and its end. */
 void store_mp_body_chunk(req *r, const char *data, size_t len);
 enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c);
-/* The end of an UploadPart body (all of it written, the pipeline joined):
- * verifies the digests, makes the part file durable, records the part. */
+/* The end of an UploadPart body (all of it written, the pipeline joined),
+ * called twice: it verifies the digests and hands the part to the
+ * committers (its slot made durable and its row recorded off the
+ * libmicrohttpd thread, the connection suspended meanwhile); when they
+ * resume the connection (PH_COMMITTED) it answers their outcome. */
 enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c);
+/* A committer's part of UploadPart and UploadPartCopy, once r's slot is
+ * durable: the part's ledger row (the data of a part it replaces let go). */
+ferry_err store_mp_record_part(store *s, req *r);
 /* Safe on NULL. */
 void store_mp_req_free(struct store_mp_req *m);
 /* Aborts up to limit uploads older than [store] multipart_expiry (none

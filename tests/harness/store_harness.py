@@ -223,7 +223,25 @@ class StoreFerryd:
                     out.append("missing region %s" % fid)
             elif not os.path.exists(os.path.join(self.data_dir, "objects", fid[:2], fid)):
                 out.append("missing file %s" % fid)
+        out += self._part_boundary_problems()
         return out
+
+    def _part_boundary_problems(self):
+        """The part boundaries of completed multipart objects (migration 8):
+        each set belongs to an object's data and adds up to its size."""
+        if not os.path.exists(self.ledger):
+            return []
+        db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True, timeout=10)
+        try:
+            rows = db.execute("SELECT p.file_id, sum(p.size), o.size FROM object_parts p"
+                              " LEFT JOIN objects o ON o.file_id = p.file_id"
+                              " GROUP BY p.file_id").fetchall()
+        except sqlite3.OperationalError:
+            return []  # an older schema: no part boundaries
+        finally:
+            db.close()
+        return ["part boundaries of %s: %s bytes, object %s" % (fid, total, size)
+                for fid, total, size in rows if size is None or total != size]
 
     def tmp_files(self):
         """Uploads in progress (or left over): data files under objects/
@@ -269,7 +287,8 @@ class StoreFerryd:
             "HOME": self.dir,
         })
         with open(env["AWS_CONFIG_FILE"], "w") as f:
-            f.write("[default]\ns3 =\n    addressing_style = path\n")
+            f.write("[default]\ns3 =\n    addressing_style = path\n" +
+                    getattr(self, "aws_s3_config", ""))
         return env
 
     def aws(self, *args, check=True, timeout=120):

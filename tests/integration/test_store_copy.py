@@ -3,7 +3,7 @@ CLI): the copy's bytes, ETag, content type and metadata (COPY and REPLACE
 directives), a replaced destination's old file removed, and every refusal
 with its status and S3 code, each followed by a valid upload with no
 temporary file left. Then the operations the store does not implement
-(ACLs, tagging, versions, DeleteObjects, parts of objects): each is
+(ACLs, tagging, versions, DeleteObjects): each is
 answered 501 NotImplemented and leaves the object it names as it was.
 """
 
@@ -101,7 +101,14 @@ class CopyObject(StoreTestCase):
         self.assert_code(lambda: s3.copy_object(Bucket=BUCKET, Key="copy/x",
                                                 CopySource="%s/copy/r" % BUCKET,
                                                 CopySourceIfMatch='"abc"'),
-                         501, "NotImplemented")
+                         412, "PreconditionFailed")
+        # The conditions are checked (store_copy_source_open): one that
+        # holds copies.
+        etag = s3.head_object(Bucket=BUCKET, Key="copy/r")["ETag"]
+        s3.copy_object(Bucket=BUCKET, Key="copy/cond", CopySource="%s/copy/r" % BUCKET,
+                       CopySourceIfMatch=etag)
+        self.assertEqual(self.get_bytes("copy/cond"), b"r")
+        s3.delete_object(Bucket=BUCKET, Key="copy/cond")
         self.assert_code(lambda: s3.copy_object(Bucket=BUCKET, Key="copy/x",
                                                 CopySource={"Bucket": BUCKET, "Key": "copy/r",
                                                             "VersionId": "v1"}),
@@ -131,11 +138,6 @@ class NotImplementedOperations(StoreTestCase):
             lambda: s3.put_object_tagging(Bucket=BUCKET, Key="ni/obj",
                                           Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}),
             lambda: s3.delete_object_tagging(Bucket=BUCKET, Key="ni/obj"),
-            # Multipart upload is implemented (test_store_multipart.py), but
-            # not a part of an object nor a part copied from one.
-            lambda: s3.get_object(Bucket=BUCKET, Key="ni/obj", PartNumber=1),
-            lambda: s3.upload_part_copy(Bucket=BUCKET, Key="ni/obj", UploadId="u1",
-                                        PartNumber=1, CopySource="%s/ni/obj" % BUCKET),
             lambda: s3.list_object_versions(Bucket=BUCKET),
             lambda: s3.delete_object(Bucket=BUCKET, Key="ni/obj", VersionId="v1"),
             lambda: s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": "ni/obj"}]}),

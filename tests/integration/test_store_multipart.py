@@ -1,7 +1,9 @@
 """S3 multipart upload on the embedded store with real clients: Debian's AWS
 CLI (`aws s3 cp` of 20 MiB up and down, every `aws s3api` multipart call),
 boto3 `upload_file` with a 5 MiB chunk size, an operator's pre-signed part
-URL with curl. Then every refusal with its status and S3 code
+URL with curl; UploadPartCopy (boto3, and `aws s3 cp` between keys over the
+CLI's multipart threshold), GetObject/HeadObject of one part, and
+ListMultipartUploads with a delimiter. Then every refusal with its status and S3 code
 (EntityTooSmall, InvalidPart, InvalidPartOrder, NoSuchUpload, MalformedXML,
 EntityTooLarge, InvalidArgument, NotImplemented, the device credential's
 AccessDenied), each followed by a valid upload and a check that the data
@@ -365,7 +367,7 @@ class Refusals(MultipartCase):
         self.assert_code(lambda: s3.upload_part_copy(Bucket=BUCKET, Key="mp/lim", UploadId=uid,
                                                      PartNumber=1,
                                                      CopySource="%s/mp/none" % BUCKET),
-                         501, "NotImplemented")
+                         404, "NoSuchKey")
         # The parts together may not exceed max_object_size (32M): the
         # seventh 5 MiB part is refused before its body is read.
         chunk = os.urandom(5 * MIB)
@@ -382,7 +384,7 @@ class Refusals(MultipartCase):
         self.assertEqual(len(s3.list_parts(Bucket=BUCKET, Key="mp/lim",
                                            UploadId=uid)["Parts"]), 6)
         self.assert_code(lambda: s3.get_object(Bucket=BUCKET, Key="mp/lim", PartNumber=1),
-                         501, "NotImplemented")
+                         404, "NoSuchKey")
         s3.abort_multipart_upload(Bucket=BUCKET, Key="mp/lim", UploadId=uid)
         self.after_refusal("mp/lim")
 
@@ -409,6 +411,246 @@ class Refusals(MultipartCase):
                                                        UploadId=uid)["Parts"]), 1)
         self.d.boto3().abort_multipart_upload(Bucket=BUCKET, Key="mp/dev", UploadId=uid)
         self.after_refusal("mp/dev")
+
+
+class PartCopyAndParts(MultipartCase):
+    """UploadPartCopy (boto3, with and without x-amz-copy-source-range and
+    the copy conditions; `aws s3 cp` between keys of an object over the
+    CLI's multipart threshold), GetObject/HeadObject of one part, and
+    ListMultipartUploads with a delimiter."""
+
+    def put_source(self, key, size):
+        data = os.urandom(size)
+        self.d.boto3().put_object(Bucket=BUCKET, Key=key, Body=data)
+        return data
+
+    def test_upload_part_copy_and_get_parts(self):
+        s3 = self.d.boto3()
+        src = self.put_source("pc/src", 11 * MIB)
+        src_etag = s3.head_object(Bucket=BUCKET, Key="pc/src")["ETag"]
+        key = "pc/dst"
+        uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        first, second = src[:5 * MIB], src[5 * MIB:]
+        r1 = s3.upload_part_copy(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=1,
+                                 CopySource={"Bucket": BUCKET, "Key": "pc/src"},
+                                 CopySourceRange="bytes=0-%d" % (5 * MIB - 1),
+                                 CopySourceIfMatch=src_etag)
+        self.assertEqual(r1["CopyPartResult"]["ETag"], '"%s"' % hashlib.md5(first).hexdigest())
+        self.assertIn("LastModified", r1["CopyPartResult"])
+        r2 = s3.upload_part_copy(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=2,
+                                 CopySource="%s/pc/src" % BUCKET,
+                                 CopySourceRange="bytes=%d-%d" % (5 * MIB, len(src) - 1),
+                                 CopySourceIfNoneMatch='"0123"')
+        self.assertEqual(r2["CopyPartResult"]["ETag"], '"%s"' % hashlib.md5(second).hexdigest())
+        tail = b"tail"
+        e3 = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=3, Body=tail)["ETag"]
+        parts = s3.list_parts(Bucket=BUCKET, Key=key, UploadId=uid)["Parts"]
+        self.assertEqual([(p["PartNumber"], p["Size"]) for p in parts],
+                         [(1, len(first)), (2, len(second)), (3, 4)])
+        s3.complete_multipart_upload(
+            Bucket=BUCKET, Key=key, UploadId=uid,
+            MultipartUpload={"Parts": [
+                {"ETag": r1["CopyPartResult"]["ETag"], "PartNumber": 1},
+                {"ETag": r2["CopyPartResult"]["ETag"], "PartNumber": 2},
+                {"ETag": e3, "PartNumber": 3}]})
+        whole = src + tail
+        self.assertEqual(self.get_bytes(key), whole)
+        etag = mp_etag([first, second, tail])
+        # One part at a time: 206, its bytes, Content-Range, the count.
+        offsets = [(1, 0, first), (2, len(first), second), (3, len(src), tail)]
+        for n, off, body in offsets:
+            g = s3.get_object(Bucket=BUCKET, Key=key, PartNumber=n)
+            self.assertEqual(g["ResponseMetadata"]["HTTPStatusCode"], 206)
+            self.assertEqual(g["Body"].read(), body)
+            self.assertEqual(g["ContentRange"],
+                             "bytes %d-%d/%d" % (off, off + len(body) - 1, len(whole)))
+            self.assertEqual(g["PartsCount"], 3)
+            self.assertEqual(g["ETag"], etag)
+            h = s3.head_object(Bucket=BUCKET, Key=key, PartNumber=n)
+            self.assertEqual(h["ContentLength"], len(body))
+            self.assertEqual(h["PartsCount"], 3)
+        self.assert_code(lambda: s3.get_object(Bucket=BUCKET, Key=key, PartNumber=4),
+                         416, "InvalidPartNumber")
+        self.assert_code(lambda: s3.get_object(Bucket=BUCKET, Key=key, PartNumber=10001),
+                         400, "InvalidArgument")
+        self.assert_code(lambda: s3.get_object(Bucket=BUCKET, Key=key, PartNumber=1,
+                                               Range="bytes=0-1"),
+                         400, "InvalidRequest")
+        # An object stored in one piece is its own part 1, and has no other.
+        g = s3.get_object(Bucket=BUCKET, Key="pc/src", PartNumber=1)
+        self.assertEqual(g["Body"].read(), src)
+        self.assertNotIn("PartsCount", g)
+        self.assert_code(lambda: s3.head_object(Bucket=BUCKET, Key="pc/src", PartNumber=2),
+                         416, "416")
+        # The boundaries go with their object: replaced by a PUT, then
+        # deleted, no row of them is left.
+        def boundaries():
+            fid = self.ledger_exec("SELECT file_id FROM objects WHERE object_key = ?", key)
+            return fid[0][0], self.ledger_exec(
+                "SELECT count(*) FROM object_parts WHERE file_id = ?", fid[0][0])[0][0]
+
+        def rows_of(fid):
+            return self.ledger_exec("SELECT count(*) FROM object_parts WHERE file_id = ?",
+                                    fid)[0][0]
+        fid, n = boundaries()
+        self.assertEqual(n, 3)
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"plain")
+        self.assertEqual(rows_of(fid), 0)
+        self.assert_code(lambda: s3.get_object(Bucket=BUCKET, Key=key, PartNumber=2),
+                         416, "InvalidPartNumber")
+        uid, done = self.start_upload(key, [os.urandom(5 * MIB), b"end"])
+        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid,
+                                     MultipartUpload={"Parts": done})
+        fid, n = boundaries()
+        self.assertEqual(n, 2)
+        s3.delete_object(Bucket=BUCKET, Key=key)
+        self.assertEqual(rows_of(fid), 0)
+        self.files_match_ledger()
+        self.assert_clean_and_serving()
+
+    def test_upload_part_copy_refusals(self):
+        s3 = self.d.boto3()
+        src = self.put_source("pc/r-src", 11 * MIB)
+        key = "pc/r-dst"
+        uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+
+        def copy(**kw):
+            args = {"Bucket": BUCKET, "Key": key, "UploadId": uid, "PartNumber": 1,
+                    "CopySource": "%s/pc/r-src" % BUCKET}
+            args.update(kw)
+            return lambda: s3.upload_part_copy(**args)
+        self.assert_code(copy(CopySource="%s/pc/none" % BUCKET), 404, "NoSuchKey")
+        self.assert_code(copy(CopySource="other-bucket/pc/r-src"), 404, "NoSuchBucket")
+        self.assert_code(copy(UploadId="0" * 32), 404, "NoSuchUpload")
+        self.assert_code(copy(Key="pc/other"), 404, "NoSuchUpload")
+        for bad in ("bytes=5-1", "bytes=0-", "bytes=-5", "bytes=0-1,3-4", "items=0-1",
+                    "bytes=0-%d" % len(src)):
+            self.assert_code(copy(CopySourceRange=bad), 400, "InvalidArgument")
+        self.assert_code(copy(CopySourceIfMatch='"0123"'), 412, "PreconditionFailed")
+        etag = s3.head_object(Bucket=BUCKET, Key="pc/r-src")["ETag"]
+        self.assert_code(copy(CopySourceIfNoneMatch=etag), 412, "PreconditionFailed")
+        self.assert_code(copy(CopySourceIfNoneMatch="*"), 412, "PreconditionFailed")
+        import datetime
+        future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+        past = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+        self.assert_code(copy(CopySourceIfModifiedSince=future), 412, "PreconditionFailed")
+        self.assert_code(copy(CopySourceIfUnmodifiedSince=past), 412, "PreconditionFailed")
+        self.assert_code(copy(CopySource={"Bucket": BUCKET, "Key": "pc/r-src",
+                                          "VersionId": "v1"}), 501, "NotImplemented")
+        self.assert_code(copy(PartNumber=10001), 400, "InvalidArgument")
+        # A date that is not one, and a body: the store's own checks.
+        s3h = self.d.boto3()
+
+        def bad_date(request, **kw):
+            request.headers["x-amz-copy-source-if-modified-since"] = "yesterday"
+        s3h.meta.events.register("before-sign.s3.UploadPartCopy", bad_date)
+        self.assert_code(lambda: s3h.upload_part_copy(
+            Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=1,
+            CopySource="%s/pc/r-src" % BUCKET), 400, "InvalidArgument")
+        s3b = self.d.boto3()
+
+        def with_body(request, **kw):
+            request.data = b"unexpected"
+            request.headers["Content-Length"] = "10"
+        s3b.meta.events.register("before-sign.s3.UploadPartCopy", with_body)
+        self.assert_code(lambda: s3b.upload_part_copy(
+            Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=1,
+            CopySource="%s/pc/r-src" % BUCKET), 400, "InvalidRequest")
+        # The parts together may not exceed max_object_size (32M): a third
+        # 11 MiB copy is refused before a byte is copied.
+        ok = [copy(PartNumber=n, CopySourceIfUnmodifiedSince=future,
+                   CopySourceIfModifiedSince=past)() for n in (1, 2)]
+        self.assertEqual(ok[0]["CopyPartResult"]["ETag"], '"%s"' % hashlib.md5(src).hexdigest())
+        self.assert_code(copy(PartNumber=3), 400, "EntityTooLarge")
+        self.assertEqual(len(s3.list_parts(Bucket=BUCKET, Key=key, UploadId=uid)["Parts"]), 2)
+        # The device credential is refused as for every multipart call.
+        dev = self.d.boto3(access_key=GRANT_KEY, secret=GRANT_SECRET)
+        self.assert_code(lambda: dev.upload_part_copy(
+            Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=4,
+            CopySource="%s/pc/r-src" % BUCKET), 403, "AccessDenied")
+        self.files_match_ledger()
+        # A part copied again replaces the earlier copy (its file goes).
+        copy(PartNumber=2, CopySourceRange="bytes=0-9")()
+        parts = s3.list_parts(Bucket=BUCKET, Key=key, UploadId=uid)["Parts"]
+        self.assertEqual([(p["PartNumber"], p["Size"]) for p in parts],
+                         [(1, len(src)), (2, 10)])
+        s3.complete_multipart_upload(
+            Bucket=BUCKET, Key=key, UploadId=uid,
+            MultipartUpload={"Parts": [{"ETag": p["ETag"], "PartNumber": p["PartNumber"]}
+                                       for p in parts]})
+        self.assertEqual(self.get_bytes(key), src + src[:10])
+        self.files_match_ledger()
+        self.assert_clean_and_serving()
+
+    def test_aws_cli_copy_between_keys_is_multipart(self):
+        """`aws s3 cp` of an object over the CLI's multipart threshold
+        (here 6 MB, chunks of 5 MB, set in its config file) to another key
+        copies it with UploadPartCopy."""
+        src = self.put_source("pc/cli-src", 12 * MIB + 12345)
+        env_extra = "    multipart_threshold = 6MB\n    multipart_chunksize = 5MB\n"
+        self.d.aws_s3_config = env_extra
+        try:
+            self.d.aws("s3", "cp", "s3://%s/pc/cli-src" % BUCKET, "s3://%s/pc/cli-dst" % BUCKET)
+        finally:
+            self.d.aws_s3_config = ""
+        self.assertEqual(self.get_bytes("pc/cli-dst"), src)
+        # The CLI read the source's tags first: GetObjectTagging answers the
+        # empty set of the store's objects (setting tags stays refused).
+        s3 = self.d.boto3()
+        self.assertEqual(s3.get_object_tagging(Bucket=BUCKET, Key="pc/cli-src")["TagSet"], [])
+        self.assert_code(lambda: s3.get_object_tagging(Bucket=BUCKET, Key="pc/none"),
+                         404, "NoSuchKey")
+        self.assert_code(lambda: s3.put_object_tagging(
+            Bucket=BUCKET, Key="pc/cli-src", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}),
+            501, "NotImplemented")
+        head = self.d.boto3().head_object(Bucket=BUCKET, Key="pc/cli-dst", PartNumber=1)
+        chunks = [src[:5 * MIB], src[5 * MIB:10 * MIB], src[10 * MIB:]]
+        self.assertEqual(head["ETag"], mp_etag(chunks))
+        self.assertEqual(head["PartsCount"], 3)
+        self.assertEqual(head["ContentLength"], 5 * MIB)
+        self.assertEqual(self.open_uploads(), 0)
+        self.files_match_ledger()
+        self.assert_clean_and_serving()
+
+    def test_list_uploads_delimiter(self):
+        s3 = self.d.boto3()
+        keys = ["dl/a/1", "dl/a/2", "dl/b", "dl/c/x/1", "dl/d", "other/z"]
+        ids = {k: s3.create_multipart_upload(Bucket=BUCKET, Key=k)["UploadId"] for k in keys}
+        r = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="dl/", Delimiter="/")
+        self.assertEqual([u["Key"] for u in r["Uploads"]], ["dl/b", "dl/d"])
+        self.assertEqual([p["Prefix"] for p in r["CommonPrefixes"]], ["dl/a/", "dl/c/"])
+        self.assertEqual(r["Delimiter"], "/")
+        self.assertFalse(r["IsTruncated"])
+        r = s3.list_multipart_uploads(Bucket=BUCKET, Delimiter="/")
+        self.assertEqual([p["Prefix"] for p in r["CommonPrefixes"]], ["dl/", "other/"])
+        self.assertNotIn("Uploads", r)
+        # Pages of two: a common prefix counts as one; the next page goes
+        # on after it (key-marker = the prefix), not into it.
+        seen, km, im = [], None, None
+        for _ in range(5):
+            args = {"Bucket": BUCKET, "Prefix": "dl/", "Delimiter": "/", "MaxUploads": 2}
+            if km is not None:
+                args.update(KeyMarker=km, UploadIdMarker=im or "")
+            r = s3.list_multipart_uploads(**args)
+            seen += [u["Key"] for u in r.get("Uploads", [])]
+            seen += [p["Prefix"] for p in r.get("CommonPrefixes", [])]
+            if not r["IsTruncated"]:
+                break
+            km, im = r["NextKeyMarker"], r.get("NextUploadIdMarker")
+        self.assertEqual(sorted(seen), ["dl/a/", "dl/b", "dl/c/", "dl/d"])
+        # key-marker and upload-id-marker without a delimiter.
+        r = s3.list_multipart_uploads(Bucket=BUCKET, KeyMarker="dl/a/1",
+                                      UploadIdMarker=ids["dl/a/1"])
+        self.assertEqual([u["Key"] for u in r["Uploads"]], keys[1:])
+        # A delimiter of several bytes, and URL encoding of the prefixes.
+        r = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="dl/", Delimiter="/1",
+                                      EncodingType="url")
+        self.assertEqual([p["Prefix"] for p in r["CommonPrefixes"]], ["dl/a/1", "dl/c/x/1"])
+        self.assertEqual([u["Key"] for u in r["Uploads"]], ["dl/a/2", "dl/b", "dl/d"])
+        for k, uid in ids.items():
+            s3.abort_multipart_upload(Bucket=BUCKET, Key=k, UploadId=uid)
+        self.assertEqual(self.open_uploads(), 0)
+        self.assert_clean_and_serving()
 
 
 class Lifecycle(StoreTestCase):
