@@ -2939,6 +2939,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
          * connection closed right after its answer. Setting the timeout
          * again restarts it. */
         (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, r->s->idle_timeout_s);
+        if (store_mp_assembling(r))
+            return store_mp_body_done(r, c);
         return r->post != NULL ? finish_post(r, c) : finish_put(r, c);
     case PH_DONE:
     default:
@@ -3041,6 +3043,8 @@ ferry_err store_new(const store_config *cfg, store **out)
     pthread_cond_init(&s->cq_cv, NULL);
     pthread_mutex_init(&s->job_mu, NULL);
     pthread_cond_init(&s->job_cv, NULL);
+    pthread_mutex_init(&s->mp_mu, NULL);
+    pthread_cond_init(&s->mp_cv, NULL);
     pthread_mutex_init(&s->watch_mu, NULL);
     {
         /* The watchdog's ticks are measured on the monotonic clock. */
@@ -3201,6 +3205,13 @@ void store_stop(store *s, int64_t timeout_ms)
         nanosleep(&ts, NULL);
     }
     int left = atomic_load(&s->active);
+    /* Completions still assembling give up (their uploads stay, the client
+     * is told SlowDown) and resume their connections; no new one starts. */
+    pthread_mutex_lock(&s->mp_mu);
+    atomic_store(&s->mp_abort, true);
+    while (s->mp_threads > 0)
+        pthread_cond_wait(&s->mp_cv, &s->mp_mu);
+    pthread_mutex_unlock(&s->mp_mu);
     /* Every suspended upload is committed and resumed first: libmicrohttpd
      * must not be stopped with connections suspended. Bodies that end
      * after this commit on their own thread. */
@@ -3241,6 +3252,8 @@ void store_free(store *s)
         pthread_cond_destroy(&s->cq_cv);
         pthread_mutex_destroy(&s->job_mu);
         pthread_cond_destroy(&s->job_cv);
+        pthread_mutex_destroy(&s->mp_mu);
+        pthread_cond_destroy(&s->mp_cv);
         pthread_mutex_destroy(&s->watch_mu);
         pthread_cond_destroy(&s->watch_cv);
     }

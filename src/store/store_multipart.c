@@ -50,17 +50,35 @@ struct store_mp_req {
     char upload_id[LEDGER_UPLOAD_ID_MAX + 1];
     unsigned part_number;
     ledger_part part; /* UploadPart, UploadPartCopy: the row a committer records */
+    /* CompleteMultipartUpload, once the part list checks out: the work of
+     * an assembler thread (complete_state), and its outcome, answered when
+     * the connection is resumed. */
+    struct complete_state *cs;
+    size_t n_used;
+    uint64_t total;
+    bool assembling;
+    unsigned out_status; /* 200: stored */
+    const char *out_code, *out_msg;
+    char out_etag[LEDGER_ETAG_MAX + 1];
     bool copy;        /* UploadPartCopy: answered with CopyPartResult */
     char source_key[LEDGER_OBJECT_KEY_MAX + 1];
     ferry_buf body;
     bool body_too_large;
 };
 
+static void complete_state_free(struct complete_state *cs);
+
+bool store_mp_assembling(const req *r)
+{
+    return r->mp != NULL && r->mp->assembling;
+}
+
 void store_mp_req_free(struct store_mp_req *m)
 {
     if (m == NULL)
         return;
     ferry_buf_cleanup(&m->body);
+    complete_state_free(m->cs);
     free(m);
 }
 
@@ -394,12 +412,13 @@ static void unlink_file(const char *file_id, void *arg)
     store_forget_data(arg, file_id);
 }
 
+#define NO_SUCH_UPLOAD_MSG                                                                         \
+    "The specified multipart upload does not exist. The upload ID might be invalid, or the "     \
+    "multipart upload might have been aborted or completed."
+
 static enum MHD_Result no_such_upload(req *r, struct MHD_Connection *c)
 {
-    return store_respond_error(r, c, 404, "NoSuchUpload",
-                               "The specified multipart upload does not exist. The upload ID "
-                               "might be invalid, or the multipart upload might have been "
-                               "aborted or completed.");
+    return store_respond_error(r, c, 404, "NoSuchUpload", NO_SUCH_UPLOAD_MSG);
 }
 
 /* The upload named by the query's uploadId, which must be this request's
@@ -823,7 +842,8 @@ void store_mp_body_chunk(req *r, const char *data, size_t len)
 }
 
 /* Everything completion works on, on the heap (10,000 parts). */
-typedef struct complete_state {
+typedef struct complete_state complete_state;
+struct complete_state {
     store_mp_part_ref refs[STORE_MP_PARTS_MAX];
     ledger_part *have[STORE_MP_PARTS_MAX + 1]; /* by part number */
     ledger_part *rows;                         /* the upload's parts */
@@ -832,7 +852,15 @@ typedef struct complete_state {
     ledger_upload upload;
     ledger_object obj;
     unsigned char buf[MP_COPY_BLOCK];
-} complete_state;
+};
+
+static void complete_state_free(complete_state *cs)
+{
+    if (cs == NULL)
+        return;
+    free(cs->rows);
+    free(cs);
+}
 
 static int collect_part(const ledger_part *p, void *arg)
 {
@@ -867,6 +895,10 @@ static bool assemble(req *r, complete_state *cs, size_t n, unsigned char sha[32]
         }
         while (ok && left > 0) {
             size_t want = left < sizeof cs->buf ? (size_t)left : sizeof cs->buf;
+            if (atomic_load(&s->mp_abort)) {
+                ok = false; /* the store is stopping: give up, keep the upload */
+                break;
+            }
             ssize_t k = pread(in, cs->buf, want, (off_t)(base + pos));
             if (k < 0 && errno == EINTR)
                 continue;
@@ -970,21 +1002,178 @@ static bool body_digests_ok(req *r, struct MHD_Connection *c, const ferry_buf *b
     return true;
 }
 
+/* The outcome of an assembly, answered when the connection is resumed. */
+static void set_outcome(struct store_mp_req *m, unsigned status, const char *code,
+                        const char *msg)
+{
+    m->out_status = status;
+    m->out_code = code;
+    m->out_msg = msg;
+}
+
+/* The heavy half of CompleteMultipartUpload, on an assembler thread (or
+ * the connection's when none can be started): the listed parts copied
+ * into the object's own slot while its SHA-256 is computed, the slot made
+ * durable, then ONE ledger transaction records the object (and its part
+ * boundaries) and deletes the upload. Writes its outcome to r->mp; never
+ * answers (the connection is suspended). */
+static void assemble_and_record(req *r)
+{
+    store *s = r->s;
+    struct store_mp_req *m = r->mp;
+    complete_state *cs = m->cs;
+    size_t n = m->n_used;
+    char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    unsigned char sha[32];
+    bool gone = false;
+    ledger *l;
+    ferry_err e;
+
+    /* The object's own data (a file, or a pack region when it is small),
+     * durable before its row can be; req_free drops it unless the commit
+     * below succeeds. */
+    if (store_fs_slot_open(&s->fs, m->total, true, &r->slot) != FERRY_OK) {
+        set_outcome(m, 500, "InternalError", "cannot create the object file");
+        return;
+    }
+    if (!assemble(r, cs, n, sha, &gone)) {
+        if (gone) {
+            set_outcome(m, 400, "InvalidPart",
+                        "A part was removed while the upload was being completed.");
+        } else if (atomic_load(&s->mp_abort)) {
+            set_outcome(m, 503, "SlowDown", "The store is shutting down; retry.");
+        } else {
+            log_error("store.multipart_assemble_failed", "request_id=%s error=\"%s\"", r->id,
+                      strerror(errno));
+            set_outcome(m, 500, "InternalError", "the store could not write the object");
+        }
+        return;
+    }
+    if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK) {
+        set_outcome(m, 500, "InternalError", "the store could not write the object");
+        return;
+    }
+
+    ledger_object *o = &cs->obj;
+    snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
+    memcpy(o->key, r->t.key, r->t.key_len + 1);
+    snprintf(o->file_id, sizeof o->file_id, "%s", r->slot.id);
+    o->size = m->total;
+    store_hex(sha, 32, o->sha256);
+    snprintf(o->content_type, sizeof o->content_type, "%s", cs->upload.content_type);
+    snprintf(o->meta, sizeof o->meta, "%s", cs->upload.meta);
+    o->created_at = ferry_time_now();
+    if (!multipart_etag(cs, n, o->etag, sizeof o->etag)) {
+        set_outcome(m, 500, "InternalError", "digest failed");
+        return;
+    }
+    l = store_pool_take(s);
+    e = ledger_upload_complete(l, m->upload_id, cs->used, n, o, o->created_at, replaced,
+                               unlink_file, s);
+    store_pool_give(s, l);
+    /* The slot's bytes stay if the object was recorded, else they go. */
+    store_fs_slot_close(&s->fs, &r->slot, e == FERRY_OK);
+    if (e != FERRY_OK) {
+        if (e == FERRY_ERR_NOT_FOUND)
+            set_outcome(m, 404, "NoSuchUpload", NO_SUCH_UPLOAD_MSG);
+        else if (e == FERRY_ERR_CONFLICT)
+            set_outcome(m, 400, "InvalidPart",
+                        "A part was replaced while the upload was being completed.");
+        else
+            set_outcome(m, 503, "SlowDown", "the ledger is busy; retry");
+        return;
+    }
+    if (replaced[0] != '\0')
+        store_forget_data(s, replaced);
+    log_info("store.object_stored",
+             "request_id=%s method=CompleteMultipartUpload key=\"%s\" size=%" PRIu64
+             " sha256=%s etag=%s parts=%zu upload_id=%s",
+             r->id, o->key, o->size, o->sha256, o->etag, n, m->upload_id);
+    snprintf(m->out_etag, sizeof m->out_etag, "%s", o->etag);
+    set_outcome(m, 200, NULL, NULL);
+}
+
+/* After the assembly: its memory and its slot among the 8 go; the
+ * connection is resumed by the caller. */
+static void assembly_done(req *r)
+{
+    complete_state_free(r->mp->cs);
+    r->mp->cs = NULL;
+    atomic_fetch_sub(&r->s->mp_completing, 1);
+    r->phase = PH_COMMITTED;
+}
+
+static void *assembler_main(void *arg)
+{
+    req *r = arg;
+    store *s = r->s;
+    struct MHD_Connection *c = r->conn;
+    assemble_and_record(r);
+    assembly_done(r);
+    /* From here the connection's thread may answer and free r. */
+    MHD_resume_connection(c);
+    pthread_mutex_lock(&s->mp_mu);
+    s->mp_threads--;
+    pthread_cond_broadcast(&s->mp_cv);
+    pthread_mutex_unlock(&s->mp_mu);
+    return NULL;
+}
+
+/* Runs the assembly on a thread of its own with the connection suspended:
+ * assembling a large object takes seconds (1 GiB: 4+ s), during which a
+ * libmicrohttpd thread would stall every other connection it serves. */
+static enum MHD_Result assemble_async(req *r, struct MHD_Connection *c)
+{
+    store *s = r->s;
+    pthread_attr_t attr;
+    pthread_t t;
+    bool started = false;
+    bool suspended = false;
+
+    r->conn = c;
+    r->phase = PH_COMMITTING;
+    pthread_mutex_lock(&s->mp_mu);
+    if (!atomic_load(&s->mp_abort) && pthread_attr_init(&attr) == 0) {
+        (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        s->mp_threads++;
+        MHD_suspend_connection(c);
+        suspended = true;
+        started = pthread_create(&t, &attr, assembler_main, r) == 0;
+        if (!started)
+            s->mp_threads--;
+        pthread_attr_destroy(&attr);
+    }
+    pthread_mutex_unlock(&s->mp_mu);
+    if (started)
+        return MHD_YES;
+    /* No thread (the store is stopping, or none could be started): on this
+     * one; a suspended connection is resumed to be answered. */
+    assemble_and_record(r);
+    assembly_done(r);
+    if (!suspended)
+        return store_mp_body_done(r, c);
+    MHD_resume_connection(c);
+    return MHD_YES;
+}
+
 enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
 {
     store *s = r->s;
     struct store_mp_req *m = r->mp;
     complete_state *cs = NULL;
     const char *why = NULL;
-    char replaced[LEDGER_FILE_ID_MAX + 1] = "";
-    unsigned char sha[32];
     uint64_t total = 0, parts_bytes = 0;
     size_t n = 0;
-    bool gone = false;
     ledger *l;
     ferry_err e;
     enum MHD_Result ret = MHD_NO;
 
+    if (m->assembling) {
+        /* Resumed after the assembly (PH_COMMITTED): its outcome. */
+        if (m->out_status != 200)
+            return store_respond_error(r, c, m->out_status, m->out_code, m->out_msg);
+        return complete_answer(r, c, m->out_etag);
+    }
     if (m->body_too_large)
         return store_respond_error(r, c, 400, "MalformedXML",
                                    "The part list is larger than the store accepts (2 MiB).");
@@ -1064,71 +1253,14 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
         goto out;
     }
 
-    /* The object's own data (a file, or a pack region when it is small),
-     * durable before its row can be; req_free drops it unless the commit
-     * below succeeds. */
-    if (store_fs_slot_open(&s->fs, total, true, &r->slot) != FERRY_OK) {
-        ret = store_respond_error(r, c, 500, "InternalError", "cannot create the object file");
-        goto out;
-    }
-    if (!assemble(r, cs, n, sha, &gone)) {
-        if (gone) {
-            ret = store_respond_error(r, c, 400, "InvalidPart",
-                                      "A part was removed while the upload was being completed.");
-        } else {
-            log_error("store.multipart_assemble_failed", "request_id=%s error=\"%s\"", r->id,
-                      strerror(errno));
-            ret = store_respond_error(r, c, 500, "InternalError",
-                                      "the store could not write the object");
-        }
-        goto out;
-    }
-    if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK) {
-        ret =
-            store_respond_error(r, c, 500, "InternalError", "the store could not write the object");
-        goto out;
-    }
-
-    ledger_object *o = &cs->obj;
-    snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
-    memcpy(o->key, r->t.key, r->t.key_len + 1);
-    snprintf(o->file_id, sizeof o->file_id, "%s", r->slot.id);
-    o->size = total;
-    store_hex(sha, 32, o->sha256);
-    snprintf(o->content_type, sizeof o->content_type, "%s", cs->upload.content_type);
-    snprintf(o->meta, sizeof o->meta, "%s", cs->upload.meta);
-    o->created_at = ferry_time_now();
-    if (!multipart_etag(cs, n, o->etag, sizeof o->etag)) {
-        ret = store_respond_error(r, c, 500, "InternalError", "digest failed");
-        goto out;
-    }
-    l = store_pool_take(s);
-    e = ledger_upload_complete(l, m->upload_id, cs->used, n, o, o->created_at, replaced,
-                               unlink_file, s);
-    store_pool_give(s, l);
-    /* The slot's bytes stay if the object was recorded, else they go. */
-    store_fs_slot_close(&s->fs, &r->slot, e == FERRY_OK);
-    if (e != FERRY_OK) {
-        if (e == FERRY_ERR_NOT_FOUND)
-            ret = no_such_upload(r, c);
-        else if (e == FERRY_ERR_CONFLICT)
-            ret = store_respond_error(r, c, 400, "InvalidPart",
-                                      "A part was replaced while the upload was being completed.");
-        else
-            ret = store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
-        goto out;
-    }
-    if (replaced[0] != '\0')
-        store_forget_data(s, replaced);
-    log_info("store.object_stored",
-             "request_id=%s method=CompleteMultipartUpload key=\"%s\" size=%" PRIu64
-             " sha256=%s etag=%s parts=%zu upload_id=%s",
-             r->id, o->key, o->size, o->sha256, o->etag, n, m->upload_id);
-    ret = complete_answer(r, c, o->etag);
+    m->cs = cs;
+    m->n_used = n;
+    m->total = total;
+    m->assembling = true;
+    cs = NULL; /* r->mp owns it now */
+    return assemble_async(r, c);
 out:
-    if (cs != NULL)
-        free(cs->rows);
-    free(cs);
+    complete_state_free(cs);
     atomic_fetch_sub(&s->mp_completing, 1);
     return ret;
 }

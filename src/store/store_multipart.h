@@ -18,8 +18,10 @@
  *   copied from an object (UploadPartCopy) is read from the object's data,
  *   hashed (its ETag is its MD5) and committed the same way.
  * - Completion copies the listed parts into a new data file while computing
- *   the SHA-256 of the whole object, makes it durable, and then records the
- *   object and deletes the upload and its parts in ONE ledger transaction:
+ *   the SHA-256 of the whole object (on a thread of its own, the connection
+ *   suspended), makes it durable, and then records the object (with its
+ *   part boundaries) and deletes the upload and its parts in ONE ledger
+ *   transaction:
  *   a crash at any point leaves the whole object or none of it (and then the
  *   upload as it was). Part files the ledger stopped naming are unlinked
  *   after the commit; whatever a crash leaves behind, the sweep removes.
@@ -81,7 +83,10 @@ bool store_mp_query(const char *query, char *sub, size_t sub_size);
  * CompleteMultipartUpload) its body is read first. */
 enum MHD_Result store_mp_begin(req *r, struct MHD_Connection *c, const header_list *h,
                                const sigv4_verdict *verdict);
-/* PH_MP: a chunk of a CompleteMultipartUpload body, and its end. */
+/* PH_MP: a chunk of a CompleteMultipartUpload body, and its end: the part
+ * list checked, then the object assembled on a thread of its own with the
+ * connection suspended; called again when that thread resumes it
+ * (PH_COMMITTED), it answers the outcome. */
 void store_mp_body_chunk(req *r, const char *data, size_t len);
 enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c);
 /* The end of an UploadPart body (all of it written, the pipeline joined),
@@ -93,6 +98,9 @@ enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c);
 /* A committer's part of UploadPart and UploadPartCopy, once r's slot is
  * durable: the part's ledger row (the data of a part it replaces let go). */
 ferry_err store_mp_record_part(store *s, req *r);
+/* Whether r is a CompleteMultipartUpload whose assembly was handed off
+ * (its PH_COMMITTED answer is store_mp_body_done's). */
+bool store_mp_assembling(const req *r);
 /* Safe on NULL. */
 void store_mp_req_free(struct store_mp_req *m);
 /* Aborts up to limit uploads older than [store] multipart_expiry (none

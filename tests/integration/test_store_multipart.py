@@ -15,6 +15,7 @@ completes after the restart; the open-upload limit.
 import hashlib
 import json
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -695,6 +696,65 @@ class Lifecycle(StoreTestCase):
         self.assertEqual(self.ledger_exec("SELECT count(*) FROM uploads")[0][0], 0)
         self.assertEqual(self.d.data_problems(), [])
         self.assert_clean_and_serving()
+
+
+class ShutdownDuringCompletion(StoreTestCase):
+    """SIGTERM with shutdown_timeout = 0 while CompleteMultipartUpload
+    assembles 40 MiB on its own thread: ferryd stops promptly (the assembly
+    gives up and its connection is answered, or it was done), and after the
+    restart the object is there whole, or the upload is there with all its
+    parts and completes."""
+
+    def test_sigterm_while_assembling(self):
+        d = StoreFerryd(self.h, name="ferryd-term", policy=POLICY,
+                        store=["max_object_size = 64M"], extra=["shutdown_timeout = 0s"])
+        self.addCleanup(d.stop)
+        d.start()
+        s3 = d.boto3()
+        key = "life/term"
+        parts = [os.urandom(5 * MIB) for _ in range(8)]
+        data = b"".join(parts)
+        uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        done = []
+        for i, body in enumerate(parts, 1):
+            r = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=i, Body=body)
+            done.append({"ETag": r["ETag"], "PartNumber": i})
+        result = {}
+
+        def complete():
+            try:
+                result["r"] = d.boto3().complete_multipart_upload(
+                    Bucket=BUCKET, Key=key, UploadId=uid, MultipartUpload={"Parts": done})
+            except Exception as e:  # SlowDown, or the connection closed
+                result["e"] = e
+        t = threading.Thread(target=complete)
+        t.start()
+        # The object's file being assembled (no row names it yet), or the
+        # answer already there.
+        wait_until(lambda: d.tmp_files() != [] or result, timeout=20, what="assembly started")
+        begin = time.monotonic()
+        self.assertEqual(d.stop(), 0)
+        self.assertLess(time.monotonic() - begin, 10)
+        t.join(30)
+        self.assertEqual(d.tmp_files(), [])
+        d.start()
+        s3 = d.boto3()
+        db = sqlite3.connect(d.ledger, timeout=10)
+        try:
+            uploads = db.execute("SELECT count(*) FROM uploads WHERE id = ?", (uid,)).fetchone()[0]
+        finally:
+            db.close()
+        print("term outcome: %r uploads=%d" % (sorted(result), uploads), file=sys.stderr)
+        if uploads == 0:
+            self.assertEqual(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read(), data)
+        else:
+            self.assertNotIn("r", result)
+            if "e" in result and hasattr(result["e"], "response"):
+                self.assertEqual(result["e"].response["Error"]["Code"], "SlowDown")
+            s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid,
+                                         MultipartUpload={"Parts": done})
+            self.assertEqual(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read(), data)
+        self.assertEqual(d.data_problems(), [])
 
 
 class PeriodicExpiry(StoreTestCase):
