@@ -1538,7 +1538,7 @@ static enum MHD_Result list_uploads(req *r, struct MHD_Connection *c, const sigv
     /* Without an upload-id-marker, S3 lists the uploads of keys after
      * key-marker: every id sorts after the one below. */
     snprintf(ls->id, sizeof ls->id, "%s",
-             im != NULL ? im : (km != NULL && km[0] != '\0' ? "\x7f" : ""));
+             im != NULL && im[0] != '\0' ? im : (km != NULL && km[0] != '\0' ? "\x7f" : ""));
     /* A key-marker that is a common prefix (the NextKeyMarker of a page
      * that ended on one) goes on after every key under it, which that
      * page rolled up already. */

@@ -639,6 +639,9 @@ class PartCopyAndParts(MultipartCase):
                 break
             km, im = r["NextKeyMarker"], r.get("NextUploadIdMarker")
         self.assertEqual(sorted(seen), ["dl/a/", "dl/b", "dl/c/", "dl/d"])
+        # An empty upload-id-marker is none: the keys after key-marker.
+        r = s3.list_multipart_uploads(Bucket=BUCKET, KeyMarker="dl/b", UploadIdMarker="")
+        self.assertEqual([u["Key"] for u in r["Uploads"]], keys[3:])
         # key-marker and upload-id-marker without a delimiter.
         r = s3.list_multipart_uploads(Bucket=BUCKET, KeyMarker="dl/a/1",
                                       UploadIdMarker=ids["dl/a/1"])
