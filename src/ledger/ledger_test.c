@@ -1551,7 +1551,7 @@ static void test_uploads(void **state)
     assert_int_equal(ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, NULL, NULL),
                      FERRY_ERR_NOT_FOUND);
 
-    /* The completed object's part boundaries (migration 8): part 2 starts
+    /* The completed object's part boundaries (migration 9): part 2 starts
      * after part 1's 6 bytes; a number not uploaded is not found. */
     {
         ledger_object_part op;

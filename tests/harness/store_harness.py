@@ -227,7 +227,7 @@ class StoreFerryd:
         return out
 
     def _part_boundary_problems(self):
-        """The part boundaries of completed multipart objects (migration 8):
+        """The part boundaries of completed multipart objects (migration 9):
         each set belongs to an object's data and adds up to its size."""
         if not os.path.exists(self.ledger):
             return []
