@@ -903,7 +903,7 @@ static void test_migrate_grants_v6(void **state)
     assert_int_equal(
         sqlite3_exec(db,
                      "DROP TRIGGER object_parts_on_delete; DROP TRIGGER object_parts_on_replace;"
-                     "DROP TABLE object_parts;"                     /* migration 9 */
+                     "DROP TABLE object_parts;"                  /* migration 9 */
                      "ALTER TABLE events DROP COLUMN source_ip;" /* migration 8 */
                      "ALTER TABLE events DROP COLUMN store_request_id;"
                      "DROP TABLE upload_parts; DROP TABLE uploads;" /* migration 7 */

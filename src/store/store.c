@@ -2817,9 +2817,9 @@ static enum MHD_Result begin(req *r, struct MHD_Connection *c, const char *metho
         goto out;
     }
     if (get_tagging) {
-        ret = r->t.key_len == 0 ? respond_error(r, c, 501, "NotImplemented",
-                                                "Bucket tagging is not supported.")
-                                : get_object_tagging(r, c);
+        ret = r->t.key_len == 0
+                  ? respond_error(r, c, 501, "NotImplemented", "Bucket tagging is not supported.")
+                  : get_object_tagging(r, c);
         goto out;
     }
     if (r->t.key_len == 0) {

@@ -60,7 +60,7 @@ struct store_mp_req {
     unsigned out_status; /* 200: stored */
     const char *out_code, *out_msg;
     char out_etag[LEDGER_ETAG_MAX + 1];
-    bool copy;        /* UploadPartCopy: answered with CopyPartResult */
+    bool copy; /* UploadPartCopy: answered with CopyPartResult */
     char source_key[LEDGER_OBJECT_KEY_MAX + 1];
     ferry_buf body;
     bool body_too_large;
@@ -413,7 +413,7 @@ static void unlink_file(const char *file_id, void *arg)
 }
 
 #define NO_SUCH_UPLOAD_MSG                                                                         \
-    "The specified multipart upload does not exist. The upload ID might be invalid, or the "     \
+    "The specified multipart upload does not exist. The upload ID might be invalid, or the "       \
     "multipart upload might have been aborted or completed."
 
 static enum MHD_Result no_such_upload(req *r, struct MHD_Connection *c)
@@ -719,8 +719,8 @@ static enum MHD_Result copy_part(req *r, struct MHD_Connection *c, uint64_t part
         case STORE_COPY_RANGE_OK:
             break;
         case STORE_COPY_RANGE_OUTSIDE:
-            snprintf(msg, sizeof msg, "Range specified is not valid for source object of size: %" PRIu64,
-                     o->size);
+            snprintf(msg, sizeof msg,
+                     "Range specified is not valid for source object of size: %" PRIu64, o->size);
             ret = store_respond_error(r, c, 400, "InvalidArgument", msg);
             goto out;
         default:
@@ -1003,8 +1003,7 @@ static bool body_digests_ok(req *r, struct MHD_Connection *c, const ferry_buf *b
 }
 
 /* The outcome of an assembly, answered when the connection is resumed. */
-static void set_outcome(struct store_mp_req *m, unsigned status, const char *code,
-                        const char *msg)
+static void set_outcome(struct store_mp_req *m, unsigned status, const char *code, const char *msg)
 {
     m->out_status = status;
     m->out_code = code;
