@@ -54,6 +54,11 @@ struct store_mp_req {
      * an assembler thread (complete_state), and its outcome, answered when
      * the connection is resumed. */
     struct complete_state *cs;
+    void (*work)(req *r); /* on a thread of its own: run_long_work */
+    /* UploadPartCopy: the source's data being copied (fd, offset of its
+     * first byte in it) and the range */
+    int copy_fd;
+    uint64_t copy_base, copy_first, copy_len;
     size_t n_used;
     uint64_t total;
     bool assembling;
@@ -68,6 +73,14 @@ struct store_mp_req {
 
 static void complete_state_free(struct complete_state *cs);
 
+static struct store_mp_req *mp_req_new(void)
+{
+    struct store_mp_req *m = calloc(1, sizeof *m);
+    if (m != NULL)
+        m->copy_fd = -1;
+    return m;
+}
+
 bool store_mp_assembling(const req *r)
 {
     return r->mp != NULL && r->mp->assembling;
@@ -79,6 +92,8 @@ void store_mp_req_free(struct store_mp_req *m)
         return;
     ferry_buf_cleanup(&m->body);
     complete_state_free(m->cs);
+    if (m->copy_fd >= 0)
+        close(m->copy_fd);
     free(m);
 }
 
@@ -547,6 +562,7 @@ out:
 /* UploadPart                                                               */
 
 static enum MHD_Result copy_part(req *r, struct MHD_Connection *c, uint64_t parts_bytes);
+static bool run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r));
 
 static enum MHD_Result begin_part(req *r, struct MHD_Connection *c, const header_list *h,
                                   const sigv4_verdict *verdict, const sigv4_query *q)
@@ -566,7 +582,7 @@ static enum MHD_Result begin_part(req *r, struct MHD_Connection *c, const header
         return store_respond_error(r, c, 500, "InternalError", "out of memory");
     if (!upload_of(r, c, qparam(q, "uploadId"), u, &parts_bytes, &ret))
         goto out;
-    r->mp = calloc(1, sizeof *r->mp);
+    r->mp = mp_req_new();
     if (r->mp == NULL) {
         ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
         goto out;
@@ -621,6 +637,8 @@ static enum MHD_Result part_answer(req *r, struct MHD_Connection *c)
     if (e == FERRY_ERR_IO || e == FERRY_ERR_NOMEM)
         return store_respond_error(r, c, 500, "InternalError",
                                    "the store could not write the part");
+    if (e == FERRY_ERR_UNAVAILABLE)
+        return store_respond_error(r, c, 503, "SlowDown", "The store is shutting down; retry.");
     if (e != FERRY_OK)
         return store_respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
     log_info("store.part_stored",
@@ -680,29 +698,90 @@ enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
     return part_commit(r, c);
 }
 
-/* UploadPartCopy: the part's bytes are the source object's, all of them or
- * x-amz-copy-source-range's; read from the source's data while their MD5
- * (the part's ETag) is computed, written to a slot of the part's own, then
- * committed as an UploadPart's body is. The reading and writing happen on
- * this thread, as for CopyObject; the flush and the row on a committer's. */
-static enum MHD_Result copy_part(req *r, struct MHD_Connection *c, uint64_t parts_bytes)
+/* UploadPartCopy's copy, on a thread of its own (run_long_work): the
+ * range read from the source's data while its MD5 (the part's ETag) is
+ * computed, written to the part's slot, then flushed and recorded as a
+ * committer does (store_commit_now); the outcome goes to r->commit_err and
+ * part_answer() answers it. */
+static void copy_work(req *r)
 {
     store *s = r->s;
-    const char *cl = store_header(c, "Content-Length");
-    const char *range = store_header(c, "x-amz-copy-source-range");
-    ledger_object *o = calloc(1, sizeof *o);
+    struct store_mp_req *m = r->mp;
     unsigned char *buf = malloc(MP_COPY_BLOCK);
     EVP_MD_CTX *md5 = EVP_MD_CTX_new();
     unsigned char digest[16];
     unsigned int dlen = 0;
-    uint64_t first = 0, length = 0, done = 0, wb_start = 0;
+    uint64_t done = 0, wb_start = 0;
+    bool ok = buf != NULL && md5 != NULL && EVP_DigestInit_ex(md5, EVP_md5(), NULL) == 1;
+    ferry_err e = ok ? FERRY_ERR_IO : FERRY_ERR_NOMEM;
+
+    while (ok && done < m->copy_len) {
+        size_t want =
+            m->copy_len - done < MP_COPY_BLOCK ? (size_t)(m->copy_len - done) : MP_COPY_BLOCK;
+        if (atomic_load(&s->mp_abort)) {
+            ok = false; /* the store is stopping: no part, the upload as it was */
+            e = FERRY_ERR_UNAVAILABLE;
+            break;
+        }
+        ssize_t k = pread(m->copy_fd, buf, want, (off_t)(m->copy_base + m->copy_first + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            ok = false; /* an error, or the source shorter than its record */
+            break;
+        }
+        ok = EVP_DigestUpdate(md5, buf, (size_t)k) == 1 &&
+             store_fs_slot_write(&r->slot, done, buf, (size_t)k) == FERRY_OK;
+        done += (uint64_t)k;
+        /* As for large bodies: start the writeback on the way, so the
+         * flush waits for the tail only. */
+        if (ok && done - wb_start >= MP_WRITEBACK) {
+            (void)sync_file_range(r->slot.fd, (off_t)(r->slot.base + wb_start),
+                                  (off_t)(done - wb_start), SYNC_FILE_RANGE_WRITE);
+            wb_start = done;
+        }
+    }
+    if (ok)
+        ok = EVP_DigestFinal_ex(md5, digest, &dlen) == 1;
+    /* The source is read: its data is let go now, not when r is freed. */
+    close(m->copy_fd);
+    m->copy_fd = -1;
+    store_fs_read_done(&s->fs, r->reading);
+    r->reading[0] = '\0';
+    EVP_MD_CTX_free(md5);
+    free(buf);
+    if (ok) {
+        store_hex(digest, 16, m->part.etag);
+        m->part.size = m->copy_len;
+        snprintf(m->part.file_id, sizeof m->part.file_id, "%s", r->slot.id);
+        m->part.number = m->part_number;
+        m->part.created_at = ferry_time_now();
+        store_commit_now(r); /* flush, row, slot closed: r->commit_err */
+    } else {
+        if (e == FERRY_ERR_IO)
+            log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
+        r->commit_err = e; /* req_free drops the slot */
+    }
+    r->phase = PH_COMMITTED;
+}
+
+/* UploadPartCopy: the part's bytes are the source object's, all of them or
+ * x-amz-copy-source-range's. Checked here, then copied and committed by
+ * copy_work on a thread of its own, the connection suspended. */
+static enum MHD_Result copy_part(req *r, struct MHD_Connection *c, uint64_t parts_bytes)
+{
+    store *s = r->s;
+    struct store_mp_req *m = r->mp;
+    const char *cl = store_header(c, "Content-Length");
+    const char *range = store_header(c, "x-amz-copy-source-range");
+    ledger_object *o = calloc(1, sizeof *o);
+    uint64_t first = 0, length = 0;
     uint64_t base = 0;
     int in = -1;
     char msg[160];
     enum MHD_Result ret = MHD_NO;
-    bool ok;
 
-    if (o == NULL || buf == NULL || md5 == NULL || EVP_DigestInit_ex(md5, EVP_md5(), NULL) != 1) {
+    if (o == NULL) {
         ret = store_respond_error(r, c, 500, "InternalError", "out of memory");
         goto out;
     }
@@ -747,50 +826,17 @@ static enum MHD_Result copy_part(req *r, struct MHD_Connection *c, uint64_t part
         ret = store_respond_error(r, c, 500, "InternalError", "cannot create the part file");
         goto out;
     }
-    ok = true;
-    while (ok && done < length) {
-        size_t want = length - done < MP_COPY_BLOCK ? (size_t)(length - done) : MP_COPY_BLOCK;
-        ssize_t k = pread(in, buf, want, (off_t)(base + first + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            ok = false; /* an error, or the source shorter than its record */
-            break;
-        }
-        ok = EVP_DigestUpdate(md5, buf, (size_t)k) == 1 &&
-             store_fs_slot_write(&r->slot, done, buf, (size_t)k) == FERRY_OK;
-        done += (uint64_t)k;
-        /* As for large bodies: start the writeback on the way, so the
-         * flush waits for the tail only. */
-        if (ok && done - wb_start >= MP_WRITEBACK) {
-            (void)sync_file_range(r->slot.fd, (off_t)(r->slot.base + wb_start),
-                                  (off_t)(done - wb_start), SYNC_FILE_RANGE_WRITE);
-            wb_start = done;
-        }
-    }
-    if (ok)
-        ok = EVP_DigestFinal_ex(md5, digest, &dlen) == 1;
-    /* The source is read: let its data go now, not when the part is
-     * committed. */
-    close(in);
+    m->copy_fd = in;
     in = -1;
-    store_fs_read_done(&s->fs, r->reading);
-    r->reading[0] = '\0';
-    if (!ok) {
-        log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
-        ret = store_respond_error(r, c, 500, "InternalError", "the store could not write the part");
-        goto out; /* req_free drops the slot */
-    }
-    store_hex(digest, 16, r->mp->part.etag);
-    r->mp->part.size = length;
-    r->mp->copy = true;
-    snprintf(r->mp->source_key, sizeof r->mp->source_key, "%s", o->key);
-    ret = part_commit(r, c);
+    m->copy_base = base;
+    m->copy_first = first;
+    m->copy_len = length;
+    m->copy = true;
+    snprintf(m->source_key, sizeof m->source_key, "%s", o->key);
+    ret = run_long_work(r, c, copy_work) ? MHD_YES : part_answer(r, c);
 out:
     if (in >= 0)
         close(in);
-    EVP_MD_CTX_free(md5);
-    free(buf);
     free(o);
     return ret;
 }
@@ -818,7 +864,7 @@ static enum MHD_Result begin_complete(req *r, struct MHD_Connection *c, const ch
         r->want_md5 = true;
     }
     snprintf(r->payload_sha, sizeof r->payload_sha, "%s", verdict->payload_sha256);
-    r->mp = calloc(1, sizeof *r->mp);
+    r->mp = mp_req_new();
     if (r->mp == NULL)
         return store_respond_error(r, c, 500, "InternalError", "out of memory");
     snprintf(r->mp->upload_id, sizeof r->mp->upload_id, "%s", upload_id);
@@ -1092,23 +1138,23 @@ static void assemble_and_record(req *r)
     set_outcome(m, 200, NULL, NULL);
 }
 
-/* After the assembly: its memory and its slot among the 8 go; the
- * connection is resumed by the caller. */
-static void assembly_done(req *r)
+/* The whole of a completion's heavy half: its memory and its slot among
+ * the 8 go after it; the connection is resumed by the caller. */
+static void complete_work(req *r)
 {
+    assemble_and_record(r);
     complete_state_free(r->mp->cs);
     r->mp->cs = NULL;
     atomic_fetch_sub(&r->s->mp_completing, 1);
     r->phase = PH_COMMITTED;
 }
 
-static void *assembler_main(void *arg)
+static void *long_work_main(void *arg)
 {
     req *r = arg;
     store *s = r->s;
     struct MHD_Connection *c = r->conn;
-    assemble_and_record(r);
-    assembly_done(r);
+    r->mp->work(r);
     /* From here the connection's thread may answer and free r. */
     MHD_resume_connection(c);
     pthread_mutex_lock(&s->mp_mu);
@@ -1118,10 +1164,14 @@ static void *assembler_main(void *arg)
     return NULL;
 }
 
-/* Runs the assembly on a thread of its own with the connection suspended:
- * assembling a large object takes seconds (1 GiB: 4+ s), during which a
- * libmicrohttpd thread would stall every other connection it serves. */
-static enum MHD_Result assemble_async(req *r, struct MHD_Connection *c)
+/* Runs work(r) (which leaves r in PH_COMMITTED with its outcome) on a
+ * thread of its own with the connection suspended: assembling an object
+ * or copying a part takes seconds (1 GiB: 4+ s), during which a
+ * libmicrohttpd thread would stall every other connection it serves. True
+ * when the answer comes once the connection is resumed; false when no
+ * thread could take it (the store is stopping): then work(r) has run on
+ * this thread and the caller answers now. */
+static bool run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r))
 {
     store *s = r->s;
     pthread_attr_t attr;
@@ -1131,28 +1181,27 @@ static enum MHD_Result assemble_async(req *r, struct MHD_Connection *c)
 
     r->conn = c;
     r->phase = PH_COMMITTING;
+    r->mp->work = work;
     pthread_mutex_lock(&s->mp_mu);
     if (!atomic_load(&s->mp_abort) && pthread_attr_init(&attr) == 0) {
         (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         s->mp_threads++;
         MHD_suspend_connection(c);
         suspended = true;
-        started = pthread_create(&t, &attr, assembler_main, r) == 0;
+        started = pthread_create(&t, &attr, long_work_main, r) == 0;
         if (!started)
             s->mp_threads--;
         pthread_attr_destroy(&attr);
     }
     pthread_mutex_unlock(&s->mp_mu);
     if (started)
-        return MHD_YES;
-    /* No thread (the store is stopping, or none could be started): on this
-     * one; a suspended connection is resumed to be answered. */
-    assemble_and_record(r);
-    assembly_done(r);
-    if (!suspended)
-        return store_mp_body_done(r, c);
-    MHD_resume_connection(c);
-    return MHD_YES;
+        return true;
+    /* No thread: on this one; a suspended connection is resumed to be
+     * answered. */
+    work(r);
+    if (suspended)
+        MHD_resume_connection(c);
+    return suspended;
 }
 
 enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
@@ -1257,7 +1306,9 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
     m->total = total;
     m->assembling = true;
     cs = NULL; /* r->mp owns it now */
-    return assemble_async(r, c);
+    if (run_long_work(r, c, complete_work))
+        return MHD_YES;
+    return store_mp_body_done(r, c);
 out:
     complete_state_free(cs);
     atomic_fetch_sub(&s->mp_completing, 1);

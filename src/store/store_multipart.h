@@ -16,7 +16,8 @@
  *   and becomes a part only when its ledger row is committed; the upload's
  *   rows name the part files so the start-up sweep keeps them. A part
  *   copied from an object (UploadPartCopy) is read from the object's data,
- *   hashed (its ETag is its MD5) and committed the same way.
+ *   hashed (its ETag is its MD5), flushed and recorded the same way, on a
+ *   thread of its own with the connection suspended.
  * - Completion copies the listed parts into a new data file while computing
  *   the SHA-256 of the whole object (on a thread of its own, the connection
  *   suspended), makes it durable, and then records the object (with its
