@@ -583,6 +583,30 @@ class PartCopyAndParts(MultipartCase):
         self.files_match_ledger()
         self.assert_clean_and_serving()
 
+    def test_upload_part_copy_from_a_packed_object(self):
+        """A small source lives in a pack region (pack_max_object): its
+        bytes are read at the region's offset; the copied part, small too,
+        gets a region of its own."""
+        s3 = self.d.boto3()
+        src = self.put_source("pc/small-src", 3000)
+        self.assertTrue(self.ledger_exec("SELECT file_id FROM objects WHERE object_key = ?",
+                                         "pc/small-src")[0][0].startswith("p"))
+        key = "pc/small-dst"
+        uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        r = s3.upload_part_copy(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=1,
+                                CopySource="%s/pc/small-src" % BUCKET,
+                                CopySourceRange="bytes=100-1099")
+        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid, MultipartUpload={
+            "Parts": [{"ETag": r["CopyPartResult"]["ETag"], "PartNumber": 1}]})
+        self.assertEqual(self.get_bytes(key), src[100:1100])
+        g = s3.get_object(Bucket=BUCKET, Key=key, PartNumber=1)
+        self.assertEqual(g["Body"].read(), src[100:1100])
+        self.assertEqual(g["PartsCount"], 1)
+        s3.delete_object(Bucket=BUCKET, Key="pc/small-src")
+        self.assertEqual(self.get_bytes(key), src[100:1100])
+        self.files_match_ledger()
+        self.assert_clean_and_serving()
+
     def test_aws_cli_copy_between_keys_is_multipart(self):
         """`aws s3 cp` of an object over the CLI's multipart threshold
         (here 6 MB, chunks of 5 MB, set in its config file) to another key
