@@ -630,7 +630,9 @@ ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
     }
     /* Logged here, not when decided: a grant is issued once it is recorded,
      * and with ferryd answering first this keeps the log line off the
-     * answer's path. */
+     * answer's path. The batch's lines are written together (one write,
+     * not one per grant). */
+    ferry_log_hold();
     for (size_t i = 0; i < svc->held_n; i++) {
         const held *h = &svc->held[i];
         if (h->granted)
@@ -639,6 +641,7 @@ ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
                      h->request_id, h->grant.id, h->grant.method, (unsigned long long)h->grant.size,
                      (long long)(h->grant.expires_at - h->at));
     }
+    ferry_log_release();
     svc->held_n = 0;
     svc->held_grants = 0;
     return FERRY_OK;
