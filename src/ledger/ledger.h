@@ -205,9 +205,14 @@ __attribute__((warn_unused_result)) ferry_err ledger_grant_insert(ledger *l, con
 typedef struct ledger_insert {
     const ledger_grant *grant;   /* in */
     const ledger_limits *limits; /* in; NULL: no limits */
-    ledger_verdict verdict;      /* out, meaningful when err is FERRY_OK */
-    ferry_err err;               /* out: FERRY_OK, or this item's own error
-                                    (FERRY_ERR_EXISTS, _INVALID, _TOO_LARGE) */
+    /* in: the caller found the device's row (ledger_device_get) inside the
+     * write transaction this batch joins (ledger_write_begin), so the row
+     * cannot have gone and need not be ensured; false: it is created if
+     * missing, as ledger_grant_insert does. */
+    bool device_exists;
+    ledger_verdict verdict; /* out, meaningful when err is FERRY_OK */
+    ferry_err err;          /* out: FERRY_OK, or this item's own error
+                               (FERRY_ERR_EXISTS, _INVALID, _TOO_LARGE) */
 } ledger_insert;
 
 /*

@@ -369,8 +369,8 @@ static void test_audit(void **state)
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_log", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_log", -1, &st, NULL),
+                     SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(st, 0), 4);
     sqlite3_finalize(st);
@@ -540,6 +540,42 @@ static void test_insert_batch(void **state)
     assert_int_equal(got.state, LEDGER_GRANT_ISSUED);
     assert_int_equal(ledger_grant_insert_batch(f->l, NULL, 0), FERRY_OK);
     assert_int_equal(ledger_grant_insert_batch(f->l, NULL, 1), FERRY_ERR_INVALID);
+}
+
+/* ledger_insert.device_exists: honoured only inside the caller's write
+ * transaction; outside one the device row is still created. Inside one,
+ * a wrong claim cannot plant a grant without its device: the foreign key
+ * refuses it. */
+static void test_insert_batch_device_exists(void **state)
+{
+    fixture *f = *state;
+    ledger_grant g;
+    ledger_insert item;
+    ledger_device dev;
+
+    make_grant(&g, "g_hint1", "dev-new", 1, T0, 60);
+    item = (ledger_insert){.grant = &g, .device_exists = true};
+    assert_int_equal(ledger_grant_insert_batch(f->l, &item, 1), FERRY_OK);
+    assert_int_equal(item.err, FERRY_OK);
+    assert_int_equal(item.verdict, LEDGER_INSERTED);
+    assert_int_equal(ledger_device_get(f->l, "dev-new", &dev), FERRY_OK);
+
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-new", &dev), FERRY_OK);
+    make_grant(&g, "g_hint2", "dev-new", 1, T0, 60);
+    item = (ledger_insert){.grant = &g, .device_exists = true};
+    assert_int_equal(ledger_grant_insert_batch(f->l, &item, 1), FERRY_OK);
+    assert_int_equal(item.err, FERRY_OK);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+    assert_int_equal(ledger_grant_get(f->l, "g_hint2", &g), FERRY_OK);
+
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    make_grant(&g, "g_hint3", "dev-never", 1, T0, 60);
+    item = (ledger_insert){.grant = &g, .device_exists = true};
+    assert_int_not_equal(ledger_grant_insert_batch(f->l, &item, 1), FERRY_OK);
+    ledger_write_rollback(f->l);
+    assert_int_equal(ledger_grant_get(f->l, "g_hint3", &g), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_device_get(f->l, "dev-never", &dev), FERRY_ERR_NOT_FOUND);
 }
 
 /* A writer killed with SIGKILL in the middle of a run of inserts: every
@@ -761,10 +797,9 @@ static void test_object_file_walk(void **state)
     fixture *f = *state;
     ledger_object o;
     walk_seen w;
-    static const char *ids[] = {"p00000002000000000000200000001000",
-                                "p00000001000000000000100000001000",
-                                "p00000001000000000000000000001000",
-                                "p00000010000000000000000000001000", "0123abcd"};
+    static const char *ids[] = {
+        "p00000002000000000000200000001000", "p00000001000000000000100000001000",
+        "p00000001000000000000000000001000", "p00000010000000000000000000001000", "0123abcd"};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         char key[16];
         snprintf(key, sizeof key, "k/%zu", i);
@@ -1582,6 +1617,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limits_inside_insert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mark_used_revoke_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_insert_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_insert_batch_device_exists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_keeps_committed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_mark_used, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_insert_limit, setup, teardown),
