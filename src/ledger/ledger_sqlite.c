@@ -817,12 +817,17 @@ static ferry_err sq_set_autocheckpoint(void *impl, bool on)
                     "wal_autocheckpoint");
 }
 
-static ferry_err sq_checkpoint(void *impl)
+static ferry_err sq_checkpoint(void *impl, uint64_t *log_frames, uint64_t *copied_frames)
 {
     sqlite_ledger *s = impl;
-    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int log = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
     /* BUSY: another connection is checkpointing; nothing to do this time. */
-    return rc == SQLITE_OK || rc == SQLITE_BUSY ? FERRY_OK : db_fail(s, "checkpoint", rc);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        return db_fail(s, "checkpoint", rc);
+    *log_frames = log > 0 ? (uint64_t)log : 0;
+    *copied_frames = copied > 0 ? (uint64_t)copied : 0;
+    return FERRY_OK;
 }
 
 static ferry_err sq_schema_version(void *impl, int64_t *out)
