@@ -144,27 +144,40 @@ static void watch(driver *drv, conn *c, bool want_out)
     c->epoll_out = want_out;
 }
 
-/* Whether more input is already here: decrypted bytes TLS holds, or, for a
- * draining connection, bytes on the socket. */
-static bool more_input(const conn *c)
+/* Whether TLS can hand out input without the socket: decrypted bytes or
+ * a whole record read ahead (as in ferryd's broker link). The socket's
+ * epoll entry cannot see those, so they are read before the connection is
+ * left; a record read only in part waits for the socket. */
+static bool tls_holds_input(const conn *c)
 {
     SSL *ssl = mosquitto_ssl_get(c->m);
-    if (ssl != NULL && SSL_pending(ssl) > 0)
-        return true;
-    if (!c->drain)
+    if (ssl == NULL || !SSL_has_pending(ssl))
         return false;
+    if (SSL_pending(ssl) > 0)
+        return true;
+    unsigned char byte;
+    int n = SSL_peek(ssl, &byte, 1);
+    return n > 0 || SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ;
+}
+
+static bool socket_readable(const conn *c)
+{
     struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
     return poll(&pfd, 1, 0) > 0;
 }
 
-/* Reads the packets that have arrived (callbacks run from here). */
+/* Reads the packets that have arrived (callbacks run from here): all that
+ * TLS holds, and for a draining connection what else the socket has, up
+ * to 64 reads more. */
 static void read_input(conn *c)
 {
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0;; i++) {
         int rc = mosquitto_loop_read(c->m, 1);
         if (rc != MOSQ_ERR_SUCCESS)
             fail(c->name, "connection lost", rc);
-        if (!more_input(c))
+        if (tls_holds_input(c))
+            continue;
+        if (!c->drain || i >= 64 || !socket_readable(c))
             break;
     }
 }
@@ -238,6 +251,11 @@ static void connect_conn(driver *drv, conn *c, int port)
     if (rc != MOSQ_ERR_SUCCESS)
         fail(c->name, "cannot connect", rc);
     c->fd = -1;
+    /* As ferryd's broker link: one read() takes in every record that has
+     * arrived, not two per record. */
+    SSL *ssl = mosquitto_ssl_get(c->m);
+    if (ssl != NULL)
+        SSL_set_read_ahead(ssl, 1);
     watch(drv, c, false);
     write_queued(drv, c);
 }
