@@ -2,7 +2,10 @@
 # bench grants: request -> grant round trip over a real Mosquitto with mutual
 # TLS on loopback, ferryd against a bare echo responder on the same broker.
 # Usage: bench/grants/run.sh BUILD_DIR   (scripts/bench.sh passes the release build)
-# Each measurement runs RUNS times; the medians are reported.
+# Each measurement runs RUNS times; the medians are reported. Besides the
+# closing line, it prints who spends the CPU per round trip with DEVICES
+# devices (the load generator, the broker, the echo or ferryd), measured by
+# the client over its measured span.
 set -euo pipefail
 FERRY_WHO="bench grants"
 . "$(dirname "$0")/../../scripts/lib.sh"
