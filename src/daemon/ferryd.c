@@ -161,7 +161,8 @@ static void commit_if_due(ferryd_state *st, broker_link *link, bool force)
         size_t voided = 0;
         st->busy_seen = busy;
         if (grant_service_commit_batch(st->service, &voided) != FERRY_OK)
-            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"", voided);
+            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"",
+                      voided);
         return;
     }
     broker_link_wake_within(link, (int)((left + 999999) / 1000000));
@@ -208,11 +209,12 @@ static void flush_requests(ferryd_state *st, broker_link *link)
             .response_topic = q->response_topic,
         };
     }
-    ferry_err e = st->answer_before_commit
-                      ? grant_service_decide_batch(st->service, st->inputs, n, ferry_time_now(),
-                                                   ferry_time_mono_ns(), st->answers, st->results)
-                      : grant_service_handle_batch(st->service, st->inputs, n, ferry_time_now(),
-                                                   ferry_time_mono_ns(), st->answers, st->results);
+    ferry_err e =
+        st->answer_before_commit
+            ? grant_service_decide_batch(st->service, st->inputs, n, ferry_time_now(),
+                                         ferry_time_mono_ns(), st->answers, st->results)
+            : grant_service_handle_batch(st->service, st->inputs, n, ferry_time_now(),
+                                         ferry_time_mono_ns(), st->answers, st->results);
     for (size_t i = 0; i < n; i++) {
         queued_request *q = &st->queue[i];
         if (e != FERRY_OK || st->results[i] == FERRY_ERR_INVALID) {
@@ -240,7 +242,8 @@ static void flush_requests(ferryd_state *st, broker_link *link)
         size_t voided = 0;
         broker_link_flush(link); /* the answers leave now, the commit follows */
         if (grant_service_stage_batch(st->service, &voided) != FERRY_OK)
-            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"", voided);
+            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"",
+                      voided);
         commit_if_due(st, link, st->commit_delay_ns == 0);
     }
     checkpoint_tail(st);
@@ -573,7 +576,8 @@ out:
     if (st->service != NULL && grant_service_txn_open(st->service, NULL)) {
         size_t voided = 0;
         if (grant_service_commit_batch(st->service, &voided) != FERRY_OK)
-            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"", voided);
+            log_error("answer.grants_voided", "grants=%zu reason=\"ledger commit failed\"",
+                      voided);
     }
     grant_service_free(st->service);
     ledger_close(service_ledger);
