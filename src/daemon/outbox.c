@@ -178,6 +178,8 @@ static void object_of(const outbox *o, const ledger_event *ev, events_object *ob
     obj->sha256 = ev->sha256[0] != '\0' ? ev->sha256 : NULL;
     obj->content_type = ev->content_type[0] != '\0' ? ev->content_type : NULL;
     obj->request_id = ev->request_id[0] != '\0' ? ev->request_id : NULL;
+    obj->source_ip = ev->source_ip[0] != '\0' ? ev->source_ip : NULL;
+    obj->store_request_id = ev->store_request_id[0] != '\0' ? ev->store_request_id : NULL;
 }
 
 static ferry_err device_topic(const outbox *o, const char *device, char *out, size_t out_size)

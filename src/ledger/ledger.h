@@ -43,6 +43,8 @@
 #define LEDGER_KEY_MAX           512 /* object key */
 #define LEDGER_BUCKET_MAX        63  /* S3 bucket names are at most 63 bytes */
 #define LEDGER_METHOD_MAX        8   /* "PUT", "POST" */
+#define LEDGER_SOURCE_IP_MAX     45  /* an IPv6 address in text (INET6_ADDRSTRLEN - 1) */
+#define LEDGER_STORE_REQ_ID_MAX  32  /* the store's x-amz-request-id */
 #define LEDGER_CONTENT_TYPE_MAX  127 /* RFC 6838: type/subtype, each <= 127 */
 #define LEDGER_SHA256_HEX_LEN    64
 #define LEDGER_CONTENT_TYPES_MAX 1024 /* a device's list of allowed patterns */
@@ -343,6 +345,9 @@ typedef struct ledger_object {
     char device[LEDGER_DEVICE_MAX + 1];     /* "" when an operator stored it */
     char grant_id[LEDGER_GRANT_ID_MAX + 1]; /* "" when an operator stored it */
     int64_t created_at;
+    /* Copied into the object's event (not kept in the object's row): */
+    char source_ip[LEDGER_SOURCE_IP_MAX + 1];           /* the uploader's address, or "" */
+    char store_request_id[LEDGER_STORE_REQ_ID_MAX + 1]; /* the upload's request id, or "" */
 } ledger_object;
 
 /*
@@ -539,6 +544,8 @@ typedef struct ledger_event {
     char request_id[LEDGER_REQUEST_ID_MAX + 1]; /* "" when the grant had none */
     char method[LEDGER_METHOD_MAX + 1];         /* the grant's: "PUT", "POST" */
     int64_t created_ms;                         /* the object's created_at, in ms */
+    char source_ip[LEDGER_SOURCE_IP_MAX + 1];   /* "" when unknown (external store) */
+    char store_request_id[LEDGER_STORE_REQ_ID_MAX + 1]; /* "" when unknown */
 } ledger_event;
 
 typedef enum ledger_delivery_state {

@@ -226,6 +226,11 @@ static const char *const migrations[] = {
      "  PRIMARY KEY (upload_id, part_number)"
      ") WITHOUT ROWID;"
      "CREATE INDEX upload_parts_file ON upload_parts(file_id);"),
+    /* 8: an event says where its upload came from (sourceIPAddress) and
+     * which store request made it (responseElements' x-amz-request-id), as
+     * S3's do. Events recorded before this migration have neither. */
+    ("ALTER TABLE events ADD COLUMN source_ip TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE events ADD COLUMN store_request_id TEXT NOT NULL DEFAULT '';"),
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -293,8 +298,9 @@ enum stmt_id {
 /* The columns event_row() reads, then those delivery_row() adds. */
 #define EVENT_COLS                                                                                 \
     "e.seq, e.id, e.bucket, e.object_key, e.size, e.etag, e.sha256, e.content_type, e.device,"     \
-    " e.grant_id, e.request_id, e.method, e.created_ms"
-#define DELIVERY_COLS EVENT_COLS ", d.target, d.state, d.attempts, d.next_ms, d.last_error"
+    " e.grant_id, e.request_id, e.method, e.created_ms, e.source_ip, e.store_request_id"
+#define EVENT_COL_COUNT 15
+#define DELIVERY_COLS   EVENT_COLS ", d.target, d.state, d.attempts, d.next_ms, d.last_error"
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
@@ -383,9 +389,9 @@ static const char *const stmt_sql[ST__COUNT] = {
      * (and the UNIQUE constraint would refuse the commit if they did). */
     [ST_EVENT_INSERT] =
         "INSERT INTO events (id, bucket, object_key, size, etag, sha256, content_type, device,"
-        " grant_id, request_id, method, created_ms)"
+        " grant_id, request_id, method, created_ms, source_ip, store_request_id)"
         " SELECT 'ev_' || lower(hex(randomblob(16))), ?1, ?2, ?3, ?4, ?5, ?6, device, id,"
-        " request_id, method, ?7 FROM grants WHERE id = ?8",
+        " request_id, method, ?7, ?9, ?10 FROM grants WHERE id = ?8",
     [ST_DELIVERY_FANOUT] = "INSERT INTO deliveries (event_seq, target, state, attempts, next_ms,"
                            " last_error) SELECT ?1, name, 'pending', 0, ?2, ''"
                            " FROM event_targets WHERE active = 1",
@@ -1410,6 +1416,8 @@ static ferry_err event_insert_locked(sqlite_ledger *s, const ledger_object *obj)
     bind_text(st, 6, obj->content_type);
     sqlite3_bind_int64(st, 7, created_ms);
     bind_text(st, 8, obj->grant_id);
+    bind_text(st, 9, obj->source_ip);
+    bind_text(st, 10, obj->store_request_id);
     if ((err = stmt_done(s, st, "event.insert")) != FERRY_OK)
         return err == FERRY_ERR_EXISTS ? FERRY_ERR_DB : err;
     if (sqlite3_changes(s->db) != 1)
@@ -2098,7 +2106,7 @@ out:
 /* ---------------------------------------------------------------------- */
 /* The event outbox                                                         */
 
-/* Fills ev from columns 0..12 (EVENT_COLS). */
+/* Fills ev from columns 0..14 (EVENT_COLS). */
 static ferry_err event_row(sqlite_ledger *s, sqlite3_stmt *st, ledger_event *ev)
 {
     ferry_err err;
@@ -2114,7 +2122,10 @@ static ferry_err event_row(sqlite_ledger *s, sqlite3_stmt *st, ledger_event *ev)
         (err = col_text(s, st, 8, ev->device, sizeof ev->device)) != FERRY_OK ||
         (err = col_text(s, st, 9, ev->grant_id, sizeof ev->grant_id)) != FERRY_OK ||
         (err = col_text(s, st, 10, ev->request_id, sizeof ev->request_id)) != FERRY_OK ||
-        (err = col_text(s, st, 11, ev->method, sizeof ev->method)) != FERRY_OK)
+        (err = col_text(s, st, 11, ev->method, sizeof ev->method)) != FERRY_OK ||
+        (err = col_text(s, st, 13, ev->source_ip, sizeof ev->source_ip)) != FERRY_OK ||
+        (err = col_text(s, st, 14, ev->store_request_id, sizeof ev->store_request_id)) !=
+            FERRY_OK)
         return err;
     size = sqlite3_column_int64(st, 4);
     if (size < 0)
@@ -2144,16 +2155,17 @@ static ferry_err delivery_row(sqlite_ledger *s, sqlite3_stmt *st, ledger_deliver
     sqlite3_int64 attempts;
     if ((err = event_row(s, st, &d->event)) != FERRY_OK)
         return err;
-    if ((err = col_text(s, st, 13, d->target, sizeof d->target)) != FERRY_OK ||
-        (err = col_text(s, st, 14, state, sizeof state)) != FERRY_OK ||
-        (err = col_text(s, st, 17, d->last_error, sizeof d->last_error)) != FERRY_OK ||
+    const int c = EVENT_COL_COUNT;
+    if ((err = col_text(s, st, c, d->target, sizeof d->target)) != FERRY_OK ||
+        (err = col_text(s, st, c + 1, state, sizeof state)) != FERRY_OK ||
+        (err = col_text(s, st, c + 4, d->last_error, sizeof d->last_error)) != FERRY_OK ||
         (err = delivery_state_parse(state, &d->state)) != FERRY_OK)
         return err;
-    attempts = sqlite3_column_int64(st, 15);
+    attempts = sqlite3_column_int64(st, c + 2);
     if (attempts < 0 || attempts > UINT32_MAX)
         return FERRY_ERR_DB;
     d->attempts = (unsigned)attempts;
-    d->next_ms = sqlite3_column_int64(st, 16);
+    d->next_ms = sqlite3_column_int64(st, c + 3);
     return FERRY_OK;
 }
 

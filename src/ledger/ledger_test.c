@@ -25,6 +25,7 @@
 #include "ledger/ledger.h"
 
 #define T0 INT64_C(1795000000) /* 2026-11-18, a fixed "now" */
+#define LATEST_SCHEMA 8        /* the number of migrations in ledger_sqlite.c */
 
 typedef struct fixture {
     char dir[64];
@@ -119,7 +120,7 @@ static void test_migrate_fresh_and_reopen(void **state)
 
     assert_string_equal(ledger_backend(f->l), "sqlite");
     assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, 7);
+    assert_int_equal(v, LATEST_SCHEMA);
     /* Re-opening an up-to-date database changes nothing and keeps data. */
     ledger_grant g;
     make_grant(&g, "g_a", "dev-1", 10, T0, 60);
@@ -128,7 +129,7 @@ static void test_migrate_fresh_and_reopen(void **state)
     f->l = NULL;
     assert_int_equal(ledger_open(f->path, &again), FERRY_OK);
     assert_int_equal(ledger_schema_version(again, &v), FERRY_OK);
-    assert_int_equal(v, 7);
+    assert_int_equal(v, LATEST_SCHEMA);
     ledger_grant back;
     assert_int_equal(ledger_grant_get(again, "g_a", &back), FERRY_OK);
     assert_string_equal(back.key, g.key);
@@ -998,6 +999,8 @@ static void test_migrate_grants_v6(void **state)
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(
         sqlite3_exec(db,
+                     "ALTER TABLE events DROP COLUMN source_ip;" /* migration 8 */
+                     "ALTER TABLE events DROP COLUMN store_request_id;"
                      "DROP TABLE upload_parts; DROP TABLE uploads;" /* migration 7 */
                      "DROP VIEW audit_log;"
                      "CREATE TABLE grants_v5 (id TEXT PRIMARY KEY NOT NULL,"
@@ -1018,7 +1021,7 @@ static void test_migrate_grants_v6(void **state)
 
     assert_int_equal(ledger_open(f->path, &f->l), FERRY_OK);
     assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, 7);
+    assert_int_equal(v, LATEST_SCHEMA);
     assert_int_equal(ledger_grant_get(f->l, "g_old", &g), FERRY_OK);
     assert_int_equal(g.state, LEDGER_GRANT_USED);
     assert_int_equal(ledger_object_get(f->l, "ingest", "b/old", &o), FERRY_OK);
@@ -1210,8 +1213,12 @@ static void test_outbox_event_with_object(void **state)
     make_grant(&g, "g_ev1", "dev-1", 3, T0, 60);
     insert_ok(f->l, &g);
     make_object(&o, "ev/one", "g_ev1");
+    snprintf(o.source_ip, sizeof o.source_ip, "2001:db8::17");
+    snprintf(o.store_request_id, sizeof o.store_request_id, "00000001000000a2");
     assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
     assert_int_equal(ledger_event_latest(f->l, "ingest", "ev/one", &ev), FERRY_OK);
+    assert_string_equal(ev.source_ip, "2001:db8::17");
+    assert_string_equal(ev.store_request_id, "00000001000000a2");
     assert_int_equal(strlen(ev.id), 35);
     assert_memory_equal(ev.id, "ev_", 3);
     assert_string_equal(ev.device, "dev-1");
@@ -1226,6 +1233,7 @@ static void test_outbox_event_with_object(void **state)
     assert_int_equal(ledger_delivery_claim(f->l, "hook", T0 * 1000, 30000, d, 4, &n), FERRY_OK);
     assert_int_equal(n, 1);
     assert_string_equal(d[0].event.id, ev.id);
+    assert_string_equal(d[0].event.source_ip, "2001:db8::17");
     assert_string_equal(d[0].target, "hook");
     assert_int_equal(d[0].attempts, 0);
     assert_int_equal(ledger_delivery_claim(f->l, "hook", T0 * 1000, 30000, d, 4, &n), FERRY_OK);

@@ -9,8 +9,10 @@
  *               path split, signature verified, grant checked, limits
  *               applied. Anything refused is answered here,
  *               before a byte of body is read (clients that sent
- *               "Expect: 100-continue" never send it). GET/HEAD/DELETE/List
- *               are answered here too.
+ *               "Expect: 100-continue" never send it).
+ *   PH_HEAD_READ a GET, HEAD or DELETE without a body waits here for
+ *               libmicrohttpd's next call, then is answered as in PH_NEW
+ *               (an answer on the first call would cost the keep-alive).
  *   PH_BODY     PutObject: each chunk goes to the data file and into
  *               MD5 and SHA-256; the last call verifies, commits (fsync,
  *               fsync dir, ledger) and answers.
@@ -1453,6 +1455,33 @@ bool store_body_digests_ok(req *r, struct MHD_Connection *c, char md5_hex[33], c
     return true;
 }
 
+
+/* The peer's address in text ("" when unknown), for the object's event; an
+ * IPv4 client of a dual-stack listener is written as IPv4, as S3 does. */
+static void client_address(struct MHD_Connection *c, char *out, size_t out_size)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+    out[0] = '\0';
+    if (sa == NULL)
+        return;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)(const void *)sa;
+        if (inet_ntop(AF_INET, &in4->sin_addr, out, (socklen_t)out_size) == NULL)
+            out[0] = '\0';
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        const void *a = &in6->sin6_addr;
+        int family = AF_INET6;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            a = &in6->sin6_addr.s6_addr[12];
+            family = AF_INET;
+        }
+        if (inet_ntop(family, a, out, (socklen_t)out_size) == NULL)
+            out[0] = '\0';
+    }
+}
 /* The end of an upload (PUT or POST), called twice: first it verifies the
  * digests and hands the upload to the committers (fdatasync, ledger row
  * consuming the grant, see commit_jobs), returning false with *ret =
@@ -1495,6 +1524,8 @@ static bool commit_object(req *r, struct MHD_Connection *c, char md5_hex[33], en
         snprintf(o->grant_id, sizeof o->grant_id, "%s", r->grant.id);
     }
     o->created_at = ferry_time_now();
+    client_address(c, o->source_ip, sizeof o->source_ip);
+    snprintf(o->store_request_id, sizeof o->store_request_id, "%s", r->id);
     r->obj = o;
     memcpy(r->md5_hex, md5_hex, sizeof r->md5_hex);
     store_fs_slot_written(&r->slot); /* the next flush of its pack covers it */
@@ -2622,6 +2653,16 @@ out:
     return ret;
 }
 
+/* A GET, HEAD or DELETE that announces no body (no Content-Length other
+ * than 0, no Transfer-Encoding). */
+static bool bodyless(struct MHD_Connection *c, const char *method)
+{
+    const char *length = header(c, "Content-Length");
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && strcmp(method, "DELETE") != 0)
+        return false;
+    return header(c, "Transfer-Encoding") == NULL && (length == NULL || strcmp(length, "0") == 0);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -2654,8 +2695,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         conn_watch *w = conn_of(c);
         if (w != NULL)
             atomic_store(&w->in_request, true);
+        if (bodyless(c, method)) {
+            /* libmicrohttpd 0.9.75 closes the connection after an answer
+             * queued on this first call (it counts as "early": the request
+             * might still have a body to skip). Answering on the next call,
+             * once the request is complete, keeps the connection alive for
+             * the client's next GET, HEAD or DELETE. */
+            r->phase = PH_HEAD_READ;
+            return MHD_YES;
+        }
         return begin(r, c, method);
     }
+    case PH_HEAD_READ:
+        return begin(r, c, method);
     case PH_BODY:
         if (*upload_data_size > 0) {
             size_t n = *upload_data_size;

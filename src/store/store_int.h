@@ -113,6 +113,7 @@ struct store {
  * store_multipart.c. */
 enum phase {
     PH_NEW = 0,
+    PH_HEAD_READ,
     PH_BODY,
     PH_POST,
     PH_DISCARD,

@@ -94,6 +94,12 @@ class OutboxEndToEnd(OutboxTestCase):
         self.assertEqual(rec["ferry"]["id"], g["id"])
         event_id = rec["ferry"]["event_id"]
         self.assertTrue(event_id.startswith("ev_"))
+        # Where the upload came from, and the store request that made it
+        # (the request id of the store's log line for this object).
+        self.assertEqual(rec["requestParameters"]["sourceIPAddress"], "127.0.0.1")
+        store_rid = rec["responseElements"]["x-amz-request-id"]
+        self.assertRegex(store_rid, r"^[0-9a-f]{16}$")
+        self.assertIn("request_id=%s method=PUT" % store_rid, self.d.log())
         if key:
             self.assertEqual(rec["ferry"]["key"], key)
 

@@ -8,9 +8,11 @@ behaviour on SIGTERM with an upload in flight (nothing partial is left).
 """
 
 import hashlib
+import http.client
 import io
 import json
 import os
+import ssl
 import subprocess
 import time
 import unittest
@@ -70,6 +72,37 @@ class OperatorClients(HarnessTestCase):
         self.assertEqual(cm.exception.response["Error"]["Code"], "NoSuchBucket")
         # Deleting what is not there is not an error (S3 answers 204).
         s3.delete_object(Bucket=BUCKET, Key="proc/never")
+
+    def test_reads_keep_the_connection_alive(self):
+        """GET, HEAD, ListObjectsV2, DELETE and a NoSuchKey refusal are
+        answered on one keep-alive connection: a processor fetching many
+        objects pays for one TLS handshake, not one per object."""
+        s3 = self.d.boto3()
+        s3.put_object(Bucket=BUCKET, Key="proc/ka.bin", Body=b"keep")
+        calls = [("GET", "get_object", {"Key": "proc/ka.bin"}, 200, b"keep"),
+                 ("HEAD", "head_object", {"Key": "proc/ka.bin"}, 200, b""),
+                 ("GET", "list_objects_v2", {"Prefix": "proc/ka"}, 200, None),
+                 ("GET", "get_object", {"Key": "proc/none"}, 404, None),
+                 ("DELETE", "delete_object", {"Key": "proc/ka.bin"}, 204, b""),
+                 ("GET", "get_object", {"Key": "proc/ka.bin"}, 404, None)]
+        ctx = ssl.create_default_context(cafile=self.d.ca)
+        conn = http.client.HTTPSConnection("127.0.0.1", self.d.port, context=ctx, timeout=30)
+        sock = None
+        try:
+            for method, op, params, status, body in calls:
+                url = s3.generate_presigned_url(op, Params=dict(Bucket=BUCKET, **params))
+                conn.request(method, url[len("https://127.0.0.1:%d" % self.d.port):])
+                r = conn.getresponse()
+                got = r.read()
+                self.assertEqual(r.status, status, got)
+                if body is not None:
+                    self.assertEqual(got, body)
+                self.assertNotEqual(r.getheader("Connection"), "close", op)
+                if sock is None:
+                    sock = conn.sock
+                self.assertIs(conn.sock, sock, "%s opened a new connection" % op)
+        finally:
+            conn.close()
 
     def test_boto3_upload_fileobj_download_file(self):
         s3 = self.d.boto3()

@@ -354,9 +354,8 @@ class RequestTimeouts(LimitsTestCase):
     def test_keep_alive_heads_are_timed_per_request(self):
         """A keep-alive connection making requests for longer than
         header_timeout is not cut: each head is timed from the end of the
-        previous request. (PUTs with a body: libmicrohttpd 0.9.75 closes
-        the connection after a response queued before the request was
-        read in full, which is how GET and refusals are answered.)"""
+        previous request. (PUTs with a body: refusals, answered before the
+        body is read, close the connection.)"""
         with self.tls_socket() as s:
             t0 = time.monotonic()
             n = 0
