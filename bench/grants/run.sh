@@ -15,6 +15,9 @@ SECONDS_1=${SECONDS_1:-4}
 SECONDS_100=${SECONDS_100:-6}
 DEVICES=${DEVICES:-100}
 CLIENT_THREADS=${CLIENT_THREADS:-1} # threads driving the devices (bench/grants/grants_bench.c)
+# EXTRA_DEVICES=16: also a run with that many devices per round (issue 4
+# quotes 16 requesters against one echo), reported on its own line.
+EXTRA_DEVICES=${EXTRA_DEVICES:-}
 ferryctl=$build/cmd/ferryctl/ferryctl
 ferryd=$build/cmd/ferryd/ferryd
 bench=$build/bench/grants/ferry_bench_grants
@@ -122,19 +125,32 @@ stop_ferryd() {
 
 # The echo and ferryd take turns, round after round, so that both see the
 # same share of whatever else this machine is doing.
-echo1=() echoN=() ferry1=() ferryN=()
+echo1=() echoN=() ferry1=() ferryN=() echoX=() ferryX=()
 for r in $(seq "$RUNS"); do
   start_echo
   echo1+=("$(client 1 "$SECONDS_1" "$echo_pid")")
   echoN+=("$(client "$DEVICES" "$SECONDS_100" "$echo_pid")")
+  [ -n "$EXTRA_DEVICES" ] && echoX+=("$(client "$EXTRA_DEVICES" "$SECONDS_100" "$echo_pid")")
   stop_echo
   start_ferryd "$r"
   ferry1+=("$(client 1 "$SECONDS_1" "$ferryd_pid")")
   ferryN+=("$(client "$DEVICES" "$SECONDS_100" "$ferryd_pid")")
+  [ -n "$EXTRA_DEVICES" ] && ferryX+=("$(client "$EXTRA_DEVICES" "$SECONDS_100" "$ferryd_pid")")
   stop_ferryd
 done
 summarise echo echo1 echoN
 summarise ferry ferry1 ferryN
+if [ -n "$EXTRA_DEVICES" ]; then
+  for label in echo ferry; do
+    declare -n runs=${label}X
+    for r in "${runs[@]}"; do
+      echo "  $label $EXTRA_DEVICES devices: p50_us p99_us per_s = ${r% * * *}" >&2
+    done
+    echo "  $label $EXTRA_DEVICES devices: median per_s $(printf '%s\n' "${runs[@]}" | cut -d' ' -f3 |
+      median)" >&2
+    unset -n runs
+  done
+fi
 grants=$(/usr/bin/python3 -c 'import sqlite3, sys
 print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM grants").fetchone()[0])' \
   "$tmp/ledger.db")
