@@ -2,7 +2,10 @@
 # bench grants: request -> grant round trip over a real Mosquitto with mutual
 # TLS on loopback, ferryd against a bare echo responder on the same broker.
 # Usage: bench/grants/run.sh BUILD_DIR   (scripts/bench.sh passes the release build)
-# Each measurement runs RUNS times; the medians are reported.
+# Each measurement runs RUNS times; the medians are reported. Besides the
+# closing line, it prints who spends the CPU per round trip with DEVICES
+# devices (the load generator, the broker, the echo or ferryd), measured by
+# the client over its measured span.
 set -euo pipefail
 FERRY_WHO="bench grants"
 . "$(dirname "$0")/../../scripts/lib.sh"
@@ -11,6 +14,10 @@ RUNS=${RUNS:-3}
 SECONDS_1=${SECONDS_1:-4}
 SECONDS_100=${SECONDS_100:-6}
 DEVICES=${DEVICES:-100}
+CLIENT_THREADS=${CLIENT_THREADS:-1} # threads driving the devices (bench/grants/grants_bench.c)
+# EXTRA_DEVICES=16: also a run with that many devices per round (issue 4
+# quotes 16 requesters against one echo), reported on its own line.
+EXTRA_DEVICES=${EXTRA_DEVICES:-}
 ferryctl=$build/cmd/ferryctl/ferryctl
 ferryd=$build/cmd/ferryd/ferryd
 bench=$build/bench/grants/ferry_bench_grants
@@ -24,12 +31,18 @@ user_args=()
 "$ferryctl" broker-config "$tmp/broker" --pki "$tmp/pki" --bind 127.0.0.1 --port "$port" \
   "${user_args[@]}" >/dev/null
 mosquitto -c "$tmp/broker/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
-pids+=($!)
+broker_pid=$!
+pids+=($broker_pid)
 wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
 
-client() { # client DEVICES SECONDS -> "p50 p99 per_s"
+# client DEVICES SECONDS RESPONDER_PID
+#   -> "p50 p99 per_s client_cpu_us broker_cpu_us responder_cpu_us"
+# (the CPU figures: per round trip, user + system, over the measured span)
+client() {
   "$bench" client --port "$port" --ca "$tmp/pki/ca.pem" --pki "$tmp/pki" --devices "$1" \
-    --seconds "$2" | sed -E 's/.*p50_us=([0-9]+) p99_us=([0-9]+) per_s=([0-9]+).*/\1 \2 \3/'
+    --seconds "$2" --threads "$CLIENT_THREADS" --broker-pid "$broker_pid" \
+    --responder-pid "$3" |
+    sed -E 's/.*p50_us=([0-9]+) p99_us=([0-9]+) per_s=([0-9]+) cpu_us=([0-9.]+) broker_cpu_us=([0-9.]+) responder_cpu_us=([0-9.]+).*/\1 \2 \3 \4 \5 \6/'
 }
 summarise() { # summarise LABEL RUNS1_ARRAY RUNSN_ARRAY -> sets LABEL_{p50,p99,per_s}_{1,N}
   local label=$1
@@ -39,8 +52,13 @@ summarise() { # summarise LABEL RUNS1_ARRAY RUNSN_ARRAY -> sets LABEL_{p50,p99,p
     eval "${label}_${name[$i]}_1=$(printf '%s\n' "${r1[@]}" | cut -d' ' -f$i | median)"
     eval "${label}_${name[$i]}_N=$(printf '%s\n' "${rN[@]}" | cut -d' ' -f$i | median)"
   done
-  for r in "${r1[@]}"; do echo "  $label 1 device:   p50_us p99_us per_s = $r" >&2; done
-  for r in "${rN[@]}"; do echo "  $label $DEVICES devices: p50_us p99_us per_s = $r" >&2; done
+  for r in "${r1[@]}"; do echo "  $label 1 device:   p50_us p99_us per_s = ${r% * * *}" >&2; done
+  for r in "${rN[@]}"; do echo "  $label $DEVICES devices: p50_us p99_us per_s = ${r% * * *}" >&2; done
+  # Who spends the CPU, per round trip with $DEVICES devices (medians).
+  local cpu=() f
+  for f in 4 5 6; do cpu+=("$(printf '%s\n' "${rN[@]}" | cut -d' ' -f$f | median)"); done
+  echo "  $label $DEVICES devices: CPU us per round trip: client ${cpu[0]} broker ${cpu[1]}" \
+    "responder ${cpu[2]}" >&2
 }
 
 # 1. The floor: a bare echo responder with ferryd's identity and subscription.
@@ -107,19 +125,32 @@ stop_ferryd() {
 
 # The echo and ferryd take turns, round after round, so that both see the
 # same share of whatever else this machine is doing.
-echo1=() echoN=() ferry1=() ferryN=()
+echo1=() echoN=() ferry1=() ferryN=() echoX=() ferryX=()
 for r in $(seq "$RUNS"); do
   start_echo
-  echo1+=("$(client 1 "$SECONDS_1")")
-  echoN+=("$(client "$DEVICES" "$SECONDS_100")")
+  echo1+=("$(client 1 "$SECONDS_1" "$echo_pid")")
+  echoN+=("$(client "$DEVICES" "$SECONDS_100" "$echo_pid")")
+  [ -n "$EXTRA_DEVICES" ] && echoX+=("$(client "$EXTRA_DEVICES" "$SECONDS_100" "$echo_pid")")
   stop_echo
   start_ferryd "$r"
-  ferry1+=("$(client 1 "$SECONDS_1")")
-  ferryN+=("$(client "$DEVICES" "$SECONDS_100")")
+  ferry1+=("$(client 1 "$SECONDS_1" "$ferryd_pid")")
+  ferryN+=("$(client "$DEVICES" "$SECONDS_100" "$ferryd_pid")")
+  [ -n "$EXTRA_DEVICES" ] && ferryX+=("$(client "$EXTRA_DEVICES" "$SECONDS_100" "$ferryd_pid")")
   stop_ferryd
 done
 summarise echo echo1 echoN
 summarise ferry ferry1 ferryN
+if [ -n "$EXTRA_DEVICES" ]; then
+  for label in echo ferry; do
+    declare -n runs=${label}X
+    for r in "${runs[@]}"; do
+      echo "  $label $EXTRA_DEVICES devices: p50_us p99_us per_s = ${r% * * *}" >&2
+    done
+    echo "  $label $EXTRA_DEVICES devices: median per_s $(printf '%s\n' "${runs[@]}" | cut -d' ' -f3 |
+      median)" >&2
+    unset -n runs
+  done
+fi
 grants=$(/usr/bin/python3 -c 'import sqlite3, sys
 print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM grants").fetchone()[0])' \
   "$tmp/ledger.db")

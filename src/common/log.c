@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -96,12 +97,58 @@ void ferry_log_sanitize(char *dst, size_t dst_size, const char *src)
     dst[o] = '\0';
 }
 
+/* Records held by this thread (ferry_log_hold): written together at the
+ * release, or earlier when the next one would not fit. */
+#define HOLD_MAX_BYTES (64 * 1024)
+static _Thread_local char *held_text;
+static _Thread_local size_t held_len;
+static _Thread_local unsigned hold_depth;
+
+static FILE *log_out(void)
+{
+    FILE *out = atomic_load(&log_stream);
+    return out != NULL ? out : stderr;
+}
+
+/* Writes len bytes of whole records with one write under the stream lock. */
+static void write_records(const char *text, size_t len)
+{
+    FILE *out = log_out();
+    flockfile(out);
+    fwrite(text, 1, len, out);
+    fflush(out);
+    funlockfile(out);
+}
+
+static void write_held(void)
+{
+    if (held_len > 0)
+        write_records(held_text, held_len);
+    held_len = 0;
+}
+
+void ferry_log_hold(void)
+{
+    if (hold_depth++ == 0)
+        held_text = malloc(HOLD_MAX_BYTES); /* NULL: records are written at once */
+}
+
+void ferry_log_release(void)
+{
+    if (hold_depth == 0 || --hold_depth > 0)
+        return;
+    write_held();
+    free(held_text);
+    held_text = NULL;
+}
+
 void ferry_log(ferry_log_level level, const char *event, const char *fmt, ...)
 {
     if ((int)level < atomic_load(&current_level))
         return;
     char raw[2048];
     char clean[4096];
+    char record[4096 + 256];
     char when[FERRY_ISO8601_LEN + 1];
     va_list ap;
     va_start(ap, fmt);
@@ -109,13 +156,19 @@ void ferry_log(ferry_log_level level, const char *event, const char *fmt, ...)
     va_end(ap);
     ferry_log_sanitize(clean, sizeof clean, raw);
     ferry_time_iso8601(ferry_time_now(), when);
-    FILE *out = atomic_load(&log_stream);
-    if (out == NULL)
-        out = stderr;
     unsigned idx = (unsigned)level < 4 ? (unsigned)level : 3;
-    flockfile(out);
-    fprintf(out, "time=%s level=%s event=%s%s%s\n", when, level_names[idx], event,
-            clean[0] ? " " : "", clean);
-    fflush(out);
-    funlockfile(out);
+    int n = snprintf(record, sizeof record, "time=%s level=%s event=%s%s%s\n", when,
+                     level_names[idx], event, clean[0] ? " " : "", clean);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof record ? (size_t)n : sizeof record - 1;
+    record[len - 1] = '\n'; /* a truncated record still ends its line */
+    if (hold_depth == 0 || held_text == NULL) {
+        write_records(record, len);
+        return;
+    }
+    if (held_len + len > HOLD_MAX_BYTES)
+        write_held();
+    memcpy(held_text + held_len, record, len);
+    held_len += len;
 }

@@ -10,7 +10,7 @@
  * Never pass keys or passwords to the logger at all.
  *
  * Thread-safe: each record is written with a single call under the stream
- * lock.
+ * lock (several records at once while the thread holds them, below).
  */
 #ifndef FERRY_COMMON_LOG_H
 #define FERRY_COMMON_LOG_H
@@ -36,6 +36,19 @@ __attribute__((warn_unused_result)) ferry_err ferry_log_level_parse(const char *
 
 __attribute__((format(printf, 3, 4))) void ferry_log(ferry_log_level level, const char *event,
                                                      const char *fmt, ...);
+
+/*
+ * Holding: between ferry_log_hold() and ferry_log_release(), the records
+ * of the calling thread are collected (up to 64 KiB, written early when
+ * full) and written together at the release, with one write instead of
+ * one per record. For a loop that logs one record per item (ferryd's
+ * grant.issued per committed grant). Holds nest; only the outermost
+ * release writes. Records of other threads are not affected, and a held
+ * record can appear after a later one of another thread, so hold only for
+ * a short stretch of work.
+ */
+void ferry_log_hold(void);
+void ferry_log_release(void);
 
 /* Sanitises src into dst (always NUL-terminated, truncated to fit) as the
  * logger does; exposed for tests and for callers that build log text. */

@@ -43,8 +43,9 @@ typedef struct pending {
     grant_request req;
     grant_policy policy;
     ledger_grant grant;
-    bool to_insert; /* passed every check; answer->json holds the grant */
-    bool refused;   /* answered with `refusal`, whose audit row was written */
+    bool to_insert;     /* passed every check; answer->json holds the grant */
+    bool device_exists; /* its ledger row was read in the open transaction */
+    bool refused;       /* answered with `refusal`, whose audit row was written */
     grant_rejection refusal;
 } pending;
 
@@ -54,7 +55,8 @@ typedef struct pending {
  * is rolled back. */
 typedef struct held {
     char device[GRANT_DEVICE_MAX + 1];
-    bool granted; /* else refused */
+    bool granted;       /* else refused */
+    bool device_exists; /* as pending.device_exists */
     char request_id[GRANT_REQ_ID_MAX + 1];
     ledger_grant grant;
     grant_rejection refusal;
@@ -356,6 +358,7 @@ static ferry_err check_request(grant_service *svc, const grant_service_input *in
 {
     memset(answer, 0, sizeof *answer);
     p->to_insert = false;
+    p->device_exists = false;
     p->refused = false;
     p->req.id[0] = '\0';
     if (grant_service_topic_device(svc->prefix, in->topic, p->device, sizeof p->device) != FERRY_OK)
@@ -386,6 +389,7 @@ static ferry_err check_request(grant_service *svc, const grant_service_input *in
     ferry_err e = ledger_device_get(svc->ledger, p->device, &overrides);
     if (e == FERRY_OK) {
         grant_policy_merge(&svc->fleet, &overrides, &p->policy);
+        p->device_exists = svc->txn_open;
     } else if (e != FERRY_ERR_NOT_FOUND) {
         log_error("ledger.read_failed", "device=%s error=\"%s\"", p->device, ferry_err_str(e));
         grant_reject(&rej, GRANT_REJECT_INTERNAL, "the ledger is unavailable; try again later");
@@ -569,6 +573,7 @@ static void stage(grant_service *svc)
         h->at = svc->batch_now;
         if (h->granted) {
             snprintf(h->request_id, sizeof h->request_id, "%s", p->req.id);
+            h->device_exists = p->device_exists;
             h->grant = p->grant;
             svc->held_grants++;
         } else {
@@ -585,7 +590,8 @@ static ferry_err insert_held(grant_service *svc)
     size_t k = 0;
     for (size_t i = 0; i < svc->held_n; i++)
         if (svc->held[i].granted)
-            inserts[k++] = (ledger_insert){.grant = &svc->held[i].grant};
+            inserts[k++] = (ledger_insert){.grant = &svc->held[i].grant,
+                                           .device_exists = svc->held[i].device_exists};
     ferry_err e = k > 0 ? ledger_grant_insert_batch(svc->ledger, inserts, k) : FERRY_OK;
     for (size_t j = 0; e == FERRY_OK && j < k; j++)
         if (inserts[j].err != FERRY_OK)
@@ -630,7 +636,9 @@ ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
     }
     /* Logged here, not when decided: a grant is issued once it is recorded,
      * and with ferryd answering first this keeps the log line off the
-     * answer's path. */
+     * answer's path. The batch's lines are written together (one write,
+     * not one per grant). */
+    ferry_log_hold();
     for (size_t i = 0; i < svc->held_n; i++) {
         const held *h = &svc->held[i];
         if (h->granted)
@@ -639,6 +647,7 @@ ferry_err grant_service_commit_batch(grant_service *svc, size_t *voided)
                      h->request_id, h->grant.id, h->grant.method, (unsigned long long)h->grant.size,
                      (long long)(h->grant.expires_at - h->at));
     }
+    ferry_log_release();
     svc->held_n = 0;
     svc->held_grants = 0;
     return FERRY_OK;

@@ -82,11 +82,17 @@ ferry_err ledger_set_autocheckpoint(ledger *l, bool on)
     return l->ops->set_autocheckpoint(l->impl, on);
 }
 
-ferry_err ledger_checkpoint(ledger *l)
+ferry_err ledger_checkpoint(ledger *l, uint64_t *log_frames, uint64_t *copied_frames)
 {
+    uint64_t log = 0, copied = 0;
     if (l == NULL)
         return FERRY_ERR_INVALID;
-    return l->ops->checkpoint(l->impl);
+    ferry_err err = l->ops->checkpoint(l->impl, &log, &copied);
+    if (err == FERRY_OK && log_frames != NULL)
+        *log_frames = log;
+    if (err == FERRY_OK && copied_frames != NULL)
+        *copied_frames = copied;
+    return err;
 }
 
 ferry_err ledger_set_sync(ledger *l, ledger_sync mode)

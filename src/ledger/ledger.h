@@ -164,9 +164,20 @@ __attribute__((warn_unused_result)) ferry_err ledger_set_sync(ledger *l, ledger_
  * commit crosses the threshold, which stalls that one request for tens of
  * milliseconds. ferryd turns that off on its request-path handle and calls
  * ledger_checkpoint() from a background thread instead. A PASSIVE
- * checkpoint never waits for, nor blocks, readers or writers. */
+ * checkpoint never waits for, nor blocks, readers or writers.
+ *
+ * The log starts over (is written from its start again, instead of
+ * growing) only when a write transaction begins while every frame in it
+ * has been copied and no reader is inside it. A handle whose writer keeps
+ * committing, as the grant service does under load, never sees that after
+ * another handle's checkpoint: frames it committed during the copy are
+ * left. So its owner checkpoints that tail itself between two of its
+ * transactions. *log_frames (may be NULL) is set to the frames in the log,
+ * *copied_frames (may be NULL) to how many of them are now in the
+ * database; both are 0 when the log was just started over. */
 __attribute__((warn_unused_result)) ferry_err ledger_set_autocheckpoint(ledger *l, bool on);
-__attribute__((warn_unused_result)) ferry_err ledger_checkpoint(ledger *l);
+__attribute__((warn_unused_result)) ferry_err ledger_checkpoint(ledger *l, uint64_t *log_frames,
+                                                                uint64_t *copied_frames);
 /* Name of the backend ("sqlite"). */
 const char *ledger_backend(const ledger *l);
 /* The schema version the database is at. */
@@ -207,9 +218,14 @@ __attribute__((warn_unused_result)) ferry_err ledger_grant_insert(ledger *l, con
 typedef struct ledger_insert {
     const ledger_grant *grant;   /* in */
     const ledger_limits *limits; /* in; NULL: no limits */
-    ledger_verdict verdict;      /* out, meaningful when err is FERRY_OK */
-    ferry_err err;               /* out: FERRY_OK, or this item's own error
-                                    (FERRY_ERR_EXISTS, _INVALID, _TOO_LARGE) */
+    /* in: the caller found the device's row (ledger_device_get) inside the
+     * write transaction this batch joins (ledger_write_begin), so the row
+     * cannot have gone and need not be ensured; false: it is created if
+     * missing, as ledger_grant_insert does. */
+    bool device_exists;
+    ledger_verdict verdict; /* out, meaningful when err is FERRY_OK */
+    ferry_err err;          /* out: FERRY_OK, or this item's own error
+                               (FERRY_ERR_EXISTS, _INVALID, _TOO_LARGE) */
 } ledger_insert;
 
 /*

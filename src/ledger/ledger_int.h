@@ -26,7 +26,7 @@ typedef struct ledger_ops {
     ferry_err (*schema_version)(void *impl, int64_t *out);
     ferry_err (*set_sync)(void *impl, ledger_sync mode);
     ferry_err (*set_autocheckpoint)(void *impl, bool on);
-    ferry_err (*checkpoint)(void *impl);
+    ferry_err (*checkpoint)(void *impl, uint64_t *log_frames, uint64_t *copied_frames);
     ferry_err (*device_get)(void *impl, const char *device, ledger_device *out);
     ferry_err (*device_upsert)(void *impl, const ledger_device *dev, int64_t now);
     ferry_err (*open_grants)(void *impl, const char *device, int64_t now, uint64_t *out);

@@ -852,12 +852,17 @@ static ferry_err sq_set_autocheckpoint(void *impl, bool on)
                     "wal_autocheckpoint");
 }
 
-static ferry_err sq_checkpoint(void *impl)
+static ferry_err sq_checkpoint(void *impl, uint64_t *log_frames, uint64_t *copied_frames)
 {
     sqlite_ledger *s = impl;
-    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int log = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
     /* BUSY: another connection is checkpointing; nothing to do this time. */
-    return rc == SQLITE_OK || rc == SQLITE_BUSY ? FERRY_OK : db_fail(s, "checkpoint", rc);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        return db_fail(s, "checkpoint", rc);
+    *log_frames = log > 0 ? (uint64_t)log : 0;
+    *copied_frames = copied > 0 ? (uint64_t)copied : 0;
+    return FERRY_OK;
 }
 
 static ferry_err sq_schema_version(void *impl, int64_t *out)
@@ -1009,7 +1014,7 @@ static ferry_err audit_insert(sqlite_ledger *s, int64_t at, const char *device,
  * FERRY_ERR_EXISTS only the failed INSERT statement was undone (SQLite
  * aborts the statement, not the transaction), so a batch can go on. */
 static ferry_err insert_locked(sqlite_ledger *s, const ledger_grant *g, const ledger_limits *limits,
-                               ledger_verdict *verdict)
+                               bool device_exists, ledger_verdict *verdict)
 {
     sqlite3_stmt *st;
     ferry_err err;
@@ -1036,12 +1041,16 @@ static ferry_err insert_locked(sqlite_ledger *s, const ledger_grant *g, const le
             return FERRY_OK;
         }
     }
-    if ((err = stmt_get(s, ST_DEVICE_ENSURE, &st)) != FERRY_OK)
-        return err;
-    bind_text(st, 1, g->device);
-    sqlite3_bind_int64(st, 2, g->issued_at);
-    if ((err = stmt_done(s, st, "device_ensure")) != FERRY_OK)
-        return err;
+    /* The caller may know the row is there (ledger_insert.device_exists),
+     * which saves a statement per grant; the foreign key still checks. */
+    if (!device_exists) {
+        if ((err = stmt_get(s, ST_DEVICE_ENSURE, &st)) != FERRY_OK)
+            return err;
+        bind_text(st, 1, g->device);
+        sqlite3_bind_int64(st, 2, g->issued_at);
+        if ((err = stmt_done(s, st, "device_ensure")) != FERRY_OK)
+            return err;
+    }
 
     if ((err = stmt_get(s, ST_GRANT_INSERT, &st)) != FERRY_OK)
         return err;
@@ -1090,7 +1099,7 @@ static ferry_err sq_grant_insert(void *impl, const ledger_grant *g, const ledger
 
     if ((err = call_begin(s, "grant_insert.begin")) != FERRY_OK)
         return err;
-    if ((err = insert_locked(s, g, limits, &v)) != FERRY_OK)
+    if ((err = insert_locked(s, g, limits, false, &v)) != FERRY_OK)
         goto out;
     if (v != LEDGER_INSERTED) {
         /* Nothing was written; ROLLBACK just ends the transaction. */
@@ -1119,8 +1128,10 @@ static ferry_err sq_grant_insert_batch(void *impl, ledger_insert *items, size_t 
         ledger_insert *it = &items[i];
         if (it->err != FERRY_OK)
             continue;
+        /* Only inside the caller's transaction can its word hold. */
+        bool device_exists = it->device_exists && s->in_write;
         err = insert_locked(s, it->grant, it->limits != NULL ? it->limits : &no_limits,
-                            &it->verdict);
+                            device_exists, &it->verdict);
         if (err == FERRY_ERR_EXISTS) {
             it->err = err;
             err = FERRY_OK;

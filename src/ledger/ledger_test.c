@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -247,7 +248,7 @@ static void test_sync_and_checkpoint_controls(void **state)
     }
     ledger *other = NULL;
     assert_int_equal(ledger_open(f->path, &other), FERRY_OK);
-    assert_int_equal(ledger_checkpoint(other), FERRY_OK);
+    assert_int_equal(ledger_checkpoint(other, NULL, NULL), FERRY_OK);
     ledger_grant back;
     assert_int_equal(ledger_grant_get(other, "g_ck49", &back), FERRY_OK);
     uint64_t open = 0;
@@ -255,8 +256,69 @@ static void test_sync_and_checkpoint_controls(void **state)
     assert_int_equal(open, 50);
     ledger_close(other);
     assert_int_equal(ledger_set_autocheckpoint(f->l, true), FERRY_OK);
-    assert_int_equal(ledger_checkpoint(f->l), FERRY_OK);
-    assert_int_equal(ledger_checkpoint(NULL), FERRY_ERR_INVALID);
+    assert_int_equal(ledger_checkpoint(f->l, NULL, NULL), FERRY_OK);
+    assert_int_equal(ledger_checkpoint(NULL, NULL, NULL), FERRY_ERR_INVALID);
+}
+
+/* The log's size on disk (it never shrinks: a log that starts over is
+ * written from its start again). */
+static off_t wal_size(const fixture *f)
+{
+    char path[600];
+    struct stat st;
+    snprintf(path, sizeof path, "%s-wal", f->path);
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+static void insert_run(ledger *l, const char *prefix, int n)
+{
+    ledger_grant g;
+    char id[32];
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "g_%s%03d", prefix, i);
+        make_grant(&g, id, "dev-wal", 10, T0, 300);
+        insert_ok(l, &g);
+    }
+}
+
+/* The log starts over only after the writer's own checkpoint of the tail
+ * (ledger.h): another handle's checkpoint during the writer's transaction
+ * leaves that transaction's frames, and the log grows on; once the writer
+ * has copied them itself, its next transactions write the log from the
+ * start again. */
+static void test_checkpoint_tail_restarts_log(void **state)
+{
+    fixture *f = *state;
+    ledger *other = NULL;
+    ledger_grant g, back;
+    ledger_insert item;
+    uint64_t log = 0, copied = 0;
+
+    assert_int_equal(ledger_set_autocheckpoint(f->l, false), FERRY_OK);
+    assert_int_equal(ledger_open(f->path, &other), FERRY_OK);
+    insert_run(f->l, "a", 100);
+    off_t first = wal_size(f);
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    make_grant(&g, "g_open", "dev-wal", 10, T0, 300);
+    item = (ledger_insert){.grant = &g};
+    assert_int_equal(ledger_grant_insert_batch(f->l, &item, 1), FERRY_OK);
+    assert_int_equal(ledger_checkpoint(other, &log, &copied), FERRY_OK);
+    assert_true(log >= 100);
+    assert_int_equal(copied, log);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+    insert_run(f->l, "b", 100);
+    off_t grown = wal_size(f);
+    assert_true(grown > first);
+    /* The tail, copied by the writer: its next writes start over. */
+    assert_int_equal(ledger_checkpoint(f->l, &log, &copied), FERRY_OK);
+    assert_int_equal(copied, log);
+    insert_run(f->l, "c", 100);
+    assert_int_equal(wal_size(f), grown);
+    assert_int_equal(ledger_grant_get(other, "g_c099", &back), FERRY_OK);
+    assert_int_equal(ledger_grant_get(other, "g_a050", &back), FERRY_OK);
+    assert_int_equal(ledger_grant_get(other, "g_open", &back), FERRY_OK);
+    ledger_close(other);
 }
 
 static void test_grant_insert_get(void **state)
@@ -370,8 +432,8 @@ static void test_audit(void **state)
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_log", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_log", -1, &st, NULL),
+                     SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(st, 0), 4);
     sqlite3_finalize(st);
@@ -541,6 +603,42 @@ static void test_insert_batch(void **state)
     assert_int_equal(got.state, LEDGER_GRANT_ISSUED);
     assert_int_equal(ledger_grant_insert_batch(f->l, NULL, 0), FERRY_OK);
     assert_int_equal(ledger_grant_insert_batch(f->l, NULL, 1), FERRY_ERR_INVALID);
+}
+
+/* ledger_insert.device_exists: honoured only inside the caller's write
+ * transaction; outside one the device row is still created. Inside one,
+ * a wrong claim cannot plant a grant without its device: the foreign key
+ * refuses it. */
+static void test_insert_batch_device_exists(void **state)
+{
+    fixture *f = *state;
+    ledger_grant g;
+    ledger_insert item;
+    ledger_device dev;
+
+    make_grant(&g, "g_hint1", "dev-new", 1, T0, 60);
+    item = (ledger_insert){.grant = &g, .device_exists = true};
+    assert_int_equal(ledger_grant_insert_batch(f->l, &item, 1), FERRY_OK);
+    assert_int_equal(item.err, FERRY_OK);
+    assert_int_equal(item.verdict, LEDGER_INSERTED);
+    assert_int_equal(ledger_device_get(f->l, "dev-new", &dev), FERRY_OK);
+
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-new", &dev), FERRY_OK);
+    make_grant(&g, "g_hint2", "dev-new", 1, T0, 60);
+    item = (ledger_insert){.grant = &g, .device_exists = true};
+    assert_int_equal(ledger_grant_insert_batch(f->l, &item, 1), FERRY_OK);
+    assert_int_equal(item.err, FERRY_OK);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+    assert_int_equal(ledger_grant_get(f->l, "g_hint2", &g), FERRY_OK);
+
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    make_grant(&g, "g_hint3", "dev-never", 1, T0, 60);
+    item = (ledger_insert){.grant = &g, .device_exists = true};
+    assert_int_not_equal(ledger_grant_insert_batch(f->l, &item, 1), FERRY_OK);
+    ledger_write_rollback(f->l);
+    assert_int_equal(ledger_grant_get(f->l, "g_hint3", &g), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_device_get(f->l, "dev-never", &dev), FERRY_ERR_NOT_FOUND);
 }
 
 /* A writer killed with SIGKILL in the middle of a run of inserts: every
@@ -762,10 +860,9 @@ static void test_object_file_walk(void **state)
     fixture *f = *state;
     ledger_object o;
     walk_seen w;
-    static const char *ids[] = {"p00000002000000000000200000001000",
-                                "p00000001000000000000100000001000",
-                                "p00000001000000000000000000001000",
-                                "p00000010000000000000000000001000", "0123abcd"};
+    static const char *ids[] = {
+        "p00000002000000000000200000001000", "p00000001000000000000100000001000",
+        "p00000001000000000000000000001000", "p00000010000000000000000000001000", "0123abcd"};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         char key[16];
         snprintf(key, sizeof key, "k/%zu", i);
@@ -1635,6 +1732,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limits_inside_insert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mark_used_revoke_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_insert_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_tail_restarts_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_insert_batch_device_exists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_keeps_committed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_mark_used, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_insert_limit, setup, teardown),
