@@ -423,7 +423,8 @@ static ferry_err file_create(store_fs *fs, const char *id, int *fd_out)
     if (!id_ok(id))
         return FERRY_ERR_INVALID;
     store_fs_dir *d = &fs->dirs[dir_index(id)];
-    int fd = openat(d->fd, id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    /* Read and write: the committers may read a body back for its MD5. */
+    int fd = openat(d->fd, id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         log_error("store.create_failed", "file_id=%s error=\"%s\"", id, strerror(errno));
         return FERRY_ERR_IO;
