@@ -10,6 +10,7 @@
  * 8 or 16 of them in one instruction costs about what it costs for one, so
  * a batch of uploads is hashed several times faster per byte. One stream
  * or two gain nothing from the lanes and go through OpenSSL.
+ * (md5_lanes_best names the widest kind; md5_lanes_files picks by batch.)
  *
  * The kind is chosen at run time from what the CPU supports
  * (md5_lanes_best); MD5_LANES_PORTABLE is the same lane loop in plain C,
@@ -30,6 +31,7 @@ typedef enum md5_lanes_kind {
     MD5_LANES_PORTABLE,    /* 16 lanes in plain C (the reference) */
     MD5_LANES_AVX2,        /* 8 lanes in 256-bit registers */
     MD5_LANES_AVX512,      /* 16 lanes in 512-bit registers */
+    MD5_LANES_AVX512VL,    /* 8 lanes, AVX-512 instructions on 256-bit registers */
 } md5_lanes_kind;
 
 /* Whether this CPU (and its operating system) can run kind. */
@@ -39,7 +41,7 @@ bool md5_lanes_supported(md5_lanes_kind kind);
  * has none (then nothing is gained by batching streams). */
 md5_lanes_kind md5_lanes_best(void);
 
-/* "openssl", "portable", "avx2", "avx512". */
+/* "openssl", "portable", "avx2", "avx512", "avx512vl". */
 const char *md5_lanes_kind_str(md5_lanes_kind kind);
 
 /* One stream read from a file: len bytes of fd from offset off. digest
@@ -62,7 +64,7 @@ void md5_lanes_scratch_free(md5_lanes_scratch *s); /* safe on NULL */
 
 /* Hashes files[0..n) (pread, so the files' offsets do not move) with the
  * kind that suits n on this CPU: OpenSSL for fewer than three streams or
- * without vector support, AVX2 up to 8, AVX-512 above. */
+ * without vector support, AVX-512VL (or AVX2) up to 8, AVX-512 above. */
 void md5_lanes_files(md5_lanes_file *files, size_t n, md5_lanes_scratch *scratch);
 
 /* The same with the kind given (it must be supported). */

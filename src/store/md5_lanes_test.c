@@ -22,7 +22,7 @@
 #include "store/md5_lanes.h"
 
 static const md5_lanes_kind kinds[] = {MD5_LANES_OPENSSL, MD5_LANES_PORTABLE, MD5_LANES_AVX2,
-                                       MD5_LANES_AVX512};
+                                       MD5_LANES_AVX512, MD5_LANES_AVX512VL};
 
 static void openssl_md5(const unsigned char *p, size_t n, unsigned char out[16])
 {

@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const md5_lanes_kind kinds[] = {MD5_LANES_OPENSSL, MD5_LANES_PORTABLE, MD5_LANES_AVX2,
-                                           MD5_LANES_AVX512};
+                                           MD5_LANES_AVX512, MD5_LANES_AVX512VL};
     unsigned char *streams[STREAMS_MAX] = {NULL};
     const unsigned char *views[STREAMS_MAX];
     size_t len[STREAMS_MAX];
