@@ -1209,6 +1209,18 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
  * once the digests had moved off it). The worker waits only when the ring
  * is full (memory per upload: PIPE_DEPTH blocks).
  * At most PIPES_MAX uploads use a pipeline at once; others hash inline.
+ *
+ * Direct writes: the writer writes the blocks of a data file with O_DIRECT
+ * (the blocks are page-aligned, every one but the last a whole number of
+ * pages), so the bytes go from the block to the disk without a page-cache
+ * copy and without writeback running behind the upload; the last, partial
+ * block goes through the page cache. The fdatasync before the answer then
+ * flushes the disk's cache and the file's size and extents, as before.
+ * Measured on this machine with a 1 GiB PUT: the buffered copy and its
+ * writeback (sync_file_range every 8 MiB) cost ferryd 2.5-3.5 s of CPU per
+ * GiB, more than MD5 and SHA-256 together. A file system that refuses
+ * O_DIRECT (tmpfs) keeps the buffered writes. Pack regions (a pack_max_object
+ * set above PIPE_MIN_BYTES) stay buffered: a pack's descriptor is shared.
  */
 #define PIPE_BLOCK     (256u << 10)
 #define PIPE_DEPTH     8
@@ -1230,6 +1242,7 @@ typedef struct hash_pipe {
     bool closing;
     bool write_failed; /* under mu; the writer stops writing, the worker feeding */
     int write_errno;
+    bool direct; /* the writer's: the slot's descriptor has O_DIRECT set */
     size_t fill; /* bytes in the block being filled: blocks[produced % DEPTH] */
 } hash_pipe;
 
@@ -1240,8 +1253,75 @@ typedef struct pipe_arg {
 
 static void writeback_kick(req *r);
 
+#define DIRECT_ALIGN 4096u
+
+/* Sets O_DIRECT on the data file of p's upload (see "Direct writes"). */
+static void pipe_direct_on(hash_pipe *p)
+{
+    int fd = p->r->slot.fd;
+    int fl = fcntl(fd, F_GETFL);
+    if (p->r->slot.pack != NULL || p->r->slot.base % DIRECT_ALIGN != 0 || fl < 0)
+        return;
+    p->direct = fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+}
+
+static void pipe_direct_off(hash_pipe *p)
+{
+    int fd = p->r->slot.fd;
+    int fl = fcntl(fd, F_GETFL);
+    if (p->direct && fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl & ~O_DIRECT);
+    p->direct = false;
+}
+
+#define PIPE_WRITE_BLOCKS 4 /* blocks the writer writes in one call, when ready */
+
+/* Writes n blocks in one call: direct while they are whole pages, through
+ * the page cache when the file system refuses a direct write. */
+static ferry_err pipe_write_iov(hash_pipe *p, const struct iovec *iov, int n)
+{
+    req *r = p->r;
+    size_t len = 0;
+    ferry_err e;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    e = store_fs_slot_writev(&r->slot, r->written, iov, n);
+    if (e != FERRY_OK && p->direct && errno == EINVAL) {
+        pipe_direct_off(p);
+        e = store_fs_slot_writev(&r->slot, r->written, iov, n);
+    }
+    if (e == FERRY_OK) {
+        r->written += len;
+        if (!p->direct)
+            writeback_kick(r);
+    }
+    return e;
+}
+
+/* The writer's write of the n blocks from ring position first: a last
+ * block that is not a whole number of pages goes through the page cache
+ * (O_DIRECT cleared), the others together. */
+static ferry_err pipe_write(hash_pipe *p, uint64_t first, int n)
+{
+    struct iovec iov[PIPE_WRITE_BLOCKS];
+    ferry_err e = FERRY_OK;
+    for (int i = 0; i < n; i++) {
+        size_t idx = (size_t)((first + (uint64_t)i) % PIPE_DEPTH);
+        iov[i].iov_base = p->blocks[idx];
+        iov[i].iov_len = p->lens[idx];
+    }
+    if (p->direct && iov[n - 1].iov_len % DIRECT_ALIGN != 0) {
+        if (n > 1 && (e = pipe_write_iov(p, iov, n - 1)) != FERRY_OK)
+            return e;
+        pipe_direct_off(p);
+        return pipe_write_iov(p, &iov[n - 1], 1);
+    }
+    return pipe_write_iov(p, iov, n);
+}
+
 /* Helper k: 0 and 1 hash each block (MD5, SHA-256), 2 writes it to the file
- * (and owns r->written and the early writeback while the pipeline runs). */
+ * (and owns r->written, the early writeback and O_DIRECT while the pipeline
+ * runs). */
 static void *pipe_thread(void *arg)
 {
     hash_pipe *p = ((pipe_arg *)arg)->p;
@@ -1257,16 +1337,15 @@ static void *pipe_thread(void *arg)
             break; /* closing and nothing left */
         size_t idx = (size_t)(p->consumed[k] % PIPE_DEPTH);
         size_t len = p->lens[idx];
+        /* The writer takes every block ready (up to PIPE_WRITE_BLOCKS). */
+        uint64_t ready = p->produced - p->consumed[k];
+        int n = k < 2 ? 1 : (int)(ready < PIPE_WRITE_BLOCKS ? ready : PIPE_WRITE_BLOCKS);
         pthread_mutex_unlock(&p->mu);
         int err = 0;
         if (k < 2) {
             EVP_DigestUpdate(ctx, p->blocks[idx], len);
         } else if (!failed) {
-            if (store_fs_slot_write(&p->r->slot, p->r->written, p->blocks[idx], len) ==
-                FERRY_OK) {
-                p->r->written += len;
-                writeback_kick(p->r);
-            } else {
+            if (pipe_write(p, p->consumed[k], n) != FERRY_OK) {
                 failed = true;
                 err = errno != 0 ? errno : EIO;
             }
@@ -1276,7 +1355,7 @@ static void *pipe_thread(void *arg)
             p->write_failed = true;
             p->write_errno = err;
         }
-        p->consumed[k]++;
+        p->consumed[k] += (uint64_t)n;
         pthread_cond_broadcast(&p->cv);
     }
     pthread_mutex_unlock(&p->mu);
@@ -1293,6 +1372,7 @@ static void pipe_join(hash_pipe *p)
     for (int k = 0; k < p->started; k++)
         pthread_join(p->threads[k], NULL);
     p->started = 0;
+    pipe_direct_off(p); /* the writer is done: the descriptor as it was */
 }
 
 /* Stops the helpers and frees the pipeline. Safe on NULL. */
@@ -1327,12 +1407,13 @@ static hash_pipe *pipe_new(req *r)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     for (int i = 0; i < PIPE_DEPTH; i++) {
-        p->blocks[i] = malloc(PIPE_BLOCK);
+        p->blocks[i] = aligned_alloc(DIRECT_ALIGN, PIPE_BLOCK);
         if (p->blocks[i] == NULL) {
             pipe_free(s, p);
             return NULL;
         }
     }
+    pipe_direct_on(p);
     for (int k = 0; k < PIPE_HELPERS; k++) {
         pipe_arg *a = malloc(sizeof *a);
         if (a != NULL) {
