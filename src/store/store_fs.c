@@ -423,7 +423,8 @@ static ferry_err file_create(store_fs *fs, const char *id, int *fd_out)
     if (!id_ok(id))
         return FERRY_ERR_INVALID;
     store_fs_dir *d = &fs->dirs[dir_index(id)];
-    int fd = openat(d->fd, id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    /* Read and write: the committers may read a body back for its MD5. */
+    int fd = openat(d->fd, id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         log_error("store.create_failed", "file_id=%s error=\"%s\"", id, strerror(errno));
         return FERRY_ERR_IO;
@@ -811,6 +812,46 @@ ferry_err store_fs_slot_write(store_fs_slot *slot, uint64_t off, const void *dat
         p += w;
         off += (uint64_t)w;
         len -= (size_t)w;
+    }
+    return FERRY_OK;
+}
+
+ferry_err store_fs_slot_writev(store_fs_slot *slot, uint64_t off, const struct iovec *iov,
+                               int iovcnt)
+{
+    struct iovec left[STORE_FS_IOV_MAX];
+    uint64_t len = 0;
+    int n = 0;
+    if (iovcnt < 1 || iovcnt > STORE_FS_IOV_MAX)
+        return FERRY_ERR_INVALID;
+    for (int i = 0; i < iovcnt; i++) {
+        len += iov[i].iov_len;
+        if (iov[i].iov_len > 0)
+            left[n++] = iov[i];
+    }
+    if (slot->pack != NULL && off + len > slot->room)
+        return FERRY_ERR_TOO_LARGE; /* never past the region */
+    struct iovec *at = left;
+    while (n > 0) {
+        ssize_t w = pwritev(slot->fd, at, n, (off_t)(slot->base + off));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return FERRY_ERR_IO;
+        }
+        off += (uint64_t)w;
+        /* Past the buffers written whole, into the one written in part. */
+        while (n > 0 && (size_t)w >= at->iov_len) {
+            w -= (ssize_t)at->iov_len;
+            at++;
+            n--;
+        }
+        if (n > 0) {
+            at->iov_base = (char *)at->iov_base + w;
+            at->iov_len -= (size_t)w;
+        }
     }
     return FERRY_OK;
 }

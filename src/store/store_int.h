@@ -24,6 +24,7 @@
 #include "ledger/ledger.h"
 #include "sigv4/sigv4.h"
 #include "store.h"
+#include "md5_lanes.h"
 #include "store_fs.h"
 #include "store_req.h"
 
@@ -106,7 +107,17 @@ struct store {
     struct req *job_tail;
     pthread_t committers[STORE_COMMITTERS];
     int n_committers;
-    bool job_stop; /* no new jobs: uploads commit on their own thread */
+    bool job_stop;  /* no new jobs: uploads commit on their own thread */
+    bool gathering; /* a committer gathers a batch: the others leave the queue */
+
+    /* The committers hash the ETag's MD5 of a batch of PUT bodies side by
+     * side (md5_lanes), reading them back from the page cache, instead of
+     * each connection hashing its own as it arrives; see "MD5 later" in
+     * store.c. md5_kind: the CPU's vector kind (MD5_LANES_OPENSSL: none,
+     * MD5 is always hashed as the body arrives). */
+    md5_lanes_kind md5_kind;
+    atomic_int puts_open;      /* PUT bodies that could be hashed later, begun, not freed */
+    atomic_int later_arriving; /* bodies to be hashed later, not yet at the committers */
 
     atomic_int active; /* requests between URI log and completion */
     atomic_int pipes;  /* hash pipelines running */
@@ -161,6 +172,10 @@ typedef struct req {
     EVP_MD_CTX *md5;
     EVP_MD_CTX *sha;
     bool want_md5;
+    bool md5_later;      /* the committers compute the MD5 (commit_jobs) */
+    bool md5_mismatch;   /* ... and it is not the Content-MD5 */
+    bool puts_open;      /* counted in s->puts_open */
+    bool later_arriving; /* counted in s->later_arriving */
     unsigned char content_md5[16];
     bool want_checksum;
     unsigned char checksum[32];

@@ -1,7 +1,8 @@
 """Large bodies through the embedded store: bodies of 8 MiB and more go
 through the helper pipeline (MD5, SHA-256 and the file write on three
-threads, each reading the worker's blocks in place) and are handed to the
-disk 8 MiB at a time while they arrive. A 40 MiB PUT (many blocks, five
+threads, each reading the worker's blocks in place) and are written with
+O_DIRECT while they arrive (the last block, when it is not whole pages,
+through the page cache). A 40 MiB PUT (many blocks, five
 writeback steps, a short last block) must come back byte for byte with the
 ETag of its MD5; a 20 MiB PUT whose Content-MD5 does not match is refused
 with BadDigest and leaves no data file behind, and the store goes on
@@ -57,6 +58,19 @@ class LargeBodies(HarnessTestCase):
                          hashlib.sha256(data).hexdigest())
         self.assertEqual(len(self.d.object_files()), 1)
         self.assertEqual(self.d.tmp_files(), [])
+
+    def test_direct_write_edges(self):
+        # The pipeline writes whole pages with O_DIRECT and a last block
+        # that is not a whole number of pages through the page cache: a body
+        # of whole 256 KiB blocks, one whose last block is whole pages but
+        # short, one with a single odd byte at the end.
+        for i, size in enumerate([(9 << 20), (9 << 20) + 8192, (8 << 20) + 1]):
+            data, path = self.payload("edge%d.bin" % i, size)
+            code, body = self.put("large/edge%d.bin" % i, path)
+            self.assertEqual(code, 200, body)
+            self.assertIn('etag: "%s"' % hashlib.md5(data).hexdigest(), body.lower())
+            got = self.s3.get_object(Bucket=BUCKET, Key="large/edge%d.bin" % i)["Body"].read()
+            self.assertEqual(got, data, size)
 
     def test_20_mib_bad_content_md5_leaves_nothing(self):
         _, path = self.payload("bad.bin", 20 << 20)
