@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/rand.h>
@@ -162,6 +163,10 @@ int main(int argc, char **argv)
     }
     if (RAND_bytes(block, sizeof block) != 1)
         return 1;
+    /* Keys differ from run to run: an unseeded rand() gave every run the
+     * same keys, so later rounds replaced the earlier rounds' objects
+     * (Ferry punching holes, nginx overwriting) instead of storing new ones. */
+    srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
     curl_global_init(CURL_GLOBAL_DEFAULT);
     sigv4_signer *signer = NULL;
     if (o.access_key != NULL && o.secret != NULL) {
