@@ -137,7 +137,9 @@ compare() {
   ftls=$(cut -d' ' -f3 "$tmp/f.out") ntls=$(cut -d' ' -f3 "$tmp/n.out")
   f=$(printf '%s\n' "${fs[@]}" | median) n=$(printf '%s\n' "${ns[@]}" | median)
   echo "bench upload: case=$name unit=$unit ferry=$f nginx=$n ratio=$(ratio "$f" "$n")" \
-    "rounds=$ROUNDS round_ratios=$(IFS=,; echo "${rs[*]}") tls_ferry=$ftls tls_nginx=$ntls"
+    "rounds=$ROUNDS round_ratios=$(IFS=,; echo "${rs[*]}")" \
+    "round_ferry=$(IFS=,; echo "${fs[*]}") round_nginx=$(IFS=,; echo "${ns[*]}")" \
+    "tls_ferry=$ftls tls_nginx=$ntls"
 }
 
 want 1g && compare 1g MB/s 2 $((1 << 30)) 1 1
