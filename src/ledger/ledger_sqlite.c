@@ -542,8 +542,8 @@ typedef struct device_cache_entry {
 typedef struct sqlite_ledger {
     sqlite3 *db;
     sqlite3_stmt *stmts[ST__COUNT];
-    bool in_write;         /* inside ledger_write_begin() .. _commit()/_rollback() */
-    int64_t busy_since_ns; /* when the current wait for a lock began */
+    bool in_write;                    /* inside ledger_write_begin() .. _commit()/_rollback() */
+    int64_t busy_since_ns;            /* when the current wait for a lock began */
     device_cache_entry *device_cache; /* DEVICE_CACHE_SLOTS, allocated on first use */
     int64_t cache_data_version;       /* PRAGMA data_version the entries were read at */
     bool cache_checked;               /* data_version compared in this write transaction */
