@@ -5,7 +5,8 @@
  * base32 (0-9, a-z without i, l, o, u) that encode 128 bits, most
  * significant bit first, with two zero bits in front (26 x 5 = 130), so the
  * first character is always 0-7. The first 48 bits are the issue time in
- * milliseconds since the epoch, the other 80 come from RAND_bytes. Why the
+ * milliseconds since the epoch, the other 80 come from RAND_bytes
+ * (drawn for 64 ids at a time, id_random). Why the
  * time: ids of grants issued one after another sort one after another, so
  * the ledger's primary key grows at its end (one B-tree page written per
  * batch of grants instead of one random page per grant; docs/benchmarks.md).
@@ -30,9 +31,33 @@
 
 static const char crockford[] = "0123456789abcdefghjkmnpqrstvwxyz";
 
+#define ID_RANDOM_BYTES 10 /* the 80 random bits of an id */
+/* RAND_bytes is drawn 64 ids at a time: one call per id cost the grant
+ * path a DRBG round with its locks and a getpid() system call (OpenSSL's
+ * fork check) before every answer. Per thread, so no lock; each id's bytes
+ * are wiped from the pool as they are taken. A process that forks without
+ * exec would share what is left with its child; ferryd's children exec. */
+#define ID_POOL_BYTES (64 * ID_RANDOM_BYTES)
+static _Thread_local unsigned char id_pool[ID_POOL_BYTES];
+static _Thread_local size_t id_pool_left;
+
+/* Writes ID_RANDOM_BYTES random bytes to out. */
+static ferry_err id_random(unsigned char *out)
+{
+    if (id_pool_left < ID_RANDOM_BYTES) {
+        if (RAND_bytes(id_pool, sizeof id_pool) != 1)
+            return FERRY_ERR_CRYPTO;
+        id_pool_left = sizeof id_pool;
+    }
+    id_pool_left -= ID_RANDOM_BYTES;
+    memcpy(out, id_pool + id_pool_left, ID_RANDOM_BYTES);
+    OPENSSL_cleanse(id_pool + id_pool_left, ID_RANDOM_BYTES);
+    return FERRY_OK;
+}
+
 ferry_err grant_id_new(char out[GRANT_ID_LEN + 1])
 {
-    unsigned char raw[16];
+    unsigned char raw[6 + ID_RANDOM_BYTES];
     uint32_t acc = 0;
     int bits = 2; /* the two leading zero bits */
     size_t o = 2;
@@ -44,7 +69,7 @@ ferry_err grant_id_new(char out[GRANT_ID_LEN + 1])
     uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     for (int i = 5; i >= 0; i--, ms >>= 8)
         raw[i] = (unsigned char)(ms & 0xffu);
-    if (RAND_bytes(raw + 6, sizeof raw - 6) != 1)
+    if (id_random(raw + 6) != FERRY_OK)
         return FERRY_ERR_CRYPTO;
     out[0] = 'g';
     out[1] = '_';

@@ -26,6 +26,7 @@
 
 #include <inttypes.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -261,6 +262,7 @@ enum stmt_id {
     ST_DEVICE_GET,
     ST_DEVICE_UPSERT,
     ST_DEVICE_ENSURE,
+    ST_DATA_VERSION,
     ST_OPEN_COUNT,
     ST_BYTES_SINCE,
     ST_GRANT_INSERT,
@@ -344,6 +346,7 @@ static const char *const stmt_sql[ST__COUNT] = {
         " max_open_grants = excluded.max_open_grants, rate_per_s = excluded.rate_per_s,"
         " rate_burst = excluded.rate_burst, daily_quota_bytes = excluded.daily_quota_bytes,"
         " updated_at = excluded.updated_at",
+    [ST_DATA_VERSION] = "PRAGMA data_version",
     [ST_DEVICE_ENSURE] = "INSERT OR IGNORE INTO devices (id, created_at, updated_at)"
                          " VALUES (?1, ?2, ?2)",
     [ST_OPEN_COUNT] = "SELECT count(*) FROM grants"
@@ -516,11 +519,34 @@ static const char *const stmt_sql[ST__COUNT] = {
         " AND (?3 IS NULL OR event_seq = (SELECT seq FROM events WHERE id = ?3))",
 };
 
+/*
+ * The device rows read inside write transactions, kept between them: the
+ * grant service reads its device's row for every request, and the row
+ * changes only when an operator edits it (ferryctl, another connection).
+ * An entry is used only inside a write transaction whose start found
+ * PRAGMA data_version unchanged since the entries were read, i.e. no
+ * other connection has committed anything since; the write lock then keeps
+ * it so until the transaction ends. This connection's own writes of a
+ * device row (upsert, the row a grant insert creates) drop the entry
+ * (data_version does not count them), and a rollback drops them all.
+ * Misses (no row) are kept too. Direct-mapped by a hash of the id.
+ */
+#define DEVICE_CACHE_SLOTS 256
+
+typedef struct device_cache_entry {
+    bool used;
+    bool found; /* else: no row for this id */
+    ledger_device dev;
+} device_cache_entry;
+
 typedef struct sqlite_ledger {
     sqlite3 *db;
     sqlite3_stmt *stmts[ST__COUNT];
-    bool in_write;         /* inside ledger_write_begin() .. _commit()/_rollback() */
-    int64_t busy_since_ns; /* when the current wait for a lock began */
+    bool in_write;                    /* inside ledger_write_begin() .. _commit()/_rollback() */
+    int64_t busy_since_ns;            /* when the current wait for a lock began */
+    device_cache_entry *device_cache; /* DEVICE_CACHE_SLOTS, allocated on first use */
+    int64_t cache_data_version;       /* PRAGMA data_version the entries were read at */
+    bool cache_checked;               /* data_version compared in this write transaction */
 } sqlite_ledger;
 
 /*
@@ -760,6 +786,7 @@ static void sq_close(void *impl)
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(s->stmts[i]);
     sqlite3_close(s->db);
+    free(s->device_cache);
     free(s);
 }
 
@@ -870,9 +897,71 @@ static ferry_err sq_schema_version(void *impl, int64_t *out)
     return pragma_int(impl, "PRAGMA user_version", out);
 }
 
+static void device_cache_clear(sqlite_ledger *s)
+{
+    if (s->device_cache != NULL)
+        memset(s->device_cache, 0, DEVICE_CACHE_SLOTS * sizeof *s->device_cache);
+}
+
+static device_cache_entry *device_cache_slot(sqlite_ledger *s, const char *device)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)device; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return &s->device_cache[h % DEVICE_CACHE_SLOTS];
+}
+
+/* Drops the entry of one device (this connection wrote its row). */
+static void device_cache_forget(sqlite_ledger *s, const char *device)
+{
+    if (s->device_cache == NULL)
+        return;
+    device_cache_entry *e = device_cache_slot(s, device);
+    if (e->used && strcmp(e->dev.id, device) == 0)
+        e->used = false;
+}
+
+/* The cache entry slot for device if the cache may be used now (inside a
+ * write transaction, after this transaction's data_version check), else
+ * NULL. A failed check only means the row is read from the database. */
+static device_cache_entry *device_cache_usable(sqlite_ledger *s, const char *device)
+{
+    if (!s->in_write)
+        return NULL;
+    if (s->device_cache == NULL) {
+        s->device_cache = calloc(DEVICE_CACHE_SLOTS, sizeof *s->device_cache);
+        if (s->device_cache == NULL)
+            return NULL;
+        s->cache_checked = false;
+    }
+    if (!s->cache_checked) {
+        sqlite3_stmt *st;
+        if (stmt_get(s, ST_DATA_VERSION, &st) != FERRY_OK)
+            return NULL;
+        int rc = sqlite3_step(st);
+        int64_t version = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW)
+            return NULL;
+        if (version != s->cache_data_version) {
+            device_cache_clear(s);
+            s->cache_data_version = version;
+        }
+        s->cache_checked = true;
+    }
+    return device_cache_slot(s, device);
+}
+
 static ferry_err sq_device_get(void *impl, const char *device, ledger_device *out)
 {
     sqlite_ledger *s = impl;
+    device_cache_entry *cached = device_cache_usable(s, device);
+    if (cached != NULL && cached->used && strcmp(cached->dev.id, device) == 0) {
+        if (!cached->found)
+            return FERRY_ERR_NOT_FOUND;
+        *out = cached->dev;
+        return FERRY_OK;
+    }
     sqlite3_stmt *st;
     ledger_device dev;
     ferry_err err = stmt_get(s, ST_DEVICE_GET, &st);
@@ -884,6 +973,10 @@ static ferry_err sq_device_get(void *impl, const char *device, ledger_device *ou
     rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
         err = FERRY_ERR_NOT_FOUND;
+        if (cached != NULL) {
+            *cached = (device_cache_entry){.used = true, .found = false};
+            snprintf(cached->dev.id, sizeof cached->dev.id, "%s", device);
+        }
         goto out;
     }
     if (rc != SQLITE_ROW) {
@@ -908,6 +1001,8 @@ static ferry_err sq_device_get(void *impl, const char *device, ledger_device *ou
     dev.created_at = sqlite3_column_int64(st, 12);
     dev.updated_at = sqlite3_column_int64(st, 13);
     *out = dev;
+    if (cached != NULL && strcmp(dev.id, device) == 0)
+        *cached = (device_cache_entry){.used = true, .found = true, .dev = dev};
 out:
     sqlite3_reset(st);
     return err;
@@ -928,6 +1023,7 @@ static ferry_err sq_device_upsert(void *impl, const ledger_device *dev, int64_t 
         return FERRY_ERR_RANGE;
     if ((err = stmt_get(s, ST_DEVICE_UPSERT, &st)) != FERRY_OK)
         return err;
+    device_cache_forget(s, dev->id);
     bind_text(st, 1, dev->id);
     sqlite3_bind_int(st, 2, dev->disabled ? 1 : 0);
     bind_opt_u64(st, 3, &dev->max_size_bytes);
@@ -1046,6 +1142,7 @@ static ferry_err insert_locked(sqlite_ledger *s, const ledger_grant *g, const le
     if (!device_exists) {
         if ((err = stmt_get(s, ST_DEVICE_ENSURE, &st)) != FERRY_OK)
             return err;
+        device_cache_forget(s, g->device);
         bind_text(st, 1, g->device);
         sqlite3_bind_int64(st, 2, g->issued_at);
         if ((err = stmt_done(s, st, "device_ensure")) != FERRY_OK)
@@ -1153,6 +1250,7 @@ static ferry_err sq_write_begin(void *impl)
     ferry_err err = exec_simple(s, ST_BEGIN_IMMEDIATE, "write.begin");
     if (err == FERRY_OK)
         s->in_write = true;
+    s->cache_checked = false;
     return err;
 }
 
@@ -1160,9 +1258,12 @@ static ferry_err sq_write_commit(void *impl)
 {
     sqlite_ledger *s = impl;
     ferry_err err = exec_simple(s, ST_COMMIT, "write.commit");
-    if (err)
+    if (err) {
         rollback(s);
+        device_cache_clear(s);
+    }
     s->in_write = false;
+    s->cache_checked = false;
     return err;
 }
 
@@ -1170,7 +1271,9 @@ static void sq_write_rollback(void *impl)
 {
     sqlite_ledger *s = impl;
     rollback(s);
+    device_cache_clear(s); /* it may hold rows read after our own writes */
     s->in_write = false;
+    s->cache_checked = false;
 }
 
 static ferry_err sq_audit_refusal(void *impl, const char *device, const char *request_id,

@@ -227,6 +227,85 @@ static void test_device_upsert_get(void **state)
     assert_int_equal(ledger_device_get(f->l, NULL, &back), FERRY_ERR_INVALID);
 }
 
+/* Device rows are kept between write transactions (ledger_sqlite.c): a
+ * change by another connection, this connection's own upsert, the row a
+ * grant insert creates and a rollback must each be seen by the next read. */
+static void test_device_cache_invalidation(void **state)
+{
+    fixture *f = *state;
+    ledger *other = NULL;
+    ledger_device d, back;
+    ledger_grant g;
+    assert_int_equal(ledger_open(f->path, &other), FERRY_OK);
+
+    /* A miss read inside a transaction, then another connection adds the row. */
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_ERR_NOT_FOUND);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+    memset(&d, 0, sizeof d);
+    snprintf(d.id, sizeof d.id, "dev-1");
+    d.disabled = true;
+    assert_int_equal(ledger_device_upsert(other, &d, T0), FERRY_OK);
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_OK);
+    assert_true(back.disabled);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+
+    /* Read again from the cache, then changed by the other connection. */
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_OK);
+    assert_true(back.disabled);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+    d.disabled = false;
+    d.max_size_bytes = (ledger_opt_u64){true, 7};
+    assert_int_equal(ledger_device_upsert(other, &d, T0 + 1), FERRY_OK);
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_OK);
+    assert_false(back.disabled);
+    assert_int_equal(back.max_size_bytes.v, 7);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+
+    /* This connection's own upsert (data_version does not count it). */
+    d.max_size_bytes = (ledger_opt_u64){true, 9};
+    assert_int_equal(ledger_device_upsert(f->l, &d, T0 + 2), FERRY_OK);
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_OK);
+    assert_int_equal(back.max_size_bytes.v, 9);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+
+    /* A miss, then the row a grant insert of this connection creates. */
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-2", &back), FERRY_ERR_NOT_FOUND);
+    make_grant(&g, "g_cache", "dev-2", 10, T0, 300);
+    ledger_insert item = {.grant = &g};
+    assert_int_equal(ledger_grant_insert_batch(f->l, &item, 1), FERRY_OK);
+    assert_int_equal(item.err, FERRY_OK);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-2", &back), FERRY_OK);
+    assert_string_equal(back.id, "dev-2");
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+
+    /* A row read after this connection's own uncommitted upsert, rolled back. */
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    d.max_size_bytes = (ledger_opt_u64){true, 11};
+    assert_int_equal(ledger_device_upsert(f->l, &d, T0 + 3), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_OK);
+    assert_int_equal(back.max_size_bytes.v, 11);
+    ledger_write_rollback(f->l);
+    assert_int_equal(ledger_write_begin(f->l), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_OK);
+    assert_int_equal(back.max_size_bytes.v, 9);
+    assert_int_equal(ledger_write_commit(f->l), FERRY_OK);
+
+    /* Outside a transaction the row is always read. */
+    d.max_size_bytes = (ledger_opt_u64){true, 13};
+    assert_int_equal(ledger_device_upsert(other, &d, T0 + 4), FERRY_OK);
+    assert_int_equal(ledger_device_get(f->l, "dev-1", &back), FERRY_OK);
+    assert_int_equal(back.max_size_bytes.v, 13);
+    ledger_close(other);
+}
+
 /* Sync mode, autocheckpoint off and a background checkpoint: writes stay
  * readable from another connection and the log is folded back into the
  * database file. */
@@ -1723,6 +1802,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_too_new_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_grants_v6, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_transaction_gate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_cache_invalidation, setup, teardown),
         cmocka_unit_test(test_open_bad_urls),
         cmocka_unit_test_setup_teardown(test_device_upsert_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grant_insert_get, setup, teardown),
