@@ -797,23 +797,8 @@ ferry_err store_fs_slot_open(store_fs *fs, uint64_t size, bool size_known, store
 
 ferry_err store_fs_slot_write(store_fs_slot *slot, uint64_t off, const void *data, size_t len)
 {
-    const char *p = data;
-    if (slot->pack != NULL && off + len > slot->room)
-        return FERRY_ERR_TOO_LARGE; /* never past the region */
-    while (len > 0) {
-        ssize_t w = pwrite(slot->fd, p, len, (off_t)(slot->base + off));
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return FERRY_ERR_IO;
-        }
-        p += w;
-        off += (uint64_t)w;
-        len -= (size_t)w;
-    }
-    return FERRY_OK;
+    struct iovec one = {.iov_base = (void *)(uintptr_t)data, .iov_len = len};
+    return store_fs_slot_writev(slot, off, &one, 1);
 }
 
 ferry_err store_fs_slot_writev(store_fs_slot *slot, uint64_t off, const struct iovec *iov,

@@ -35,6 +35,18 @@ def mp_etag(parts):
     return '"%s-%d"' % (hashlib.md5(md5s).hexdigest(), len(parts))
 
 
+def start_upload(d, key, parts):
+    """Creates an upload of key on ferryd d and uploads parts (a list of
+    bytes); returns (upload id, [{'ETag', 'PartNumber'}])."""
+    s3 = d.boto3()
+    uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    done = []
+    for i, body in enumerate(parts, 1):
+        r = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=i, Body=body)
+        done.append({"ETag": r["ETag"], "PartNumber": i})
+    return uid, done
+
+
 class MultipartCase(StoreTestCase):
     store_options = ["max_object_size = 32M"]
 
@@ -64,15 +76,7 @@ class MultipartCase(StoreTestCase):
         return path
 
     def start_upload(self, key, parts):
-        """Creates an upload of key and uploads parts (a list of bytes);
-        returns (upload id, [{'ETag', 'PartNumber'}])."""
-        s3 = self.d.boto3()
-        uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
-        done = []
-        for i, body in enumerate(parts, 1):
-            r = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=i, Body=body)
-            done.append({"ETag": r["ETag"], "PartNumber": i})
-        return uid, done
+        return start_upload(self.d, key, parts)
 
 
 class Clients(MultipartCase):
@@ -741,11 +745,7 @@ class ShutdownDuringCompletion(StoreTestCase):
         key = "life/term"
         parts = [os.urandom(5 * MIB) for _ in range(8)]
         data = b"".join(parts)
-        uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
-        done = []
-        for i, body in enumerate(parts, 1):
-            r = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=i, Body=body)
-            done.append({"ETag": r["ETag"], "PartNumber": i})
+        uid, done = start_upload(d, key, parts)
         result = {}
 
         def complete():
@@ -844,11 +844,7 @@ class Crash(MultipartCase):
         key = "life/crash"
         parts = [os.urandom(5 * MIB) for _ in range(6)]
         data = b"".join(parts)
-        uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
-        done = []
-        for i, body in enumerate(parts, 1):
-            r = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=i, Body=body)
-            done.append({"ETag": r["ETag"], "PartNumber": i})
+        uid, done = self.start_upload(key, parts)
         result = {}
 
         def complete():
