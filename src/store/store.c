@@ -940,6 +940,9 @@ static void req_free(req *r)
         store_fs_read_done(&r->s->fs, r->reading);
     post_state_free(r->post);
     store_mp_req_free(r->mp);
+    if (r->copying && r->copy_in >= 0)
+        close(r->copy_in);
+    free(r->copy_source);
     free(r->obj);
     EVP_MD_CTX_free(r->md5);
     EVP_MD_CTX_free(r->sha);
@@ -1856,11 +1859,17 @@ static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
 /* Copies n bytes from in to out (both at offset 0): copy_file_range, so the
  * kernel moves the bytes (or shares the extents where the file system can),
  * with a read/write fallback where it cannot. */
-static bool copy_bytes(int in, uint64_t in_base, store_fs_slot *out, uint64_t n)
+static bool copy_bytes(int in, uint64_t in_base, store_fs_slot *out, uint64_t n,
+                       const atomic_bool *abort)
 {
     loff_t off_in = (loff_t)in_base, off_out = (loff_t)out->base;
     while (n > 0) {
-        size_t chunk = n > (1u << 30) ? (size_t)(1u << 30) : (size_t)n;
+        /* 64 MiB at a time, so that a shutdown is seen within a moment. */
+        size_t chunk = n > (64u << 20) ? (size_t)(64u << 20) : (size_t)n;
+        if (atomic_load(abort)) {
+            errno = ECANCELED;
+            return false;
+        }
         ssize_t k = copy_file_range(in, &off_in, out->fd, &off_out, chunk, 0);
         if (k < 0 && errno == EINTR)
             continue;
@@ -2039,6 +2048,97 @@ out:
  * x-amz-metadata-directive is REPLACE; the x-amz-copy-source-if-*
  * conditions are checked (store_copy_source_open). Not supported: versions
  * (NotImplemented). */
+/* CopyObject's copy, on a thread of its own (store_run_long_work): the
+ * source's bytes into r's slot, flushed, then the new row (the source's
+ * size and digests, this key and file: an operator's object, no device,
+ * no grant to consume); the outcome goes to r->commit_err and
+ * copy_object_answer() answers it. */
+static void copy_object_work(req *r)
+{
+    store *s = r->s;
+    ledger_object *o = r->obj;
+    char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    ferry_err e = FERRY_OK;
+
+    if (!copy_bytes(r->copy_in, r->copy_in_base, &r->slot, o->size, &s->mp_abort))
+        e = errno == ECANCELED ? FERRY_ERR_UNAVAILABLE : FERRY_ERR_IO;
+    else if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK)
+        e = FERRY_ERR_IO;
+    if (e == FERRY_ERR_IO)
+        log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
+    /* The source is read: its data is let go now, not when r is freed. */
+    close(r->copy_in);
+    r->copy_in = -1;
+    store_fs_read_done(&s->fs, r->reading);
+    r->reading[0] = '\0';
+    if (e == FERRY_OK) {
+        snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
+        memcpy(o->key, r->t.key, r->t.key_len + 1);
+        snprintf(o->file_id, sizeof o->file_id, "%s", r->slot.id);
+        if (r->copy_replace) {
+            snprintf(o->content_type, sizeof o->content_type, "%s", r->content_type);
+            snprintf(o->meta, sizeof o->meta, "%s", r->meta);
+        }
+        o->device[0] = '\0';
+        o->grant_id[0] = '\0';
+        o->source_ip[0] = '\0';
+        o->store_request_id[0] = '\0';
+        o->created_at = ferry_time_now();
+        e = group_commit(s, o, o->created_at, replaced);
+        store_fs_slot_close(&s->fs, &r->slot, e == FERRY_OK);
+        if (e != FERRY_OK)
+            e = FERRY_ERR_DB; /* answered SlowDown: retry */
+    } /* else req_free removes the data */
+    if (e == FERRY_OK && replaced[0] != '\0')
+        forget_data(s, replaced);
+    if (e == FERRY_OK)
+        log_info("store.object_copied", "request_id=%s key=\"%s\" source=\"%s\" size=%" PRIu64,
+                 r->id, o->key, r->copy_source, o->size);
+    r->commit_err = e;
+    r->phase = PH_COMMITTED;
+}
+
+/* CopyObject's answer, once its copy is done. */
+static enum MHD_Result copy_object_answer(req *r, struct MHD_Connection *c)
+{
+    char iso[32];
+    struct tm tm;
+    time_t tt;
+    ferry_buf b;
+    ferry_err e;
+    struct MHD_Response *resp;
+
+    switch (r->commit_err) {
+    case FERRY_OK:
+        break;
+    case FERRY_ERR_UNAVAILABLE:
+        return respond_error(r, c, 503, "SlowDown", "the store is stopping; retry");
+    case FERRY_ERR_IO:
+        return respond_error(r, c, 500, "InternalError", "the store could not write the object");
+    default:
+        return respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
+    }
+    tt = (time_t)r->obj->created_at;
+    gmtime_r(&tt, &tm);
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    ferry_buf_init(&b, 1024);
+    e = ferry_buf_appendf(&b,
+                          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult "
+                          "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>%s"
+                          "</LastModified><ETag>&quot;%s&quot;</ETag></CopyObjectResult>",
+                          iso, r->obj->etag);
+    resp = e == FERRY_OK ? buf_response(&b) : NULL;
+    ferry_buf_cleanup(&b);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/xml");
+    return queue(r, c, 200, resp);
+}
+
+/* CopyObject: checked here, then copied and recorded by copy_object_work
+ * on a thread of its own, the connection suspended (a copy of gigabytes
+ * takes seconds, during which this libmicrohttpd thread would stall every
+ * other connection it serves). */
 static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const header_list *h)
 {
     store *s = r->s;
@@ -2046,15 +2146,10 @@ static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const heade
     const char *directive = header(c, "x-amz-metadata-directive");
     const char *why = NULL;
     ledger_object *o = NULL;
-    char replaced[LEDGER_FILE_ID_MAX + 1] = "";
-    char source_key[LEDGER_OBJECT_KEY_MAX + 1];
-    char iso[32];
     int in = -1;
     uint64_t in_base = 0;
     bool replace;
-    ferry_err e;
     enum MHD_Result ret;
-    ferry_buf b;
 
     if (r->is_grant)
         return respond_error(r, c, 403, "AccessDenied", "device credentials may not copy objects");
@@ -2083,67 +2178,24 @@ static enum MHD_Result copy_object(req *r, struct MHD_Connection *c, const heade
             goto out;
         }
     }
-    snprintf(source_key, sizeof source_key, "%s", o->key);
-    if ((e = store_fs_slot_open(&s->fs, o->size, true, &r->slot)) != FERRY_OK) {
+    r->copy_source = strdup(o->key);
+    if (r->copy_source == NULL) {
+        ret = respond_error(r, c, 500, "InternalError", "out of memory");
+        goto out;
+    }
+    if (store_fs_slot_open(&s->fs, o->size, true, &r->slot) != FERRY_OK) {
         ret = respond_error(r, c, 500, "InternalError", "cannot create the temporary file");
         goto out;
     }
-    if (!copy_bytes(in, in_base, &r->slot, o->size) ||
-        store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK) {
-        log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
-        ret = respond_error(r, c, 500, "InternalError", "the store could not write the object");
-        goto out; /* req_free removes the data */
-    }
-
-    /* The new row: the source's bytes and digests, this key and file; an
-     * operator's object (no device, no grant to consume). */
-    snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
-    memcpy(o->key, r->t.key, r->t.key_len + 1);
-    snprintf(o->file_id, sizeof o->file_id, "%s", r->slot.id);
-    if (replace) {
-        snprintf(o->content_type, sizeof o->content_type, "%s", r->content_type);
-        snprintf(o->meta, sizeof o->meta, "%s", r->meta);
-    }
-    o->device[0] = '\0';
-    o->grant_id[0] = '\0';
-    o->created_at = ferry_time_now();
-    e = group_commit(s, o, o->created_at, replaced);
-    store_fs_slot_close(&s->fs, &r->slot, e == FERRY_OK);
-    if (e != FERRY_OK) {
-        ret = respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
-        goto out;
-    }
-    if (replaced[0] != '\0')
-        forget_data(s, replaced);
-    log_info("store.object_copied", "request_id=%s key=\"%s\" source=\"%s\" size=%" PRIu64, r->id,
-             o->key, source_key, o->size);
-    {
-        struct tm tm;
-        time_t tt = (time_t)o->created_at;
-        gmtime_r(&tt, &tm);
-        strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
-    }
-    ferry_buf_init(&b, 1024);
-    e = ferry_buf_appendf(&b,
-                          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult "
-                          "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>%s"
-                          "</LastModified><ETag>&quot;%s&quot;</ETag></CopyObjectResult>",
-                          iso, o->etag);
-    if (e != FERRY_OK) {
-        ferry_buf_cleanup(&b);
-        ret = MHD_NO;
-        goto out;
-    }
-    {
-        struct MHD_Response *resp = buf_response(&b);
-        ferry_buf_cleanup(&b);
-        if (resp == NULL) {
-            ret = MHD_NO;
-            goto out;
-        }
-        MHD_add_response_header(resp, "Content-Type", "application/xml");
-        ret = queue(r, c, 200, resp);
-    }
+    /* r owns the source and the row from here (req_free lets them go). */
+    r->copying = true;
+    r->copy_replace = replace;
+    r->copy_in = in;
+    r->copy_in_base = in_base;
+    r->obj = o;
+    if (store_run_long_work(r, c, copy_object_work))
+        return MHD_YES;
+    return copy_object_answer(r, c);
 out:
     if (in >= 0)
         close(in);
@@ -3196,6 +3248,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
          * connection closed right after its answer. Setting the timeout
          * again restarts it. */
         (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, r->s->idle_timeout_s);
+        if (r->copying)
+            return copy_object_answer(r, c);
         if (store_mp_assembling(r))
             return store_mp_body_done(r, c);
         return r->post != NULL ? finish_post(r, c) : finish_put(r, c);

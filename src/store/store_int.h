@@ -185,6 +185,18 @@ typedef struct req {
     char content_type[LEDGER_CONTENT_TYPE_MAX + 1];
     char meta[LEDGER_META_MAX + 1];
 
+    /* CopyObject: the source's data (fd, offset of its first byte in it)
+     * and key, read on a thread of its own (store_run_long_work); the new
+     * row is obj. */
+    bool copying;
+    bool copy_replace; /* x-amz-metadata-directive: REPLACE */
+    int copy_in;
+    uint64_t copy_in_base;
+    char *copy_source;
+    /* Work that takes seconds (CopyObject, UploadPartCopy, completing a
+     * multipart upload), run by store_run_long_work. */
+    void (*long_work)(struct req *r);
+
     struct post_state *post; /* POST object only */
     struct store_mp_req *mp; /* multipart upload calls only (store_multipart.c) */
     struct hash_pipe *pipe;  /* large PUT bodies: hashing on two helper threads */
@@ -265,6 +277,13 @@ bool store_copy_source_open(req *r, struct MHD_Connection *c, ledger_object *o, 
 bool store_committer_submit(req *r, struct MHD_Connection *c);
 /* What a committer does for r, on this thread (the committers stopping). */
 void store_commit_now(req *r);
+/* Runs work(r), which leaves r in PH_COMMITTED with its outcome, on a
+ * thread of its own with the connection suspended (work that takes seconds
+ * would stall every connection of a libmicrohttpd thread); work gives up
+ * once s->mp_abort is set (shutdown). True when the answer comes once the
+ * connection is resumed; false when no thread could take it (the store is
+ * stopping): then work(r) ran on this thread and the caller answers now. */
+bool store_run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r));
 /* Puts r's body under the body watchdog (RequestTimeout). */
 void store_watch_add(req *r, struct MHD_Connection *c);
 /* Data the ledger no longer names: its file removed, or its pack region

@@ -54,7 +54,6 @@ struct store_mp_req {
      * an assembler thread (complete_state), and its outcome, answered when
      * the connection is resumed. */
     struct complete_state *cs;
-    void (*work)(req *r); /* on a thread of its own: run_long_work */
     /* UploadPartCopy: the source's data being copied (fd, offset of its
      * first byte in it) and the range */
     int copy_fd;
@@ -562,7 +561,6 @@ out:
 /* UploadPart                                                               */
 
 static enum MHD_Result copy_part(req *r, struct MHD_Connection *c, uint64_t parts_bytes);
-static bool run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r));
 
 static enum MHD_Result begin_part(req *r, struct MHD_Connection *c, const header_list *h,
                                   const sigv4_verdict *verdict, const sigv4_query *q)
@@ -833,7 +831,7 @@ static enum MHD_Result copy_part(req *r, struct MHD_Connection *c, uint64_t part
     m->copy_len = length;
     m->copy = true;
     snprintf(m->source_key, sizeof m->source_key, "%s", o->key);
-    ret = run_long_work(r, c, copy_work) ? MHD_YES : part_answer(r, c);
+    ret = store_run_long_work(r, c, copy_work) ? MHD_YES : part_answer(r, c);
 out:
     if (in >= 0)
         close(in);
@@ -1154,7 +1152,7 @@ static void *long_work_main(void *arg)
     req *r = arg;
     store *s = r->s;
     struct MHD_Connection *c = r->conn;
-    r->mp->work(r);
+    r->long_work(r);
     /* From here the connection's thread may answer and free r. */
     MHD_resume_connection(c);
     pthread_mutex_lock(&s->mp_mu);
@@ -1164,14 +1162,9 @@ static void *long_work_main(void *arg)
     return NULL;
 }
 
-/* Runs work(r) (which leaves r in PH_COMMITTED with its outcome) on a
- * thread of its own with the connection suspended: assembling an object
- * or copying a part takes seconds (1 GiB: 4+ s), during which a
- * libmicrohttpd thread would stall every other connection it serves. True
- * when the answer comes once the connection is resumed; false when no
- * thread could take it (the store is stopping): then work(r) has run on
- * this thread and the caller answers now. */
-static bool run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r))
+/* Assembling an object or copying a part takes seconds (1 GiB: 4+ s).
+ * See store_int.h. */
+bool store_run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r))
 {
     store *s = r->s;
     pthread_attr_t attr;
@@ -1181,7 +1174,7 @@ static bool run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r)
 
     r->conn = c;
     r->phase = PH_COMMITTING;
-    r->mp->work = work;
+    r->long_work = work;
     pthread_mutex_lock(&s->mp_mu);
     if (!atomic_load(&s->mp_abort) && pthread_attr_init(&attr) == 0) {
         (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -1306,7 +1299,7 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
     m->total = total;
     m->assembling = true;
     cs = NULL; /* r->mp owns it now */
-    if (run_long_work(r, c, complete_work))
+    if (store_run_long_work(r, c, complete_work))
         return MHD_YES;
     return store_mp_body_done(r, c);
 out:

@@ -7,7 +7,9 @@ temporary file left. Then the operations the store does not implement
 answered 501 NotImplemented and leaves the object it names as it was.
 """
 
+import hashlib
 import os
+import threading
 
 import ferry_harness
 from store_harness import BUCKET, GRANT_KEY, GRANT_SECRET
@@ -85,6 +87,35 @@ class CopyObject(StoreTestCase):
         self.d.aws("s3", "cp", "s3://%s/copy/ü n.txt" % BUCKET, "s3://%s/copy/ü 2.txt" % BUCKET)
         self.assertEqual(self.get_bytes("copy/ü 2.txt"), b"utf8")
         self.assert_clean_and_serving()
+
+    def test_large_copy_while_others_are_served(self):
+        """A 30 MiB copy runs on a thread of its own with its connection
+        suspended: GETs on other connections are answered meanwhile, and
+        the copy is whole (its SHA-256 in the ledger and its bytes)."""
+        s3 = self.d.boto3()
+        data = os.urandom(30 << 20)
+        self.put("copy/big-src.bin", data)
+        self.put("copy/small.bin", b"small")
+        result = {}
+
+        def copy():
+            result["r"] = self.d.boto3().copy_object(
+                Bucket=BUCKET, Key="copy/big-dst.bin",
+                CopySource={"Bucket": BUCKET, "Key": "copy/big-src.bin"})
+
+        t = threading.Thread(target=copy)
+        t.start()
+        reads = 0
+        while t.is_alive() or reads == 0:
+            self.assertEqual(s3.get_object(Bucket=BUCKET, Key="copy/small.bin")["Body"].read(),
+                             b"small")
+            reads += 1
+        t.join()
+        self.assertEqual(result["r"]["CopyObjectResult"]["ETag"],
+                         '"%s"' % hashlib.md5(data).hexdigest())
+        got = s3.get_object(Bucket=BUCKET, Key="copy/big-dst.bin")["Body"].read()
+        self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(data).hexdigest())
+        self.files_match_ledger()
 
     def test_refusals(self):
         s3 = self.d.boto3()
