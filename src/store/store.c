@@ -2101,9 +2101,7 @@ static void copy_object_work(req *r)
 /* CopyObject's answer, once its copy is done. */
 static enum MHD_Result copy_object_answer(req *r, struct MHD_Connection *c)
 {
-    char iso[32];
-    struct tm tm;
-    time_t tt;
+    char iso[STORE_ISO_TIME_LEN + 1];
     ferry_buf b;
     ferry_err e;
     struct MHD_Response *resp;
@@ -2112,15 +2110,13 @@ static enum MHD_Result copy_object_answer(req *r, struct MHD_Connection *c)
     case FERRY_OK:
         break;
     case FERRY_ERR_UNAVAILABLE:
-        return respond_error(r, c, 503, "SlowDown", "the store is stopping; retry");
+        return respond_error(r, c, 503, "SlowDown", "The store is shutting down; retry.");
     case FERRY_ERR_IO:
         return respond_error(r, c, 500, "InternalError", "the store could not write the object");
     default:
         return respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
     }
-    tt = (time_t)r->obj->created_at;
-    gmtime_r(&tt, &tm);
-    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    store_iso_time(r->obj->created_at, iso);
     ferry_buf_init(&b, 1024);
     e = ferry_buf_appendf(&b,
                           "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult "
@@ -2773,11 +2769,8 @@ static int list_row(const ledger_object *o, void *arg)
         ls->truncated = true;
         return 1;
     }
-    char iso[32];
-    struct tm tm;
-    time_t tt = (time_t)o->created_at;
-    gmtime_r(&tt, &tm);
-    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    char iso[STORE_ISO_TIME_LEN + 1];
+    store_iso_time(o->created_at, iso);
     ls->err = ferry_buf_append_str(ls->contents, "<Contents><Key>");
     if (ls->err == FERRY_OK)
         ls->err = append_key(ls, ls->contents, o->key, klen);

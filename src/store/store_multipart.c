@@ -411,14 +411,6 @@ static bool parse_uint(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
     return true;
 }
 
-static void iso_time(int64_t t, char out[32])
-{
-    struct tm tm;
-    time_t tt = (time_t)t;
-    gmtime_r(&tt, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
-}
-
 /* The ledger stopped naming a part's data: its file removed, or its pack
  * region let go. */
 static void unlink_file(const char *file_id, void *arg)
@@ -625,7 +617,7 @@ ferry_err store_mp_record_part(store *s, req *r)
 static enum MHD_Result part_answer(req *r, struct MHD_Connection *c)
 {
     const ledger_part *p = &r->mp->part;
-    char etag[LEDGER_ETAG_MAX + 3], iso[32];
+    char etag[LEDGER_ETAG_MAX + 3], iso[STORE_ISO_TIME_LEN + 1];
     struct MHD_Response *resp;
     ferry_err e = r->commit_err;
     ferry_buf b;
@@ -644,7 +636,7 @@ static enum MHD_Result part_answer(req *r, struct MHD_Connection *c)
              " etag=%s copied_from=\"%s\"",
              r->id, r->t.key, r->mp->upload_id, p->number, p->size, p->etag, r->mp->source_key);
     if (r->mp->copy) {
-        iso_time(p->created_at, iso);
+        store_iso_time(p->created_at, iso);
         ferry_buf_init(&b, 1024);
         e = ferry_buf_appendf(&b,
                               "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult "
@@ -1352,12 +1344,12 @@ typedef struct list_parts_state {
 static int list_part_row(const ledger_part *p, void *arg)
 {
     list_parts_state *ls = arg;
-    char iso[32];
+    char iso[STORE_ISO_TIME_LEN + 1];
     if (ls->count == ls->max) {
         ls->truncated = true;
         return 1;
     }
-    iso_time(p->created_at, iso);
+    store_iso_time(p->created_at, iso);
     ls->err = ferry_buf_appendf(ls->b,
                                 "<Part><PartNumber>%u</PartNumber><LastModified>%s</LastModified>"
                                 "<ETag>&quot;%s&quot;</ETag><Size>%" PRIu64 "</Size></Part>",
@@ -1485,7 +1477,7 @@ static int list_upload_row(const ledger_upload *u, void *arg)
     list_uploads_state *ls = arg;
     size_t klen = strlen(u->key);
     size_t cp_len = common_prefix_len(ls, u->key, klen);
-    char iso[32];
+    char iso[STORE_ISO_TIME_LEN + 1];
     if (ls->count == ls->max) {
         ls->truncated = true;
         return 1;
@@ -1510,7 +1502,7 @@ static int list_upload_row(const ledger_upload *u, void *arg)
         ls->restart = true;
         return 1;
     }
-    iso_time(u->initiated_at, iso);
+    store_iso_time(u->initiated_at, iso);
     ls->err = ferry_buf_append_str(ls->b, "<Upload><Key>");
     if (ls->err == FERRY_OK)
         ls->err = append_key(ls->b, ls->url, u->key, strlen(u->key));

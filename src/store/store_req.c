@@ -410,6 +410,14 @@ ferry_err store_url_encode(ferry_buf *out, const char *s, size_t len)
     return err;
 }
 
+void store_iso_time(int64_t t, char out[STORE_ISO_TIME_LEN + 1])
+{
+    ferry_tm tm;
+    ferry_time_split(t, &tm);
+    snprintf(out, STORE_ISO_TIME_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.000Z", tm.year, tm.month,
+             tm.day, tm.hour, tm.minute, tm.second);
+}
+
 void store_hex(const unsigned char *bytes, size_t len, char *out)
 {
     static const char hex[] = "0123456789abcdef";

@@ -120,6 +120,9 @@ __attribute__((warn_unused_result)) ferry_err store_url_encode(ferry_buf *out, c
 
 /* Hex of bytes into out (2 * len + 1). */
 void store_hex(const unsigned char *bytes, size_t len, char *out);
+/* t as S3 writes LastModified and Initiated in XML: "2026-12-07T05:54:00.000Z". */
+#define STORE_ISO_TIME_LEN 24
+void store_iso_time(int64_t t, char out[STORE_ISO_TIME_LEN + 1]);
 /* Decodes standard base64 of exactly want bytes; false otherwise. */
 bool store_b64_decode_exact(const char *s, unsigned char *out, size_t want);
 

@@ -171,6 +171,9 @@ static void test_copy_ranges_and_part_numbers(void **state)
     assert_int_equal(part, 7);
     int64_t t = 0;
     assert_true(store_parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT", &t));
+    char iso[STORE_ISO_TIME_LEN + 1];
+    store_iso_time(t, iso);
+    assert_string_equal(iso, "1994-11-06T08:49:37.000Z");
     assert_int_equal(t, 784111777);
     assert_true(store_parse_http_date("Thu, 29 Feb 2024 00:00:00 GMT", &t));
     const char *bad_dates[] = {NULL,
