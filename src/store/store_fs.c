@@ -211,7 +211,7 @@ void store_fs_cleanup(store_fs *fs)
             fs->dirs[i].fd = -1;
             pthread_mutex_destroy(&fs->dirs[i].mu);
         }
-        /* Every slot is closed by now; what is left is the current pack. */
+        /* Every slot is closed by now; what is left are the current packs. */
         while (fs->packs != NULL) {
             store_fs_pack *p = fs->packs;
             fs->packs = p->next;
@@ -673,8 +673,8 @@ void store_fs_reclaim(store_fs *fs, ledger *l)
             nums[todo++] = fs->dead_check[i];
     fs->n_dead_check = kept;
     pthread_mutex_unlock(&fs->pack_mu);
-    /* Not in use now means never again: new regions only go to the current
-     * pack, and a retired pack's numbers are not reused in this run. */
+    /* Not in use now means never again: new regions only go to current
+     * packs, and a retired pack's numbers are not reused in this run. */
     for (size_t i = 0; i < todo; i++) {
         char prefix[16], name[16];
         bool named = false;
@@ -755,21 +755,43 @@ static ferry_err pack_create(store_fs *fs, store_fs_pack **out)
     return FERRY_OK;
 }
 
+/* Packs written at once. Buffered writes to one file hold its inode lock
+ * while they copy into the page cache, so 32 uploads of 1 MiB into one
+ * pack queued behind each other (the lock's spinning alone took ~10% of the
+ * machine in bench/upload's 1m case). A new region goes to the current pack
+ * with the fewest uploads writing to it; another pack is started only when
+ * every current one has PACK_SHARED_WRITERS of them, so a store that
+ * receives one upload at a time keeps filling one pack. */
+#define PACK_STRIPES        4
+#define PACK_SHARED_WRITERS 4
+
 static ferry_err slot_open_packed(store_fs *fs, uint64_t size, store_fs_slot *slot)
 {
     ferry_err err = FERRY_OK;
-    store_fs_pack *cur = NULL;
+    store_fs_pack *cur = NULL, *full[PACK_STRIPES];
+    size_t n_current = 0, n_full = 0;
     uint64_t room = align_up(size);
     pthread_mutex_lock(&fs->pack_mu);
-    for (store_fs_pack *p = fs->packs; p != NULL; p = p->next)
-        if (p->current)
+    for (store_fs_pack *p = fs->packs; p != NULL; p = p->next) {
+        if (!p->current)
+            continue;
+        if (atomic_load(&p->failed) || p->end + room > fs->pack_size) {
+            if (n_full < PACK_STRIPES)
+                full[n_full++] = p;
+            continue;
+        }
+        n_current++;
+        if (cur == NULL || p->writers < cur->writers)
             cur = p;
-    if (cur != NULL && (atomic_load(&cur->failed) || cur->end + room > fs->pack_size)) {
-        pack_retire(fs, cur);
-        cur = NULL;
     }
-    if (cur == NULL && (err = pack_create(fs, &cur)) != FERRY_OK)
-        goto out;
+    for (size_t i = 0; i < n_full; i++)
+        pack_retire(fs, full[i]); /* may free it: after the walk */
+    if ((cur == NULL || (cur->writers >= PACK_SHARED_WRITERS && n_current < PACK_STRIPES)) &&
+        (err = pack_create(fs, &cur)) != FERRY_OK) {
+        if (cur == NULL)
+            goto out;
+        err = FERRY_OK; /* another current pack takes it */
+    }
     slot->base = cur->end;
     slot->room = size;
     slot->pack = cur;

@@ -21,7 +21,9 @@
  * a directory entry and their synchronous writes, and 32 writers of 64 KiB
  * objects made ~1,400 durable files/s here against ~5,500 regions/s in one
  * pack. The pack changes when it reaches pack_size bytes (each start-up
- * begins a new one). A region no ledger row names is garbage and its hole
+ * begins a new one); under concurrent uploads up to four packs take
+ * regions at once (slot_open_packed: one file's inode lock serialised the
+ * page-cache copies). A region no ledger row names is garbage and its hole
  * is punched (FALLOC_FL_PUNCH_HOLE): at once for a refused or failed
  * upload; for a deleted or replaced object as soon as nobody reads the
  * pack (a reader registers before it re-checks the ledger row, so a hole is
