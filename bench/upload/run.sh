@@ -10,7 +10,9 @@
 # Usage: bench/upload/run.sh BUILD_DIR   (a release build; scripts/bench.sh)
 # CASES="1g 64k 1m slow" (the default) picks the cases to run; each of the
 # first three runs ROUNDS (3) times on each server, and its line gives the
-# medians.
+# medians, with the CPU time each request cost each server (user + system of
+# ferryd, or of nginx's processes; nginx's writeback, done later by kernel
+# threads, is not in it).
 # nginx is installed with apt-get if missing (it is a benchmark peer only).
 set -euo pipefail
 FERRY_WHO="bench upload"
@@ -66,7 +68,8 @@ http {
 }
 CONF
 nginx -c "$tmp/nginx.conf" -p "$tmp" >"$tmp/nginx.log" 2>&1 &
-pids+=($!)
+npid=$!
+pids+=($npid)
 wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$nport"
 
 # --- ferryd with the embedded store ----------------------------------------
@@ -104,11 +107,24 @@ wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$sport"
 ferry_base=https://127.0.0.1:$sport/ingest
 nginx_base=https://127.0.0.1:$nport/dav
 auth=(--access-key ferry-operator --secret bench-operator-secret-0123456789)
-run() { # run ferry|nginx SIZE COUNT CONC -> "req_per_s mb_per_s tls"
-  local base args=()
+# CPU time (user + system, clock ticks) of a server: ferryd, or nginx's
+# master and workers. The machine is shared and throughput is noisy; the
+# CPU each request cost the server is much less so.
+server_ticks() {
+  local p t=0
+  for p in $( [ "$1" = ferry ] && echo "$fpid" || echo "$npid $(pgrep -P "$npid")"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+hz=$(getconf CLK_TCK)
+run() { # run ferry|nginx SIZE COUNT CONC -> "req_per_s mb_per_s tls cpu_us_per_req"
+  local base args=() t0 out
   if [ "$1" = ferry ]; then base=$ferry_base; args=("${auth[@]}"); else base=$nginx_base; fi
-  "$bench" --base "$base" --ca "$pki/ca.pem" --size "$2" --count "$3" --concurrency "$4" \
-    "${args[@]}" | sed -E 's/req_per_s=([0-9.]+) mb_per_s=([0-9.]+).* tls=([^ ]+).*/\1 \2 \3/'
+  t0=$(server_ticks "$1")
+  out=$("$bench" --base "$base" --ca "$pki/ca.pem" --size "$2" --count "$3" --concurrency "$4" \
+    "${args[@]}" | sed -E 's/req_per_s=([0-9.]+) mb_per_s=([0-9.]+).* tls=([^ ]+).*/\1 \2 \3/')
+  echo "$out $(( ($(server_ticks "$1") - t0) * 1000000 / hz / $3 ))"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 clear_data() { rm -rf "$tmp/nginx-root/dav/bench"; }
@@ -118,7 +134,7 @@ clear_data() { rm -rf "$tmp/nginx-root/dav/bench"; }
 # load during the run (it is shared) weighs on both; prints the medians and
 # their ratio, and every round's ratio.
 compare() {
-  local name=$1 unit=$2 field=$3 size=$4 count=$5 conc=$6 i f n ftls ntls fs=() ns=() rs=()
+  local name=$1 unit=$2 field=$3 size=$4 count=$5 conc=$6 i f n ftls ntls fs=() ns=() rs=() fc=() nc=()
   for ((i = 0; i < ROUNDS; i++)); do
     if ((i % 2 == 0)); then
       f=$(run ferry "$size" "$count" "$conc" | tee "$tmp/f.out" | cut -d' ' -f"$field")
@@ -133,13 +149,16 @@ compare() {
     # creates (the allocator skips recently freed inodes one by one).
     if ((size >= 1 << 30)); then clear_data; fi
     fs+=("$f") ns+=("$n") rs+=("$(ratio "$f" "$n")")
+    fc+=("$(cut -d' ' -f4 "$tmp/f.out")") nc+=("$(cut -d' ' -f4 "$tmp/n.out")")
   done
   ftls=$(cut -d' ' -f3 "$tmp/f.out") ntls=$(cut -d' ' -f3 "$tmp/n.out")
   f=$(printf '%s\n' "${fs[@]}" | median) n=$(printf '%s\n' "${ns[@]}" | median)
   echo "bench upload: case=$name unit=$unit ferry=$f nginx=$n ratio=$(ratio "$f" "$n")" \
     "rounds=$ROUNDS round_ratios=$(IFS=,; echo "${rs[*]}")" \
     "round_ferry=$(IFS=,; echo "${fs[*]}") round_nginx=$(IFS=,; echo "${ns[*]}")" \
-    "tls_ferry=$ftls tls_nginx=$ntls"
+    "tls_ferry=$ftls tls_nginx=$ntls" \
+    "cpu_us_per_req_ferry=$(printf '%s\n' "${fc[@]}" | median)" \
+    "cpu_us_per_req_nginx=$(printf '%s\n' "${nc[@]}" | median)"
 }
 
 want 1g && compare 1g MB/s 2 $((1 << 30)) 1 1
