@@ -1252,7 +1252,13 @@ typedef struct hash_pipe {
     pthread_t threads[PIPE_HELPERS];
     int started;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    /* Each thread sleeps on a condition of its own and is woken only when
+     * it has something to do: with one condition broadcast at every event,
+     * each 256 KiB block woke every thread about four times (~12 wake-ups
+     * a block, 0.3-0.4 s of ferryd's CPU in a 1 GiB PUT). */
+    pthread_cond_t helper_cv[PIPE_HELPERS]; /* helper k: a block handed over, or closing */
+    pthread_cond_t worker_cv;               /* the worker: a ring slot freed, or a failure */
+    bool worker_waiting;
     unsigned char *blocks[PIPE_DEPTH];
     size_t lens[PIPE_DEPTH];
     uint64_t produced;               /* blocks handed over */
@@ -1337,6 +1343,8 @@ static ferry_err pipe_write(hash_pipe *p, uint64_t first, int n)
     return pipe_write_iov(p, iov, n);
 }
 
+static uint64_t pipe_done(const hash_pipe *p);
+
 /* Helper k: 0 and 1 hash each block (MD5, SHA-256), 2 writes it to the file
  * (and owns r->written, the early writeback and O_DIRECT while the pipeline
  * runs). */
@@ -1350,7 +1358,7 @@ static void *pipe_thread(void *arg)
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->consumed[k] == p->produced && !p->closing)
-            pthread_cond_wait(&p->cv, &p->mu);
+            pthread_cond_wait(&p->helper_cv[k], &p->mu);
         if (p->consumed[k] == p->produced)
             break; /* closing and nothing left */
         size_t idx = (size_t)(p->consumed[k] % PIPE_DEPTH);
@@ -1374,7 +1382,8 @@ static void *pipe_thread(void *arg)
             p->write_errno = err;
         }
         p->consumed[k] += (uint64_t)n;
-        pthread_cond_broadcast(&p->cv);
+        if (p->worker_waiting && (p->write_failed || p->produced - pipe_done(p) < PIPE_DEPTH))
+            pthread_cond_signal(&p->worker_cv);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -1385,7 +1394,8 @@ static void pipe_join(hash_pipe *p)
 {
     pthread_mutex_lock(&p->mu);
     p->closing = true;
-    pthread_cond_broadcast(&p->cv);
+    for (int k = 0; k < PIPE_HELPERS; k++)
+        pthread_cond_signal(&p->helper_cv[k]);
     pthread_mutex_unlock(&p->mu);
     for (int k = 0; k < p->started; k++)
         pthread_join(p->threads[k], NULL);
@@ -1402,7 +1412,9 @@ static void pipe_free(store *s, hash_pipe *p)
     for (int i = 0; i < PIPE_DEPTH; i++)
         free(p->blocks[i]);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
+    for (int k = 0; k < PIPE_HELPERS; k++)
+        pthread_cond_destroy(&p->helper_cv[k]);
+    pthread_cond_destroy(&p->worker_cv);
     free(p);
     atomic_fetch_sub(&s->pipes, 1);
 }
@@ -1423,7 +1435,9 @@ static hash_pipe *pipe_new(req *r)
     }
     p->r = r;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
+    for (int k = 0; k < PIPE_HELPERS; k++)
+        pthread_cond_init(&p->helper_cv[k], NULL);
+    pthread_cond_init(&p->worker_cv, NULL);
     for (int i = 0; i < PIPE_DEPTH; i++) {
         p->blocks[i] = aligned_alloc(DIRECT_ALIGN, PIPE_BLOCK);
         if (p->blocks[i] == NULL) {
@@ -1488,11 +1502,14 @@ static bool pipe_submit(hash_pipe *p)
         p->lens[idx] = p->fill;
         p->produced++;
         p->fill = 0;
-        pthread_cond_broadcast(&p->cv);
+        for (int k = 0; k < PIPE_HELPERS; k++)
+            pthread_cond_signal(&p->helper_cv[k]);
     }
     /* The next block to fill must be free: every helper is past it. */
+    p->worker_waiting = true;
     while (p->produced - pipe_done(p) >= PIPE_DEPTH && !p->write_failed)
-        pthread_cond_wait(&p->cv, &p->mu);
+        pthread_cond_wait(&p->worker_cv, &p->mu);
+    p->worker_waiting = false;
     ok = !p->write_failed;
     if (!ok)
         errno = p->write_errno;
