@@ -9,11 +9,17 @@ written into regions of shared pack files, one fdatasync for many objects.
   bytes of a punched region.
 - The start-up sweep punches regions no row names, cuts a pack's unnamed
   tail and removes packs no row names.
+- Uploads of 256 KiB or more that arrive at once spread over up to four
+  packs (one file's inode lock serialised their page-cache copies); smaller
+  ones, and uploads one at a time, fill one pack.
 """
 
 import hashlib
+import http.client
 import os
+import ssl
 import threading
+import time
 
 import ferry_harness
 from ferry_harness import HarnessTestCase, wait_until
@@ -182,6 +188,61 @@ class Packs(HarnessTestCase):
         # New objects go to a new pack, numbered after the highest seen.
         s3.put_object(Bucket=BUCKET, Key="s/c", Body=b"c" * 100)
         self.assertTrue(self.file_ids(d)["s/c"].startswith("p00000100"), self.file_ids(d))
+        self.assertEqual(d.data_problems(), [])
+
+    def test_concurrent_uploads_spread_over_packs(self):
+        d = self.start("pack_max_object = 1M")
+        s3 = d.boto3()
+        ctx = ssl.create_default_context(cafile=d.ca)
+        size = 512 * KIB
+        bodies = {"spread/%d" % i: os.urandom(size) for i in range(12)}
+        conns = []
+        try:
+            # Every upload's region is taken when its headers arrive: send
+            # the headers and a first piece of each body, then the rest.
+            for key, body in bodies.items():
+                url = s3.generate_presigned_url("put_object",
+                                                Params={"Bucket": BUCKET, "Key": key})
+                c = http.client.HTTPSConnection("127.0.0.1", d.port, context=ctx, timeout=30)
+                c.putrequest("PUT", url[len("https://127.0.0.1:%d" % d.port):],
+                             skip_accept_encoding=True)
+                c.putheader("Content-Length", str(size))
+                c.endheaders()
+                c.send(body[:4096])
+                conns.append((c, body))
+            time.sleep(0.5)
+            for c, body in conns:
+                c.send(body[4096:])
+            for c, _ in conns:
+                r = c.getresponse()
+                self.assertEqual(r.status, 200, r.read())
+        finally:
+            for c, _ in conns:
+                c.close()
+        packs = {fid[1:9] for fid in self.file_ids(d).values()}
+        self.assertGreater(len(packs), 1, packs)
+        self.assertLessEqual(len(packs), 4, packs)
+        self.assertEqual(len(d.pack_files()), len(packs))
+        # Small ones that arrive together still share the newest pack.
+        small = {"small/%d" % i: os.urandom(9000) for i in range(8)}
+        threads = [threading.Thread(target=s3.put_object,
+                                    kwargs=dict(Bucket=BUCKET, Key=k, Body=v))
+                   for k, v in small.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ids = self.file_ids(d)
+        self.assertEqual(len({ids[k][1:9] for k in small}), 1)
+        for k, v in list(bodies.items()) + list(small.items()):
+            self.assertEqual(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read(), v, k)
+        self.assertEqual(d.data_problems(), [])
+        # After a restart every pack is still whole, and a new one begins.
+        d.stop()
+        d.start()
+        s3 = d.boto3()
+        for k, v in bodies.items():
+            self.assertEqual(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read(), v, k)
         self.assertEqual(d.data_problems(), [])
 
 
