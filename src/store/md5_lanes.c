@@ -18,8 +18,10 @@
  * target attributes and only called after the CPU said it has the instructions.
  */
 #include "md5_lanes.h"
+#include "md5_lanes_int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -634,5 +636,97 @@ bool md5_lanes_mem(md5_lanes_kind kind, const unsigned char *const *data, const 
         kind = MD5_LANES_OPENSSL;
     run_kind(kind, &set, s->arena);
     md5_lanes_scratch_free(s);
+    return true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Pieces in the caller's arena                                             */
+
+void md5_lanes_state_init(uint32_t v[4])
+{
+    memcpy(v, md5_iv, sizeof md5_iv);
+}
+
+unsigned md5_lanes_width(md5_lanes_kind kind)
+{
+    switch (kind) {
+    case MD5_LANES_PORTABLE:
+    case MD5_LANES_AVX512:
+        return 16;
+    case MD5_LANES_AVX2:
+    case MD5_LANES_AVX512VL:
+        return 8;
+    case MD5_LANES_OPENSSL:
+        break;
+    }
+    return 0;
+}
+
+/* The core of kind, or NULL for a kind without lanes on this build. */
+static md5_core_fn core_of(md5_lanes_kind kind)
+{
+    switch (kind) {
+    case MD5_LANES_PORTABLE:
+        return core_portable;
+#ifdef MD5_LANES_X86
+    case MD5_LANES_AVX2:
+        return core_avx2;
+    case MD5_LANES_AVX512:
+        return core_avx512;
+    case MD5_LANES_AVX512VL:
+        return core_avx512vl;
+#else
+    case MD5_LANES_AVX2:
+    case MD5_LANES_AVX512:
+    case MD5_LANES_AVX512VL:
+#endif
+    case MD5_LANES_OPENSSL:
+        break;
+    }
+    return NULL;
+}
+
+bool md5_lanes_advance(md5_lanes_kind kind, unsigned char *arena, md5_lanes_piece *pieces, size_t n)
+{
+    lane_state st;
+    uint32_t off[MD5_LANES_MAX] = {0}, nblocks[MD5_LANES_MAX] = {0};
+
+    if (!md5_lanes_supported(kind) || n > md5_lanes_width(kind))
+        return false;
+    /* Up to 8 streams fit the 8-lane kinds, which do the same work in
+     * fewer micro-operations than 512-bit registers (md5_lanes_files). */
+    if (n <= 8 && kind == MD5_LANES_AVX512)
+        kind = md5_lanes_supported(MD5_LANES_AVX512VL) ? MD5_LANES_AVX512VL : MD5_LANES_AVX2;
+    md5_core_fn core = core_of(kind);
+    if (core == NULL)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        const md5_lanes_piece *p = &pieces[i];
+        if (!p->last && p->len % 64 != 0)
+            return false;
+        if ((uint64_t)p->off + p->len + MD5_LANES_PAD_ROOM > INT32_MAX)
+            return false;
+    }
+    /* Lanes beyond n keep nblocks 0 (and offset 0): the cores leave them
+     * alone. */
+    memset(&st, 0, sizeof st);
+    for (size_t i = 0; i < n; i++) {
+        md5_lanes_piece *p = &pieces[i];
+        size_t bytes = p->len;
+        if (p->last)
+            bytes = pad_last(arena + p->off, p->len, p->total);
+        off[i] = p->off;
+        nblocks[i] = (uint32_t)(bytes / 64);
+        for (int w = 0; w < 4; w++)
+            st.v[w][i] = p->v[w];
+    }
+    core(&st, arena, off, nblocks);
+    for (size_t i = 0; i < n; i++) {
+        md5_lanes_piece *p = &pieces[i];
+        for (int w = 0; w < 4; w++)
+            p->v[w] = st.v[w][i];
+        if (p->last)
+            digest_of(&st, (unsigned)i, p->digest);
+    }
     return true;
 }
