@@ -31,7 +31,7 @@
 #include "store/md5_lanes.h"
 
 #define MD5_HASHER_BLOCK  (256u << 10) /* bytes of body a block holds */
-#define MD5_HASHER_QUEUED 4            /* pieces of one stream queued at most */
+#define MD5_HASHER_QUEUED 8            /* pieces of one stream queued at most */
 
 typedef struct md5_hasher md5_hasher;
 
@@ -73,12 +73,12 @@ void md5_hasher_block_give(md5_hasher *h, unsigned char *block);
 void md5_hasher_stream_init(md5_hasher_stream *s);
 
 /* Queues block[0..len) as the stream's next piece and returns its ticket
- * (1 for the first piece, 2 for the next, ...). len is a multiple of 64
- * and at most MD5_HASHER_BLOCK, except for the last piece (last: the
- * stream ends with it; len may be 0 and anything up to MD5_HASHER_BLOCK),
- * after which the hasher writes MD5's padding into the block's spare room
- * after len: a block queued as last must not be written to disk after
- * this call. Waits while MD5_HASHER_QUEUED pieces of the stream are
+ * (1 for the first piece, 2 for the next, ...). block is a block taken
+ * from this hasher or a place within one, and the piece ends within that
+ * block. len is a multiple of 64, except for the last piece (last: the
+ * stream ends with it; len may be 0), after which the hasher writes MD5's
+ * padding after it, within the block or into its spare room: bytes after
+ * a last piece must not be written to disk after this call. Waits while MD5_HASHER_QUEUED pieces of the stream are
  * queued. Nothing may be submitted after a last piece. */
 uint64_t md5_hasher_submit(md5_hasher *h, md5_hasher_stream *s, unsigned char *block, size_t len,
                            bool last);

@@ -61,6 +61,7 @@
 #include "grants/grants.h"
 #include "ledger/ledger.h"
 #include "sigv4/sigv4.h"
+#include "md5_hasher.h"
 #include "store_fs.h"
 #include "store_int.h"
 #include "store_multipart.h"
@@ -263,7 +264,7 @@ static ferry_err group_commit(store *s, const ledger_object *o, int64_t now, cha
 static void md5_later_decide(req *r)
 {
     store *s = r->s;
-    if (r->pipe != NULL || r->mp != NULL || s->md5_kind == MD5_LANES_OPENSSL ||
+    if (r->pipe != NULL || r->stage != NULL || r->mp != NULL || s->md5_kind == MD5_LANES_OPENSSL ||
         r->expected == 0 || r->expected > MD5_LATER_MAX)
         return;
     r->puts_open = true;
@@ -920,11 +921,13 @@ static bool watch_claim(req *r)
 /* Request context                                                          */
 
 static void pipe_free(store *s, struct hash_pipe *p);
+static void stage_free(req *r);
 
 static void req_discard_upload(req *r)
 {
     pipe_free(r->s, r->pipe);
     r->pipe = NULL;
+    stage_free(r);
     store_fs_slot_close(&r->s->fs, &r->slot, false);
 }
 
@@ -1554,6 +1557,184 @@ static bool pipe_finish(req *r)
 }
 
 /* ---------------------------------------------------------------------- */
+/* Staged direct writes for medium bodies                                   */
+
+/*
+ * A body of STAGE_MIN_BYTES up to PIPE_MIN_BYTES (PutObject or UploadPart,
+ * its size known) is copied, as it arrives, into blocks of the store's MD5
+ * hasher (md5_hasher.h), two per body. Every STAGE_PIECE bytes are handed
+ * to the hasher as soon as they are in; a full block is written to the
+ * slot with O_DIRECT, and the body goes on into the other block. The
+ * hasher's thread MD5s the pieces of every body that has one waiting side
+ * by side in vector lanes, so 16 bodies cost about what one does, and the
+ * digest is known when the body ends: nothing is
+ * read back (as "MD5 later" does, from the page cache) and nothing goes
+ * through the page cache. On this machine's virtual disk the copy into
+ * fresh page-cache pages cost from 0.2 to 3 ms of CPU per MiB, depending on
+ * how recently the memory had been used, more than MD5 and SHA-256
+ * together; a direct write costs ~0.2 ms and the staging copy ~0.1. The
+ * SHA-256 is computed by the connection's thread as before. Pieces are
+ * smaller than blocks so that a pass of the hasher finds many bodies with
+ * one waiting: with whole 256 KiB blocks it found ~3 of 32 bodies arriving,
+ * since a block takes long to fill, and a pass costs the same for 3 lanes
+ * as for 8; a direct write, though, is cheaper per byte the larger it is.
+ *
+ * The last block of a body is padded with zeros to a whole 4 KiB block
+ * in a pack region (its reserved length covers it); in a file of its own
+ * the body's tail that does not fill a block goes through the page cache,
+ * so that the file ends where the body does. Bodies the hasher has no
+ * blocks for (STAGE_BLOCKS / 2 at once), file systems that refuse
+ * O_DIRECT and CPUs without vector MD5 keep the other paths.
+ */
+#define STAGE_MIN_BYTES (256u << 10)
+#define STAGE_BLOCKS    64           /* 16 MiB of blocks, touched only as used */
+#define STAGE_PIECE     (64u << 10) /* bytes handed to the hasher at a time */
+
+typedef struct stage {
+    md5_hasher_stream stream;
+    unsigned char *blocks[2];
+    uint64_t tickets[2]; /* the hasher's ticket of the last piece of each block (0: none) */
+    unsigned cur;        /* the block being filled */
+    size_t fill;         /* its bytes */
+    size_t handed;       /* its bytes handed to the hasher */
+    uint64_t off;        /* the body offset of its first byte */
+    bool finished;       /* the last piece is hashed: md5 is the body's */
+    unsigned char md5[16];
+} stage;
+
+/* Gives the blocks back once the hasher is done with them. */
+static void stage_release(store *s, stage *g)
+{
+    unsigned char unused[16];
+    (void)md5_hasher_finish(s->hasher, &g->stream, unused); /* waits for every piece */
+    for (int i = 0; i < 2; i++) {
+        if (g->blocks[i] != NULL)
+            md5_hasher_block_give(s->hasher, g->blocks[i]);
+        g->blocks[i] = NULL;
+    }
+}
+
+static void stage_free(req *r)
+{
+    if (r->stage == NULL)
+        return;
+    stage_release(r->s, r->stage);
+    free(r->stage);
+    r->stage = NULL;
+}
+
+/* Stages r's body when it is of the size, the hasher has two blocks free
+ * and the slot takes direct writes. */
+static void stage_begin(req *r)
+{
+    store *s = r->s;
+    stage *g;
+    if (s->hasher == NULL || r->pipe != NULL || r->expected < STAGE_MIN_BYTES ||
+        r->expected >= PIPE_MIN_BYTES || !store_fs_slot_direct(&s->fs, &r->slot))
+        return;
+    if ((g = calloc(1, sizeof *g)) == NULL)
+        return;
+    md5_hasher_stream_init(&g->stream);
+    g->blocks[0] = md5_hasher_block_take(s->hasher);
+    g->blocks[1] = g->blocks[0] != NULL ? md5_hasher_block_take(s->hasher) : NULL;
+    if (g->blocks[1] == NULL) {
+        stage_release(s, g);
+        free(g);
+        return;
+    }
+    r->stage = g;
+}
+
+/* Hands the block's bytes from g->handed to upto to the hasher (last: the
+ * body ends there). */
+static void stage_hand(req *r, size_t upto, bool last)
+{
+    stage *g = r->stage;
+    g->tickets[g->cur] = md5_hasher_submit(r->s->hasher, &g->stream, g->blocks[g->cur] + g->handed,
+                                           upto - g->handed, last);
+    g->handed = upto;
+}
+
+/* Writes the block being filled (its pieces but the body's last already
+ * handed to the hasher); the body goes on into the other block once the
+ * hasher is done with it. last: the body's last bytes, handed after the
+ * write (the hasher pads a last piece in place). */
+static bool stage_flush(req *r, bool last)
+{
+    store *s = r->s;
+    stage *g = r->stage;
+    unsigned char *b = g->blocks[g->cur];
+    size_t len = g->fill, direct = len;
+    ferry_err e = FERRY_OK;
+    if (last && r->slot.pack != NULL) {
+        direct = (len + STORE_FS_DIRECT_ALIGN - 1) & ~(size_t)(STORE_FS_DIRECT_ALIGN - 1);
+        memset(b + len, 0, direct - len);
+    } else if (last) {
+        direct = len & ~(size_t)(STORE_FS_DIRECT_ALIGN - 1);
+    }
+    if (direct > 0)
+        e = store_fs_slot_write_direct(&r->slot, g->off, b, direct);
+    if (e == FERRY_ERR_IO && errno == EINVAL) {
+        /* A file system that opens with O_DIRECT but refuses the write:
+         * through the page cache, as unstaged bodies go. */
+        e = store_fs_slot_write(&r->slot, g->off, b, len);
+        direct = len;
+    }
+    if (e == FERRY_OK && direct < len)
+        e = store_fs_slot_write(&r->slot, g->off + direct, b + direct, len - direct);
+    if (e != FERRY_OK)
+        return false;
+    r->written += len;
+    if (last)
+        stage_hand(r, len, true);
+    g->off += len;
+    g->fill = 0;
+    g->handed = 0;
+    g->cur ^= 1;
+    if (!last)
+        md5_hasher_wait(s->hasher, &g->stream, g->tickets[g->cur]);
+    return true;
+}
+
+/* A chunk of body into the blocks. A full block is written at once
+ * unless it holds the body's last byte (stage_finish writes that one). */
+static bool stage_feed(req *r, const char *data, size_t len)
+{
+    stage *g = r->stage;
+    while (len > 0) {
+        size_t n = MD5_HASHER_BLOCK - g->fill;
+        if (n > len)
+            n = len;
+        memcpy(g->blocks[g->cur] + g->fill, data, n);
+        g->fill += n;
+        data += n;
+        len -= n;
+        /* Whole pieces with more body after them; the last goes at the end. */
+        while (g->fill - g->handed >= STAGE_PIECE && g->off + g->handed + STAGE_PIECE < r->expected)
+            stage_hand(r, g->handed + STAGE_PIECE, false);
+        if (g->fill == MD5_HASHER_BLOCK && g->off + g->fill < r->expected && !stage_flush(r, false))
+            return false;
+    }
+    return true;
+}
+
+/* The body has arrived: its last block written and hashed, the MD5 known,
+ * the blocks given back. Safe to call again. */
+static bool stage_finish(req *r)
+{
+    stage *g = r->stage;
+    if (g == NULL || g->finished)
+        return true;
+    if (!stage_flush(r, true))
+        return false;
+    if (!md5_hasher_finish(r->s->hasher, &g->stream, g->md5))
+        return false;
+    g->finished = true;
+    stage_release(r->s, g);
+    return true;
+}
+
+/* ---------------------------------------------------------------------- */
 /* PutObject                                                                */
 
 static enum MHD_Result finish_put(req *r, struct MHD_Connection *c);
@@ -1644,6 +1825,8 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
         return respond_error(r, c, 500, "InternalError", "cannot create the temporary file");
     if (r->expected >= PIPE_MIN_BYTES)
         r->pipe = pipe_new(r);
+    else
+        stage_begin(r);
     md5_later_decide(r);
     r->start_ns = ferry_time_mono_ns();
     r->phase = PH_BODY;
@@ -1660,6 +1843,16 @@ static bool body_write(req *r, const char *data, size_t len)
     if (r->pipe != NULL) {
         r->received += len;
         if (pipe_feed(r->pipe, data, len))
+            return true;
+        log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
+        defer_error(r, 500, "InternalError", "the store could not write the object");
+        req_discard_upload(r);
+        return false;
+    }
+    if (r->stage != NULL) {
+        EVP_DigestUpdate(r->sha, data, len);
+        r->received += len;
+        if (stage_feed(r, data, len))
             return true;
         log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
         defer_error(r, 500, "InternalError", "the store could not write the object");
@@ -1704,8 +1897,12 @@ bool store_body_digests_ok(req *r, struct MHD_Connection *c, char md5_hex[33], c
 {
     unsigned char md5[16], sha[32];
     unsigned int mlen = 0, slen = 0;
-    if ((!r->md5_later && EVP_DigestFinal_ex(r->md5, md5, &mlen) != 1) ||
-        EVP_DigestFinal_ex(r->sha, sha, &slen) != 1) {
+    bool md5_ok = true;
+    if (r->stage != NULL)
+        memcpy(md5, r->stage->md5, sizeof md5); /* the hasher's (stage_finish) */
+    else if (!r->md5_later)
+        md5_ok = EVP_DigestFinal_ex(r->md5, md5, &mlen) == 1;
+    if (!md5_ok || EVP_DigestFinal_ex(r->sha, sha, &slen) != 1) {
         *ret = respond_error(r, c, 500, "InternalError", "digest failed");
         return false;
     }
@@ -1840,7 +2037,7 @@ answer:
              "request_id=%s method=%s key=\"%s\" size=%" PRIu64 " sha256=%s etag=%s device=%s "
              "grant=%s md5=%s",
              r->id, r->method, o->key, o->size, o->sha256, o->etag, o->device, o->grant_id,
-             r->md5_later ? "later" : "inline");
+             r->md5_later ? "later" : r->stage != NULL ? "staged" : "inline");
     return true;
 }
 
@@ -1854,8 +2051,10 @@ static enum MHD_Result finish_put(req *r, struct MHD_Connection *c)
         return respond_error(r, c, 400, "IncompleteBody",
                              "You did not provide the number of bytes specified by the "
                              "Content-Length HTTP header.");
-    if (!pipe_finish(r))
+    if (!pipe_finish(r) || !stage_finish(r)) {
+        log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
         return respond_error(r, c, 500, "InternalError", "the store could not write the object");
+    }
     if (r->mp != NULL) /* UploadPart: a part, not an object */
         return store_mp_part_done(r, c);
     if (!commit_object(r, c, md5_hex, &ret))
@@ -3404,6 +3603,7 @@ ferry_err store_new(const store_config *cfg, store **out)
         .region = s->region, .service = "s3", .lookup = lookup_secret, .lookup_ctx = s};
     s->max_object_size = cfg->max_object_size;
     s->md5_kind = md5_lanes_best();
+    s->hasher = md5_hasher_new(s->md5_kind, STAGE_BLOCKS); /* NULL: no staging */
     s->min_upload_rate = cfg->min_upload_rate;
     s->min_rate_grace_ns = (int64_t)cfg->min_rate_grace_s * 1000000000;
     s->max_headers = cfg->max_headers > 0 ? cfg->max_headers : SIGV4_MAX_HEADERS;
@@ -3558,7 +3758,11 @@ void store_stop(store *s, int64_t timeout_ms)
         pthread_join(s->watch_thread, NULL);
         s->watch_started = false;
     }
-    log_info("store.stopped", "aborted=%d", left);
+    uint64_t passes = 0, lanes = 0;
+    if (s->hasher != NULL)
+        md5_hasher_stats(s->hasher, &passes, &lanes);
+    log_info("store.stopped", "aborted=%d md5_passes=%" PRIu64 " md5_lanes_used=%" PRIu64, left,
+             passes, lanes);
 }
 
 void store_free(store *s)
@@ -3575,6 +3779,7 @@ void store_free(store *s)
         free(s->pool);
     }
     store_fs_cleanup(&s->fs);
+    md5_hasher_free(s->hasher); /* every request is freed: no block is out */
     if (s->pool_ready) {
         pthread_mutex_destroy(&s->pool_mu);
         pthread_cond_destroy(&s->pool_cv);

@@ -27,6 +27,7 @@
 struct store_fs_pack {
     uint32_t num;
     int fd;
+    int dfd; /* the same file opened with O_DIRECT, or -1 (refused) */
     uint64_t end;     /* the next region starts here (aligned); pack_mu */
     unsigned writers; /* open slots; pack_mu */
     bool current;     /* new regions go here; pack_mu */
@@ -200,6 +201,8 @@ out:
     return err;
 }
 
+static void pack_free(store_fs_pack *p);
+
 void store_fs_cleanup(store_fs *fs)
 {
     if (fs == NULL)
@@ -215,9 +218,7 @@ void store_fs_cleanup(store_fs *fs)
         while (fs->packs != NULL) {
             store_fs_pack *p = fs->packs;
             fs->packs = p->next;
-            close(p->fd);
-            pthread_mutex_destroy(&p->sync_mu);
-            free(p);
+            pack_free(p);
         }
         for (size_t i = 0; i < fs->n_uses; i++)
             free(fs->uses[i].punches);
@@ -691,6 +692,7 @@ void store_fs_slot_init(store_fs_slot *slot)
 {
     memset(slot, 0, sizeof *slot);
     slot->fd = -1;
+    slot->dfd = -1;
 }
 
 /* Frees a pack nobody writes to any more (pack_mu held, p unlinked from
@@ -698,6 +700,8 @@ void store_fs_slot_init(store_fs_slot *slot)
 static void pack_free(store_fs_pack *p)
 {
     close(p->fd);
+    if (p->dfd >= 0)
+        close(p->dfd);
     pthread_mutex_destroy(&p->sync_mu);
     free(p);
 }
@@ -745,6 +749,9 @@ static ferry_err pack_create(store_fs *fs, store_fs_pack **out)
         free(p);
         return FERRY_ERR_IO;
     }
+    /* A second descriptor for direct writes: O_DIRECT is a property of the
+     * open file, and the first one's buffered writers share it. */
+    p->dfd = openat(fs->packs_fd, name, O_WRONLY | O_DIRECT | O_CLOEXEC);
     pthread_mutex_init(&p->sync_mu, NULL);
     atomic_init(&p->completed, 0);
     atomic_init(&p->failed, false);
@@ -870,6 +877,47 @@ ferry_err store_fs_slot_writev(store_fs_slot *slot, uint64_t off, const struct i
     return FERRY_OK;
 }
 
+bool store_fs_slot_direct(store_fs *fs, store_fs_slot *slot)
+{
+    char p[STORE_PATH_MAX];
+    if (slot->fd < 0)
+        return false;
+    if (slot->pack != NULL)
+        return slot->base % STORE_FS_DIRECT_ALIGN == 0 && slot->pack->dfd >= 0;
+    if (slot->dfd < 0) {
+        snprintf(p, sizeof p, "%s/objects/%c%c/%s", fs->root, slot->id[0], slot->id[1], slot->id);
+        slot->dfd = open(p, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    }
+    return slot->dfd >= 0;
+}
+
+ferry_err store_fs_slot_write_direct(store_fs_slot *slot, uint64_t off, const void *buf,
+                                     size_t len)
+{
+    int fd = slot->pack != NULL ? slot->pack->dfd : slot->dfd;
+    const char *at = buf;
+    if (fd < 0 || off % STORE_FS_DIRECT_ALIGN != 0 || len % STORE_FS_DIRECT_ALIGN != 0 ||
+        (uintptr_t)buf % STORE_FS_DIRECT_ALIGN != 0)
+        return FERRY_ERR_INVALID;
+    if (slot->pack != NULL && off + len > align_up(slot->room))
+        return FERRY_ERR_TOO_LARGE; /* never past the region */
+    while (len > 0) {
+        ssize_t w = pwrite(fd, at, len, (off_t)(slot->base + off));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return FERRY_ERR_IO;
+        }
+        /* A short direct write ends on a block boundary (the disk's). */
+        at += w;
+        off += (uint64_t)w;
+        len -= (size_t)w;
+    }
+    return FERRY_OK;
+}
+
 void store_fs_slot_written(store_fs_slot *slot)
 {
     if (slot->pack != NULL && slot->ticket == 0)
@@ -919,6 +967,8 @@ void store_fs_slot_close(store_fs *fs, store_fs_slot *slot, bool keep)
         return;
     if (p == NULL) {
         close(slot->fd);
+        if (slot->dfd >= 0)
+            close(slot->dfd);
         if (!keep)
             store_fs_remove_object(fs, slot->id);
         store_fs_slot_init(slot);

@@ -80,6 +80,7 @@ typedef struct store_fs_slot {
     uint64_t room;                  /* packs: the bytes reserved */
     store_fs_pack *pack;            /* NULL: a file of its own */
     uint64_t ticket;                /* packs: store_fs_slot_written's count */
+    int dfd;                        /* the O_DIRECT descriptor (store_fs_slot_direct), or -1 */
 } store_fs_slot;
 
 typedef struct store_fs_dir {
@@ -167,6 +168,24 @@ __attribute__((warn_unused_result)) ferry_err store_fs_slot_writev(store_fs_slot
                                                                    uint64_t off,
                                                                    const struct iovec *iov,
                                                                    int iovcnt);
+/* Direct writes (O_DIRECT): the bytes go from the caller's buffer to the
+ * disk, with no page-cache copy (on this machine's virtual disk the copy
+ * into fresh page-cache pages cost more CPU than MD5 and SHA-256 of the
+ * same bytes) and no writeback left for the fdatasync. True when the slot
+ * can take them: a descriptor of its own for a file, the pack's second
+ * descriptor for a region; false where the file system refuses O_DIRECT
+ * (tmpfs), and then plain writes are the only ones. */
+#define STORE_FS_DIRECT_ALIGN 4096u
+bool store_fs_slot_direct(store_fs *fs, store_fs_slot *slot);
+/* Writes len bytes of buf at the body's offset off, directly: buf, off and
+ * len multiples of STORE_FS_DIRECT_ALIGN. A region may be written up to its
+ * reserved length (its size rounded up to 4 KiB: the last block padded);
+ * a file's last bytes that do not fill a block go through
+ * store_fs_slot_write, so that the file ends where the body does. */
+__attribute__((warn_unused_result)) ferry_err store_fs_slot_write_direct(store_fs_slot *slot,
+                                                                         uint64_t off,
+                                                                         const void *buf,
+                                                                         size_t len);
 /* Says that every byte of the slot is written: a pack's next fdatasync
  * covers it. store_fs_slot_sync does it too; calling it first for every
  * slot of a batch lets one fdatasync cover the whole batch. */

@@ -118,6 +118,10 @@ struct store {
     md5_lanes_kind md5_kind;
     atomic_int puts_open;      /* PUT bodies that could be hashed later, begun, not freed */
     atomic_int later_arriving; /* bodies to be hashed later, not yet at the committers */
+    /* Medium bodies are staged in the hasher's blocks, written with
+     * O_DIRECT and MD5'd side by side as they arrive ("Staged direct
+     * writes" in store.c); NULL without vector MD5. */
+    struct md5_hasher *hasher;
 
     atomic_int active; /* requests between URI log and completion */
     atomic_int pipes;  /* hash pipelines running */
@@ -200,6 +204,7 @@ typedef struct req {
     struct post_state *post; /* POST object only */
     struct store_mp_req *mp; /* multipart upload calls only (store_multipart.c) */
     struct hash_pipe *pipe;  /* large PUT bodies: hashing on two helper threads */
+    struct stage *stage;     /* medium PUT bodies: staged direct writes */
 
     /* an error found while the body was arriving, answered at its end */
     int err_status;
