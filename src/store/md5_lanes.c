@@ -10,7 +10,9 @@
  * its state (the vector cores add the round's result under a lane mask).
  * A lane whose stream ended takes the next stream waiting. The message
  * words are gathered from the slots with 32-bit offsets from the arena's
- * start, which is why all slots live in one buffer.
+ * start, which is why all slots live in one buffer. md5_lanes_advance
+ * (md5_lanes_int.h) runs the same cores over pieces a caller has put in an
+ * arena of its own (md5_hasher.c), the streams' states kept by the caller.
  *
  * Cores: portable C (the reference, any CPU), AVX2 (8 lanes), AVX-512F (16
  * lanes; vpternlogd does each round function in one instruction and vprold
