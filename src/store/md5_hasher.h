@@ -56,7 +56,9 @@ typedef struct md5_hasher_stream {
 /* A hasher with nblocks blocks (allocated up front, touched only when
  * used) and its thread, hashing with kind (a vector kind, or
  * MD5_LANES_PORTABLE for tests; md5_lanes_supported(kind) must hold).
- * NULL when kind is MD5_LANES_OPENSSL or unsupported, or on failure. */
+ * NULL when kind is MD5_LANES_OPENSSL or unsupported, or on failure; also
+ * when nblocks is 0 or the arena would pass 2 GiB (8065 blocks), the
+ * reach of the vector cores' signed 32-bit offsets. */
 md5_hasher *md5_hasher_new(md5_lanes_kind kind, size_t nblocks);
 
 /* Stops the thread and frees the arena. Every stream must be idle (each

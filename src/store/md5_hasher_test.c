@@ -4,7 +4,9 @@
  * several threads in pieces of random sizes (an empty last piece, a full
  * block as the last one), a queue kept full, the blocks running out and
  * coming back, the highest block of the largest arena allowed, and passes
- * that fill several lanes. Also md5_lanes_advance's refusals.
+ * that fill several lanes. Also md5_lanes_advance's refusals, and broken
+ * calling rules (a piece not of whole 64-byte blocks before the last, one
+ * after the last, a block not the hasher's, ...) stopping the process.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,9 +15,12 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -422,6 +427,85 @@ static void test_advance_refuses(void **state)
     assert_memory_equal(p[0].digest, want, 16);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Broken calling rules stop the process (md5_hasher.c, misuse)             */
+
+typedef enum misuse_case {
+    MISUSE_PARTIAL_BLOCK, /* a piece of 100 bytes that is not the last */
+    MISUSE_OVERSIZED,     /* a piece longer than a block */
+    MISUSE_FOREIGN_BLOCK, /* a piece in memory the hasher does not own */
+    MISUSE_INSIDE_BLOCK,  /* a piece starting inside a block */
+    MISUSE_AFTER_LAST,    /* a piece after the stream's last */
+    MISUSE_WAIT_UNSENT,   /* a wait for a ticket never handed out */
+    MISUSE_GIVE_FOREIGN,  /* a foreign block given back */
+    MISUSE_GIVE_TWICE,    /* more blocks given back than taken */
+    MISUSE_CASES
+} misuse_case;
+
+static void misuse_child(misuse_case c)
+{
+    static unsigned char foreign[MD5_HASHER_BLOCK + 4096];
+    md5_hasher *h = md5_hasher_new(MD5_LANES_PORTABLE, 2);
+    md5_hasher_stream s;
+    unsigned char *b;
+    if (h == NULL || (b = md5_hasher_block_take(h)) == NULL)
+        _exit(3);
+    md5_hasher_stream_init(&s);
+    switch (c) {
+    case MISUSE_PARTIAL_BLOCK:
+        md5_hasher_submit(h, &s, b, 100, false);
+        break;
+    case MISUSE_OVERSIZED:
+        md5_hasher_submit(h, &s, b, MD5_HASHER_BLOCK + 64, true);
+        break;
+    case MISUSE_FOREIGN_BLOCK:
+        md5_hasher_submit(h, &s, foreign, 64, false);
+        break;
+    case MISUSE_INSIDE_BLOCK:
+        md5_hasher_submit(h, &s, b + 64, 64, false);
+        break;
+    case MISUSE_AFTER_LAST:
+        md5_hasher_submit(h, &s, b, 10, true);
+        md5_hasher_wait(h, &s, 1);
+        md5_hasher_submit(h, &s, b, 64, false);
+        break;
+    case MISUSE_WAIT_UNSENT:
+        md5_hasher_wait(h, &s, 1);
+        break;
+    case MISUSE_GIVE_FOREIGN:
+        md5_hasher_block_give(h, foreign);
+        break;
+    case MISUSE_GIVE_TWICE:
+        md5_hasher_block_give(h, b);
+        md5_hasher_block_give(h, b);
+        break;
+    case MISUSE_CASES:
+        break;
+    }
+    _exit(0); /* the misuse went unnoticed */
+}
+
+static void test_misuse_aborts(void **state)
+{
+    (void)state;
+    for (int c = 0; c < MISUSE_CASES; c++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            /* The child's "md5_hasher: ..." line is expected; keep the
+             * test's output readable. */
+            if (freopen("/dev/null", "w", stderr) == NULL)
+                _exit(4);
+            misuse_child((misuse_case)c);
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+            fail_msg("misuse case %d: status %d, not SIGABRT", c, status);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_blocks_run_out), cmocka_unit_test(test_empty_and_unfinished),
         cmocka_unit_test(test_queue_full),     cmocka_unit_test(test_passes_share_lanes),
         cmocka_unit_test(test_largest_arena),  cmocka_unit_test(test_many_streams),
+        cmocka_unit_test(test_misuse_aborts),
     };
     printf("md5_hasher: best kind on this CPU: %s\n", md5_lanes_kind_str(md5_lanes_best()));
     return cmocka_run_group_tests(tests, NULL, NULL);

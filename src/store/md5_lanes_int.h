@@ -39,7 +39,8 @@ unsigned md5_lanes_width(md5_lanes_kind kind);
 
 /* Advances pieces[0..n) (n of them, at most md5_lanes_width(kind), each a
  * different stream) by one piece each, side by side, with kind or, for 8
- * streams or fewer when kind is AVX-512, the 8-lane kind this CPU has.
+ * streams or fewer when kind is AVX-512, the 8-lane kind this CPU has; a
+ * single stream goes through the scalar loop (MD5_LANES_PORTABLE's core).
  * kind must be supported and not MD5_LANES_OPENSSL. A last piece gets
  * MD5's padding written in place right after its data (up to
  * MD5_LANES_PAD_ROOM bytes at arena + off + len, which must be the
