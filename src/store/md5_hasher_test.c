@@ -286,15 +286,16 @@ static void test_empty_and_unfinished(void **state)
     }
 }
 
-/* Eight full blocks submitted without waiting: submit waits while
- * MD5_HASHER_QUEUED are queued, and the pieces are hashed in order. */
+/* Twice MD5_HASHER_QUEUED full blocks submitted without waiting: submit
+ * waits while MD5_HASHER_QUEUED are queued, and the pieces are hashed in
+ * order. */
 static void test_queue_full(void **state)
 {
     (void)state;
     for (size_t k = 0; k < NKINDS; k++) {
         if (!md5_lanes_supported(kinds[k]))
             continue;
-        enum { PIECES = 8 };
+        enum { PIECES = 2 * MD5_HASHER_QUEUED };
         md5_hasher *h = md5_hasher_new(kinds[k], PIECES);
         md5_hasher_stream s;
         EVP_MD_CTX *want = EVP_MD_CTX_new();
@@ -320,6 +321,48 @@ static void test_queue_full(void **state)
             md5_hasher_block_give(h, b[i]);
         EVP_MD_CTX_free(want);
         md5_hasher_free(h);
+    }
+}
+
+/* Pieces that start within a block (the store hands a block over 64 KiB
+ * at a time as it fills), the last one's padding within the block or, at
+ * its end, in the spare room after it. */
+static void test_pieces_within_a_block(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < NKINDS; k++) {
+        if (!md5_lanes_supported(kinds[k]))
+            continue;
+        static const size_t last_lens[] = {1000, 65536, 0};
+        for (size_t t = 0; t < sizeof last_lens / sizeof last_lens[0]; t++) {
+            md5_hasher *h = md5_hasher_new(kinds[k], 1);
+            md5_hasher_stream s;
+            unsigned char *b, got[16], wd[16];
+            unsigned int wlen = 0;
+            uint64_t rng = 5 + t;
+            size_t at = 0;
+            assert_non_null(h);
+            b = md5_hasher_block_take(h);
+            assert_non_null(b);
+            md5_hasher_stream_init(&s);
+            /* Three 64 KiB pieces, then the last, ending at or before the
+             * block's end. */
+            size_t total = 3 * 65536 + last_lens[t];
+            fill(b, total, &rng);
+            EVP_MD_CTX *want = EVP_MD_CTX_new();
+            assert_non_null(want);
+            assert_int_equal(EVP_DigestInit_ex(want, EVP_md5(), NULL), 1);
+            assert_int_equal(EVP_DigestUpdate(want, b, total), 1);
+            assert_int_equal(EVP_DigestFinal_ex(want, wd, &wlen), 1);
+            for (int i = 0; i < 3; i++, at += 65536)
+                md5_hasher_submit(h, &s, b + at, 65536, false);
+            md5_hasher_submit(h, &s, b + at, last_lens[t], true);
+            assert_true(md5_hasher_finish(h, &s, got));
+            assert_memory_equal(got, wd, 16);
+            EVP_MD_CTX_free(want);
+            md5_hasher_block_give(h, b);
+            md5_hasher_free(h);
+        }
     }
 }
 
@@ -434,7 +477,7 @@ typedef enum misuse_case {
     MISUSE_PARTIAL_BLOCK, /* a piece of 100 bytes that is not the last */
     MISUSE_OVERSIZED,     /* a piece longer than a block */
     MISUSE_FOREIGN_BLOCK, /* a piece in memory the hasher does not own */
-    MISUSE_INSIDE_BLOCK,  /* a piece starting inside a block */
+    MISUSE_PAST_BLOCK,    /* a piece running past the end of its block */
     MISUSE_AFTER_LAST,    /* a piece after the stream's last */
     MISUSE_WAIT_UNSENT,   /* a wait for a ticket never handed out */
     MISUSE_GIVE_FOREIGN,  /* a foreign block given back */
@@ -461,8 +504,8 @@ static void misuse_child(misuse_case c)
     case MISUSE_FOREIGN_BLOCK:
         md5_hasher_submit(h, &s, foreign, 64, false);
         break;
-    case MISUSE_INSIDE_BLOCK:
-        md5_hasher_submit(h, &s, b + 64, 64, false);
+    case MISUSE_PAST_BLOCK:
+        md5_hasher_submit(h, &s, b + 64, MD5_HASHER_BLOCK, false);
         break;
     case MISUSE_AFTER_LAST:
         md5_hasher_submit(h, &s, b, 10, true);
@@ -513,7 +556,7 @@ int main(void)
         cmocka_unit_test(test_blocks_run_out), cmocka_unit_test(test_empty_and_unfinished),
         cmocka_unit_test(test_queue_full),     cmocka_unit_test(test_passes_share_lanes),
         cmocka_unit_test(test_largest_arena),  cmocka_unit_test(test_many_streams),
-        cmocka_unit_test(test_misuse_aborts),
+        cmocka_unit_test(test_misuse_aborts),  cmocka_unit_test(test_pieces_within_a_block),
     };
     printf("md5_hasher: best kind on this CPU: %s\n", md5_lanes_kind_str(md5_lanes_best()));
     return cmocka_run_group_tests(tests, NULL, NULL);
