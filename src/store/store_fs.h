@@ -10,7 +10,11 @@
  *   tmp/                         unused since; emptied at start-up
  * A file id is 32 random hex digits (a file of its own) or "p", the pack's
  * number (8 hex digits), the object's offset in it (16 hex digits) and the
- * bytes reserved for it (8 hex digits, the size rounded up to 4 KiB).
+ * bytes reserved for it (8 hex digits, the size rounded up to 4 KiB). An
+ * object completed from a multipart upload is made of its parts' data
+ * (each a file or a region, named by the ledger's object_parts rows): its
+ * own id is "m" and 32 random hex digits and names no file (see
+ * store_multipart.h).
  * Object keys never appear in paths: the ledger maps (bucket, key) to a
  * file id, and data is visible only through its ledger row.
  *
@@ -141,6 +145,11 @@ void store_fs_read_done(store_fs *fs, const char *id);
 void store_fs_remove_object(store_fs *fs, const char *id);
 /* Whether id names a pack region. */
 bool store_fs_is_packed(const char *id);
+/* Whether id is an object made of its multipart parts' data ("m" + 32 hex
+ * digits): store_fs_open_data and store_fs_remove_object do not take it. */
+bool store_fs_is_parts(const char *id);
+/* A fresh id of that kind ("m", 32 hex digits, NUL). */
+__attribute__((warn_unused_result)) ferry_err store_fs_new_parts_id(char id[STORE_FILE_ID_LEN + 2]);
 /* Whether store_fs_reclaim has packs to look at. */
 bool store_fs_reclaim_due(store_fs *fs);
 /* Removes the packs noted by store_fs_remove_object that no ledger row

@@ -193,6 +193,9 @@ typedef struct req {
     int copy_in;
     uint64_t copy_in_base;
     char *copy_source;
+    /* CopyObject, UploadPartCopy: a source made of its parts (copy_in and
+     * the multipart copy fd are then -1) */
+    struct store_mp_data *copy_parts;
     /* Work that takes seconds (CopyObject, UploadPartCopy, completing a
      * multipart upload), run by store_run_long_work. */
     void (*long_work)(struct req *r);
