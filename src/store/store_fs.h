@@ -43,8 +43,9 @@
  * its own (per directory: a count of entries created, and the count the
  * last completed fsync covered).
  *
- * Invariants: a file under objects/ that no ledger row (an object's, or a
- * part's of a multipart upload in progress) names is garbage (an
+ * Invariants: a file under objects/ that no ledger row (an object's, a
+ * part's of a multipart upload in progress, or a part's of an object
+ * completed from one: object_parts.data_id) names is garbage (an
  * upload in progress when the process died, a crash between the file's sync
  * and the ledger commit, a replaced object whose unlink did not happen, a
  * .part file of the older layout) and store_fs_sweep() removes it at

@@ -50,9 +50,9 @@ struct store {
     unsigned max_header_bytes;
     int64_t mp_expiry_s;      /* [store] multipart_expiry: older uploads are aborted */
     size_t mp_max_uploads;    /* [store] max_multipart_uploads: open at once */
-    atomic_int mp_completing; /* completions assembling (STORE_MP_COMPLETES_MAX) */
-    /* Assembler threads (store_multipart.c): one per completion being
-     * assembled, its connection suspended. store_stop waits for them
+    atomic_int mp_completing; /* completions running (STORE_MP_COMPLETES_MAX) */
+    /* Long-work threads (store_multipart.c): one per completion, copy
+     * or part copy running, its connection suspended. store_stop waits for them
      * (mp_threads, under mp_mu) before stopping libmicrohttpd, after
      * setting mp_abort once shutdown_timeout has passed. */
     pthread_mutex_t mp_mu;

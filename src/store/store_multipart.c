@@ -15,9 +15,11 @@
  *   DELETE /<bucket>/<key>?uploadId=              AbortMultipartUpload
  *   GET    /<bucket>/<key>?uploadId=              ListParts
  *   GET    /<bucket>?uploads                      ListMultipartUploads
- * Part files and assembled objects are data files of store_fs (named by
- * random ids, never by keys); the ledger's uploads and upload_parts rows
- * (migration 7) say which of them are parts of which upload.
+ * Part files are data files (or pack regions) of store_fs (named by random
+ * ids, never by keys); the ledger's uploads and upload_parts rows
+ * (migration 7) say which of them are parts of which upload, and once the
+ * upload is completed its object's object_parts rows (migration 10) say
+ * which are the parts of which object.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,8 +54,8 @@ struct store_mp_req {
     unsigned part_number;
     ledger_part part; /* UploadPart, UploadPartCopy: the row a committer records */
     /* CompleteMultipartUpload, once the part list checks out: the work of
-     * an assembler thread (complete_state), and its outcome, answered when
-     * the connection is resumed. */
+     * its thread (complete_state), and its outcome, answered when the
+     * connection is resumed. */
     struct complete_state *cs;
     /* UploadPartCopy: the source's data being copied (fd, offset of its
      * first byte in it) and the range */

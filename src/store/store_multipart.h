@@ -52,7 +52,7 @@ typedef struct store_mp_data store_mp_data;
 #define STORE_MP_PART_MIN      (UINT64_C(5) << 20) /* every part but the last */
 #define STORE_MP_PART_MAX      (UINT64_C(5) << 30) /* 5 GiB, S3's limit */
 #define STORE_MP_XML_MAX       (2u << 20)          /* a CompleteMultipartUpload body */
-#define STORE_MP_COMPLETES_MAX 8                   /* completions assembled at once */
+#define STORE_MP_COMPLETES_MAX 8                   /* completions running at once */
 
 /* One <Part> of a CompleteMultipartUpload body. */
 typedef struct store_mp_part_ref {
@@ -92,9 +92,10 @@ bool store_mp_query(const char *query, char *sub, size_t sub_size);
 enum MHD_Result store_mp_begin(req *r, struct MHD_Connection *c, const header_list *h,
                                const sigv4_verdict *verdict);
 /* PH_MP: a chunk of a CompleteMultipartUpload body, and its end: the part
- * list checked, then the object assembled on a thread of its own with the
- * connection suspended; called again when that thread resumes it
- * (PH_COMMITTED), it answers the outcome. */
+ * list checked, then the parts read (the object's SHA-256) and the object
+ * recorded on a thread of its own with the connection suspended; called
+ * again when that thread resumes it (PH_COMMITTED), it answers the
+ * outcome. */
 void store_mp_body_chunk(req *r, const char *data, size_t len);
 enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c);
 /* The end of an UploadPart body (all of it written, the pipeline joined),
