@@ -44,6 +44,7 @@
 #define MP_LEAF_MAX     128        /* bytes of text in one leaf element */
 #define MP_COPY_BLOCK   (1u << 20) /* completion reads parts this much at a time */
 #define MP_WRITEBACK    (8u << 20) /* and starts writeback this often */
+#define MP_READ_AHEAD   (8u << 20) /* completion asks the disk for this much ahead */
 #define MP_LIST_MAX     1000       /* parts or uploads in one listing */
 #define MP_EXPIRE_BATCH 16         /* expired uploads aborted per CreateMultipartUpload */
 
@@ -1222,12 +1223,22 @@ static bool hash_parts(req *r, complete_state *cs, size_t n, unsigned char sha[3
             ok = false;
             break;
         }
+        /* The disk reads ahead while the CPU hashes: the part's first
+         * blocks at once, then MP_READ_AHEAD beyond each block read (else
+         * it reads, then hashes, in turn: a 1 GiB completion took a median
+         * 1.44 s without, 1.11 s with, 4 alternating runs at load 4-7). */
+        (void)posix_fadvise(in, (off_t)base, (off_t)left, POSIX_FADV_SEQUENTIAL);
+        (void)posix_fadvise(in, (off_t)base, (off_t)(left < MP_READ_AHEAD ? left : MP_READ_AHEAD),
+                            POSIX_FADV_WILLNEED);
         while (ok && left > 0) {
             size_t want = left < sizeof cs->buf ? (size_t)left : sizeof cs->buf;
             if (atomic_load(&s->mp_abort)) {
                 ok = false; /* the store is stopping: give up, keep the upload */
                 break;
             }
+            if (left > MP_READ_AHEAD)
+                (void)posix_fadvise(in, (off_t)(base + pos + MP_READ_AHEAD), (off_t)want,
+                                    POSIX_FADV_WILLNEED);
             ssize_t k = pread(in, cs->buf, want, (off_t)(base + pos));
             if (k < 0 && errno == EINTR)
                 continue;
