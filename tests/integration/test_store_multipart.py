@@ -1124,10 +1124,11 @@ class Crash(MultipartCase):
                 result["e"] = e
         t = threading.Thread(target=complete)
         t.start()
-        # By then the request is sent and being assembled, or done: either
-        # outcome is checked below (MP_CRASH_DELAY=0.05 gives the first,
-        # 0.6 the second on this machine).
-        time.sleep(float(os.environ.get("MP_CRASH_DELAY", "0.2")))
+        # By then the request is sent and its parts being read, or done:
+        # either outcome is checked below (a completion writes nothing and
+        # reads 30 MiB in well under 0.1 s: on this machine's debug build
+        # MP_CRASH_DELAY=0.03 left the upload, 0.06 the object).
+        time.sleep(float(os.environ.get("MP_CRASH_DELAY", "0.04")))
         self.d.kill()
         t.join(30)
         self.d.start()
