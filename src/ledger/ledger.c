@@ -633,6 +633,29 @@ ferry_err ledger_object_part_get(ledger *l, const char *file_id, unsigned number
     return l->ops->object_part_get(l->impl, file_id, number, out);
 }
 
+ferry_err ledger_object_parts(ledger *l, const char *file_id,
+                              int (*fn)(const ledger_part *p, void *arg), void *arg)
+{
+    ferry_err err;
+    if (l == NULL || fn == NULL)
+        return FERRY_ERR_INVALID;
+    if ((err = check_str(file_id, LEDGER_FILE_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->object_parts(l->impl, file_id, fn, arg);
+}
+
+ferry_err ledger_object_parts_release(ledger *l, const char *file_id, ledger_file_fn fn, void *arg,
+                                      uint64_t *count)
+{
+    ferry_err err;
+    uint64_t dummy;
+    if (l == NULL)
+        return FERRY_ERR_INVALID;
+    if (file_id != NULL && (err = check_str(file_id, LEDGER_FILE_ID_MAX)) != FERRY_OK)
+        return err;
+    return l->ops->object_parts_release(l->impl, file_id, fn, arg, count != NULL ? count : &dummy);
+}
+
 ferry_err ledger_upload_abort(ledger *l, const char *upload_id, ledger_file_fn fn, void *arg)
 {
     ferry_err err;

@@ -398,12 +398,14 @@ ledger_object_delete(ledger *l, const char *bucket, const char *key, char *file_
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_list(ledger *l, const char *bucket, const char *prefix, const char *start_after,
                    size_t limit, int (*fn)(const ledger_object *obj, void *arg), void *arg);
-/* *known = whether some object row or multipart upload part names file_id
- * (the store's start-up sweep removes data files no row names). */
+/* *known = whether some object row, multipart upload part or part of a
+ * completed object (ledger_object_parts) names file_id (the store's
+ * start-up sweep removes data files no row names). */
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_file_known(ledger *l, const char *file_id, bool *known);
-/* Calls fn(file_id, size, arg) for each object, and each part of a
- * multipart upload in progress, whose file id starts with prefix, in file
+/* Calls fn(file_id, size, arg) for each object, each part of a multipart
+ * upload in progress and each part's data of a completed object
+ * (ledger_object_parts), whose file id starts with prefix, in file
  * id order (the store's packs: a pack's regions in offset order). fn
  * returning non-zero stops the walk early. */
 __attribute__((warn_unused_result)) ferry_err
@@ -484,12 +486,15 @@ ledger_upload_list(ledger *l, const char *bucket, const char *prefix, const char
  * Completes the upload in ONE write transaction: checks that every part of
  * used[0..n_used) still names the same file (FERRY_ERR_CONFLICT if one was
  * replaced or is gone meanwhile), records obj (as ledger_object_put, without
- * a grant: obj->grant_id must be ""), records the object's part boundaries
- * (used[i].number and .size, in the object's byte order: see
- * ledger_object_part_get), and deletes the upload and all its parts.
- * replaced_file_id as ledger_object_put. After the commit fn (may be NULL)
- * gets the file id of every part deleted. FERRY_ERR_NOT_FOUND when the
- * upload no longer exists. On any error nothing is written.
+ * a grant: obj->grant_id must be ""), records the object's parts (used[i]
+ * .number and .size in the object's byte order, see ledger_object_part_get,
+ * and .file_id as the part's data: the object is made of its parts' data,
+ * see ledger_object_parts; obj->file_id names no data of its own), and
+ * deletes the upload and all its parts. replaced_file_id as
+ * ledger_object_put. After the commit fn (may be NULL) gets the file id of
+ * every part deleted that is not one of used (those now belong to the
+ * object). FERRY_ERR_NOT_FOUND when the upload no longer exists. On any
+ * error nothing is written.
  */
 __attribute__((warn_unused_result)) ferry_err
 ledger_upload_complete(ledger *l, const char *upload_id, const ledger_part *used, size_t n_used,
@@ -509,6 +514,25 @@ typedef struct ledger_object_part {
 } ledger_object_part;
 __attribute__((warn_unused_result)) ferry_err
 ledger_object_part_get(ledger *l, const char *file_id, unsigned number, ledger_object_part *out);
+/* The data an object completed by ledger_upload_complete is made of
+ * (migration 10): fn gets each of its parts in number order (p->number,
+ * p->size, p->file_id: the part's data; etag and created_at empty). No
+ * call for an object stored in one piece, or one completed before
+ * migration 10 (assembled into its own file_id). fn returning non-zero
+ * stops early. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_object_parts(ledger *l, const char *file_id, int (*fn)(const ledger_part *p, void *arg),
+                    void *arg);
+/* The part rows of an object made of its parts outlive its row when it is
+ * deleted or replaced (ledger_object_delete, ledger_object_put: the file
+ * id they hand back names no data of its own): the caller releases them
+ * after it. In one transaction, deletes the part rows of file_id (NULL:
+ * of every object whose row is gone; the start-up sweep) if no object row
+ * names it; after the commit fn (may be NULL) gets each part's data id,
+ * for the caller to remove; *count (may be NULL) counts them. */
+__attribute__((warn_unused_result)) ferry_err
+ledger_object_parts_release(ledger *l, const char *file_id, ledger_file_fn fn, void *arg,
+                            uint64_t *count);
 /* Deletes the upload and its parts in one transaction; then fn (may be
  * NULL) gets each part's file id. FERRY_ERR_NOT_FOUND when absent. */
 __attribute__((warn_unused_result)) ferry_err ledger_upload_abort(ledger *l, const char *upload_id,

@@ -82,6 +82,11 @@ typedef struct ledger_ops {
     ferry_err (*upload_abort)(void *impl, const char *upload_id, ledger_file_fn fn, void *arg);
     ferry_err (*object_part_get)(void *impl, const char *file_id, unsigned number,
                                  ledger_object_part *out);
+    ferry_err (*object_parts)(void *impl, const char *file_id,
+                              int (*fn)(const ledger_part *p, void *arg), void *arg);
+    /* file_id NULL: every object's; fn may be NULL. */
+    ferry_err (*object_parts_release)(void *impl, const char *file_id, ledger_file_fn fn, void *arg,
+                                      uint64_t *count);
     ferry_err (*uploads_expire)(void *impl, int64_t before, size_t limit, ledger_file_fn fn,
                                 void *arg, uint64_t *count);
     ferry_err (*event_targets_set)(void *impl, const char *const *names, size_t n);

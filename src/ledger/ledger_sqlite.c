@@ -252,6 +252,26 @@ static const char *const migrations[] = {
      "  DELETE FROM object_parts WHERE file_id ="
      "   (SELECT file_id FROM objects WHERE bucket = new.bucket AND object_key = new.object_key);"
      " END;"),
+    /* 10: an object completed from a multipart upload is made of its
+     * parts' own data: its row names an id of no file ("m" + 32 hex, the
+     * store's), and each of its object_parts rows names the part's data
+     * (data_id: a data file or a pack region), so the bytes are written
+     * once. Rows of older objects (assembled into a file of their own)
+     * have no data_id. When such an object is deleted or replaced, its
+     * part rows stay until the store has let go of their data
+     * (ledger_object_parts_release): the triggers drop only rows without
+     * a data_id, and the start-up sweep releases what a crash left. */
+    ("ALTER TABLE object_parts ADD COLUMN data_id TEXT;"
+     "CREATE INDEX object_parts_data ON object_parts(data_id);"
+     "DROP TRIGGER object_parts_on_delete;"
+     "DROP TRIGGER object_parts_on_replace;"
+     "CREATE TRIGGER object_parts_on_delete AFTER DELETE ON objects BEGIN"
+     "  DELETE FROM object_parts WHERE file_id = old.file_id AND data_id IS NULL;"
+     " END;"
+     "CREATE TRIGGER object_parts_on_replace BEFORE INSERT ON objects BEGIN"
+     "  DELETE FROM object_parts WHERE data_id IS NULL AND file_id ="
+     "   (SELECT file_id FROM objects WHERE bucket = new.bucket AND object_key = new.object_key);"
+     " END;"),
 };
 #define MIGRATION_COUNT ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -316,6 +336,12 @@ enum stmt_id {
     ST_UPLOADS_OLD,
     ST_OBJECT_PART_INSERT,
     ST_OBJECT_PART_GET,
+    ST_PART_DELETE_ONE,
+    ST_OBJECT_PIECES,
+    ST_LOOSE_PARTS_OF,
+    ST_LOOSE_PARTS_OF_DELETE,
+    ST_LOOSE_PARTS_ALL,
+    ST_LOOSE_PARTS_ALL_DELETE,
     ST__COUNT
 };
 
@@ -398,17 +424,21 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " ORDER BY object_key LIMIT ?5",
     /* Part files of uploads in progress are data files too (migration 7). */
     [ST_OBJECT_FILE_KNOWN] = "SELECT 1 FROM objects WHERE file_id = ?1"
-                             " UNION ALL SELECT 1 FROM upload_parts WHERE file_id = ?1 LIMIT 1",
+                             " UNION ALL SELECT 1 FROM upload_parts WHERE file_id = ?1"
+                             " UNION ALL SELECT 1 FROM object_parts WHERE data_id = ?1 LIMIT 1",
     /* File ids are ASCII (hex digits and a letter): every id that starts
      * with the prefix sorts between it and the prefix followed by '~'. The
      * parts of uploads in progress name data too (migration 7): a pack
-     * region of a part is as alive as an object's. */
+     * region of a part is as alive as an object's, and so is the data of
+     * the parts a completed object is made of (migration 10). */
     [ST_OBJECT_FILE_WALK] =
         "SELECT file_id, size FROM ("
         "SELECT file_id, size FROM objects INDEXED BY objects_file"
         " WHERE file_id >= ?1 AND file_id < ?1 || '~'"
         " UNION ALL SELECT file_id, size FROM upload_parts INDEXED BY upload_parts_file"
-        " WHERE file_id >= ?1 AND file_id < ?1 || '~') ORDER BY file_id",
+        " WHERE file_id >= ?1 AND file_id < ?1 || '~'"
+        " UNION ALL SELECT data_id, size FROM object_parts INDEXED BY object_parts_data"
+        " WHERE data_id >= ?1 AND data_id < ?1 || '~') ORDER BY file_id",
     /* The event id comes from SQLite's CSPRNG-seeded randomblob: 128 bits,
      * so ids from several ferryd on one ledger never collide in practice
      * (and the UNIQUE constraint would refuse the commit if they did). */
@@ -506,8 +536,24 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_UPLOAD_DELETE] = "DELETE FROM uploads WHERE id = ?1",
     [ST_UPLOADS_OLD] = "SELECT id FROM uploads WHERE initiated_at < ?1"
                        " ORDER BY initiated_at LIMIT ?2",
-    [ST_OBJECT_PART_INSERT] = "INSERT INTO object_parts (file_id, part_number, size)"
-                              " VALUES (?1, ?2, ?3)",
+    [ST_OBJECT_PART_INSERT] = "INSERT INTO object_parts (file_id, part_number, size, data_id)"
+                              " VALUES (?1, ?2, ?3, ?4)",
+    [ST_PART_DELETE_ONE] = "DELETE FROM upload_parts WHERE upload_id = ?1 AND part_number = ?2",
+    [ST_OBJECT_PIECES] = "SELECT part_number, data_id, size FROM object_parts"
+                         " WHERE file_id = ?1 AND data_id IS NOT NULL ORDER BY part_number",
+    /* Part rows (with data) whose object row is gone: of one object id,
+     * or of every object (the start-up sweep). */
+    [ST_LOOSE_PARTS_OF] = "SELECT data_id FROM object_parts WHERE file_id = ?1"
+                          " AND data_id IS NOT NULL"
+                          " AND NOT EXISTS (SELECT 1 FROM objects WHERE file_id = ?1)",
+    [ST_LOOSE_PARTS_OF_DELETE] = "DELETE FROM object_parts WHERE file_id = ?1"
+                                 " AND data_id IS NOT NULL"
+                                 " AND NOT EXISTS (SELECT 1 FROM objects WHERE file_id = ?1)",
+    [ST_LOOSE_PARTS_ALL] = "SELECT data_id FROM object_parts p WHERE data_id IS NOT NULL"
+                           " AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.file_id = p.file_id)",
+    [ST_LOOSE_PARTS_ALL_DELETE] =
+        "DELETE FROM object_parts WHERE data_id IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM objects o WHERE o.file_id = object_parts.file_id)",
     /* How many parts, the bytes before part ?2, and its size (-1: none). */
     [ST_OBJECT_PART_GET] =
         "SELECT count(*), coalesce(sum(CASE WHEN part_number < ?2 THEN size ELSE 0 END), 0),"
@@ -1839,15 +1885,17 @@ static void file_list_cleanup(file_list *fl)
     fl->n = fl->cap = 0;
 }
 
-/* Appends the file ids of upload_id's parts to fl. */
-static ferry_err part_files_locked(sqlite_ledger *s, const char *upload_id, file_list *fl)
+/* Appends column 0 of each row of statement id (its ?1 bound to key, or
+ * nothing bound when key is NULL) to fl. */
+static ferry_err ids_locked(sqlite_ledger *s, enum stmt_id id, const char *key, file_list *fl)
 {
     sqlite3_stmt *st;
-    ferry_err err = stmt_get(s, ST_PART_FILES, &st);
+    ferry_err err = stmt_get(s, id, &st);
     int rc;
     if (err)
         return err;
-    bind_text(st, 1, upload_id);
+    if (key != NULL)
+        bind_text(st, 1, key);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (fl->n == fl->cap) {
             size_t cap = fl->cap == 0 ? 16 : fl->cap * 2;
@@ -1864,10 +1912,16 @@ static ferry_err part_files_locked(sqlite_ledger *s, const char *upload_id, file
         fl->n++;
     }
     if (rc != SQLITE_DONE)
-        err = db_fail(s, "upload.part_files", rc);
+        err = db_fail(s, "ids_locked", rc);
 out:
     sqlite3_reset(st);
     return err;
+}
+
+/* Appends the file ids of upload_id's parts to fl. */
+static ferry_err part_files_locked(sqlite_ledger *s, const char *upload_id, file_list *fl)
+{
+    return ids_locked(s, ST_PART_FILES, upload_id, fl);
 }
 
 static ferry_err upload_exists_locked(sqlite_ledger *s, const char *upload_id)
@@ -2140,21 +2194,32 @@ static ferry_err sq_upload_complete(void *impl, const char *upload_id, const led
         return err;
     if ((err = upload_exists_locked(s, upload_id)) != FERRY_OK)
         goto fail;
-    /* The object was assembled from these files: a part replaced since
-     * (another UploadPart of the same number) makes it stale. */
+    /* The object is made of these parts' data: a part replaced since
+     * (another UploadPart of the same number) makes it stale. A listed
+     * part's row goes here, so that only the unlisted parts' data is
+     * handed to fn: the listed parts' data now belongs to the object. */
     for (size_t i = 0; i < n_used; i++) {
+        sqlite3_stmt *st;
         if ((err = part_file_of(s, upload_id, used[i].number, cur)) != FERRY_OK)
             goto fail;
         if (strcmp(cur, used[i].file_id) != 0) {
             err = FERRY_ERR_CONFLICT;
             goto fail;
         }
+        if ((err = stmt_get(s, ST_PART_DELETE_ONE, &st)) != FERRY_OK)
+            goto fail;
+        bind_text(st, 1, upload_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)used[i].number);
+        if ((err = stmt_done(s, st, "upload_complete.part_delete")) != FERRY_OK)
+            goto fail;
     }
     if ((err = upload_delete_locked(s, upload_id, &fl)) != FERRY_OK ||
         (err = object_put_locked(s, obj, now, old)) != FERRY_OK)
         goto fail;
-    /* The part boundaries, after the object's row (whose insert drops the
-     * boundaries of the object it replaces). */
+    /* The parts, in the object's byte order, each naming its data, after
+     * the object's row (whose insert drops the boundaries of an older
+     * object it replaces; a replaced object made of its parts keeps its
+     * rows until the store releases their data). */
     for (size_t i = 0; i < n_used; i++) {
         sqlite3_stmt *st;
         if ((err = stmt_get(s, ST_OBJECT_PART_INSERT, &st)) != FERRY_OK)
@@ -2162,6 +2227,7 @@ static ferry_err sq_upload_complete(void *impl, const char *upload_id, const led
         bind_text(st, 1, obj->file_id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)used[i].number);
         sqlite3_bind_int64(st, 3, (sqlite3_int64)used[i].size);
+        bind_text(st, 4, used[i].file_id);
         if ((err = stmt_done(s, st, "upload_complete.part")) != FERRY_OK)
             goto fail;
     }
@@ -2206,6 +2272,70 @@ static ferry_err sq_object_part_get(void *impl, const char *file_id, unsigned nu
         err = db_fail(s, "object_part_get", rc);
     }
     sqlite3_reset(st);
+    return err;
+}
+
+static ferry_err sq_object_parts(void *impl, const char *file_id,
+                                 int (*fn)(const ledger_part *p, void *arg), void *arg)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err = stmt_get(s, ST_OBJECT_PIECES, &st);
+    int rc;
+    if (err)
+        return err;
+    bind_text(st, 1, file_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ledger_part p;
+        sqlite3_int64 num = sqlite3_column_int64(st, 0);
+        sqlite3_int64 size = sqlite3_column_int64(st, 2);
+        memset(&p, 0, sizeof p);
+        if (num < 1 || num > LEDGER_PART_NUMBER_MAX || size < 0) {
+            err = FERRY_ERR_DB;
+            goto out;
+        }
+        p.number = (unsigned)num;
+        p.size = (uint64_t)size;
+        if ((err = col_text(s, st, 1, p.file_id, sizeof p.file_id)) != FERRY_OK)
+            goto out;
+        if (fn(&p, arg) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        err = db_fail(s, "object_parts", rc);
+out:
+    sqlite3_reset(st);
+    return err;
+}
+
+static ferry_err sq_object_parts_release(void *impl, const char *file_id, ledger_file_fn fn,
+                                         void *arg, uint64_t *count)
+{
+    sqlite_ledger *s = impl;
+    sqlite3_stmt *st;
+    ferry_err err;
+    file_list fl = {0};
+
+    if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "object_parts_release.begin")) != FERRY_OK)
+        return err;
+    if ((err = ids_locked(s, file_id != NULL ? ST_LOOSE_PARTS_OF : ST_LOOSE_PARTS_ALL, file_id,
+                          &fl)) != FERRY_OK)
+        goto fail;
+    if ((err = stmt_get(s, file_id != NULL ? ST_LOOSE_PARTS_OF_DELETE : ST_LOOSE_PARTS_ALL_DELETE,
+                        &st)) != FERRY_OK)
+        goto fail;
+    if (file_id != NULL)
+        bind_text(st, 1, file_id);
+    if ((err = stmt_done(s, st, "object_parts_release.delete")) != FERRY_OK ||
+        (err = exec_simple(s, ST_COMMIT, "object_parts_release.commit")) != FERRY_OK)
+        goto fail;
+    *count = fl.n;
+    file_list_give(&fl, fn, arg);
+    file_list_cleanup(&fl);
+    return FERRY_OK;
+fail:
+    rollback(s);
+    file_list_cleanup(&fl);
     return err;
 }
 
@@ -2768,6 +2898,8 @@ const ledger_ops ledger_sqlite_ops = {
     .upload_list = sq_upload_list,
     .upload_complete = sq_upload_complete,
     .object_part_get = sq_object_part_get,
+    .object_parts = sq_object_parts,
+    .object_parts_release = sq_object_parts_release,
     .upload_abort = sq_upload_abort,
     .uploads_expire = sq_uploads_expire,
     .event_targets_set = sq_event_targets_set,

@@ -25,7 +25,7 @@
 #include "ledger/ledger.h"
 
 #define T0 INT64_C(1795000000) /* 2026-11-18, a fixed "now" */
-#define LATEST_SCHEMA 9        /* the number of migrations in ledger_sqlite.c */
+#define LATEST_SCHEMA 10       /* the number of migrations in ledger_sqlite.c */
 
 typedef struct fixture {
     char dir[64];
@@ -1124,6 +1124,79 @@ static void test_migrate_grants_v6(void **state)
     sqlite3_close(db);
 }
 
+static int count_parts(const ledger_part *p, void *arg)
+{
+    (void)p;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Migration 10 over a ledger of version 9 that holds an object completed
+ * the old way (assembled into its own file; part rows without data_id):
+ * its boundaries stay, it has no parts' data of its own, and deleting it
+ * drops its rows as before (the triggers still drop rows without data). */
+static void test_migrate_object_parts_v10(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db = NULL;
+    ledger_object o;
+    ledger_object_part op;
+    char gone[LEDGER_FILE_ID_MAX + 1];
+    uint64_t count = 9;
+    size_t n = 0;
+    bool known = true;
+    int64_t v = 0;
+
+    make_object(&o, "b/old-multipart", NULL);
+    snprintf(o.file_id, sizeof o.file_id, "0123456789abcdef0123456789abcdef");
+    assert_int_equal(ledger_object_put(f->l, &o, T0, gone), FERRY_OK);
+    ledger_close(f->l);
+    f->l = NULL;
+
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "DROP TRIGGER object_parts_on_delete; DROP TRIGGER object_parts_on_replace;"
+                     "DROP INDEX object_parts_data;"
+                     "ALTER TABLE object_parts DROP COLUMN data_id;"
+                     "CREATE TRIGGER object_parts_on_delete AFTER DELETE ON objects BEGIN"
+                     "  DELETE FROM object_parts WHERE file_id = old.file_id;"
+                     " END;"
+                     "CREATE TRIGGER object_parts_on_replace BEFORE INSERT ON objects BEGIN"
+                     "  DELETE FROM object_parts WHERE file_id ="
+                     "   (SELECT file_id FROM objects WHERE bucket = new.bucket"
+                     "    AND object_key = new.object_key);"
+                     " END;"
+                     "INSERT INTO object_parts (file_id, part_number, size) VALUES"
+                     " ('0123456789abcdef0123456789abcdef', 1, 2),"
+                     " ('0123456789abcdef0123456789abcdef', 2, 1);"
+                     "PRAGMA user_version = 9;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    assert_int_equal(ledger_open(f->path, &f->l), FERRY_OK);
+    assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
+    assert_int_equal(v, LATEST_SCHEMA);
+    assert_int_equal(ledger_object_part_get(f->l, "0123456789abcdef0123456789abcdef", 2, &op),
+                     FERRY_OK);
+    assert_int_equal(op.count, 2);
+    assert_true(op.found);
+    assert_int_equal(op.offset, 2);
+    assert_int_equal(ledger_object_parts(f->l, "0123456789abcdef0123456789abcdef", count_parts, &n),
+                     FERRY_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(ledger_object_file_known(f->l, "0123456789abcdef0123456789abcdef", &known),
+                     FERRY_OK);
+    assert_true(known);
+    assert_int_equal(ledger_object_delete(f->l, "ingest", "b/old-multipart", gone), FERRY_OK);
+    assert_int_equal(ledger_object_part_get(f->l, "0123456789abcdef0123456789abcdef", 1, &op),
+                     FERRY_OK);
+    assert_int_equal(op.count, 0);
+    assert_int_equal(ledger_object_parts_release(f->l, NULL, NULL, NULL, &count), FERRY_OK);
+    assert_int_equal(count, 0);
+}
+
 typedef struct lookup_ctx {
     const char *path;
     const char *grant_id;
@@ -1609,6 +1682,19 @@ static int count_file(const char *file_id, uint64_t size, void *arg)
     return 0;
 }
 
+typedef struct parts_seen {
+    ledger_part p[4];
+    size_t n;
+} parts_seen;
+
+static int collect_parts(const ledger_part *p, void *arg)
+{
+    parts_seen *ps = arg;
+    if (ps->n < 4)
+        ps->p[ps->n++] = *p;
+    return 0;
+}
+
 static int count_upload(const ledger_upload *u, void *arg)
 {
     (void)u;
@@ -1696,6 +1782,10 @@ static void test_uploads(void **state)
     assert_int_equal(ledger_object_file_walk(f->l, "f-", count_file, &n), FERRY_OK);
     assert_int_equal(n, 2); /* the parts f-1b and f-2: a pack keeps their regions */
 
+    /* A third part the completion will not list. */
+    make_part(&p, 3, "f-3u", 2);
+    assert_int_equal(ledger_upload_part_put(f->l, "up-1", &p, replaced), FERRY_OK);
+
     /* Completion with a stale part (f-1a was replaced): nothing written. */
     make_object(&o, "big/one", NULL);
     snprintf(o.file_id, sizeof o.file_id, "f-obj");
@@ -1718,12 +1808,42 @@ static void test_uploads(void **state)
         ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, collect_file, &seen),
         FERRY_OK);
     assert_string_equal(replaced, "");
-    assert_int_equal(seen.n, 2);
+    /* Only the unlisted part's data is handed back: the listed parts'
+     * data is the object's now (migration 10), named and walked. */
+    assert_int_equal(seen.n, 1);
+    assert_string_equal(seen.ids[0], "f-3u");
     assert_int_equal(ledger_object_get(f->l, "ingest", "big/one", &og), FERRY_OK);
     assert_string_equal(og.file_id, "f-obj");
     assert_int_equal(ledger_upload_get(f->l, "up-1", &got, NULL), FERRY_ERR_NOT_FOUND);
     assert_int_equal(ledger_object_file_known(f->l, "f-2", &known), FERRY_OK);
+    assert_true(known);
+    assert_int_equal(ledger_object_file_known(f->l, "f-1b", &known), FERRY_OK);
+    assert_true(known);
+    assert_int_equal(ledger_object_file_known(f->l, "f-3u", &known), FERRY_OK);
     assert_false(known);
+    n = 0;
+    assert_int_equal(ledger_object_file_walk(f->l, "f-", count_file, &n), FERRY_OK);
+    assert_int_equal(n, 3); /* the object f-obj, and its parts' data f-1b and f-2 */
+    {
+        parts_seen ps;
+        memset(&ps, 0, sizeof ps);
+        assert_int_equal(ledger_object_parts(f->l, "f-obj", collect_parts, &ps), FERRY_OK);
+        assert_int_equal(ps.n, 2);
+        assert_int_equal(ps.p[0].number, 1);
+        assert_string_equal(ps.p[0].file_id, "f-1b");
+        assert_int_equal(ps.p[0].size, 6);
+        assert_int_equal(ps.p[1].number, 2);
+        assert_string_equal(ps.p[1].file_id, "f-2");
+        assert_int_equal(ps.p[1].size, 3);
+        /* A live object's parts are not released. */
+        memset(&seen, 0, sizeof seen);
+        assert_int_equal(ledger_object_parts_release(f->l, "f-obj", collect_file, &seen, &count),
+                         FERRY_OK);
+        assert_int_equal(count, 0);
+        assert_int_equal(seen.n, 0);
+        assert_int_equal(ledger_object_parts_release(f->l, NULL, NULL, NULL, &count), FERRY_OK);
+        assert_int_equal(count, 0);
+    }
     assert_int_equal(ledger_upload_complete(f->l, "up-1", used, 2, &o, T0, replaced, NULL, NULL),
                      FERRY_ERR_NOT_FOUND);
 
@@ -1745,14 +1865,32 @@ static void test_uploads(void **state)
         assert_int_equal(op.count, 2);
         assert_false(op.found);
         assert_int_equal(ledger_object_part_get(f->l, "f-obj", 0, &op), FERRY_ERR_INVALID);
-        /* A put over the key drops them with the old row... */
+        /* A put over the key keeps the old object's part rows (and so its
+         * parts' data named) until they are released; then the release
+         * hands back each part's data. */
         make_object(&o, "big/one", NULL);
         snprintf(o.file_id, sizeof o.file_id, "f-obj2");
         assert_int_equal(ledger_object_put(f->l, &o, T0, replaced), FERRY_OK);
         assert_string_equal(replaced, "f-obj");
         assert_int_equal(ledger_object_part_get(f->l, "f-obj", 1, &op), FERRY_OK);
+        assert_int_equal(op.count, 2);
+        assert_int_equal(ledger_object_file_known(f->l, "f-2", &known), FERRY_OK);
+        assert_true(known);
+        memset(&seen, 0, sizeof seen);
+        assert_int_equal(ledger_object_parts_release(f->l, "f-obj", collect_file, &seen, &count),
+                         FERRY_OK);
+        assert_int_equal(count, 2);
+        assert_int_equal(seen.n, 2);
+        assert_string_equal(seen.ids[0], "f-1b");
+        assert_string_equal(seen.ids[1], "f-2");
+        assert_int_equal(ledger_object_part_get(f->l, "f-obj", 1, &op), FERRY_OK);
         assert_int_equal(op.count, 0);
-        /* ...and a delete drops those of the deleted object. */
+        assert_int_equal(ledger_object_file_known(f->l, "f-2", &known), FERRY_OK);
+        assert_false(known);
+        assert_int_equal(ledger_object_parts_release(f->l, "f-obj", NULL, NULL, &count), FERRY_OK);
+        assert_int_equal(count, 0);
+        /* ...and a delete keeps those of the deleted object until the
+         * sweep's release of every object's loose rows. */
         make_upload(&u, "up-4", "big/four", T0);
         assert_int_equal(ledger_upload_create(f->l, &u, 0), FERRY_OK);
         make_part(&p, 7, "f-7", 4);
@@ -1766,8 +1904,22 @@ static void test_uploads(void **state)
         assert_int_equal(op.count, 1);
         assert_true(op.found);
         assert_int_equal(ledger_object_delete(f->l, "ingest", "big/four", gone), FERRY_OK);
+        assert_string_equal(gone, "f-obj4");
+        assert_int_equal(ledger_object_part_get(f->l, "f-obj4", 7, &op), FERRY_OK);
+        assert_int_equal(op.count, 1);
+        n = 0;
+        assert_int_equal(ledger_object_file_walk(f->l, "f-7", count_file, &n), FERRY_OK);
+        assert_int_equal(n, 1);
+        memset(&seen, 0, sizeof seen);
+        assert_int_equal(ledger_object_parts_release(f->l, NULL, collect_file, &seen, &count),
+                         FERRY_OK);
+        assert_int_equal(count, 1);
+        assert_string_equal(seen.ids[0], "f-7");
         assert_int_equal(ledger_object_part_get(f->l, "f-obj4", 7, &op), FERRY_OK);
         assert_int_equal(op.count, 0);
+        n = 0;
+        assert_int_equal(ledger_object_file_walk(f->l, "f-7", count_file, &n), FERRY_OK);
+        assert_int_equal(n, 0);
     }
 
     /* Abort hands back the parts; a second abort finds nothing. */
@@ -1801,6 +1953,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_fresh_and_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_too_new_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_grants_v6, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_object_parts_v10, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_transaction_gate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_cache_invalidation, setup, teardown),
         cmocka_unit_test(test_open_bad_urls),

@@ -112,9 +112,14 @@ static void pool_give(store *s, ledger *l)
 }
 
 /* Data the ledger no longer names (a deleted or replaced object): its file
- * is removed, or its pack when no object of the pack is left. */
+ * is removed, or its pack when no object of the pack is left; an object
+ * made of its multipart parts lets go of every part's. */
 static void forget_data(store *s, const char *file_id)
 {
+    if (store_fs_is_parts(file_id)) {
+        store_mp_forget(s, file_id);
+        return;
+    }
     store_fs_remove_object(&s->fs, file_id);
     if (store_fs_reclaim_due(&s->fs)) {
         ledger *l = pool_take(s);
@@ -945,6 +950,7 @@ static void req_free(req *r)
     store_mp_req_free(r->mp);
     if (r->copying && r->copy_in >= 0)
         close(r->copy_in);
+    store_mp_data_free(r->copy_parts);
     free(r->copy_source);
     free(r->obj);
     EVP_MD_CTX_free(r->md5);
@@ -2236,8 +2242,18 @@ bool store_copy_source_open(req *r, struct MHD_Connection *c, ledger_object *o, 
     pool_give(s, l);
     if (e == FERRY_OK && !copy_conditions_ok(r, c, o, ret))
         goto out;
-    if (e == FERRY_OK)
+    if (e == FERRY_OK && store_fs_is_parts(o->file_id)) {
+        /* Made of its parts: read across them (r->copy_parts), no fd. */
+        e = store_mp_data_open(s, o, 0, o->size, &r->copy_parts);
+        if (e == FERRY_OK) {
+            *fd_out = -1;
+            *base_out = 0;
+            ok = true;
+            goto out;
+        }
+    } else if (e == FERRY_OK) {
         e = open_object_data(r, o, &in, &in_base);
+    }
     if (e == FERRY_ERR_NOT_FOUND) {
         *ret = respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
         goto out;
@@ -2276,17 +2292,22 @@ static void copy_object_work(req *r)
     char replaced[LEDGER_FILE_ID_MAX + 1] = "";
     ferry_err e = FERRY_OK;
 
-    if (!copy_bytes(r->copy_in, r->copy_in_base, &r->slot, o->size, &s->mp_abort))
+    if (!(r->copy_parts != NULL
+              ? store_mp_data_copy(r->copy_parts, 0, o->size, &r->slot, &s->mp_abort)
+              : copy_bytes(r->copy_in, r->copy_in_base, &r->slot, o->size, &s->mp_abort)))
         e = errno == ECANCELED ? FERRY_ERR_UNAVAILABLE : FERRY_ERR_IO;
     else if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK)
         e = FERRY_ERR_IO;
     if (e == FERRY_ERR_IO)
         log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
     /* The source is read: its data is let go now, not when r is freed. */
-    close(r->copy_in);
+    if (r->copy_in >= 0)
+        close(r->copy_in);
     r->copy_in = -1;
     store_fs_read_done(&s->fs, r->reading);
     r->reading[0] = '\0';
+    store_mp_data_free(r->copy_parts);
+    r->copy_parts = NULL;
     if (e == FERRY_OK) {
         snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
         memcpy(o->key, r->t.key, r->t.key_len + 1);
@@ -2775,6 +2796,7 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head,
     unsigned part = 0;
     ledger_object_part op;
     char parts_count[16] = "";
+    bool parts = false;
     enum MHD_Result ret;
 
     if (o == NULL)
@@ -2800,14 +2822,18 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head,
         free(o);
         return respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
     }
-    if (e == FERRY_OK)
+    /* An object made of its multipart parts is opened once its range is
+     * known (store_mp_data_open, below). */
+    parts = e == FERRY_OK && store_fs_is_parts(o->file_id);
+    if (e == FERRY_OK && !parts)
         e = open_object_data(r, o, &fd, &base);
     if (e == FERRY_ERR_NOT_FOUND) {
         /* Deleted or replaced between the lookup and the open. */
         free(o);
         return respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
     }
-    if (e != FERRY_OK || fstat(fd, &st) != 0 || (uint64_t)st.st_size < base + o->size) {
+    if (e != FERRY_OK ||
+        (!parts && (fstat(fd, &st) != 0 || (uint64_t)st.st_size < base + o->size))) {
         if (fd >= 0)
             close(fd);
         free(o);
@@ -2858,11 +2884,23 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head,
         length = o->size;
     }
     /* For HEAD libmicrohttpd sends the headers of this same response
-     * (Content-Length included) and never reads the file. */
-    (void)head;
-    resp = MHD_create_response_from_fd_at_offset64(length, fd, base + first);
-    if (resp == NULL)
-        close(fd);
+     * (Content-Length included) and never reads the file (nor the parts,
+     * which are not even opened). */
+    if (parts) {
+        store_mp_data *d = NULL;
+        e = store_mp_data_open(s, o, first, head ? 0 : length, &d);
+        if (e != FERRY_OK) {
+            free(o);
+            if (e == FERRY_ERR_NOT_FOUND)
+                return respond_error(r, c, 404, "NoSuchKey", "The specified key does not exist.");
+            return respond_error(r, c, 500, "InternalError", "the object cannot be read");
+        }
+        resp = store_mp_data_response(d, first, length);
+    } else {
+        resp = MHD_create_response_from_fd_at_offset64(length, fd, base + first);
+        if (resp == NULL)
+            close(fd);
+    }
     if (resp == NULL) {
         free(o);
         return MHD_NO;

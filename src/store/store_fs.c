@@ -363,6 +363,14 @@ ferry_err store_fs_sweep(store_fs *fs, ledger *l, size_t *removed)
     DIR *d;
     struct dirent *e;
 
+    /* The part rows of objects made of their parts whose row a crash
+     * took away before the store released them: dropped first, so the
+     * data they named is unnamed below and goes with the rest. */
+    uint64_t loose = 0;
+    if ((err = ledger_object_parts_release(l, NULL, NULL, NULL, &loose)) != FERRY_OK)
+        return err;
+    if (loose > 0)
+        log_info("store.loose_parts_released", "parts=%" PRIu64, loose);
     snprintf(p, sizeof p, "%s/tmp", fs->root);
     d = opendir(p);
     if (d == NULL)
@@ -632,6 +640,18 @@ bool store_fs_is_packed(const char *id)
     uint32_t num;
     uint64_t off, len;
     return pack_id_parse(id, &num, &off, &len);
+}
+
+bool store_fs_is_parts(const char *id)
+{
+    return id[0] == 'm' && strnlen(id + 1, STORE_FILE_ID_LEN + 1) == STORE_FILE_ID_LEN &&
+           hex_only(id + 1, STORE_FILE_ID_LEN);
+}
+
+ferry_err store_fs_new_parts_id(char id[STORE_FILE_ID_LEN + 2])
+{
+    id[0] = 'm';
+    return store_fs_new_id(id + 1);
 }
 
 bool store_fs_reclaim_due(store_fs *fs)

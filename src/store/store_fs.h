@@ -10,7 +10,11 @@
  *   tmp/                         unused since; emptied at start-up
  * A file id is 32 random hex digits (a file of its own) or "p", the pack's
  * number (8 hex digits), the object's offset in it (16 hex digits) and the
- * bytes reserved for it (8 hex digits, the size rounded up to 4 KiB).
+ * bytes reserved for it (8 hex digits, the size rounded up to 4 KiB). An
+ * object completed from a multipart upload is made of its parts' data
+ * (each a file or a region, named by the ledger's object_parts rows): its
+ * own id is "m" and 32 random hex digits and names no file (see
+ * store_multipart.h).
  * Object keys never appear in paths: the ledger maps (bucket, key) to a
  * file id, and data is visible only through its ledger row.
  *
@@ -41,8 +45,9 @@
  * its own (per directory: a count of entries created, and the count the
  * last completed fsync covered).
  *
- * Invariants: a file under objects/ that no ledger row (an object's, or a
- * part's of a multipart upload in progress) names is garbage (an
+ * Invariants: a file under objects/ that no ledger row (an object's, a
+ * part's of a multipart upload in progress, or a part's of an object
+ * completed from one: object_parts.data_id) names is garbage (an
  * upload in progress when the process died, a crash between the file's sync
  * and the ledger commit, a replaced object whose unlink did not happen, a
  * .part file of the older layout) and store_fs_sweep() removes it at
@@ -144,6 +149,11 @@ void store_fs_read_done(store_fs *fs, const char *id);
 void store_fs_remove_object(store_fs *fs, const char *id);
 /* Whether id names a pack region. */
 bool store_fs_is_packed(const char *id);
+/* Whether id is an object made of its multipart parts' data ("m" + 32 hex
+ * digits): store_fs_open_data and store_fs_remove_object do not take it. */
+bool store_fs_is_parts(const char *id);
+/* A fresh id of that kind ("m", 32 hex digits, NUL). */
+__attribute__((warn_unused_result)) ferry_err store_fs_new_parts_id(char id[STORE_FILE_ID_LEN + 2]);
 /* Whether store_fs_reclaim has packs to look at. */
 bool store_fs_reclaim_due(store_fs *fs);
 /* Removes the packs noted by store_fs_remove_object that no ledger row

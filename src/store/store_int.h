@@ -50,9 +50,9 @@ struct store {
     unsigned max_header_bytes;
     int64_t mp_expiry_s;      /* [store] multipart_expiry: older uploads are aborted */
     size_t mp_max_uploads;    /* [store] max_multipart_uploads: open at once */
-    atomic_int mp_completing; /* completions assembling (STORE_MP_COMPLETES_MAX) */
-    /* Assembler threads (store_multipart.c): one per completion being
-     * assembled, its connection suspended. store_stop waits for them
+    atomic_int mp_completing; /* completions running (STORE_MP_COMPLETES_MAX) */
+    /* Long-work threads (store_multipart.c): one per completion, copy
+     * or part copy running, its connection suspended. store_stop waits for them
      * (mp_threads, under mp_mu) before stopping libmicrohttpd, after
      * setting mp_abort once shutdown_timeout has passed. */
     pthread_mutex_t mp_mu;
@@ -197,6 +197,9 @@ typedef struct req {
     int copy_in;
     uint64_t copy_in_base;
     char *copy_source;
+    /* CopyObject, UploadPartCopy: a source made of its parts (copy_in and
+     * the multipart copy fd are then -1) */
+    struct store_mp_data *copy_parts;
     /* Work that takes seconds (CopyObject, UploadPartCopy, completing a
      * multipart upload), run by store_run_long_work. */
     void (*long_work)(struct req *r);

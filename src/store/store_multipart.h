@@ -18,14 +18,18 @@
  *   copied from an object (UploadPartCopy) is read from the object's data,
  *   hashed (its ETag is its MD5), flushed and recorded the same way, on a
  *   thread of its own with the connection suspended.
- * - Completion copies the listed parts into a new data file while computing
- *   the SHA-256 of the whole object (on a thread of its own, the connection
- *   suspended), makes it durable, and then records the object (with its
- *   part boundaries) and deletes the upload and its parts in ONE ledger
- *   transaction:
- *   a crash at any point leaves the whole object or none of it (and then the
- *   upload as it was). Part files the ledger stopped naming are unlinked
- *   after the commit; whatever a crash leaves behind, the sweep removes.
+ * - Completion reads the listed parts to compute the SHA-256 of the whole
+ *   object (on a thread of its own, the connection suspended) and writes
+ *   nothing: ONE ledger transaction records the object, made of the listed
+ *   parts' data (its row names an "m" id of no file; its object_parts rows
+ *   name each part's data), and deletes the upload and its parts: a crash
+ *   at any point leaves the whole object or none of it (and then the upload
+ *   as it was). The data of parts not listed is removed after the commit;
+ *   whatever a crash leaves behind, the sweep removes.
+ * - Such an object is read across its parts (store_mp_data_*), and deleting
+ *   or replacing it releases its part rows after the commit and removes
+ *   each part's data (store_mp_forget); part rows a crash left without
+ *   their object are released by the start-up sweep.
  * - Aborted and expired uploads leave nothing: their rows go in one
  *   transaction, their files after it.
  * - The CompleteMultipartUpload body is untrusted: it is collected up to
@@ -38,14 +42,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ferry/ferry_error.h"
+
+typedef struct store_mp_data store_mp_data;
 
 #define STORE_MP_PARTS_MAX     10000               /* part numbers 1..10,000 */
 #define STORE_MP_PART_MIN      (UINT64_C(5) << 20) /* every part but the last */
 #define STORE_MP_PART_MAX      (UINT64_C(5) << 30) /* 5 GiB, S3's limit */
 #define STORE_MP_XML_MAX       (2u << 20)          /* a CompleteMultipartUpload body */
-#define STORE_MP_COMPLETES_MAX 8                   /* completions assembled at once */
+#define STORE_MP_COMPLETES_MAX 8                   /* completions running at once */
 
 /* One <Part> of a CompleteMultipartUpload body. */
 typedef struct store_mp_part_ref {
@@ -85,9 +92,10 @@ bool store_mp_query(const char *query, char *sub, size_t sub_size);
 enum MHD_Result store_mp_begin(req *r, struct MHD_Connection *c, const header_list *h,
                                const sigv4_verdict *verdict);
 /* PH_MP: a chunk of a CompleteMultipartUpload body, and its end: the part
- * list checked, then the object assembled on a thread of its own with the
- * connection suspended; called again when that thread resumes it
- * (PH_COMMITTED), it answers the outcome. */
+ * list checked, then the parts read (the object's SHA-256) and the object
+ * recorded on a thread of its own with the connection suspended; called
+ * again when that thread resumes it (PH_COMMITTED), it answers the
+ * outcome. */
 void store_mp_body_chunk(req *r, const char *data, size_t len);
 enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c);
 /* The end of an UploadPart body (all of it written, the pipeline joined),
@@ -104,6 +112,36 @@ ferry_err store_mp_record_part(store *s, req *r);
 bool store_mp_assembling(const req *r);
 /* Safe on NULL. */
 void store_mp_req_free(struct store_mp_req *m);
+
+/* The data of an object made of its parts (store_fs_is_parts(o->file_id)),
+ * open for reading bytes [first, first + length) of it: the parts holding
+ * them are opened (at most 32 at a time, the next ones as reads reach
+ * them), each registered as a reader of its pack before the object's row
+ * is read again (as open_object_data does for an object of one piece).
+ * FERRY_ERR_NOT_FOUND when the object was deleted or replaced meanwhile.
+ * length 0 opens nothing (HeadObject). */
+__attribute__((warn_unused_result)) ferry_err store_mp_data_open(store *s, const ledger_object *o,
+                                                                 uint64_t first, uint64_t length,
+                                                                 store_mp_data **out);
+/* Reads up to len bytes at the object's offset off, from one part (a read
+ * never crosses a part's end): the bytes read, 0 at the object's end, -1
+ * (errno) on an error, a part's data shorter than its record, or a part
+ * opened late whose object is gone (ENOENT). */
+ssize_t store_mp_data_read(store_mp_data *d, void *buf, size_t len, uint64_t off);
+/* Copies n bytes from the object's offset first to out (from its offset
+ * 0), giving up (errno ECANCELED) once *abort is set. */
+bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_slot *out,
+                        const atomic_bool *abort);
+/* A GetObject response of bytes [first, first + length): takes d (freed
+ * with the response, or at once when none can be made). */
+struct MHD_Response *store_mp_data_response(store_mp_data *d, uint64_t first, uint64_t length);
+/* Closes every part and lets go of their packs' readers. Safe on NULL. */
+void store_mp_data_free(store_mp_data *d);
+/* An object made of its parts is no longer named by the ledger (deleted
+ * or replaced; file_id is its "m" id): its part rows are released and
+ * every part's data removed (a file unlinked, a pack region noted for
+ * reclaim), as store_fs_remove_object does for an object of one piece. */
+void store_mp_forget(store *s, const char *file_id);
 /* Aborts up to limit uploads older than [store] multipart_expiry (none
  * when it is 0) and removes their part files. */
 __attribute__((warn_unused_result)) ferry_err store_mp_expire(store *s, size_t limit);

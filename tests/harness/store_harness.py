@@ -149,13 +149,21 @@ class StoreFerryd:
             rows += db.execute("SELECT file_id, size FROM upload_parts").fetchall()
         except sqlite3.OperationalError:
             pass  # an older schema: no multipart uploads
+        try:
+            # So do the parts a completed object is made of (migration 10).
+            rows += db.execute("SELECT data_id, size FROM object_parts"
+                               " WHERE data_id IS NOT NULL").fetchall()
+        except sqlite3.OperationalError:
+            pass  # an older schema: objects assembled into files of their own
         finally:
             db.close()
         return rows
 
     def named_file_ids(self):
-        """The file ids the ledger names (read-only): objects, and the parts
-        of multipart uploads in progress."""
+        """The file ids the ledger names (read-only): objects (an object
+        made of its parts names an "m" id of no file), the parts of
+        multipart uploads in progress, and the parts' data of completed
+        objects."""
         return {r[0] for r in self._object_rows()}
 
     @staticmethod
@@ -221,6 +229,8 @@ class StoreFerryd:
                 path = os.path.join(self.data_dir, "packs", fid[1:9] + ".pack")
                 if not os.path.exists(path) or os.path.getsize(path) < int(fid[9:25], 16) + size:
                     out.append("missing region %s" % fid)
+            elif fid.startswith("m") and len(fid) == 33:
+                continue  # made of its parts: their rows name the data
             elif not os.path.exists(os.path.join(self.data_dir, "objects", fid[:2], fid)):
                 out.append("missing file %s" % fid)
         out += self._part_boundary_problems()
@@ -240,8 +250,27 @@ class StoreFerryd:
             return []  # an older schema: no part boundaries
         finally:
             db.close()
-        return ["part boundaries of %s: %s bytes, object %s" % (fid, total, size)
-                for fid, total, size in rows if size is None or total != size]
+        out = ["part boundaries of %s: %s bytes, object %s" % (fid, total, size)
+               for fid, total, size in rows if size is None or total != size]
+        # An object made of its parts ("m" id) has a part row naming the
+        # data of each part, and no other object has any.
+        db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True, timeout=10)
+        try:
+            rows = db.execute("SELECT o.file_id, count(p.file_id), count(p.data_id)"
+                              " FROM objects o LEFT JOIN object_parts p ON p.file_id = o.file_id"
+                              " GROUP BY o.file_id").fetchall()
+        except sqlite3.OperationalError:
+            rows = []  # an older schema: no data ids
+        finally:
+            db.close()
+        for fid, n_rows, n_data in rows:
+            made_of_parts = fid.startswith("m") and len(fid) == 33
+            if made_of_parts and (n_rows == 0 or n_data != n_rows):
+                out.append("object %s made of its parts: %d part rows, %d with data"
+                           % (fid, n_rows, n_data))
+            if not made_of_parts and n_data:
+                out.append("object %s of its own data has %d part data rows" % (fid, n_data))
+        return out
 
     def tmp_files(self):
         """Uploads in progress (or left over): data files under objects/
