@@ -23,7 +23,8 @@
  * bench/upload's 1m case (32 bodies arriving). A body's next block takes
  * milliseconds to arrive, and its feeder waits on the hasher only when it
  * needs a block back or the digest; so while fewer than width streams have
- * work, the thread waits up to GATHER_NS for more, and up to GATHER_BLOCKED_NS
+ * work and some stream under way (a piece submitted, not yet its last, and
+ * not finished) has none queued, the thread waits up to GATHER_NS for more, and up to GATHER_BLOCKED_NS
  * more once a feeder waits on it (a body's end waits for its digest: with
  * 32 bodies arriving one ends every few milliseconds, and ending the
  * gathering at once left passes of 3 to 5 lanes).
@@ -73,6 +74,7 @@ struct md5_hasher {
     bool stop;
     md5_hasher_stream *head, *tail; /* streams with a piece to hash, oldest first */
     size_t listed;                  /* streams on that list */
+    size_t active;                  /* streams under way (stream->active) */
     unsigned blocked;               /* feeders waiting on the thread */
     pthread_cond_t wake[WAKE_SLOTS];
     unsigned waiting[WAKE_SLOTS]; /* feeders waiting on wake[i] */
@@ -154,18 +156,28 @@ static bool earlier(const struct timespec *a, const struct timespec *b)
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
-/* Waits (h->lock held) until width streams have work, the hasher stops,
+/* The stream is no longer under way (h->lock held). */
+static void stream_retire(md5_hasher *h, md5_hasher_stream *s)
+{
+    if (s->active) {
+        s->active = false;
+        h->active--;
+    }
+}
+
+/* Waits (h->lock held) until width streams (or every stream under way)
+ * have work, the hasher stops,
  * GATHER_NS have passed, or GATHER_BLOCKED_NS since a feeder began to wait
  * on the thread. */
 static void gather(md5_hasher *h)
 {
     struct timespec deadline;
     bool blocked = false;
-    if (h->listed >= h->width || h->stop)
+    if (h->listed >= h->width || h->listed >= h->active || h->stop)
         return;
     deadline = after_ns(GATHER_NS);
     h->gathering = true;
-    while (h->listed < h->width && !h->stop) {
+    while (h->listed < h->width && h->listed < h->active && !h->stop) {
         if (h->blocked > 0 && !blocked) {
             struct timespec soon = after_ns(GATHER_BLOCKED_NS);
             blocked = true;
@@ -223,6 +235,7 @@ static void *hasher_main(void *arg)
             if (pieces[i].last) {
                 memcpy(s->digest, pieces[i].digest, sizeof s->digest);
                 s->finished = true;
+                stream_retire(h, s);
             }
             s->done++;
             if (s->submitted > s->done)
@@ -389,10 +402,14 @@ uint64_t md5_hasher_submit(md5_hasher *h, md5_hasher_stream *s, unsigned char *b
     s->queue[q].last = last;
     s->total += len;
     ticket = ++s->submitted;
+    if (!s->active && !s->finished) {
+        s->active = true;
+        h->active++;
+    }
     if (!s->queued) {
         s->queued = true;
         list_append(h, s);
-        if (h->idle || (h->gathering && h->listed >= h->width))
+        if (h->idle || (h->gathering && (h->listed >= h->width || h->listed >= h->active)))
             pthread_cond_signal(&h->work);
     }
     pthread_mutex_unlock(&h->lock);
@@ -417,6 +434,7 @@ bool md5_hasher_finish(md5_hasher *h, md5_hasher_stream *s, unsigned char out[16
     pthread_mutex_lock(&h->lock);
     while (s->done < s->submitted)
         wait_stream(h, s);
+    stream_retire(h, s); /* an abandoned stream too: no more of it to wait for */
     finished = s->finished;
     if (finished)
         memcpy(out, s->digest, sizeof s->digest);

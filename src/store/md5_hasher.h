@@ -48,6 +48,7 @@ typedef struct md5_hasher_stream {
         bool last;
     } queue[MD5_HASHER_QUEUED]; /* pieces done .. submitted-1, by ticket */
     bool queued;                /* on the hasher's list of streams with work */
+    bool active;                /* counted among the hasher's streams under way */
     bool finished;              /* the last piece is hashed: digest is set */
     unsigned char digest[16];
     struct md5_hasher_stream *next; /* the hasher's list */
@@ -90,7 +91,9 @@ uint64_t md5_hasher_submit(md5_hasher *h, md5_hasher_stream *s, unsigned char *b
 void md5_hasher_wait(md5_hasher *h, md5_hasher_stream *s, uint64_t t);
 
 /* Waits for every piece queued, then returns false unless the stream's
- * last piece was queued; true and the digest in out otherwise. */
+ * last piece was queued; true and the digest in out otherwise. Nothing may
+ * be submitted to the stream afterwards (an abandoned stream is finished
+ * so, and the hasher stops counting on more of it). */
 bool md5_hasher_finish(md5_hasher *h, md5_hasher_stream *s, unsigned char out[16]);
 
 /* Lanes filled per pass so far, and passes (for the store's log line and
