@@ -492,22 +492,19 @@ static void run_openssl(stream_set *set, unsigned char *arena)
     EVP_MD_CTX_free(ctx);
 }
 
-static void run_kind(md5_lanes_kind kind, stream_set *set, unsigned char *arena)
+/* The core of kind, or NULL for a kind without lanes on this build. */
+static md5_core_fn core_of(md5_lanes_kind kind)
 {
     switch (kind) {
     case MD5_LANES_PORTABLE:
-        run_lanes(core_portable, MD5_LANES_MAX, set, arena);
-        return;
+        return core_portable;
 #ifdef MD5_LANES_X86
     case MD5_LANES_AVX2:
-        run_lanes(core_avx2, 8, set, arena);
-        return;
+        return core_avx2;
     case MD5_LANES_AVX512:
-        run_lanes(core_avx512, 16, set, arena);
-        return;
+        return core_avx512;
     case MD5_LANES_AVX512VL:
-        run_lanes(core_avx512vl, 8, set, arena);
-        return;
+        return core_avx512vl;
 #else
     case MD5_LANES_AVX2:
     case MD5_LANES_AVX512:
@@ -516,7 +513,16 @@ static void run_kind(md5_lanes_kind kind, stream_set *set, unsigned char *arena)
     case MD5_LANES_OPENSSL:
         break;
     }
-    run_openssl(set, arena);
+    return NULL;
+}
+
+static void run_kind(md5_lanes_kind kind, stream_set *set, unsigned char *arena)
+{
+    md5_core_fn core = core_of(kind);
+    if (core != NULL)
+        run_lanes(core, md5_lanes_width(kind), set, arena);
+    else
+        run_openssl(set, arena);
 }
 
 md5_lanes_scratch *md5_lanes_scratch_new(void)
@@ -662,30 +668,6 @@ unsigned md5_lanes_width(md5_lanes_kind kind)
         break;
     }
     return 0;
-}
-
-/* The core of kind, or NULL for a kind without lanes on this build. */
-static md5_core_fn core_of(md5_lanes_kind kind)
-{
-    switch (kind) {
-    case MD5_LANES_PORTABLE:
-        return core_portable;
-#ifdef MD5_LANES_X86
-    case MD5_LANES_AVX2:
-        return core_avx2;
-    case MD5_LANES_AVX512:
-        return core_avx512;
-    case MD5_LANES_AVX512VL:
-        return core_avx512vl;
-#else
-    case MD5_LANES_AVX2:
-    case MD5_LANES_AVX512:
-    case MD5_LANES_AVX512VL:
-#endif
-    case MD5_LANES_OPENSSL:
-        break;
-    }
-    return NULL;
 }
 
 bool md5_lanes_advance(md5_lanes_kind kind, unsigned char *arena, md5_lanes_piece *pieces, size_t n)

@@ -851,6 +851,34 @@ ferry_err store_fs_slot_open(store_fs *fs, uint64_t size, bool size_known, store
     return err;
 }
 
+/* Writes the n buffers of iov (which it advances) at offset at, whole or
+ * an error (errno set). */
+static ferry_err pwritev_all(int fd, struct iovec *iov, int n, uint64_t at)
+{
+    while (n > 0) {
+        ssize_t w = pwritev(fd, iov, n, (off_t)at);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return FERRY_ERR_IO;
+        }
+        at += (uint64_t)w;
+        /* Past the buffers written whole, into the one written in part. */
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return FERRY_OK;
+}
+
 ferry_err store_fs_slot_write(store_fs_slot *slot, uint64_t off, const void *data, size_t len)
 {
     struct iovec one = {.iov_base = (void *)(uintptr_t)data, .iov_len = len};
@@ -872,29 +900,7 @@ ferry_err store_fs_slot_writev(store_fs_slot *slot, uint64_t off, const struct i
     }
     if (slot->pack != NULL && off + len > slot->room)
         return FERRY_ERR_TOO_LARGE; /* never past the region */
-    struct iovec *at = left;
-    while (n > 0) {
-        ssize_t w = pwritev(slot->fd, at, n, (off_t)(slot->base + off));
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return FERRY_ERR_IO;
-        }
-        off += (uint64_t)w;
-        /* Past the buffers written whole, into the one written in part. */
-        while (n > 0 && (size_t)w >= at->iov_len) {
-            w -= (ssize_t)at->iov_len;
-            at++;
-            n--;
-        }
-        if (n > 0) {
-            at->iov_base = (char *)at->iov_base + w;
-            at->iov_len -= (size_t)w;
-        }
-    }
-    return FERRY_OK;
+    return pwritev_all(slot->fd, left, n, slot->base + off);
 }
 
 bool store_fs_slot_direct(store_fs *fs, store_fs_slot *slot)
@@ -915,27 +921,14 @@ ferry_err store_fs_slot_write_direct(store_fs_slot *slot, uint64_t off, const vo
                                      size_t len)
 {
     int fd = slot->pack != NULL ? slot->pack->dfd : slot->dfd;
-    const char *at = buf;
     if (fd < 0 || off % STORE_FS_DIRECT_ALIGN != 0 || len % STORE_FS_DIRECT_ALIGN != 0 ||
         (uintptr_t)buf % STORE_FS_DIRECT_ALIGN != 0)
         return FERRY_ERR_INVALID;
     if (slot->pack != NULL && off + len > align_up(slot->room))
         return FERRY_ERR_TOO_LARGE; /* never past the region */
-    while (len > 0) {
-        ssize_t w = pwrite(fd, at, len, (off_t)(slot->base + off));
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return FERRY_ERR_IO;
-        }
-        /* A short direct write ends on a block boundary (the disk's). */
-        at += w;
-        off += (uint64_t)w;
-        len -= (size_t)w;
-    }
-    return FERRY_OK;
+    /* A short direct write ends on a block boundary (the disk's). */
+    struct iovec one = {.iov_base = (void *)(uintptr_t)buf, .iov_len = len};
+    return pwritev_all(fd, &one, 1, slot->base + off);
 }
 
 void store_fs_slot_written(store_fs_slot *slot)

@@ -16,6 +16,7 @@ device would.
 
 import json
 import os
+import re
 import sqlite3
 import socket
 import ssl
@@ -108,6 +109,13 @@ class StoreFerryd:
 
     def log(self):
         return self.proc.log_text() if self.proc else ""
+
+    def md5_lanes(self):
+        """The MD5 kind the store chose for this CPU (store.started's
+        md5_lanes: "openssl" when it has no vector kind)."""
+        m = re.search(r"event=store.started .*md5_lanes=(\w+)", self.log())
+        assert m is not None, "store.started names the MD5 kind"
+        return m.group(1)
 
     def connects(self):
         return self.log().count("event=broker.connected")
