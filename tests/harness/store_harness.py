@@ -23,7 +23,7 @@ import ssl
 import subprocess
 import time
 
-from ferry_harness import Process, build_dir, free_port, wait_until
+from ferry_harness import HarnessTestCase, Process, build_dir, free_port, wait_until
 from ferryd_harness import ferryd_config_head, ferryd_path, secret_file
 
 BUCKET = "ingest"
@@ -376,3 +376,16 @@ def request_id(text):
     start = text.find("<RequestId>")
     end = text.find("</RequestId>")
     return text[start + 11:end] if start >= 0 and end > start else ""
+
+
+class StoreTestCase(HarnessTestCase):
+    """A test with a ferryd of its own (embedded store, default options) in
+    self.d, started before each test and stopped after it."""
+
+    harness_devices = ("dev-a",)
+
+    def setUp(self):
+        super().setUp()
+        self.d = StoreFerryd(self.h, name="ferryd-" + self._testMethodName[5:20])
+        self.addCleanup(self.d.stop)
+        self.d.start()

@@ -23,21 +23,13 @@ import threading
 import botocore.exceptions
 
 import ferry_harness
-from ferry_harness import HarnessTestCase
-from store_harness import BUCKET, StoreFerryd
+from store_harness import BUCKET, StoreTestCase
 
 KIB = 1024
 MIB = 1024 * KIB
 
 
-class Md5Later(HarnessTestCase):
-    harness_devices = ("dev-a",)
-
-    def setUp(self):
-        super().setUp()
-        self.d = StoreFerryd(self.h, name="ferryd-" + self._testMethodName[5:20])
-        self.addCleanup(self.d.stop)
-        self.d.start()
+class Md5Later(StoreTestCase):
 
     def lanes(self):
         return self.d.md5_lanes()

@@ -28,8 +28,8 @@ import threading
 import botocore.exceptions
 
 import ferry_harness
-from ferry_harness import HarnessTestCase, wait_until
-from store_harness import BUCKET, StoreFerryd
+from ferry_harness import wait_until
+from store_harness import BUCKET, StoreTestCase
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -43,14 +43,7 @@ def md5_etag(body):
     return '"%s"' % hashlib.md5(body).hexdigest()
 
 
-class Staged(HarnessTestCase):
-    harness_devices = ("dev-a",)
-
-    def setUp(self):
-        super().setUp()
-        self.d = StoreFerryd(self.h, name="ferryd-" + self._testMethodName[5:20])
-        self.addCleanup(self.d.stop)
-        self.d.start()
+class Staged(StoreTestCase):
 
     def vector_md5(self):
         return self.d.md5_lanes() not in ("openssl", "portable")
