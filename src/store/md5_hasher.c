@@ -442,6 +442,22 @@ bool md5_hasher_finish(md5_hasher *h, md5_hasher_stream *s, unsigned char out[16
     return finished;
 }
 
+bool md5_hasher_detach(md5_hasher *h, md5_hasher_stream *s, uint32_t v[4], uint64_t *total)
+{
+    bool ok;
+    pthread_mutex_lock(&h->lock);
+    while (s->done < s->submitted)
+        wait_stream(h, s);
+    stream_retire(h, s);
+    ok = !s->finished && (s->submitted == 0 || !s->queue[(s->submitted - 1) % MD5_HASHER_QUEUED].last);
+    if (ok) {
+        memcpy(v, s->v, sizeof s->v);
+        *total = s->total;
+    }
+    pthread_mutex_unlock(&h->lock);
+    return ok;
+}
+
 void md5_hasher_stats(md5_hasher *h, uint64_t *passes, uint64_t *lanes)
 {
     pthread_mutex_lock(&h->lock);

@@ -96,6 +96,13 @@ void md5_hasher_wait(md5_hasher *h, md5_hasher_stream *s, uint64_t t);
  * so, and the hasher stops counting on more of it). */
 bool md5_hasher_finish(md5_hasher *h, md5_hasher_stream *s, unsigned char out[16]);
 
+/* Waits for every piece queued, then hands over the stream's MD5 state
+ * and its length so far (a multiple of 64) to a caller that goes on
+ * hashing the rest itself (md5_lanes_advance, one stream): false, with
+ * nothing set, when the stream's last piece was queued. The stream is
+ * finished for the hasher, as by md5_hasher_finish. */
+bool md5_hasher_detach(md5_hasher *h, md5_hasher_stream *s, uint32_t v[4], uint64_t *total);
+
 /* Lanes filled per pass so far, and passes (for the store's log line and
  * tests: lanes / passes is the average width used). */
 void md5_hasher_stats(md5_hasher *h, uint64_t *passes, uint64_t *lanes);

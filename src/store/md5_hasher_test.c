@@ -366,6 +366,60 @@ static void test_pieces_within_a_block(void **state)
     }
 }
 
+/* A stream taken over half way (md5_hasher_detach) and finished with
+ * md5_lanes_advance on one stream gets the body's MD5; a stream whose last
+ * piece was queued cannot be detached. */
+static void test_detach(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < NKINDS; k++) {
+        if (!md5_lanes_supported(kinds[k]))
+            continue;
+        md5_hasher *h = md5_hasher_new(kinds[k], 2);
+        md5_hasher_stream s;
+        unsigned char *b, got[16], wd[16];
+        unsigned char *rest = malloc(100000 + MD5_LANES_PAD_ROOM);
+        unsigned int wlen = 0;
+        uint64_t rng = 99, total = 0;
+        uint32_t v[4];
+        assert_non_null(h);
+        assert_non_null(rest);
+        b = md5_hasher_block_take(h);
+        assert_non_null(b);
+        fill(b, 3 * 65536, &rng);
+        fill(rest, 100000, &rng);
+        EVP_MD_CTX *want = EVP_MD_CTX_new();
+        assert_non_null(want);
+        assert_int_equal(EVP_DigestInit_ex(want, EVP_md5(), NULL), 1);
+        assert_int_equal(EVP_DigestUpdate(want, b, 3 * 65536), 1);
+        assert_int_equal(EVP_DigestUpdate(want, rest, 100000), 1);
+        assert_int_equal(EVP_DigestFinal_ex(want, wd, &wlen), 1);
+        md5_hasher_stream_init(&s);
+        for (int i = 0; i < 3; i++)
+            md5_hasher_submit(h, &s, b + i * 65536, 65536, false);
+        assert_true(md5_hasher_detach(h, &s, v, &total));
+        assert_int_equal(total, 3 * 65536);
+        /* The rest on this thread: whole 64-byte blocks, then the last. */
+        md5_lanes_piece p = {.off = 0, .len = 99968, .total = total + 99968};
+        memcpy(p.v, v, sizeof v);
+        assert_true(md5_lanes_advance(MD5_LANES_PORTABLE, rest, &p, 1));
+        md5_lanes_piece last = {.off = 99968, .len = 32, .last = true, .total = p.total + 32};
+        memcpy(last.v, p.v, sizeof v);
+        assert_true(md5_lanes_advance(MD5_LANES_PORTABLE, rest, &last, 1));
+        memcpy(got, last.digest, 16);
+        assert_memory_equal(got, wd, 16);
+        /* After a last piece there is nothing to take over. */
+        md5_hasher_stream_init(&s);
+        md5_hasher_submit(h, &s, b, 100, true);
+        assert_false(md5_hasher_detach(h, &s, v, &total));
+        assert_true(md5_hasher_finish(h, &s, got));
+        EVP_MD_CTX_free(want);
+        free(rest);
+        md5_hasher_block_give(h, b);
+        md5_hasher_free(h);
+    }
+}
+
 /* Sixteen streams with their pieces queued before the thread can take
  * them one by one: the passes fill several lanes. */
 static void test_passes_share_lanes(void **state)
@@ -557,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_queue_full),     cmocka_unit_test(test_passes_share_lanes),
         cmocka_unit_test(test_largest_arena),  cmocka_unit_test(test_many_streams),
         cmocka_unit_test(test_misuse_aborts),  cmocka_unit_test(test_pieces_within_a_block),
+        cmocka_unit_test(test_detach),
     };
     printf("md5_hasher: best kind on this CPU: %s\n", md5_lanes_kind_str(md5_lanes_best()));
     return cmocka_run_group_tests(tests, NULL, NULL);

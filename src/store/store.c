@@ -62,6 +62,7 @@
 #include "ledger/ledger.h"
 #include "sigv4/sigv4.h"
 #include "md5_hasher.h"
+#include "md5_lanes_int.h"
 #include "store_fs.h"
 #include "store_int.h"
 #include "store_multipart.h"
@@ -1591,10 +1592,20 @@ static bool pipe_finish(req *r)
  * so that the file ends where the body does. Bodies the hasher has no
  * blocks for (STAGE_BLOCKS / 2 at once), file systems that refuse
  * O_DIRECT and CPUs without vector MD5 keep the other paths.
+ *
+ * A body still arriving STAGE_HOLD_NS after it began gives its blocks
+ * back (stage_demote), so that devices on slow links, which may take
+ * minutes over a few MiB, do not keep them from the bodies that arrive
+ * fast: what it has is written (whole 4 KiB blocks directly, the rest
+ * through the page cache, where the rest of it goes too), the hasher hands
+ * over the MD5 state of its bytes so far, and the connection's thread goes
+ * on hashing it with the scalar loop of md5_lanes (one stream), carrying
+ * the bytes short of a 64-byte block from chunk to chunk.
  */
 #define STAGE_MIN_BYTES (256u << 10)
 #define STAGE_BLOCKS    64           /* 16 MiB of blocks, touched only as used */
 #define STAGE_PIECE     (64u << 10) /* bytes handed to the hasher at a time */
+#define STAGE_HOLD_NS   1000000000  /* 1 s: blocks kept at most this long */
 
 typedef struct stage {
     md5_hasher_stream stream;
@@ -1606,6 +1617,13 @@ typedef struct stage {
     uint64_t off;        /* the body offset of its first byte */
     bool finished;       /* the last piece is hashed: md5 is the body's */
     unsigned char md5[16];
+    /* Once demoted (stage_demote): the MD5 state of the first total bytes,
+     * and the bytes after them short of a 64-byte block. */
+    bool demoted;
+    uint32_t v[4];
+    uint64_t total;
+    unsigned char carry[64 + MD5_LANES_PAD_ROOM];
+    size_t carry_len;
 } stage;
 
 /* Gives the blocks back once the hasher is done with them. */
@@ -1724,6 +1742,88 @@ static bool stage_feed(req *r, const char *data, size_t len)
     return true;
 }
 
+/* A demoted body's MD5 advanced by len bytes at at (a multiple of 64, or
+ * its last bytes, then with room for the padding after them). */
+static bool stage_md5_step(stage *g, unsigned char *at, size_t len, bool last)
+{
+    md5_lanes_piece p = {.off = 0, .len = (uint32_t)len, .last = last};
+    memcpy(p.v, g->v, sizeof p.v);
+    p.total = g->total + len;
+    if (!md5_lanes_advance(MD5_LANES_PORTABLE, at, &p, 1)) /* one stream: the scalar loop */
+        return false;
+    memcpy(g->v, p.v, sizeof g->v);
+    g->total = p.total;
+    if (last)
+        memcpy(g->md5, p.digest, sizeof g->md5);
+    return true;
+}
+
+/* A demoted body's chunk: through the page cache, and into its MD5. */
+static bool stage_feed_demoted(req *r, const char *data, size_t len)
+{
+    stage *g = r->stage;
+    unsigned char *in = (unsigned char *)(uintptr_t)data; /* read only: not a last piece */
+    if (store_fs_slot_write(&r->slot, r->written, data, len) != FERRY_OK)
+        return false;
+    r->written += len;
+    if (g->carry_len > 0) {
+        size_t n = 64 - g->carry_len < len ? 64 - g->carry_len : len;
+        memcpy(g->carry + g->carry_len, in, n);
+        g->carry_len += n;
+        in += n;
+        len -= n;
+        if (g->carry_len < 64)
+            return true;
+        if (!stage_md5_step(g, g->carry, 64, false))
+            return false;
+        g->carry_len = 0;
+    }
+    size_t whole = len & ~(size_t)63;
+    if (whole > 0 && !stage_md5_step(g, in, whole, false))
+        return false;
+    memcpy(g->carry, in + whole, len - whole);
+    g->carry_len = len - whole;
+    return true;
+}
+
+/* Gives a slow body's blocks back: its bytes so far written, the MD5 of
+ * those before its last partial 64-byte block taken over from the hasher,
+ * the rest of the body hashed on this thread (see the top of this part). */
+static bool stage_demote(req *r)
+{
+    stage *g = r->stage;
+    unsigned char *b = g->blocks[g->cur];
+    size_t whole = g->fill & ~(size_t)63;
+    size_t direct = g->fill & ~(size_t)(STORE_FS_DIRECT_ALIGN - 1);
+    ferry_err e = FERRY_OK;
+    if (whole > g->handed)
+        stage_hand(r, whole, false);
+    if (direct > 0)
+        e = store_fs_slot_write_direct(&r->slot, g->off, b, direct);
+    if (e == FERRY_ERR_IO && errno == EINVAL) {
+        e = store_fs_slot_write(&r->slot, g->off, b, g->fill);
+        direct = g->fill;
+    }
+    if (e == FERRY_OK && direct < g->fill)
+        e = store_fs_slot_write(&r->slot, g->off + direct, b + direct, g->fill - direct);
+    if (e != FERRY_OK)
+        return false;
+    r->written += g->fill;
+    g->carry_len = g->fill - whole;
+    memcpy(g->carry, b + whole, g->carry_len);
+    if (!md5_hasher_detach(r->s->hasher, &g->stream, g->v, &g->total)) {
+        errno = EINVAL; /* cannot be: the last piece is handed over only at the end */
+        return false;
+    }
+    stage_release(r->s, g);
+    g->demoted = true;
+    g->off += g->fill;
+    g->fill = g->handed = 0;
+    log_info("store.stage_released", "request_id=%s received=%" PRIu64 " of=%" PRIu64, r->id,
+             r->received, r->expected);
+    return true;
+}
+
 /* The body has arrived: its last block written and hashed, the MD5 known,
  * the blocks given back. Safe to call again. */
 static bool stage_finish(req *r)
@@ -1731,6 +1831,12 @@ static bool stage_finish(req *r)
     stage *g = r->stage;
     if (g == NULL || g->finished)
         return true;
+    if (g->demoted) {
+        if (!stage_md5_step(g, g->carry, g->carry_len, true))
+            return false;
+        g->finished = true;
+        return true;
+    }
     if (!stage_flush(r, true))
         return false;
     if (!md5_hasher_finish(r->s->hasher, &g->stream, g->md5))
@@ -1858,7 +1964,11 @@ static bool body_write(req *r, const char *data, size_t len)
     if (r->stage != NULL) {
         EVP_DigestUpdate(r->sha, data, len);
         r->received += len;
-        if (stage_feed(r, data, len))
+        if (r->stage->demoted ? stage_feed_demoted(r, data, len)
+                              : stage_feed(r, data, len) &&
+                                    (r->received == r->expected ||
+                                     ferry_time_mono_ns() - r->start_ns < STAGE_HOLD_NS ||
+                                     stage_demote(r)))
             return true;
         log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
         defer_error(r, 500, "InternalError", "the store could not write the object");

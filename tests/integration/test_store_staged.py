@@ -14,6 +14,10 @@ MD5'd by the hasher's thread, side by side with the other bodies arriving.
   goes on staging others.
 - A 5 MiB part of a multipart upload is staged too; the completed object is
   whole.
+- Bodies still arriving a second after they began give their blocks back
+  (devices on slow links) and are hashed on their connection's thread from
+  there: more slow bodies than the hasher has blocks for all get their MD5,
+  and a fast body after them is staged again.
 - After a restart every staged object is still whole.
 """
 
@@ -24,6 +28,7 @@ import os
 import re
 import ssl
 import threading
+import time
 
 import botocore.exceptions
 
@@ -163,6 +168,54 @@ class Staged(StoreTestCase):
         got = s3.get_object(Bucket=BUCKET, Key="s/mp")["Body"].read()
         self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(whole).hexdigest())
         self.assertEqual(self.d.data_problems(), [])
+
+    def open_put(self, s3, key, size):
+        url = s3.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": key})
+        ctx = ssl.create_default_context(cafile=self.d.ca)
+        c = http.client.HTTPSConnection("127.0.0.1", self.d.port, context=ctx, timeout=60)
+        c.putrequest("PUT", url[len("https://127.0.0.1:%d" % self.d.port):],
+                     skip_accept_encoding=True)
+        c.putheader("Content-Length", str(size))
+        c.endheaders()
+        return c
+
+    def test_slow_bodies_give_their_blocks_back(self):
+        s3 = self.d.boto3()
+        # 40 bodies, more than the 32 the hasher has blocks for; sizes that
+        # cut pieces, 64-byte blocks and 4 KiB blocks at odd places; packed
+        # regions and files of their own.
+        sizes = [600 * KIB + 77, 2 * MIB + 4095, BLOCK + 1, 700 * KIB]
+        bodies = {"s/slow-%02d" % i: os.urandom(sizes[i % len(sizes)]) for i in range(40)}
+        conns = {}
+        try:
+            for k, v in bodies.items():
+                conns[k] = self.open_put(s3, k, len(v))
+                conns[k].send(v[:100 * KIB + 3])
+            time.sleep(1.3)  # past the second a body may keep its blocks
+            for k, v in bodies.items():
+                conns[k].send(v[100 * KIB + 3:100 * KIB + 1000])
+            wait_until(lambda: self.d.log().count("event=store.stage_released") >= 32,
+                       timeout=20, what="slow bodies gave their blocks back")
+            # A fast body now finds blocks.
+            fast = os.urandom(MIB - 7)
+            self.assertEqual(s3.put_object(Bucket=BUCKET, Key="s/fast", Body=fast)["ETag"],
+                             md5_etag(fast))
+            if self.vector_md5():
+                self.assertEqual(self.stored_how("s/fast"), "staged")
+            for k, v in bodies.items():
+                at = 100 * KIB + 1000
+                while at < len(v):  # odd-sized chunks, across 64-byte blocks
+                    conns[k].send(v[at:at + 33333])
+                    at += 33333
+            for k, c in conns.items():
+                r = c.getresponse()
+                self.assertEqual(r.status, 200, r.read())
+                self.assertEqual(r.getheader("ETag"), md5_etag(bodies[k]), k)
+        finally:
+            for c in conns.values():
+                c.close()
+        bodies["s/fast"] = fast
+        self.check_stored(bodies)
 
 
 if __name__ == "__main__":
