@@ -2965,7 +2965,8 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head,
         if (e == FERRY_OK && op.found && op.offset + op.size > o->size)
             e = FERRY_ERR_DB; /* boundaries that do not fit the object */
         if (e != FERRY_OK || !op.found) {
-            close(fd);
+            if (fd >= 0) /* none for an object made of its parts */
+                close(fd);
             free(o);
             if (e != FERRY_OK)
                 return respond_error(r, c, 503, "SlowDown", "the ledger is busy; retry");
@@ -2981,7 +2982,8 @@ static enum MHD_Result get_object(req *r, struct MHD_Connection *c, bool head,
         rr = store_parse_range(header(c, "Range"), o->size, &first, &length);
     }
     if (rr == STORE_RANGE_UNSATISFIABLE) {
-        close(fd);
+        if (fd >= 0)
+            close(fd);
         free(o);
         return respond_error(r, c, 416, "InvalidRange", "The requested range is not satisfiable");
     }
