@@ -128,16 +128,9 @@ class Staged(StoreTestCase):
 
     def test_cut_off_body_leaves_nothing(self):
         s3 = self.d.boto3()
-        size = 3 * MIB
-        for key, sent in (("s/cut-file", 600 * KIB), ("s/cut-region", 300 * KIB)):
-            n = size if key == "s/cut-file" else 900 * KIB
-            url = s3.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": key})
-            ctx = ssl.create_default_context(cafile=self.d.ca)
-            c = http.client.HTTPSConnection("127.0.0.1", self.d.port, context=ctx, timeout=30)
-            c.putrequest("PUT", url[len("https://127.0.0.1:%d" % self.d.port):],
-                         skip_accept_encoding=True)
-            c.putheader("Content-Length", str(n))
-            c.endheaders()
+        for key, size, sent in (("s/cut-file", 3 * MIB, 600 * KIB),
+                                ("s/cut-region", 900 * KIB, 300 * KIB)):
+            c = self.open_put(s3, key, size)
             c.send(os.urandom(sent))
             c.close()
         wait_until(lambda: self.d.tmp_files() == [], timeout=20, what="cut-off bodies removed")
