@@ -3721,6 +3721,7 @@ ferry_err store_new(const store_config *cfg, store **out)
         pthread_condattr_destroy(&ca);
     }
     pthread_mutex_init(&s->mp_mu, NULL);
+    pthread_mutex_init(&s->mp_read_mu, NULL);
     pthread_cond_init(&s->mp_cv, NULL);
     pthread_mutex_init(&s->watch_mu, NULL);
     {
@@ -3944,6 +3945,8 @@ void store_free(store *s)
         pthread_mutex_destroy(&s->job_mu);
         pthread_cond_destroy(&s->job_cv);
         pthread_mutex_destroy(&s->mp_mu);
+        pthread_mutex_destroy(&s->mp_read_mu);
+        free(s->mp_reading);
         pthread_cond_destroy(&s->mp_cv);
         pthread_mutex_destroy(&s->watch_mu);
         pthread_cond_destroy(&s->watch_cv);

@@ -56,6 +56,13 @@ struct store {
      * (mp_threads, under mp_mu) before stopping libmicrohttpd, after
      * setting mp_abort once shutdown_timeout has passed. */
     pthread_mutex_t mp_mu;
+    /* Objects made of their parts that are being read, and whether they
+     * were deleted or replaced meanwhile (store_multipart.c, "Objects made
+     * of their parts"): their parts' data stays until the last reader is
+     * done. */
+    pthread_mutex_t mp_read_mu;
+    struct store_mp_reading *mp_reading;
+    size_t n_mp_reading, cap_mp_reading;
     pthread_cond_t mp_cv;
     int mp_threads;
     atomic_bool mp_abort;

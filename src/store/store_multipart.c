@@ -857,14 +857,72 @@ typedef struct mp_piece {
 
 /* A completed object is read from up to 10,000 parts; at most this many of
  * them are open at once (an open part holds a file descriptor, and a
- * reader of its pack). Each later group is opened when the reads reach it,
- * the object's row read again after it (one ledger read per 4 parts of at
- * least 5 MiB); an object deleted or replaced by then is not read on (its
- * parts' data may be gone): the response is cut short. */
+ * reader of its pack), each later group opened when the reads reach it.
+ *
+ * Readers are counted per object (s->mp_reading, under s->mp_read_mu),
+ * and the release of an object's parts (store_mp_forget: the part rows
+ * deleted, then their data) and a reader's start (its count, then the
+ * part rows read) exclude each other. So a reader either finds the part
+ * rows gone (the object was deleted or replaced: not found), or finds
+ * them all, and then their data stays until it is done, however the
+ * object changes meanwhile: a delete or replacement while it is being read
+ * is deferred to the last reader's end (store_mp_data_free), as a pack
+ * defers its hole punches, and a GET under way sends the version it began
+ * with, whole. */
 #define MP_OPEN_AHEAD 4
+
+struct store_mp_reading {
+    char file_id[LEDGER_FILE_ID_MAX + 1];
+    unsigned readers;
+    bool forgotten; /* deleted or replaced meanwhile: release after the last reader */
+};
+
+static void release_parts(store *s, const char *file_id);
+
+/* Counts a reader of file_id; false when out of memory (s->mp_read_mu). */
+static bool reading_add(store *s, const char *file_id)
+{
+    for (size_t i = 0; i < s->n_mp_reading; i++)
+        if (strcmp(s->mp_reading[i].file_id, file_id) == 0) {
+            s->mp_reading[i].readers++;
+            return true;
+        }
+    if (s->n_mp_reading == s->cap_mp_reading) {
+        size_t cap = s->cap_mp_reading ? 2 * s->cap_mp_reading : 8;
+        void *grown = realloc(s->mp_reading, cap * sizeof *s->mp_reading);
+        if (grown == NULL)
+            return false;
+        s->mp_reading = grown;
+        s->cap_mp_reading = cap;
+    }
+    struct store_mp_reading *e = &s->mp_reading[s->n_mp_reading++];
+    snprintf(e->file_id, sizeof e->file_id, "%s", file_id);
+    e->readers = 1;
+    e->forgotten = false;
+    return true;
+}
+
+/* A reader of file_id is done; its parts are released if it was the last
+ * and the object is gone. */
+static void reading_drop(store *s, const char *file_id)
+{
+    pthread_mutex_lock(&s->mp_read_mu);
+    for (size_t i = 0; i < s->n_mp_reading; i++) {
+        struct store_mp_reading *e = &s->mp_reading[i];
+        if (strcmp(e->file_id, file_id) != 0 || --e->readers > 0)
+            continue;
+        bool forgotten = e->forgotten;
+        *e = s->mp_reading[--s->n_mp_reading];
+        if (forgotten)
+            release_parts(s, file_id);
+        break;
+    }
+    pthread_mutex_unlock(&s->mp_read_mu);
+}
 
 struct store_mp_data {
     store *s;
+    bool counted; /* among the readers of file_id */
     char bucket[LEDGER_BUCKET_MAX + 1];
     char key[LEDGER_OBJECT_KEY_MAX + 1];
     char file_id[LEDGER_FILE_ID_MAX + 1]; /* the object's ("m...") */
@@ -910,22 +968,20 @@ void store_mp_data_free(store_mp_data *d)
         return;
     for (size_t i = 0; i < d->n; i++)
         piece_close(d, &d->p[i]);
+    if (d->counted)
+        reading_drop(d->s, d->file_id);
     free(d->p);
     free(d);
 }
 
-/* Opens the parts [from, to) that are not open yet, then reads the
- * object's row again: a packed part counts d as a reader of its pack
- * before that (so no hole is punched under bytes being read, as for an
- * object of one piece: store_fs_open_data), and an object deleted or
- * replaced meanwhile is not found (its parts' data may be gone already). */
+/* Opens the parts [from, to) that are not open yet (their data stays while
+ * d is counted as a reader of the object; a packed part's pack counts it
+ * too, as for an object of one piece: store_fs_open_data). */
 static ferry_err pieces_open(store_mp_data *d, size_t from, size_t to)
 {
     store *s = d->s;
-    ledger_object *again;
     ferry_err e = FERRY_OK;
     struct stat st;
-    ledger *l;
     for (size_t i = from; i < to && e == FERRY_OK; i++) {
         mp_piece *q = &d->p[i];
         if (q->fd >= 0)
@@ -937,17 +993,6 @@ static ferry_err pieces_open(store_mp_data *d, size_t from, size_t to)
             piece_close(d, q);
             e = FERRY_ERR_IO;
         }
-    }
-    if (e == FERRY_OK) {
-        again = malloc(sizeof *again);
-        if (again == NULL)
-            return FERRY_ERR_NOMEM;
-        l = store_pool_take(s);
-        e = ledger_object_get(l, d->bucket, d->key, again);
-        store_pool_give(s, l);
-        if (e == FERRY_OK && strcmp(again->file_id, d->file_id) != 0)
-            e = FERRY_ERR_NOT_FOUND;
-        free(again);
     }
     return e;
 }
@@ -979,20 +1024,24 @@ ferry_err store_mp_data_open(store *s, const ledger_object *o, uint64_t first, u
     snprintf(d->bucket, sizeof d->bucket, "%s", o->bucket);
     snprintf(d->key, sizeof d->key, "%s", o->key);
     snprintf(d->file_id, sizeof d->file_id, "%s", o->file_id);
+    pthread_mutex_lock(&s->mp_read_mu);
+    d->counted = reading_add(s, d->file_id);
+    pthread_mutex_unlock(&s->mp_read_mu);
+    if (!d->counted) {
+        free(d);
+        return FERRY_ERR_NOMEM;
+    }
     l = store_pool_take(s);
     e = ledger_object_parts(l, o->file_id, collect_piece, d);
     store_pool_give(s, l);
     total = d->n > 0 ? d->p[d->n - 1].start + d->p[d->n - 1].size : 0;
-    if (e == FERRY_OK && (d->n == 0 || total != o->size)) {
-        /* The parts were released (the object deleted or replaced since
-         * its row was read), or they do not make up the object. */
-        e = pieces_open(d, 0, 0);
-        if (e == FERRY_OK) {
-            log_error("store.parts_mismatch",
-                      "key=\"%s\" file_id=%s parts=%zu bytes=%" PRIu64 " size=%" PRIu64, o->key,
-                      o->file_id, d->n, total, o->size);
-            e = FERRY_ERR_IO;
-        }
+    if (e == FERRY_OK && d->n == 0) {
+        e = FERRY_ERR_NOT_FOUND; /* released: deleted or replaced since its row was read */
+    } else if (e == FERRY_OK && total != o->size) {
+        log_error("store.parts_mismatch",
+                  "key=\"%s\" file_id=%s parts=%zu bytes=%" PRIu64 " size=%" PRIu64, o->key,
+                  o->file_id, d->n, total, o->size);
+        e = FERRY_ERR_IO;
     }
     if (e == FERRY_OK && length > 0) {
         size_t i = piece_at(d, first);
@@ -1110,7 +1159,9 @@ static void remove_piece(const char *data_id, void *arg)
     store_fs_remove_object(arg, data_id);
 }
 
-void store_mp_forget(store *s, const char *file_id)
+/* Releases file_id's part rows and removes their data (s->mp_read_mu
+ * held, so that no reader starts meanwhile). */
+static void release_parts(store *s, const char *file_id)
 {
     uint64_t n = 0;
     ledger *l = store_pool_take(s);
@@ -1124,6 +1175,19 @@ void store_mp_forget(store *s, const char *file_id)
         store_fs_reclaim(&s->fs, l);
         store_pool_give(s, l);
     }
+}
+
+void store_mp_forget(store *s, const char *file_id)
+{
+    pthread_mutex_lock(&s->mp_read_mu);
+    for (size_t i = 0; i < s->n_mp_reading; i++)
+        if (strcmp(s->mp_reading[i].file_id, file_id) == 0) {
+            s->mp_reading[i].forgotten = true; /* the last reader releases them */
+            pthread_mutex_unlock(&s->mp_read_mu);
+            return;
+        }
+    release_parts(s, file_id);
+    pthread_mutex_unlock(&s->mp_read_mu);
 }
 
 /* ---------------------------------------------------------------------- */

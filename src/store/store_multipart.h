@@ -28,8 +28,9 @@
  *   whatever a crash leaves behind, the sweep removes.
  * - Such an object is read across its parts (store_mp_data_*), and deleting
  *   or replacing it releases its part rows after the commit and removes
- *   each part's data (store_mp_forget); part rows a crash left without
- *   their object are released by the start-up sweep.
+ *   each part's data (store_mp_forget), or after its last reader is done
+ *   when it is being read; part rows a crash left without their object are
+ *   released by the start-up sweep.
  * - Aborted and expired uploads leave nothing: their rows go in one
  *   transaction, their files after it.
  * - The CompleteMultipartUpload body is untrusted: it is collected up to
