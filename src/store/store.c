@@ -2386,7 +2386,8 @@ out:
 /* CopyObject: PUT with x-amz-copy-source, for operators. The source's bytes
  * go to a new data file committed like an upload (fdatasync, rename, fsync
  * of the directory, then the ledger row); the copy keeps the source's
- * ETag, SHA-256 and size, and its content type and metadata unless
+ * ETag (unless the source is made of its parts: see copy_object_work),
+ * SHA-256 and size, and its content type and metadata unless
  * x-amz-metadata-directive is REPLACE; the x-amz-copy-source-if-*
  * conditions are checked (store_copy_source_open). Not supported: versions
  * (NotImplemented). */
@@ -2400,10 +2401,16 @@ static void copy_object_work(req *r)
     store *s = r->s;
     ledger_object *o = r->obj;
     char replaced[LEDGER_FILE_ID_MAX + 1] = "";
+    unsigned char md5[16];
     ferry_err e = FERRY_OK;
 
+    /* A copy of an object made of its parts is an object of one piece,
+     * and its ETag the MD5 of its bytes (S3 gives a copy made in one
+     * request the same), not the source's "-N": that one names parts the
+     * copy does not have. Any other copy keeps the source's bytes and
+     * so its ETag. */
     if (!(r->copy_parts != NULL
-              ? store_mp_data_copy(r->copy_parts, 0, o->size, &r->slot, &s->mp_abort)
+              ? store_mp_data_copy(r->copy_parts, 0, o->size, &r->slot, &s->mp_abort, md5)
               : copy_bytes(r->copy_in, r->copy_in_base, &r->slot, o->size, &s->mp_abort)))
         e = errno == ECANCELED ? FERRY_ERR_UNAVAILABLE : FERRY_ERR_IO;
     else if (store_fs_slot_sync(&s->fs, &r->slot) != FERRY_OK)
@@ -2419,6 +2426,8 @@ static void copy_object_work(req *r)
     store_mp_data_free(r->copy_parts);
     r->copy_parts = NULL;
     if (e == FERRY_OK) {
+        if (store_fs_is_parts(o->file_id))
+            store_hex(md5, sizeof md5, o->etag);
         snprintf(o->bucket, sizeof o->bucket, "%s", r->t.bucket);
         memcpy(o->key, r->t.key, r->t.key_len + 1);
         snprintf(o->file_id, sizeof o->file_id, "%s", r->slot.id);

@@ -1091,11 +1091,14 @@ ssize_t store_mp_data_read(store_mp_data *d, void *buf, size_t len, uint64_t off
 }
 
 bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_slot *out,
-                        const atomic_bool *abort)
+                        const atomic_bool *abort, unsigned char md5[16])
 {
     unsigned char *buf = malloc(MP_COPY_BLOCK);
     uint64_t done = 0, wb_start = 0;
-    bool ok = buf != NULL;
+    EVP_MD_CTX *ctx = md5 != NULL ? EVP_MD_CTX_new() : NULL;
+    unsigned int mlen = 0;
+    bool ok = buf != NULL && (md5 == NULL || (ctx != NULL && EVP_DigestInit_ex(ctx, EVP_md5(),
+                                                                                NULL) == 1));
     while (ok && done < n) {
         size_t want = n - done < MP_COPY_BLOCK ? (size_t)(n - done) : MP_COPY_BLOCK;
         ssize_t k;
@@ -1111,7 +1114,8 @@ bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_s
             ok = false;
             break;
         }
-        ok = store_fs_slot_write(out, done, buf, (size_t)k) == FERRY_OK;
+        ok = store_fs_slot_write(out, done, buf, (size_t)k) == FERRY_OK &&
+             (ctx == NULL || EVP_DigestUpdate(ctx, buf, (size_t)k) == 1);
         done += (uint64_t)k;
         if (ok && done - wb_start >= MP_WRITEBACK) {
             (void)sync_file_range(out->fd, (off_t)(out->base + wb_start), (off_t)(done - wb_start),
@@ -1119,6 +1123,9 @@ bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_s
             wb_start = done;
         }
     }
+    if (ok && ctx != NULL)
+        ok = EVP_DigestFinal_ex(ctx, md5, &mlen) == 1;
+    EVP_MD_CTX_free(ctx);
     free(buf);
     return ok;
 }

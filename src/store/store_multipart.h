@@ -130,9 +130,10 @@ __attribute__((warn_unused_result)) ferry_err store_mp_data_open(store *s, const
  * opened late whose object is gone (ENOENT). */
 ssize_t store_mp_data_read(store_mp_data *d, void *buf, size_t len, uint64_t off);
 /* Copies n bytes from the object's offset first to out (from its offset
- * 0), giving up (errno ECANCELED) once *abort is set. */
+ * 0), giving up (errno ECANCELED) once *abort is set; with md5 not NULL,
+ * the MD5 of the bytes copied goes there. */
 bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_slot *out,
-                        const atomic_bool *abort);
+                        const atomic_bool *abort, unsigned char md5[16]);
 /* A GetObject response of bytes [first, first + length): takes d (freed
  * with the response, or at once when none can be made). */
 struct MHD_Response *store_mp_data_response(store_mp_data *d, uint64_t first, uint64_t length);
