@@ -1238,8 +1238,9 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
  * is full (memory per upload: PIPE_DEPTH blocks).
  * At most PIPES_MAX uploads use a pipeline at once; others hash inline.
  *
- * Direct writes: the writer writes the blocks of a data file with O_DIRECT
- * (the blocks are page-aligned, every one but the last a whole number of
+ * Direct writes: the writer writes the blocks with O_DIRECT, through the
+ * slot's direct descriptor (store_fs_slot_direct: a file's own, a pack's
+ * second one) (the blocks are page-aligned, every one but the last a whole number of
  * pages), so the bytes go from the block to the disk without a page-cache
  * copy and without writeback running behind the upload; the last, partial
  * block goes through the page cache. The fdatasync before the answer then
@@ -1247,8 +1248,7 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
  * Measured on this machine with a 1 GiB PUT: the buffered copy and its
  * writeback (sync_file_range every 8 MiB) cost ferryd 2.5-3.5 s of CPU per
  * GiB, more than MD5 and SHA-256 together. A file system that refuses
- * O_DIRECT (tmpfs) keeps the buffered writes. Pack regions (a pack_max_object
- * set above PIPE_MIN_BYTES) stay buffered: a pack's descriptor is shared.
+ * O_DIRECT (tmpfs) keeps the buffered writes.
  */
 #define PIPE_BLOCK     (256u << 10)
 #define PIPE_DEPTH     8
@@ -1276,7 +1276,7 @@ typedef struct hash_pipe {
     bool closing;
     bool write_failed; /* under mu; the writer stops writing, the worker feeding */
     int write_errno;
-    bool direct; /* the writer's: the slot's descriptor has O_DIRECT set */
+    bool direct; /* the writer's: whole blocks go through the slot's direct descriptor */
     size_t fill; /* bytes in the block being filled: blocks[produced % DEPTH] */
 } hash_pipe;
 
@@ -1286,27 +1286,6 @@ typedef struct pipe_arg {
 } pipe_arg;
 
 static void writeback_kick(req *r);
-
-#define DIRECT_ALIGN 4096u
-
-/* Sets O_DIRECT on the data file of p's upload (see "Direct writes"). */
-static void pipe_direct_on(hash_pipe *p)
-{
-    int fd = p->r->slot.fd;
-    int fl = fcntl(fd, F_GETFL);
-    if (p->r->slot.pack != NULL || p->r->slot.base % DIRECT_ALIGN != 0 || fl < 0)
-        return;
-    p->direct = fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
-}
-
-static void pipe_direct_off(hash_pipe *p)
-{
-    int fd = p->r->slot.fd;
-    int fl = fcntl(fd, F_GETFL);
-    if (p->direct && fl >= 0)
-        (void)fcntl(fd, F_SETFL, fl & ~O_DIRECT);
-    p->direct = false;
-}
 
 #define PIPE_WRITE_BLOCKS 4 /* blocks the writer writes in one call, when ready */
 
@@ -1319,11 +1298,13 @@ static ferry_err pipe_write_iov(hash_pipe *p, const struct iovec *iov, int n)
     ferry_err e;
     for (int i = 0; i < n; i++)
         len += iov[i].iov_len;
-    e = store_fs_slot_writev(&r->slot, r->written, iov, n);
-    if (e != FERRY_OK && p->direct && errno == EINVAL) {
-        pipe_direct_off(p);
-        e = store_fs_slot_writev(&r->slot, r->written, iov, n);
+    if (p->direct) {
+        e = store_fs_slot_writev_direct(&r->slot, r->written, iov, n);
+        if (e == FERRY_ERR_IO && errno == EINVAL)
+            p->direct = false; /* refused: plain writes from here on */
     }
+    if (!p->direct)
+        e = store_fs_slot_writev(&r->slot, r->written, iov, n);
     if (e == FERRY_OK) {
         r->written += len;
         if (!p->direct)
@@ -1333,8 +1314,8 @@ static ferry_err pipe_write_iov(hash_pipe *p, const struct iovec *iov, int n)
 }
 
 /* The writer's write of the n blocks from ring position first: a last
- * block that is not a whole number of pages goes through the page cache
- * (O_DIRECT cleared), the others together. */
+ * block that is not a whole number of pages goes through the page cache,
+ * the others together. */
 static ferry_err pipe_write(hash_pipe *p, uint64_t first, int n)
 {
     struct iovec iov[PIPE_WRITE_BLOCKS];
@@ -1344,10 +1325,10 @@ static ferry_err pipe_write(hash_pipe *p, uint64_t first, int n)
         iov[i].iov_base = p->blocks[idx];
         iov[i].iov_len = p->lens[idx];
     }
-    if (p->direct && iov[n - 1].iov_len % DIRECT_ALIGN != 0) {
+    if (p->direct && iov[n - 1].iov_len % STORE_FS_DIRECT_ALIGN != 0) {
         if (n > 1 && (e = pipe_write_iov(p, iov, n - 1)) != FERRY_OK)
             return e;
-        pipe_direct_off(p);
+        p->direct = false;
         return pipe_write_iov(p, &iov[n - 1], 1);
     }
     return pipe_write_iov(p, iov, n);
@@ -1356,7 +1337,7 @@ static ferry_err pipe_write(hash_pipe *p, uint64_t first, int n)
 static uint64_t pipe_done(const hash_pipe *p);
 
 /* Helper k: 0 and 1 hash each block (MD5, SHA-256), 2 writes it to the file
- * (and owns r->written, the early writeback and O_DIRECT while the pipeline
+ * (and owns r->written, the early writeback and direct writes while the pipeline
  * runs). */
 static void *pipe_thread(void *arg)
 {
@@ -1410,7 +1391,6 @@ static void pipe_join(hash_pipe *p)
     for (int k = 0; k < p->started; k++)
         pthread_join(p->threads[k], NULL);
     p->started = 0;
-    pipe_direct_off(p); /* the writer is done: the descriptor as it was */
 }
 
 /* Stops the helpers and frees the pipeline. Safe on NULL. */
@@ -1449,13 +1429,13 @@ static hash_pipe *pipe_new(req *r)
         pthread_cond_init(&p->helper_cv[k], NULL);
     pthread_cond_init(&p->worker_cv, NULL);
     for (int i = 0; i < PIPE_DEPTH; i++) {
-        p->blocks[i] = aligned_alloc(DIRECT_ALIGN, PIPE_BLOCK);
+        p->blocks[i] = aligned_alloc(STORE_FS_DIRECT_ALIGN, PIPE_BLOCK);
         if (p->blocks[i] == NULL) {
             pipe_free(s, p);
             return NULL;
         }
     }
-    pipe_direct_on(p);
+    p->direct = store_fs_slot_direct(&s->fs, &r->slot);
     for (int k = 0; k < PIPE_HELPERS; k++) {
         pipe_arg *a = malloc(sizeof *a);
         if (a != NULL) {
@@ -1689,24 +1669,13 @@ static bool stage_flush(req *r, bool last)
     stage *g = r->stage;
     unsigned char *b = g->blocks[g->cur];
     size_t len = g->fill, direct = len;
-    ferry_err e = FERRY_OK;
     if (last && r->slot.pack != NULL) {
         direct = (len + STORE_FS_DIRECT_ALIGN - 1) & ~(size_t)(STORE_FS_DIRECT_ALIGN - 1);
         memset(b + len, 0, direct - len);
     } else if (last) {
         direct = len & ~(size_t)(STORE_FS_DIRECT_ALIGN - 1);
     }
-    if (direct > 0)
-        e = store_fs_slot_write_direct(&r->slot, g->off, b, direct);
-    if (e == FERRY_ERR_IO && errno == EINVAL) {
-        /* A file system that opens with O_DIRECT but refuses the write:
-         * through the page cache, as unstaged bodies go. */
-        e = store_fs_slot_write(&r->slot, g->off, b, len);
-        direct = len;
-    }
-    if (e == FERRY_OK && direct < len)
-        e = store_fs_slot_write(&r->slot, g->off + direct, b + direct, len - direct);
-    if (e != FERRY_OK)
+    if (store_fs_slot_write_split(&r->slot, g->off, b, len, direct) != FERRY_OK)
         return false;
     r->written += len;
     if (last)
@@ -1795,18 +1764,9 @@ static bool stage_demote(req *r)
     unsigned char *b = g->blocks[g->cur];
     size_t whole = g->fill & ~(size_t)63;
     size_t direct = g->fill & ~(size_t)(STORE_FS_DIRECT_ALIGN - 1);
-    ferry_err e = FERRY_OK;
     if (whole > g->handed)
         stage_hand(r, whole, false);
-    if (direct > 0)
-        e = store_fs_slot_write_direct(&r->slot, g->off, b, direct);
-    if (e == FERRY_ERR_IO && errno == EINVAL) {
-        e = store_fs_slot_write(&r->slot, g->off, b, g->fill);
-        direct = g->fill;
-    }
-    if (e == FERRY_OK && direct < g->fill)
-        e = store_fs_slot_write(&r->slot, g->off + direct, b + direct, g->fill - direct);
-    if (e != FERRY_OK)
+    if (store_fs_slot_write_split(&r->slot, g->off, b, g->fill, direct) != FERRY_OK)
         return false;
     r->written += g->fill;
     g->carry_len = g->fill - whole;

@@ -885,50 +885,81 @@ ferry_err store_fs_slot_write(store_fs_slot *slot, uint64_t off, const void *dat
     return store_fs_slot_writev(slot, off, &one, 1);
 }
 
-ferry_err store_fs_slot_writev(store_fs_slot *slot, uint64_t off, const struct iovec *iov,
-                               int iovcnt)
+/* Copies iov's non-empty buffers into left and checks that off + their
+ * length stays within the slot (a region's room: its size, or its size
+ * rounded up to 4 KiB for direct writes). */
+static ferry_err iov_take(const store_fs_slot *slot, uint64_t off, const struct iovec *iov,
+                          int iovcnt, uint64_t room, struct iovec *left, int *n)
 {
-    struct iovec left[STORE_FS_IOV_MAX];
     uint64_t len = 0;
-    int n = 0;
+    *n = 0;
     if (iovcnt < 1 || iovcnt > STORE_FS_IOV_MAX)
         return FERRY_ERR_INVALID;
     for (int i = 0; i < iovcnt; i++) {
         len += iov[i].iov_len;
         if (iov[i].iov_len > 0)
-            left[n++] = iov[i];
+            left[(*n)++] = iov[i];
     }
-    if (slot->pack != NULL && off + len > slot->room)
+    if (slot->pack != NULL && off + len > room)
         return FERRY_ERR_TOO_LARGE; /* never past the region */
+    return FERRY_OK;
+}
+
+ferry_err store_fs_slot_writev(store_fs_slot *slot, uint64_t off, const struct iovec *iov,
+                               int iovcnt)
+{
+    struct iovec left[STORE_FS_IOV_MAX];
+    int n;
+    ferry_err err = iov_take(slot, off, iov, iovcnt, slot->room, left, &n);
+    if (err != FERRY_OK)
+        return err;
     return pwritev_all(slot->fd, left, n, slot->base + off);
 }
 
 bool store_fs_slot_direct(store_fs *fs, store_fs_slot *slot)
 {
-    char p[STORE_PATH_MAX];
     if (slot->fd < 0)
         return false;
     if (slot->pack != NULL)
         return slot->base % STORE_FS_DIRECT_ALIGN == 0 && slot->pack->dfd >= 0;
-    if (slot->dfd < 0) {
-        snprintf(p, sizeof p, "%s/objects/%c%c/%s", fs->root, slot->id[0], slot->id[1], slot->id);
-        slot->dfd = open(p, O_WRONLY | O_DIRECT | O_CLOEXEC);
-    }
+    if (slot->dfd < 0 && id_ok(slot->id))
+        slot->dfd = openat(fs->dirs[dir_index(slot->id)].fd, slot->id,
+                           O_WRONLY | O_DIRECT | O_CLOEXEC);
     return slot->dfd >= 0;
 }
 
-ferry_err store_fs_slot_write_direct(store_fs_slot *slot, uint64_t off, const void *buf,
-                                     size_t len)
+ferry_err store_fs_slot_writev_direct(store_fs_slot *slot, uint64_t off, const struct iovec *iov,
+                                      int iovcnt)
 {
-    int fd = slot->pack != NULL ? slot->pack->dfd : slot->dfd;
-    if (fd < 0 || off % STORE_FS_DIRECT_ALIGN != 0 || len % STORE_FS_DIRECT_ALIGN != 0 ||
-        (uintptr_t)buf % STORE_FS_DIRECT_ALIGN != 0)
+    struct iovec left[STORE_FS_IOV_MAX];
+    int n, fd = slot->pack != NULL ? slot->pack->dfd : slot->dfd;
+    ferry_err err = iov_take(slot, off, iov, iovcnt, align_up(slot->room), left, &n);
+    if (err != FERRY_OK)
+        return err;
+    if (fd < 0 || off % STORE_FS_DIRECT_ALIGN != 0)
         return FERRY_ERR_INVALID;
-    if (slot->pack != NULL && off + len > align_up(slot->room))
-        return FERRY_ERR_TOO_LARGE; /* never past the region */
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)left[i].iov_base % STORE_FS_DIRECT_ALIGN != 0 ||
+            left[i].iov_len % STORE_FS_DIRECT_ALIGN != 0)
+            return FERRY_ERR_INVALID;
     /* A short direct write ends on a block boundary (the disk's). */
-    struct iovec one = {.iov_base = (void *)(uintptr_t)buf, .iov_len = len};
-    return pwritev_all(fd, &one, 1, slot->base + off);
+    return pwritev_all(fd, left, n, slot->base + off);
+}
+
+ferry_err store_fs_slot_write_split(store_fs_slot *slot, uint64_t off, const void *buf,
+                                    size_t len, size_t direct)
+{
+    const char *b = buf;
+    ferry_err err = FERRY_OK;
+    if (direct > 0) {
+        struct iovec one = {.iov_base = (void *)(uintptr_t)buf, .iov_len = direct};
+        err = store_fs_slot_writev_direct(slot, off, &one, 1);
+        if (err == FERRY_ERR_IO && errno == EINVAL)
+            return store_fs_slot_write(slot, off, buf, len); /* refused: as plain writes go */
+    }
+    if (err == FERRY_OK && direct < len)
+        err = store_fs_slot_write(slot, off + direct, b + direct, len - direct);
+    return err;
 }
 
 void store_fs_slot_written(store_fs_slot *slot)

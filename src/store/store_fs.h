@@ -187,15 +187,28 @@ __attribute__((warn_unused_result)) ferry_err store_fs_slot_writev(store_fs_slot
  * (tmpfs), and then plain writes are the only ones. */
 #define STORE_FS_DIRECT_ALIGN 4096u
 bool store_fs_slot_direct(store_fs *fs, store_fs_slot *slot);
-/* Writes len bytes of buf at the body's offset off, directly: buf, off and
- * len multiples of STORE_FS_DIRECT_ALIGN. A region may be written up to its
- * reserved length (its size rounded up to 4 KiB: the last block padded);
- * a file's last bytes that do not fill a block go through
- * store_fs_slot_write, so that the file ends where the body does. */
-__attribute__((warn_unused_result)) ferry_err store_fs_slot_write_direct(store_fs_slot *slot,
-                                                                         uint64_t off,
-                                                                         const void *buf,
-                                                                         size_t len);
+/* Writes the iovcnt buffers of iov at the body's offset off, directly:
+ * off and every buffer's address and length multiples of
+ * STORE_FS_DIRECT_ALIGN (FERRY_ERR_INVALID otherwise). A region may be
+ * written up to its reserved length (its size rounded up to 4 KiB: the
+ * last block padded); a file's last bytes that do not fill a block go
+ * through store_fs_slot_write, so that the file ends where the body does.
+ * FERRY_ERR_IO with errno EINVAL: the file system refused the direct
+ * write (then plain writes are the way). */
+__attribute__((warn_unused_result)) ferry_err store_fs_slot_writev_direct(store_fs_slot *slot,
+                                                                          uint64_t off,
+                                                                          const struct iovec *iov,
+                                                                          int iovcnt);
+/* Writes len bytes of buf at off: the first direct bytes directly (direct
+ * a multiple of STORE_FS_DIRECT_ALIGN; it may exceed len by a pack
+ * region's padding, which buf must hold), the rest through the page
+ * cache; all of it through the page cache if the file system refuses the
+ * direct write. */
+__attribute__((warn_unused_result)) ferry_err store_fs_slot_write_split(store_fs_slot *slot,
+                                                                        uint64_t off,
+                                                                        const void *buf,
+                                                                        size_t len,
+                                                                        size_t direct);
 /* Says that every byte of the slot is written: a pack's next fdatasync
  * covers it. store_fs_slot_sync does it too; calling it first for every
  * slot of a batch lets one fdatasync cover the whole batch. */
