@@ -1240,8 +1240,8 @@ static bool check_grant(req *r, struct MHD_Connection *c, const char *method, en
  *
  * Direct writes: the writer writes the blocks with O_DIRECT, through the
  * slot's direct descriptor (store_fs_slot_direct: a file's own, a pack's
- * second one) (the blocks are page-aligned, every one but the last a whole number of
- * pages), so the bytes go from the block to the disk without a page-cache
+ * second one). The blocks are page-aligned, every one but the last a whole
+ * number of pages, so the bytes go from the block to the disk without a page-cache
  * copy and without writeback running behind the upload; the last, partial
  * block goes through the page cache. The fdatasync before the answer then
  * flushes the disk's cache and the file's size and extents, as before.
@@ -1912,42 +1912,33 @@ static enum MHD_Result begin_put(req *r, struct MHD_Connection *c, const header_
  * deferring an error and dropping the file) when it cannot be written. */
 static bool body_write(req *r, const char *data, size_t len)
 {
-    if (r->pipe != NULL) {
-        r->received += len;
-        if (pipe_feed(r->pipe, data, len))
-            return true;
-        log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
-        defer_error(r, 500, "InternalError", "the store could not write the object");
-        req_discard_upload(r);
-        return false;
-    }
-    if (r->stage != NULL) {
-        EVP_DigestUpdate(r->sha, data, len);
-        r->received += len;
-        if (r->stage->demoted ? stage_feed_demoted(r, data, len)
-                              : stage_feed(r, data, len) &&
-                                    (r->received == r->expected ||
-                                     ferry_time_mono_ns() - r->start_ns < STAGE_HOLD_NS ||
-                                     stage_demote(r)))
-            return true;
-        log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
-        defer_error(r, 500, "InternalError", "the store could not write the object");
-        req_discard_upload(r);
-        return false;
-    }
-    if (!r->md5_later)
-        EVP_DigestUpdate(r->md5, data, len);
-    EVP_DigestUpdate(r->sha, data, len);
+    bool ok;
     r->received += len;
-    if (store_fs_slot_write(&r->slot, r->written, data, len) != FERRY_OK) {
+    if (r->pipe != NULL) {
+        ok = pipe_feed(r->pipe, data, len); /* both digests on its threads */
+    } else if (r->stage != NULL) {
+        EVP_DigestUpdate(r->sha, data, len);
+        ok = r->stage->demoted ? stage_feed_demoted(r, data, len)
+                               : stage_feed(r, data, len) &&
+                                     (r->received == r->expected ||
+                                      ferry_time_mono_ns() - r->start_ns < STAGE_HOLD_NS ||
+                                      stage_demote(r));
+    } else {
+        if (!r->md5_later)
+            EVP_DigestUpdate(r->md5, data, len);
+        EVP_DigestUpdate(r->sha, data, len);
+        ok = store_fs_slot_write(&r->slot, r->written, data, len) == FERRY_OK;
+        if (ok) {
+            r->written += len;
+            writeback_kick(r);
+        }
+    }
+    if (!ok) {
         log_error("store.write_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
         defer_error(r, 500, "InternalError", "the store could not write the object");
         req_discard_upload(r);
-        return false;
     }
-    r->written += len;
-    writeback_kick(r);
-    return true;
+    return ok;
 }
 
 /* One chunk of body: to the file and the digests. (A client too slow to
