@@ -635,28 +635,12 @@ void broker_link_wake_within(broker_link *link, int ms)
         link->loop_timeout_ms = ms < 1 ? 1 : ms;
 }
 
-/* CLOCK_MONOTONIC (the waiters' condattr) now + timeout_ms (< 0: now). */
-static struct timespec deadline_after_ms(int64_t timeout_ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if (timeout_ms < 0)
-        timeout_ms = 0;
-    t.tv_sec += (time_t)(timeout_ms / 1000);
-    t.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
 ferry_err broker_link_publish_acked(broker_link *link, const char *topic, const void *payload,
                                     size_t len, const broker_publish_options *options,
                                     int64_t timeout_ms)
 {
     ack_waiter waiter = {.mid = -1};
-    struct timespec deadline = deadline_after_ms(timeout_ms);
+    struct timespec deadline = ferry_time_mono_deadline(timeout_ms * 1000000);
 
     if (pthread_cond_init(&waiter.cond, &link->ack_condattr) != 0)
         return FERRY_ERR_NOMEM;
@@ -763,7 +747,7 @@ out:
 size_t broker_ack_set_wait(broker_ack_set *set, int64_t timeout_ms)
 {
     broker_link *link = set->link;
-    struct timespec deadline = deadline_after_ms(timeout_ms);
+    struct timespec deadline = ferry_time_mono_deadline(timeout_ms * 1000000);
     pthread_mutex_lock(&link->ack_lock);
     while (set->pending > 0) {
         if (pthread_cond_timedwait(&set->cond, &link->ack_lock, &deadline) == ETIMEDOUT)

@@ -184,6 +184,21 @@ int64_t ferry_time_now(void)
     return (int64_t)ts.tv_sec;
 }
 
+struct timespec ferry_time_mono_deadline(int64_t ns)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if (ns < 0)
+        ns = 0;
+    t.tv_sec += (time_t)(ns / 1000000000);
+    t.tv_nsec += (long)(ns % 1000000000);
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 int64_t ferry_time_mono_ns(void)
 {
     struct timespec ts;

@@ -11,6 +11,7 @@
 #define FERRY_COMMON_TIMEFMT_H
 
 #include <stdint.h>
+#include <time.h>
 
 #include "ferry/ferry_error.h"
 
@@ -42,5 +43,8 @@ __attribute__((warn_unused_result)) ferry_err ferry_time_parse_iso8601(const cha
 /* Wall clock, UTC seconds; and a monotonic clock in nanoseconds. */
 int64_t ferry_time_now(void);
 int64_t ferry_time_mono_ns(void);
+/* CLOCK_MONOTONIC now + ns (negative: now), as a timespec: the deadline of
+ * a pthread_cond_timedwait on a condition set to that clock. */
+struct timespec ferry_time_mono_deadline(int64_t ns);
 
 #endif

@@ -44,6 +44,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "common/timefmt.h"
 #include "md5_lanes_int.h"
 
 /* A block and the rest of its last page: the padding's room, and the next
@@ -139,18 +140,6 @@ static md5_hasher_stream *list_pop(md5_hasher *h)
     return s;
 }
 
-static struct timespec after_ns(long ns)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_nsec += ns;
-    if (t.tv_nsec >= 1000000000) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000;
-    }
-    return t;
-}
-
 static bool earlier(const struct timespec *a, const struct timespec *b)
 {
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
@@ -175,11 +164,11 @@ static void gather(md5_hasher *h)
     bool blocked = false;
     if (h->listed >= h->width || h->listed >= h->active || h->stop)
         return;
-    deadline = after_ns(GATHER_NS);
+    deadline = ferry_time_mono_deadline(GATHER_NS);
     h->gathering = true;
     while (h->listed < h->width && h->listed < h->active && !h->stop) {
         if (h->blocked > 0 && !blocked) {
-            struct timespec soon = after_ns(GATHER_BLOCKED_NS);
+            struct timespec soon = ferry_time_mono_deadline(GATHER_BLOCKED_NS);
             blocked = true;
             if (earlier(&soon, &deadline))
                 deadline = soon;

@@ -36,7 +36,7 @@
 #endif
 
 #define LANE_CHUNK  (64u << 10)         /* bytes of a stream per lane and round */
-#define LANE_STRIDE (LANE_CHUNK + 128u) /* room for the padding after a last piece */
+#define LANE_STRIDE (LANE_CHUNK + MD5_LANES_PAD_ROOM) /* the padding after a last piece */
 #define ARENA_BYTES ((size_t)MD5_LANES_MAX * LANE_STRIDE)
 
 struct md5_lanes_scratch {
@@ -590,16 +590,18 @@ void md5_lanes_files_with(md5_lanes_kind kind, md5_lanes_file *files, size_t n,
     run_kind(kind, &set, scratch->arena);
 }
 
+md5_lanes_kind md5_lanes_for(md5_lanes_kind kind, size_t n)
+{
+    if (n <= 8 && kind == MD5_LANES_AVX512)
+        return md5_lanes_supported(MD5_LANES_AVX512VL) ? MD5_LANES_AVX512VL : MD5_LANES_AVX2;
+    return kind;
+}
+
 void md5_lanes_files(md5_lanes_file *files, size_t n, md5_lanes_scratch *scratch)
 {
-    md5_lanes_kind kind = md5_lanes_best();
     /* One or two streams run faster through OpenSSL's assembly than in a
-     * register of mostly idle lanes; up to 8, 256-bit registers do the
-     * same work as 512-bit ones in fewer micro-operations. */
-    if (n < 3)
-        kind = MD5_LANES_OPENSSL;
-    else if (n <= 8 && kind == MD5_LANES_AVX512)
-        kind = md5_lanes_supported(MD5_LANES_AVX512VL) ? MD5_LANES_AVX512VL : MD5_LANES_AVX2;
+     * register of mostly idle lanes. */
+    md5_lanes_kind kind = n < 3 ? MD5_LANES_OPENSSL : md5_lanes_for(md5_lanes_best(), n);
     md5_lanes_files_with(kind, files, n, scratch);
 }
 
@@ -679,13 +681,8 @@ bool md5_lanes_advance(md5_lanes_kind kind, unsigned char *arena, md5_lanes_piec
         return false;
     /* A lone stream runs at the latency of MD5's dependency chain, which
      * the scalar loop keeps shorter than a vector register of idle lanes
-     * (here ~710 MB/s against ~445 with AVX-512VL; bench/md5_hasher). Up
-     * to 8 streams fit the 8-lane kinds, which do the same work in fewer
-     * micro-operations than 512-bit registers (md5_lanes_files). */
-    if (n == 1)
-        kind = MD5_LANES_PORTABLE;
-    else if (n <= 8 && kind == MD5_LANES_AVX512)
-        kind = md5_lanes_supported(MD5_LANES_AVX512VL) ? MD5_LANES_AVX512VL : MD5_LANES_AVX2;
+     * (here ~710 MB/s against ~445 with AVX-512VL; bench/md5_hasher). */
+    kind = n == 1 ? MD5_LANES_PORTABLE : md5_lanes_for(kind, n);
     md5_core_fn core = core_of(kind);
     if (core == NULL)
         return false;

@@ -67,7 +67,13 @@ void md5_lanes_scratch_free(md5_lanes_scratch *s); /* safe on NULL */
  * without vector support, AVX-512VL (or AVX2) up to 8, AVX-512 above. */
 void md5_lanes_files(md5_lanes_file *files, size_t n, md5_lanes_scratch *scratch);
 
-/* The same with the kind given (it must be supported). */
+/* The kind that runs n streams side by side best, given the CPU's widest
+ * kind: up to 8 streams, 256-bit registers (AVX-512VL, or AVX2) do the
+ * work of 512-bit ones in fewer micro-operations; otherwise kind. */
+md5_lanes_kind md5_lanes_for(md5_lanes_kind kind, size_t n);
+
+/* The same with the kind given (one this CPU does not support: OpenSSL's
+ * MD5 instead). */
 void md5_lanes_files_with(md5_lanes_kind kind, md5_lanes_file *files, size_t n,
                           md5_lanes_scratch *scratch);
 

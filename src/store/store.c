@@ -445,13 +445,7 @@ static size_t take_jobs(store *s, req **jobs, size_t *n, uint64_t *later_bytes)
 
 static void gather_jobs(store *s, req **jobs, size_t *n, size_t later, uint64_t later_bytes)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_nsec += MD5_GATHER_NS;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    struct timespec deadline = ferry_time_mono_deadline(MD5_GATHER_NS);
     s->gathering = true;
     while (later < MD5_GATHER_WANT && *n < COMMIT_BATCH_MAX && !s->job_stop &&
            atomic_load(&s->later_arriving) > 0) {
@@ -851,13 +845,7 @@ static void *watch_thread(void *arg)
     store *s = arg;
     pthread_mutex_lock(&s->watch_mu);
     while (!s->watch_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += (long)WATCH_TICK_MS * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = ferry_time_mono_deadline((int64_t)WATCH_TICK_MS * 1000000);
         (void)pthread_cond_timedwait(&s->watch_cv, &s->watch_mu, &ts);
         int64_t now = ferry_time_mono_ns();
         for (req *r = s->watch_head; r != NULL && !s->watch_stop; r = r->w_next)
@@ -3716,11 +3704,7 @@ ferry_err store_new(const store_config *cfg, store **out)
     s->md5_kind = md5_lanes_best();
     /* Eight lanes of AVX-512VL cost no more per stream than sixteen of
      * AVX-512 here (bench/md5_hasher), and a pass of eight fills sooner. */
-    s->hasher = md5_hasher_new(s->md5_kind == MD5_LANES_AVX512 &&
-                                       md5_lanes_supported(MD5_LANES_AVX512VL)
-                                   ? MD5_LANES_AVX512VL
-                                   : s->md5_kind,
-                               STAGE_BLOCKS); /* NULL: no staging */
+    s->hasher = md5_hasher_new(md5_lanes_for(s->md5_kind, 8), STAGE_BLOCKS); /* NULL: no staging */
     s->min_upload_rate = cfg->min_upload_rate;
     s->min_rate_grace_ns = (int64_t)cfg->min_rate_grace_s * 1000000000;
     s->max_headers = cfg->max_headers > 0 ? cfg->max_headers : SIGV4_MAX_HEADERS;
