@@ -174,7 +174,8 @@ __attribute__((warn_unused_result)) ferry_err ledger_set_sync(ledger *l, ledger_
  * left. So its owner checkpoints that tail itself between two of its
  * transactions. *log_frames (may be NULL) is set to the frames in the log,
  * *copied_frames (may be NULL) to how many of them are now in the
- * database; both are 0 when the log was just started over. */
+ * database; both are 0 when the log was just started over, or when another
+ * connection was checkpointing (SQLITE_BUSY, not an error). */
 __attribute__((warn_unused_result)) ferry_err ledger_set_autocheckpoint(ledger *l, bool on);
 __attribute__((warn_unused_result)) ferry_err ledger_checkpoint(ledger *l, uint64_t *log_frames,
                                                                 uint64_t *copied_frames);

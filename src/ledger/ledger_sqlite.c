@@ -978,7 +978,6 @@ static device_cache_entry *device_cache_usable(sqlite_ledger *s, const char *dev
         s->device_cache = calloc(DEVICE_CACHE_SLOTS, sizeof *s->device_cache);
         if (s->device_cache == NULL)
             return NULL;
-        s->cache_checked = false;
     }
     if (!s->cache_checked) {
         sqlite3_stmt *st;
