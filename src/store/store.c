@@ -122,6 +122,11 @@ static void forget_data(store *s, const char *file_id)
         return;
     }
     store_fs_remove_object(&s->fs, file_id);
+    store_reclaim_if_due(s);
+}
+
+void store_reclaim_if_due(store *s)
+{
     if (store_fs_reclaim_due(&s->fs)) {
         ledger *l = pool_take(s);
         store_fs_reclaim(&s->fs, l);
@@ -3557,7 +3562,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, r->s->idle_timeout_s);
         if (r->copying)
             return copy_object_answer(r, c);
-        if (store_mp_assembling(r))
+        if (store_mp_completing_now(r))
             return store_mp_body_done(r, c);
         return r->post != NULL ? finish_post(r, c) : finish_put(r, c);
     case PH_DONE:
@@ -3836,7 +3841,7 @@ void store_stop(store *s, int64_t timeout_ms)
         nanosleep(&ts, NULL);
     }
     int left = atomic_load(&s->active);
-    /* Completions still assembling give up (their uploads stay, the client
+    /* Completions still running give up (their uploads stay, the client
      * is told SlowDown) and resume their connections; no new one starts. */
     pthread_mutex_lock(&s->mp_mu);
     atomic_store(&s->mp_abort, true);

@@ -254,6 +254,9 @@ enum MHD_Result store_respond_xml(req *r, struct MHD_Connection *c, unsigned sta
 struct MHD_Response *store_empty_response(void);
 const char *store_header(struct MHD_Connection *c, const char *name);
 ledger *store_pool_take(store *s);
+/* Removes the packs that lost their last object, if any did
+ * (store_fs_reclaim), with a ledger handle of the pool. */
+void store_reclaim_if_due(store *s);
 void store_pool_give(store *s, ledger *l);
 bool store_collect_meta(const header_list *h, char *out, size_t out_size, const char **why);
 /* PutObject's body handling (limits, digests, the data file, the hash

@@ -42,8 +42,8 @@
 
 #define S3_NS           "http://s3.amazonaws.com/doc/2006-03-01/"
 #define MP_LEAF_MAX     128        /* bytes of text in one leaf element */
-#define MP_COPY_BLOCK   (1u << 20) /* completion reads parts this much at a time */
-#define MP_WRITEBACK    (8u << 20) /* and starts writeback this often */
+#define MP_COPY_BLOCK   (1u << 20) /* copies and completion read this much at a time */
+#define MP_WRITEBACK    (8u << 20) /* copies start writeback this often */
 #define MP_READ_AHEAD   (8u << 20) /* completion asks the disk for this much ahead */
 #define MP_LIST_MAX     1000       /* parts or uploads in one listing */
 #define MP_EXPIRE_BATCH 16         /* expired uploads aborted per CreateMultipartUpload */
@@ -64,7 +64,7 @@ struct store_mp_req {
     uint64_t copy_base, copy_first, copy_len;
     size_t n_used;
     uint64_t total;
-    bool assembling;
+    bool completing;
     unsigned out_status; /* 200: stored */
     const char *out_code, *out_msg;
     char out_etag[LEDGER_ETAG_MAX + 1];
@@ -84,9 +84,9 @@ static struct store_mp_req *mp_req_new(void)
     return m;
 }
 
-bool store_mp_assembling(const req *r)
+bool store_mp_completing_now(const req *r)
 {
-    return r->mp != NULL && r->mp->assembling;
+    return r->mp != NULL && r->mp->completing;
 }
 
 void store_mp_req_free(struct store_mp_req *m)
@@ -697,50 +697,24 @@ enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c)
  * computed, written to the part's slot, then flushed and recorded as a
  * committer does (store_commit_now); the outcome goes to r->commit_err and
  * part_answer() answers it. */
+static bool copy_range(store_mp_data *d, int fd, uint64_t base, uint64_t first, uint64_t n,
+                       store_fs_slot *out, const atomic_bool *abort, unsigned char md5[16]);
+
 static void copy_work(req *r)
 {
     store *s = r->s;
     struct store_mp_req *m = r->mp;
-    unsigned char *buf = malloc(MP_COPY_BLOCK);
-    EVP_MD_CTX *md5 = EVP_MD_CTX_new();
     unsigned char digest[16];
-    unsigned int dlen = 0;
-    uint64_t done = 0, wb_start = 0;
-    bool ok = buf != NULL && md5 != NULL && EVP_DigestInit_ex(md5, EVP_md5(), NULL) == 1;
-    ferry_err e = ok ? FERRY_ERR_IO : FERRY_ERR_NOMEM;
-
-    while (ok && done < m->copy_len) {
-        size_t want =
-            m->copy_len - done < MP_COPY_BLOCK ? (size_t)(m->copy_len - done) : MP_COPY_BLOCK;
-        if (atomic_load(&s->mp_abort)) {
-            ok = false; /* the store is stopping: no part, the upload as it was */
-            e = FERRY_ERR_UNAVAILABLE;
-            break;
-        }
-        /* A source made of its parts is read across them. */
-        ssize_t k =
-            r->copy_parts != NULL
-                ? store_mp_data_read(r->copy_parts, buf, want, m->copy_first + done)
-                : pread(m->copy_fd, buf, want, (off_t)(m->copy_base + m->copy_first + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            ok = false; /* an error, or the source shorter than its record */
-            break;
-        }
-        ok = EVP_DigestUpdate(md5, buf, (size_t)k) == 1 &&
-             store_fs_slot_write(&r->slot, done, buf, (size_t)k) == FERRY_OK;
-        done += (uint64_t)k;
-        /* As for large bodies: start the writeback on the way, so the
-         * flush waits for the tail only. */
-        if (ok && done - wb_start >= MP_WRITEBACK) {
-            (void)sync_file_range(r->slot.fd, (off_t)(r->slot.base + wb_start),
-                                  (off_t)(done - wb_start), SYNC_FILE_RANGE_WRITE);
-            wb_start = done;
-        }
-    }
-    if (ok)
-        ok = EVP_DigestFinal_ex(md5, digest, &dlen) == 1;
+    /* A source made of its parts is read across them. */
+    bool ok = copy_range(r->copy_parts, m->copy_fd, m->copy_base, m->copy_first, m->copy_len,
+                         &r->slot, &s->mp_abort, digest);
+    /* ECANCELED: the store is stopping: no part, the upload as it was. */
+    ferry_err e = ok                  ? FERRY_OK
+                  : errno == ECANCELED ? FERRY_ERR_UNAVAILABLE
+                  : errno == ENOMEM    ? FERRY_ERR_NOMEM
+                                       : FERRY_ERR_IO;
+    if (e == FERRY_ERR_IO)
+        log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
     /* The source is read: its data is let go now, not when r is freed. */
     if (m->copy_fd >= 0)
         close(m->copy_fd);
@@ -749,8 +723,6 @@ static void copy_work(req *r)
     r->reading[0] = '\0';
     store_mp_data_free(r->copy_parts);
     r->copy_parts = NULL;
-    EVP_MD_CTX_free(md5);
-    free(buf);
     if (ok) {
         store_hex(digest, 16, m->part.etag);
         m->part.size = m->copy_len;
@@ -759,8 +731,6 @@ static void copy_work(req *r)
         m->part.created_at = ferry_time_now();
         store_commit_now(r); /* flush, row, slot closed: r->commit_err */
     } else {
-        if (e == FERRY_ERR_IO)
-            log_error("store.copy_failed", "request_id=%s error=\"%s\"", r->id, strerror(errno));
         r->commit_err = e; /* req_free drops the slot */
     }
     r->phase = PH_COMMITTED;
@@ -875,31 +845,69 @@ struct store_mp_reading {
     char file_id[LEDGER_FILE_ID_MAX + 1];
     unsigned readers;
     bool forgotten; /* deleted or replaced meanwhile: release after the last reader */
+    bool releasing; /* being released (outside the lock): no reader may start */
 };
 
 static void release_parts(store *s, const char *file_id);
 
-/* Counts a reader of file_id; false when out of memory (s->mp_read_mu). */
-static bool reading_add(store *s, const char *file_id)
+/* The entry of file_id, or NULL (s->mp_read_mu held). */
+static struct store_mp_reading *reading_find(store *s, const char *file_id)
 {
     for (size_t i = 0; i < s->n_mp_reading; i++)
-        if (strcmp(s->mp_reading[i].file_id, file_id) == 0) {
-            s->mp_reading[i].readers++;
-            return true;
-        }
+        if (strcmp(s->mp_reading[i].file_id, file_id) == 0)
+            return &s->mp_reading[i];
+    return NULL;
+}
+
+/* A new entry for file_id, or NULL when out of memory (s->mp_read_mu held). */
+static struct store_mp_reading *reading_new(store *s, const char *file_id)
+{
     if (s->n_mp_reading == s->cap_mp_reading) {
         size_t cap = s->cap_mp_reading ? 2 * s->cap_mp_reading : 8;
         void *grown = realloc(s->mp_reading, cap * sizeof *s->mp_reading);
         if (grown == NULL)
-            return false;
+            return NULL;
         s->mp_reading = grown;
         s->cap_mp_reading = cap;
     }
     struct store_mp_reading *e = &s->mp_reading[s->n_mp_reading++];
+    memset(e, 0, sizeof *e);
     snprintf(e->file_id, sizeof e->file_id, "%s", file_id);
-    e->readers = 1;
-    e->forgotten = false;
-    return true;
+    return e;
+}
+
+/* Releases file_id's parts outside the lock (s->mp_read_mu held on entry
+ * and on return): e is marked releasing meanwhile, so that no reader
+ * starts on rows being deleted, and removed after. The release is a ledger
+ * transaction and an unlink per part, too long to hold up every other
+ * multipart object's readers. */
+static void release_unlocked(store *s, struct store_mp_reading *e)
+{
+    char file_id[LEDGER_FILE_ID_MAX + 1];
+    snprintf(file_id, sizeof file_id, "%s", e->file_id);
+    e->releasing = true;
+    pthread_mutex_unlock(&s->mp_read_mu);
+    release_parts(s, file_id);
+    pthread_mutex_lock(&s->mp_read_mu);
+    e = reading_find(s, file_id); /* the array may have moved */
+    *e = s->mp_reading[--s->n_mp_reading];
+}
+
+/* Counts a reader of file_id: FERRY_OK, FERRY_ERR_NOT_FOUND when its parts
+ * are being released (the object is gone), FERRY_ERR_NOMEM. */
+static ferry_err reading_add(store *s, const char *file_id)
+{
+    ferry_err err = FERRY_OK;
+    pthread_mutex_lock(&s->mp_read_mu);
+    struct store_mp_reading *e = reading_find(s, file_id);
+    if (e == NULL && (e = reading_new(s, file_id)) == NULL)
+        err = FERRY_ERR_NOMEM;
+    else if (e->releasing)
+        err = FERRY_ERR_NOT_FOUND;
+    else
+        e->readers++;
+    pthread_mutex_unlock(&s->mp_read_mu);
+    return err;
 }
 
 /* A reader of file_id is done; its parts are released if it was the last
@@ -907,29 +915,26 @@ static bool reading_add(store *s, const char *file_id)
 static void reading_drop(store *s, const char *file_id)
 {
     pthread_mutex_lock(&s->mp_read_mu);
-    for (size_t i = 0; i < s->n_mp_reading; i++) {
-        struct store_mp_reading *e = &s->mp_reading[i];
-        if (strcmp(e->file_id, file_id) != 0 || --e->readers > 0)
-            continue;
-        bool forgotten = e->forgotten;
-        *e = s->mp_reading[--s->n_mp_reading];
-        if (forgotten)
-            release_parts(s, file_id);
-        break;
+    struct store_mp_reading *e = reading_find(s, file_id);
+    if (e != NULL && --e->readers == 0) {
+        if (e->forgotten)
+            release_unlocked(s, e);
+        else
+            *e = s->mp_reading[--s->n_mp_reading];
     }
     pthread_mutex_unlock(&s->mp_read_mu);
 }
 
 struct store_mp_data {
     store *s;
-    bool counted; /* among the readers of file_id */
-    char bucket[LEDGER_BUCKET_MAX + 1];
-    char key[LEDGER_OBJECT_KEY_MAX + 1];
-    char file_id[LEDGER_FILE_ID_MAX + 1]; /* the object's ("m...") */
+    char key[LEDGER_OBJECT_KEY_MAX + 1];  /* for the log */
+    char file_id[LEDGER_FILE_ID_MAX + 1]; /* the object's ("m..."), d counted as its reader */
     mp_piece *p;
     size_t n, cap;
+    bool nomem; /* collect_piece ran out of memory */
     uint64_t resp_first; /* a GET response: its first byte in the object */
     size_t last;         /* the last part the reads may reach */
+    size_t open_from;    /* the parts before it are closed */
 };
 
 static int collect_piece(const ledger_part *p, void *arg)
@@ -938,9 +943,11 @@ static int collect_piece(const ledger_part *p, void *arg)
     uint64_t start = d->n > 0 ? d->p[d->n - 1].start + d->p[d->n - 1].size : 0;
     if (d->n == d->cap) {
         size_t cap = d->cap ? 2 * d->cap : 16;
-        void *grown = cap <= STORE_MP_PARTS_MAX * 2 ? realloc(d->p, cap * sizeof *d->p) : NULL;
-        if (grown == NULL)
-            return 1; /* noticed by the caller: the sizes do not add up */
+        void *grown = realloc(d->p, cap * sizeof *d->p);
+        if (grown == NULL) {
+            d->nomem = true;
+            return 1;
+        }
         d->p = grown;
         d->cap = cap;
     }
@@ -968,8 +975,7 @@ void store_mp_data_free(store_mp_data *d)
         return;
     for (size_t i = 0; i < d->n; i++)
         piece_close(d, &d->p[i]);
-    if (d->counted)
-        reading_drop(d->s, d->file_id);
+    reading_drop(d->s, d->file_id);
     free(d->p);
     free(d);
 }
@@ -988,7 +994,13 @@ static ferry_err pieces_open(store_mp_data *d, size_t from, size_t to)
             continue;
         e = store_fs_open_data(&s->fs, q->data_id, &q->fd, &q->base);
         if (e != FERRY_OK) {
+            /* Counted as a reader, d found the part rows: their data is
+             * there until it is done, so missing data is lost data, not an
+             * object deleted meanwhile. */
+            log_error("store.part_data_missing", "key=\"%s\" file_id=%s part=%s error=%s",
+                      d->key, d->file_id, q->data_id, ferry_err_str(e));
             q->fd = -1;
+            e = FERRY_ERR_IO;
         } else if (fstat(q->fd, &st) != 0 || (uint64_t)st.st_size < q->base + q->size) {
             piece_close(d, q);
             e = FERRY_ERR_IO;
@@ -1021,19 +1033,17 @@ ferry_err store_mp_data_open(store *s, const ledger_object *o, uint64_t first, u
     if (d == NULL)
         return FERRY_ERR_NOMEM;
     d->s = s;
-    snprintf(d->bucket, sizeof d->bucket, "%s", o->bucket);
     snprintf(d->key, sizeof d->key, "%s", o->key);
     snprintf(d->file_id, sizeof d->file_id, "%s", o->file_id);
-    pthread_mutex_lock(&s->mp_read_mu);
-    d->counted = reading_add(s, d->file_id);
-    pthread_mutex_unlock(&s->mp_read_mu);
-    if (!d->counted) {
+    if ((e = reading_add(s, d->file_id)) != FERRY_OK) {
         free(d);
-        return FERRY_ERR_NOMEM;
+        return e;
     }
     l = store_pool_take(s);
     e = ledger_object_parts(l, o->file_id, collect_piece, d);
     store_pool_give(s, l);
+    if (d->nomem)
+        e = FERRY_ERR_NOMEM;
     total = d->n > 0 ? d->p[d->n - 1].start + d->p[d->n - 1].size : 0;
     if (e == FERRY_OK && d->n == 0) {
         e = FERRY_ERR_NOT_FOUND; /* released: deleted or replaced since its row was read */
@@ -1066,14 +1076,16 @@ ssize_t store_mp_data_read(store_mp_data *d, void *buf, size_t len, uint64_t off
         return 0;
     i = piece_at(d, off);
     q = &d->p[i];
-    /* The parts before this one are done with (reads go forward). */
-    for (size_t j = i; j > 0 && d->p[j - 1].fd >= 0; j--)
-        piece_close(d, &d->p[j - 1]);
+    /* The parts before this one are done with (reads go forward), all of
+     * them: a ranged copy's first read may start past parts opened for the
+     * whole object. */
+    for (; d->open_from < i; d->open_from++)
+        piece_close(d, &d->p[d->open_from]);
     if (q->fd < 0) {
         size_t end = d->last >= i ? d->last + 1 : i + 1;
         ferry_err e = pieces_open(d, i, end - i > MP_OPEN_AHEAD ? i + MP_OPEN_AHEAD : end);
         if (e != FERRY_OK) {
-            errno = e == FERRY_ERR_NOT_FOUND ? ENOENT : EIO;
+            errno = EIO;
             return -1;
         }
     }
@@ -1090,15 +1102,21 @@ ssize_t store_mp_data_read(store_mp_data *d, void *buf, size_t len, uint64_t off
     return k;
 }
 
-bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_slot *out,
-                        const atomic_bool *abort, unsigned char md5[16])
+/* Copies n bytes, from offset first of an object made of its parts (d) or
+ * of a file (fd, its first byte at base), to out (from its offset 0) with
+ * their MD5 into md5, handing them to the disk on the way (the flush then
+ * waits for the tail only); false with errno set: ECANCELED once *abort is
+ * set, ENOMEM, EIO for a source shorter than its record, or the error. */
+static bool copy_range(store_mp_data *d, int fd, uint64_t base, uint64_t first, uint64_t n,
+                       store_fs_slot *out, const atomic_bool *abort, unsigned char md5[16])
 {
     unsigned char *buf = malloc(MP_COPY_BLOCK);
     uint64_t done = 0, wb_start = 0;
-    EVP_MD_CTX *ctx = md5 != NULL ? EVP_MD_CTX_new() : NULL;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned int mlen = 0;
-    bool ok = buf != NULL && (md5 == NULL || (ctx != NULL && EVP_DigestInit_ex(ctx, EVP_md5(),
-                                                                                NULL) == 1));
+    bool ok = buf != NULL && ctx != NULL && EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1;
+    if (!ok)
+        errno = ENOMEM;
     while (ok && done < n) {
         size_t want = n - done < MP_COPY_BLOCK ? (size_t)(n - done) : MP_COPY_BLOCK;
         ssize_t k;
@@ -1107,15 +1125,18 @@ bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_s
             ok = false;
             break;
         }
-        k = store_mp_data_read(d, buf, want, first + done);
+        k = d != NULL ? store_mp_data_read(d, buf, want, first + done)
+                      : pread(fd, buf, want, (off_t)(base + first + done));
+        if (k < 0 && errno == EINTR)
+            continue;
         if (k <= 0) {
             if (k == 0)
-                errno = EIO;
+                errno = EIO; /* the source is shorter than its record */
             ok = false;
             break;
         }
         ok = store_fs_slot_write(out, done, buf, (size_t)k) == FERRY_OK &&
-             (ctx == NULL || EVP_DigestUpdate(ctx, buf, (size_t)k) == 1);
+             EVP_DigestUpdate(ctx, buf, (size_t)k) == 1;
         done += (uint64_t)k;
         if (ok && done - wb_start >= MP_WRITEBACK) {
             (void)sync_file_range(out->fd, (off_t)(out->base + wb_start), (off_t)(done - wb_start),
@@ -1123,11 +1144,17 @@ bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_s
             wb_start = done;
         }
     }
-    if (ok && ctx != NULL)
+    if (ok)
         ok = EVP_DigestFinal_ex(ctx, md5, &mlen) == 1;
     EVP_MD_CTX_free(ctx);
     free(buf);
     return ok;
+}
+
+bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_slot *out,
+                        const atomic_bool *abort, unsigned char md5[16])
+{
+    return copy_range(d, -1, 0, first, n, out, abort, md5);
 }
 
 /* libmicrohttpd asks for the response's bytes from pos on. */
@@ -1166,8 +1193,8 @@ static void remove_piece(const char *data_id, void *arg)
     store_fs_remove_object(arg, data_id);
 }
 
-/* Releases file_id's part rows and removes their data (s->mp_read_mu
- * held, so that no reader starts meanwhile). */
+/* Releases file_id's part rows and removes their data (no reader may
+ * start meanwhile: see release_unlocked). */
 static void release_parts(store *s, const char *file_id)
 {
     uint64_t n = 0;
@@ -1177,23 +1204,19 @@ static void release_parts(store *s, const char *file_id)
     /* Not released: the rows stay, and the start-up sweep releases them. */
     if (e != FERRY_OK)
         log_error("store.parts_release_failed", "file_id=%s error=%s", file_id, ferry_err_str(e));
-    if (store_fs_reclaim_due(&s->fs)) {
-        l = store_pool_take(s);
-        store_fs_reclaim(&s->fs, l);
-        store_pool_give(s, l);
-    }
+    store_reclaim_if_due(s);
 }
 
 void store_mp_forget(store *s, const char *file_id)
 {
     pthread_mutex_lock(&s->mp_read_mu);
-    for (size_t i = 0; i < s->n_mp_reading; i++)
-        if (strcmp(s->mp_reading[i].file_id, file_id) == 0) {
-            s->mp_reading[i].forgotten = true; /* the last reader releases them */
-            pthread_mutex_unlock(&s->mp_read_mu);
-            return;
-        }
-    release_parts(s, file_id);
+    struct store_mp_reading *e = reading_find(s, file_id);
+    if (e != NULL)
+        e->forgotten = true; /* being read: the last reader releases them */
+    else if ((e = reading_new(s, file_id)) != NULL)
+        release_unlocked(s, e);
+    else
+        release_parts(s, file_id); /* no memory for the entry: under the lock */
     pthread_mutex_unlock(&s->mp_read_mu);
 }
 
@@ -1404,7 +1427,7 @@ static bool body_digests_ok(req *r, struct MHD_Connection *c, const ferry_buf *b
     return true;
 }
 
-/* The outcome of an assembly, answered when the connection is resumed. */
+/* The outcome of a completion, answered when the connection is resumed. */
 static void set_outcome(struct store_mp_req *m, unsigned status, const char *code, const char *msg)
 {
     m->out_status = status;
@@ -1419,7 +1442,7 @@ static void set_outcome(struct store_mp_req *m, unsigned status, const char *cod
  * durable before its row was recorded), and deletes the upload. Nothing is
  * written to the data directory. Writes its outcome to r->mp; never
  * answers (the connection is suspended). */
-static void assemble_and_record(req *r)
+static void hash_parts_and_record(req *r)
 {
     store *s = r->s;
     struct store_mp_req *m = r->mp;
@@ -1490,7 +1513,7 @@ static void assemble_and_record(req *r)
  * the 8 go after it; the connection is resumed by the caller. */
 static void complete_work(req *r)
 {
-    assemble_and_record(r);
+    hash_parts_and_record(r);
     complete_state_free(r->mp->cs);
     r->mp->cs = NULL;
     atomic_fetch_sub(&r->s->mp_completing, 1);
@@ -1512,7 +1535,8 @@ static void *long_work_main(void *arg)
     return NULL;
 }
 
-/* Assembling an object or copying a part takes seconds (1 GiB: 4+ s).
+/* Completing an object (its parts read for the SHA-256: 1 GiB ~1 s) or
+ * copying an object or a part takes seconds.
  * See store_int.h. */
 bool store_run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r))
 {
@@ -1559,8 +1583,8 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
     ferry_err e;
     enum MHD_Result ret = MHD_NO;
 
-    if (m->assembling) {
-        /* Resumed after the assembly (PH_COMMITTED): its outcome. */
+    if (m->completing) {
+        /* Resumed after the completion (PH_COMMITTED): its outcome. */
         if (m->out_status != 200)
             return store_respond_error(r, c, m->out_status, m->out_code, m->out_msg);
         return complete_answer(r, c, m->out_etag);
@@ -1570,7 +1594,7 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
                                    "The part list is larger than the store accepts (2 MiB).");
     if (!body_digests_ok(r, c, &m->body, &ret))
         return ret;
-    /* Assembling is disk and hash work proportional to the object: a few
+    /* Completing is disk and hash work proportional to the object: a few
      * at a time. */
     if (atomic_fetch_add(&s->mp_completing, 1) >= STORE_MP_COMPLETES_MAX) {
         atomic_fetch_sub(&s->mp_completing, 1);
@@ -1647,7 +1671,7 @@ enum MHD_Result store_mp_body_done(req *r, struct MHD_Connection *c)
     m->cs = cs;
     m->n_used = n;
     m->total = total;
-    m->assembling = true;
+    m->completing = true;
     cs = NULL; /* r->mp owns it now */
     if (store_run_long_work(r, c, complete_work))
         return MHD_YES;

@@ -108,30 +108,31 @@ enum MHD_Result store_mp_part_done(req *r, struct MHD_Connection *c);
 /* A committer's part of UploadPart and UploadPartCopy, once r's slot is
  * durable: the part's ledger row (the data of a part it replaces let go). */
 ferry_err store_mp_record_part(store *s, req *r);
-/* Whether r is a CompleteMultipartUpload whose assembly was handed off
+/* Whether r is a CompleteMultipartUpload whose completion was handed off
  * (its PH_COMMITTED answer is store_mp_body_done's). */
-bool store_mp_assembling(const req *r);
+bool store_mp_completing_now(const req *r);
 /* Safe on NULL. */
 void store_mp_req_free(struct store_mp_req *m);
 
 /* The data of an object made of its parts (store_fs_is_parts(o->file_id)),
- * open for reading bytes [first, first + length) of it: the parts holding
- * them are opened (at most 32 at a time, the next ones as reads reach
- * them), each registered as a reader of its pack before the object's row
- * is read again (as open_object_data does for an object of one piece).
- * FERRY_ERR_NOT_FOUND when the object was deleted or replaced meanwhile.
- * length 0 opens nothing (HeadObject). */
+ * open for reading bytes [first, first + length) of it: counted as a
+ * reader of the object (its parts' data stays until the reader is freed,
+ * whatever happens to the object meanwhile), its part rows read, the parts
+ * holding the bytes opened (at most 4 at a time, the next ones as reads
+ * reach them; a packed one registered as a reader of its pack).
+ * FERRY_ERR_NOT_FOUND when the object was deleted or replaced before.
+ * length 0 opens no part (HeadObject). */
 __attribute__((warn_unused_result)) ferry_err store_mp_data_open(store *s, const ledger_object *o,
                                                                  uint64_t first, uint64_t length,
                                                                  store_mp_data **out);
 /* Reads up to len bytes at the object's offset off, from one part (a read
  * never crosses a part's end): the bytes read, 0 at the object's end, -1
- * (errno) on an error, a part's data shorter than its record, or a part
- * opened late whose object is gone (ENOENT). */
+ * (errno) on an error or a part's data missing or shorter than its
+ * record. */
 ssize_t store_mp_data_read(store_mp_data *d, void *buf, size_t len, uint64_t off);
 /* Copies n bytes from the object's offset first to out (from its offset
- * 0), giving up (errno ECANCELED) once *abort is set; with md5 not NULL,
- * the MD5 of the bytes copied goes there. */
+ * 0) with their MD5 into md5, giving up (errno ECANCELED) once *abort is
+ * set. */
 bool store_mp_data_copy(store_mp_data *d, uint64_t first, uint64_t n, store_fs_slot *out,
                         const atomic_bool *abort, unsigned char md5[16]);
 /* A GetObject response of bytes [first, first + length): takes d (freed
