@@ -538,7 +538,8 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " ORDER BY initiated_at LIMIT ?2",
     [ST_OBJECT_PART_INSERT] = "INSERT INTO object_parts (file_id, part_number, size, data_id)"
                               " VALUES (?1, ?2, ?3, ?4)",
-    [ST_PART_DELETE_ONE] = "DELETE FROM upload_parts WHERE upload_id = ?1 AND part_number = ?2",
+    [ST_PART_DELETE_ONE] =
+        "DELETE FROM upload_parts WHERE upload_id = ?1 AND part_number = ?2 AND file_id = ?3",
     [ST_OBJECT_PIECES] = "SELECT part_number, data_id, size FROM object_parts"
                          " WHERE file_id = ?1 AND data_id IS NOT NULL ORDER BY part_number",
     /* Part rows (with data) whose object row is gone: of one object id,
@@ -2186,7 +2187,6 @@ static ferry_err sq_upload_complete(void *impl, const char *upload_id, const led
     sqlite_ledger *s = impl;
     ferry_err err;
     char old[LEDGER_FILE_ID_MAX + 1];
-    char cur[LEDGER_FILE_ID_MAX + 1];
     file_list fl = {0};
 
     if ((err = exec_simple(s, ST_BEGIN_IMMEDIATE, "upload_complete.begin")) != FERRY_OK)
@@ -2199,18 +2199,18 @@ static ferry_err sq_upload_complete(void *impl, const char *upload_id, const led
      * handed to fn: the listed parts' data now belongs to the object. */
     for (size_t i = 0; i < n_used; i++) {
         sqlite3_stmt *st;
-        if ((err = part_file_of(s, upload_id, used[i].number, cur)) != FERRY_OK)
-            goto fail;
-        if (strcmp(cur, used[i].file_id) != 0) {
-            err = FERRY_ERR_CONFLICT;
-            goto fail;
-        }
+        /* Compare-and-set: the row goes only if it still names that data. */
         if ((err = stmt_get(s, ST_PART_DELETE_ONE, &st)) != FERRY_OK)
             goto fail;
         bind_text(st, 1, upload_id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)used[i].number);
+        bind_text(st, 3, used[i].file_id);
         if ((err = stmt_done(s, st, "upload_complete.part_delete")) != FERRY_OK)
             goto fail;
+        if (sqlite3_changes(s->db) != 1) {
+            err = FERRY_ERR_CONFLICT;
+            goto fail;
+        }
     }
     if ((err = upload_delete_locked(s, upload_id, &fl)) != FERRY_OK ||
         (err = object_put_locked(s, obj, now, old)) != FERRY_OK)
