@@ -51,6 +51,8 @@
 
 #include <openssl/ssl.h>
 
+#include "broker/broker_io.h"
+
 #define MAX_SAMPLES     (4u << 20)
 #define MAX_THREADS     16
 #define EVENTS_PER_WAIT 256
@@ -144,22 +146,6 @@ static void watch(driver *drv, conn *c, bool want_out)
     c->epoll_out = want_out;
 }
 
-/* Whether TLS can hand out input without the socket: decrypted bytes or
- * a whole record read ahead (as in ferryd's broker link). The socket's
- * epoll entry cannot see those, so they are read before the connection is
- * left; a record read only in part waits for the socket. */
-static bool tls_holds_input(const conn *c)
-{
-    SSL *ssl = mosquitto_ssl_get(c->m);
-    if (ssl == NULL || !SSL_has_pending(ssl))
-        return false;
-    if (SSL_pending(ssl) > 0)
-        return true;
-    unsigned char byte;
-    int n = SSL_peek(ssl, &byte, 1);
-    return n > 0 || SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ;
-}
-
 static bool socket_readable(const conn *c)
 {
     struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
@@ -175,7 +161,7 @@ static void read_input(conn *c)
         int rc = mosquitto_loop_read(c->m, 1);
         if (rc != MOSQ_ERR_SUCCESS)
             fail(c->name, "connection lost", rc);
-        if (tls_holds_input(c))
+        if (broker_tls_readable(mosquitto_ssl_get(c->m))) /* as ferryd's link */
             continue;
         if (!c->drain || i >= 64 || !socket_readable(c))
             break;
@@ -192,10 +178,7 @@ static void write_queued(driver *drv, conn *c)
             watch(drv, c, false);
         return;
     }
-    int on = 1, off = 0;
-    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
-    int rc = mosquitto_loop_write(c->m, 1);
-    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+    int rc = broker_write_corked(c->m); /* as ferryd's link */
     if (rc != MOSQ_ERR_SUCCESS)
         fail(c->name, "write failed", rc);
     bool pending = mosquitto_want_write(c->m);

@@ -33,6 +33,7 @@
  * the last one is in.
  */
 #include "broker_link.h"
+#include "broker_io.h"
 
 #include <errno.h>
 #include <mosquitto.h>
@@ -301,27 +302,12 @@ static bool drained(broker_link *link)
     return ferry_time_mono_ns() >= atomic_load(&link->drain_deadline_ns);
 }
 
-/* Whether TLS can hand out input without waiting for the socket:
- * decrypted bytes, or a whole record read ahead. A record read ahead only
- * in part needs the socket (SSL_peek then reads it once, finds nothing
- * more and says so). Errors count as input, for libmosquitto to see. */
-static bool tls_readable(SSL *ssl)
-{
-    if (ssl == NULL || !SSL_has_pending(ssl))
-        return false;
-    if (SSL_pending(ssl) > 0)
-        return true;
-    unsigned char byte;
-    int n = SSL_peek(ssl, &byte, 1);
-    return n > 0 || SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ;
-}
-
-/* Whether more input is already here: in TLS (tls_readable) or on the
+/* Whether more input is already here: in TLS (broker_tls_readable) or on the
  * socket. Checked before each extra drain read, so that a lone request
  * does not pay for a read that would find nothing. */
 static bool bytes_waiting(struct mosquitto *mosq)
 {
-    if (tls_readable(mosquitto_ssl_get(mosq)))
+    if (broker_tls_readable(mosquitto_ssl_get(mosq)))
         return true;
     struct pollfd pfd = {.fd = mosquitto_socket(mosq), .events = POLLIN};
     return pfd.fd >= 0 && poll(&pfd, 1, 0) > 0;
@@ -352,7 +338,7 @@ static int read_turn(broker_link *link, int timeout_ms)
         return MOSQ_ERR_NO_CONN;
     if (mosquitto_want_write(mosq))
         fds[0].events |= POLLOUT; /* a write the socket refused earlier */
-    bool buffered = tls_readable(ssl);
+    bool buffered = broker_tls_readable(ssl);
     int n = poll(fds, 2, buffered ? 0 : timeout_ms);
     if (n < 0 && errno != EINTR)
         return MOSQ_ERR_ERRNO;
@@ -366,31 +352,11 @@ static int read_turn(broker_link *link, int timeout_ms)
     return mosquitto_loop_misc(mosq);
 }
 
-/* Writes every queued packet (answers, PUBACKs, pings, other threads'
- * publishes). libmosquitto writes each packet with its own SSL_write, so
- * the socket is corked meanwhile: a request's PUBACK and its answer reach
- * the broker as one TCP segment, one wake-up and one read there instead of
- * two. */
-static int write_corked(broker_link *link)
-{
-    int fd = mosquitto_socket(link->mosq), on = 1, off = 0;
-    if (fd < 0)
-        return MOSQ_ERR_NO_CONN;
-    if (!mosquitto_want_write(link->mosq))
-        return MOSQ_ERR_SUCCESS;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
-    int rc = mosquitto_loop_write(link->mosq, 1);
-    /* Uncorking sends what is held now (a lost socket: nothing to do). */
-    fd = mosquitto_socket(link->mosq);
-    if (fd >= 0)
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
-    return rc;
-}
-
-/* The second half of a turn: everything queued goes out. */
+/* The second half of a turn: everything queued goes out (answers,
+ * PUBACKs, pings, other threads' publishes), corked (broker_io.h). */
 static int write_queued(broker_link *link)
 {
-    return write_corked(link);
+    return broker_write_corked(link->mosq);
 }
 
 #define LOOP_TIMEOUT_MS 100 /* the network thread's wait for input, by default */
@@ -424,7 +390,7 @@ static void *network_thread(void *arg)
             /* TLS reads ahead: one read() takes in every record that has
              * arrived, instead of two per record (its header, then its
              * body), and a turn's burst of requests costs a read or two.
-             * What it holds counts as input waiting (tls_readable). */
+             * What it holds counts as input waiting (broker_tls_readable). */
             SSL *ssl = mosquitto_ssl_get(link->mosq);
             if (ssl != NULL)
                 SSL_set_read_ahead(ssl, 1);
@@ -626,7 +592,7 @@ ferry_err broker_link_publish(broker_link *link, const char *topic, const void *
 void broker_link_flush(broker_link *link)
 {
     if (link != NULL && atomic_load(&link->connected))
-        (void)write_corked(link);
+        (void)broker_write_corked(link->mosq);
 }
 
 void broker_link_wake_within(broker_link *link, int ms)
