@@ -139,6 +139,19 @@ static uint32_t load_le32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+#ifdef MD5_LANES_X86
+/* The blocks of the busiest of the first lanes lanes: a vector core runs
+ * that many rounds, each lane masked off once its own are done. */
+static uint32_t most_blocks(const uint32_t *nblocks, int lanes)
+{
+    uint32_t most = 0;
+    for (int l = 0; l < lanes; l++)
+        if (nblocks[l] > most)
+            most = nblocks[l];
+    return most;
+}
+#endif
+
 static void core_portable(lane_state *st, const unsigned char *arena, const uint32_t *off,
                           const uint32_t *nblocks)
 {
@@ -183,10 +196,7 @@ __attribute__((target("avx2"))) static void core_avx2(lane_state *st, const unsi
     __m256i sd = _mm256_loadu_si256((const __m256i *)st->v[3]);
     __m256i offs = _mm256_loadu_si256((const __m256i *)off);
     __m256i nbs = _mm256_loadu_si256((const __m256i *)nblocks);
-    uint32_t most = 0;
-    for (int l = 0; l < 8; l++)
-        if (nblocks[l] > most)
-            most = nblocks[l];
+    uint32_t most = most_blocks(nblocks, 8);
     for (uint32_t blk = 0; blk < most; blk++) {
         __m256i busy = _mm256_cmpgt_epi32(nbs, _mm256_set1_epi32((int)blk));
         __m256i at = _mm256_add_epi32(offs, _mm256_set1_epi32((int)(blk * 64)));
@@ -233,10 +243,7 @@ __attribute__((target("avx512f"))) static void core_avx512(lane_state *st,
     __m512i sd = _mm512_loadu_si512(st->v[3]);
     __m512i offs = _mm512_loadu_si512(off);
     __m512i nbs = _mm512_loadu_si512(nblocks);
-    uint32_t most = 0;
-    for (int l = 0; l < 16; l++)
-        if (nblocks[l] > most)
-            most = nblocks[l];
+    uint32_t most = most_blocks(nblocks, 16);
     for (uint32_t blk = 0; blk < most; blk++) {
         __mmask16 busy = _mm512_cmpgt_epu32_mask(nbs, _mm512_set1_epi32((int)blk));
         __m512i at = _mm512_add_epi32(offs, _mm512_set1_epi32((int)(blk * 64)));
@@ -285,10 +292,7 @@ __attribute__((target("avx512f,avx512vl"))) static void core_avx512vl(lane_state
     __m256i sd = _mm256_loadu_si256((const __m256i *)st->v[3]);
     __m256i offs = _mm256_loadu_si256((const __m256i *)off);
     __m256i nbs = _mm256_loadu_si256((const __m256i *)nblocks);
-    uint32_t most = 0;
-    for (int l = 0; l < 8; l++)
-        if (nblocks[l] > most)
-            most = nblocks[l];
+    uint32_t most = most_blocks(nblocks, 8);
     for (uint32_t blk = 0; blk < most; blk++) {
         __mmask8 busy = _mm256_cmpgt_epu32_mask(nbs, _mm256_set1_epi32((int)blk));
         __m256i at = _mm256_add_epi32(offs, _mm256_set1_epi32((int)(blk * 64)));
