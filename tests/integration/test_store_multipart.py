@@ -913,6 +913,33 @@ class PartsAreData(MultipartCase):
         self.files_match_ledger()
         self.assert_clean_and_serving()
 
+    def test_parts_that_do_not_match_are_an_error(self):
+        """An object whose parts the disk or the ledger lost: a part's data
+        file gone is lost data (500 InternalError, store.part_data_missing),
+        not a missing object; part rows whose sizes do not add up to the
+        object are 500 too (store.parts_mismatch). Deleting either object
+        still works and leaves the data directory clean."""
+        s3 = self.d.boto3()
+        parts = [os.urandom(5 * MIB), os.urandom(5 * MIB)]
+        self.complete_parts("parts/lost", parts)
+        self.complete_parts("parts/odd", parts)
+        fid, _ = self.object_row("parts/lost")
+        first = self.data_ids(fid)[0]
+        os.unlink(os.path.join(self.d.data_dir, "objects", first[:2], first))
+        self.assert_code(lambda: s3.get_object(Bucket=BUCKET, Key="parts/lost"), 500,
+                         "InternalError")
+        self.assertIn("event=store.part_data_missing", self.d.log())
+        fid, _ = self.object_row("parts/odd")
+        self.ledger_exec("UPDATE object_parts SET size = size + 1 "
+                         "WHERE file_id = ? AND part_number = 1", fid)
+        self.assert_code(lambda: s3.get_object(Bucket=BUCKET, Key="parts/odd"), 500,
+                         "InternalError")
+        self.assertIn("event=store.parts_mismatch", self.d.log())
+        for key in ("parts/lost", "parts/odd"):
+            s3.delete_object(Bucket=BUCKET, Key=key)
+        self.files_match_ledger()
+        self.assert_clean_and_serving()
+
     def test_many_parts_and_a_delete_while_reading(self):
         """Six parts (more than the four a read opens at once): whole and
         ranged reads open the later ones as they go. A delete, or a
