@@ -30,6 +30,7 @@
 
 #define DEFAULT_CONTENT_TYPE "binary/octet-stream"
 #define STORE_COMMITTERS     4
+#define STORE_HELD_PACKS     8 /* distinct packs in one committer's batch, at most */
 
 struct store {
     char *bucket;
@@ -114,6 +115,12 @@ struct store {
     struct req *job_tail;
     pthread_t committers[STORE_COMMITTERS];
     int n_committers;
+    /* The packs whose regions each committer's batch holds (job_mu): a
+     * pack is committed by one committer at a time (see "A pack at a
+     * time" in store.c). */
+    const store_fs_pack *held[STORE_COMMITTERS][STORE_HELD_PACKS];
+    int n_held[STORE_COMMITTERS];
+    int next_committer; /* the index the next committer to start takes */
     bool job_stop;  /* no new jobs: uploads commit on their own thread */
     bool gathering; /* a committer gathers a batch: the others leave the queue */
 
