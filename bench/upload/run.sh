@@ -13,6 +13,9 @@
 # medians, with the CPU time each request cost each server (user + system of
 # ferryd, or of nginx's processes; nginx's writeback, done later by kernel
 # threads, is not in it).
+# The 1g line also gives md5_one_stream_mb_s, OpenSSL's MD5 on one core now,
+# and ratio_ceiling, that rate over nginx's: one body's MD5 (its ETag) is a
+# serial chain, so no store that computes it can take one body faster.
 # nginx is installed with apt-get if missing (it is a benchmark peer only).
 set -euo pipefail
 FERRY_WHO="bench upload"
@@ -158,10 +161,25 @@ compare() {
     "round_ferry=$(IFS=,; echo "${fs[*]}") round_nginx=$(IFS=,; echo "${ns[*]}")" \
     "tls_ferry=$ftls tls_nginx=$ntls" \
     "cpu_us_per_req_ferry=$(printf '%s\n' "${fc[@]}" | median)" \
-    "cpu_us_per_req_nginx=$(printf '%s\n' "${nc[@]}" | median)"
+    "cpu_us_per_req_nginx=$(printf '%s\n' "${nc[@]}" | median)" \
+    ${extra:+"$extra"}
 }
 
-want 1g && compare 1g MB/s 2 $((1 << 30)) 1 1
+# The ceiling of one stream: a single PUT's MD5 (its ETag) is one serial
+# chain, so no server can store one body faster than one core runs MD5.
+# OpenSSL's MD5 of 1 MiB buffers on this machine, now, in MB/s (and the
+# ratio that rate would give against nginx's median).
+md5_one_stream() {
+  openssl speed -seconds 2 -bytes 1048576 md5 2>/dev/null |
+    awk '$1 == "md5" { sub(/k$/, "", $2); printf "%.1f", $2 * 1000 / 1e6 }'
+}
+
+if want 1g; then
+  md5=$(md5_one_stream)
+  extra="md5_one_stream_mb_s=$md5" compare 1g MB/s 2 $((1 << 30)) 1 1 |
+    awk -v md5="$md5" '{ for (i = 1; i <= NF; i++) if ($i ~ /^nginx=/) { split($i, kv, "="); n = kv[2] }
+      printf "%s ratio_ceiling=%.2f\n", $0, (n > 0 ? md5 / n : 0) }'
+fi
 want 64k && compare 64k req/s 1 65536 "$N64" 32
 want 1m && compare 1m req/s 1 $((1 << 20)) "$N1M" 32
 want slow || exit 0
