@@ -21,11 +21,12 @@ import os
 import random
 import sqlite3
 import subprocess
+import threading
 import time
 import unittest
 
 import ferry_harness
-from ferry_harness import HarnessTestCase
+from ferry_harness import HarnessTestCase, wait_until
 from store_harness import BUCKET, StoreFerryd
 
 N = 32
@@ -117,6 +118,56 @@ class CrashConsistency(HarnessTestCase):
                          sorted(u["key"] for u in acked + answer_lost))
         print("crash test: acked=%d interrupted=%d stored_answer_lost=%d" % (
             len(acked), len(other) - len(answer_lost), len(answer_lost)))
+
+
+class StopUnderLoad(HarnessTestCase):
+    harness_devices = ("dev-a",)
+
+    def test_sigterm_while_small_uploads_commit(self):
+        """SIGTERM while 16 clients keep putting 64 KiB objects, all into one
+        pack, so that its uploads queue behind the committer that holds it:
+        ferryd drains them and exits 0, every upload that got a 200 is
+        there with its bytes, and nothing else is left."""
+        d = StoreFerryd(self.h, name="ferryd-stop", extra=["shutdown_timeout = 1s"])
+        self.addCleanup(d.stop)
+        d.start()
+        acked, lock, stop = {}, threading.Lock(), threading.Event()
+
+        # Made here: creating boto3 clients is not safe from several threads.
+        clients = [d.boto3() for _ in range(16)]
+
+        def client(n):
+            s3 = clients[n]
+            i = 0
+            while not stop.is_set():
+                key = "load/%02d-%05d.bin" % (n, i)
+                data = os.urandom(64 << 10)
+                try:
+                    s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+                except Exception:
+                    return  # refused or cut off by the stop
+                with lock:
+                    acked[key] = hashlib.sha256(data).hexdigest()
+                i += 1
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: len(acked) >= 64, timeout=60, what="uploads under way")
+            self.assertEqual(d.stop(), 0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+        self.assertEqual(d.tmp_files(), [])
+        d.start()
+        s3 = d.boto3()
+        for key, sha in sorted(acked.items()):
+            got = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            self.assertEqual(hashlib.sha256(got).hexdigest(), sha, key)
+        self.assertEqual(d.data_problems(), [])
+        print("stop under load: acked=%d" % len(acked))
 
 
 class StartupSweep(HarnessTestCase):
