@@ -16,6 +16,8 @@
 # The 1g line also gives md5_one_stream_mb_s, OpenSSL's MD5 on one core now,
 # and ratio_ceiling, that rate over nginx's: one body's MD5 (its ETag) is a
 # serial chain, so no store that computes it can take one body faster.
+# FERRY_LOG_LEVEL=info logs every stored object (ferryd.log, kept with
+# FERRY_KEEP_TMP=1); the default, warn, keeps the log out of the figures.
 # nginx is installed with apt-get if missing (it is a benchmark peer only).
 set -euo pipefail
 FERRY_WHO="bench upload"
@@ -83,7 +85,7 @@ echo "bench-grant-secret-0123456789" >"$tmp/grant-secret"
 echo "bench-operator-secret-0123456789" >"$tmp/op-secret"
 cat >"$tmp/ferryd.ini" <<CONF
 [ferryd]
-log_level = warn
+log_level = ${FERRY_LOG_LEVEL:-warn}
 ledger = $tmp/ledger.db
 [broker]
 port = $bport
