@@ -557,7 +557,7 @@ static void *committer_main(void *arg)
             struct MHD_Connection *c = jobs[i]->conn;
             jobs[i]->phase = PH_COMMITTED;
             /* From here the connection's thread may answer and free it. */
-            MHD_resume_connection(c);
+            store_resume_to_answer(jobs[i], c);
         }
         pthread_mutex_lock(&s->job_mu);
         /* The jobs of its packs queued meanwhile: this committer takes
@@ -1077,12 +1077,21 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
     if (r == NULL)
         return;
+    if (r->resumed_to_answer)
+        atomic_fetch_sub(&r->s->answers_pending, 1);
     if (r->slot.fd >= 0)
         log_info("store.upload_aborted",
                  "request_id=%s key=\"%s\" received=%" PRIu64 " expected=%" PRIu64 " reason=%d",
                  r->id, r->t.key, r->received, r->expected, (int)toe);
     req_free(r);
     *con_cls = NULL;
+}
+
+void store_resume_to_answer(req *r, struct MHD_Connection *c)
+{
+    r->resumed_to_answer = true;
+    atomic_fetch_add(&r->s->answers_pending, 1);
+    MHD_resume_connection(c); /* from here c's thread may answer and free r */
 }
 
 /* ---------------------------------------------------------------------- */
@@ -3909,6 +3918,10 @@ out:
     return err;
 }
 
+/* How long a stopping store waits for answers resumed at the end (see
+ * store_stop) to go out. */
+#define STORE_ANSWERS_GRACE_NS (1000 * 1000000LL)
+
 void store_stop(store *s, int64_t timeout_ms)
 {
     if (s == NULL || s->stopped || s->daemon == NULL)
@@ -3935,6 +3948,15 @@ void store_stop(store *s, int64_t timeout_ms)
      * must not be stopped with connections suspended. Bodies that end
      * after this commit on their own thread. */
     committers_stop(s);
+    /* The answers just resumed (a copy or completion that gave up: 503
+     * SlowDown; uploads the committers recorded: 200) go out before the
+     * connections close, within a bound: a client that does not read its
+     * answer does not hold the shutdown. */
+    int64_t answers_deadline = ferry_time_mono_ns() + STORE_ANSWERS_GRACE_NS;
+    while (atomic_load(&s->answers_pending) > 0 && ferry_time_mono_ns() < answers_deadline) {
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
     /* Closing the remaining connections runs their completion callbacks,
      * which remove the temporary files of unfinished uploads. */
     MHD_stop_daemon(s->daemon);

@@ -138,6 +138,7 @@ struct store {
     struct md5_hasher *hasher;
 
     atomic_int active; /* requests between URI log and completion */
+    atomic_int answers_pending; /* resumed to be answered, answer not yet gone */
     atomic_int pipes;  /* hash pipelines running */
     atomic_uint_fast64_t seq;
     char id_prefix[9];
@@ -217,6 +218,7 @@ typedef struct req {
     /* Work that takes seconds (CopyObject, UploadPartCopy, completing a
      * multipart upload), run by store_run_long_work. */
     void (*long_work)(struct req *r);
+    bool resumed_to_answer; /* store_resume_to_answer: counted in s->answers_pending */
 
     struct post_state *post; /* POST object only */
     struct store_mp_req *mp; /* multipart upload calls only (store_multipart.c) */
@@ -309,6 +311,12 @@ void store_commit_now(req *r);
  * connection is resumed; false when no thread could take it (the store is
  * stopping): then work(r) ran on this thread and the caller answers now. */
 bool store_run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r));
+
+/* Resumes c, suspended while r's outcome was worked out elsewhere (a
+ * committer, a long work), for its worker to answer; counted in
+ * s->answers_pending until the answer has gone (on_completed), so that a
+ * shutdown lets such answers out before it closes the connections. */
+void store_resume_to_answer(req *r, struct MHD_Connection *c);
 /* Puts r's body under the body watchdog (RequestTimeout). */
 void store_watch_add(req *r, struct MHD_Connection *c);
 /* Data the ledger no longer names: its file removed, or its pack region

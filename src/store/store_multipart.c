@@ -1526,8 +1526,7 @@ static void *long_work_main(void *arg)
     store *s = r->s;
     struct MHD_Connection *c = r->conn;
     r->long_work(r);
-    /* From here the connection's thread may answer and free r. */
-    MHD_resume_connection(c);
+    store_resume_to_answer(r, c); /* from here c's thread may answer and free r */
     pthread_mutex_lock(&s->mp_mu);
     s->mp_threads--;
     pthread_cond_broadcast(&s->mp_cv);
@@ -1567,7 +1566,7 @@ bool store_run_long_work(req *r, struct MHD_Connection *c, void (*work)(req *r))
      * answered. */
     work(r);
     if (suspended)
-        MHD_resume_connection(c);
+        store_resume_to_answer(r, c);
     return suspended;
 }
 

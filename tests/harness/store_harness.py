@@ -305,8 +305,8 @@ class StoreFerryd:
         # SigV4 explicitly: botocore 1.29 still pre-signs S3 URLs with SigV2
         # by default, which the store does not accept.
         config.setdefault("signature_version", "s3v4")
-        cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                     **config)
+        config.setdefault("retries", {"max_attempts": 1})
+        cfg = Config(s3={"addressing_style": "path"}, **config)
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
                             aws_access_key_id=access_key, aws_secret_access_key=secret,
                             verify=False if self.plain_http else self.ca, config=cfg)

@@ -10,9 +10,10 @@ answered 501 NotImplemented and leaves the object it names as it was.
 import hashlib
 import os
 import threading
+import time
 
 import ferry_harness
-from store_harness import BUCKET, GRANT_KEY, GRANT_SECRET
+from store_harness import BUCKET, GRANT_KEY, GRANT_SECRET, StoreFerryd
 from test_store_put import StoreTestCase
 
 
@@ -182,6 +183,63 @@ class NotImplementedOperations(StoreTestCase):
             # The object those requests name is as it was.
             self.assertEqual(self.get_bytes("ni/obj"), data)
         self.assert_clean_and_serving()
+
+
+class CopyAtShutdown(StoreTestCase):
+    def test_sigterm_during_a_large_copy(self):
+        """SIGTERM while a 256 MiB CopyObject runs, with no grace period
+        (shutdown_timeout = 0s): the copy either ends first (200, and the
+        copy is whole after a restart) or gives up (503 SlowDown, no
+        object); ferryd exits 0 either way, and no partial object or
+        temporary file is left. Which one happens depends on timing; the
+        test prints it."""
+        d = self.d
+        d.stop()
+        d = StoreFerryd(self.h, name="ferryd-copystop", extra=["shutdown_timeout = 0s"])
+        self.addCleanup(d.stop)
+        d.start()
+        src = os.path.join(self.h.tmp, "copy-src.bin")
+        with open(src, "wb") as f:
+            block = os.urandom(1 << 20)
+            for _ in range(256):
+                f.write(block)
+        with open(src, "rb") as f:
+            d.boto3().put_object(Bucket=BUCKET, Key="copy/src.bin", Body=f)
+        result = {}
+
+        def copy():
+            try:
+                # No retry: a retried copy would meet the stopped store.
+                result["r"] = d.boto3(retries={"max_attempts": 0}).copy_object(
+                    Bucket=BUCKET, Key="copy/dst.bin",
+                    CopySource={"Bucket": BUCKET, "Key": "copy/src.bin"})
+            except Exception as e:
+                result["e"] = e
+
+        t = threading.Thread(target=copy)
+        t.start()
+        time.sleep(0.05)  # the request on its way; the copy takes ~0.2 s or more
+        self.assertEqual(d.stop(), 0)
+        t.join(timeout=60)
+        self.assertEqual(d.tmp_files(), [])
+        d.start()
+        s3 = d.boto3()
+        if "r" in result:
+            got = s3.get_object(Bucket=BUCKET, Key="copy/dst.bin")["Body"].read()
+            with open(src, "rb") as f:
+                want = hashlib.sha256(f.read()).hexdigest()
+            self.assertEqual(hashlib.sha256(got).hexdigest(), want)
+            print("copy at shutdown: finished first")
+        else:
+            err = getattr(result["e"], "response", None)
+            if err is not None:  # answered: the give-up
+                self.assertEqual(err["ResponseMetadata"]["HTTPStatusCode"], 503, err)
+                self.assertEqual(err["Error"]["Code"], "SlowDown", err)
+            with self.assertRaises(Exception) as cm:
+                s3.head_object(Bucket=BUCKET, Key="copy/dst.bin")
+            self.assertIn("404", str(cm.exception))
+            print("copy at shutdown: gave up (%s)" % ("503" if err is not None else "cut off"))
+        self.assertEqual(d.data_problems(), [])
 
 
 if __name__ == "__main__":
