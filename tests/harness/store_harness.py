@@ -42,6 +42,12 @@ def _store_ready(port, ca):
             return True
 
 
+def made_of_parts(file_id):
+    """An object made of its multipart parts names an "m" id of no file
+    (src/store/store_fs.h)."""
+    return file_id.startswith("m") and len(file_id) == 33
+
+
 class StoreFerryd:
     """ferryd with the embedded store, for a Harness's broker and PKI.
 
@@ -144,28 +150,27 @@ class StoreFerryd:
             return []
         return sorted(os.path.join(d, n) for n in os.listdir(d))
 
-    def _object_rows(self):
+    def ledger_rows(self, sql):
+        """The rows of a query on the ledger, opened read-only; [] when
+        there is no ledger yet or its schema has no such table (an older
+        one, before the migration that adds it)."""
         if not os.path.exists(self.ledger):
             return []
         db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True, timeout=10)
         try:
-            rows = db.execute("SELECT file_id, size FROM objects").fetchall()
+            return db.execute(sql).fetchall()
         except sqlite3.OperationalError:
-            return []  # no objects table yet
-        try:
-            # The parts of multipart uploads in progress name data too.
-            rows += db.execute("SELECT file_id, size FROM upload_parts").fetchall()
-        except sqlite3.OperationalError:
-            pass  # an older schema: no multipart uploads
-        try:
-            # So do the parts a completed object is made of (migration 10).
-            rows += db.execute("SELECT data_id, size FROM object_parts"
-                               " WHERE data_id IS NOT NULL").fetchall()
-        except sqlite3.OperationalError:
-            pass  # an older schema: objects assembled into files of their own
+            return []
         finally:
             db.close()
-        return rows
+
+    def _object_rows(self):
+        # Objects, the parts of multipart uploads in progress, and the parts
+        # a completed object is made of (migration 10) all name data.
+        return (self.ledger_rows("SELECT file_id, size FROM objects")
+                + self.ledger_rows("SELECT file_id, size FROM upload_parts")
+                + self.ledger_rows("SELECT data_id, size FROM object_parts"
+                                   " WHERE data_id IS NOT NULL"))
 
     def named_file_ids(self):
         """The file ids the ledger names (read-only): objects (an object
@@ -237,7 +242,7 @@ class StoreFerryd:
                 path = os.path.join(self.data_dir, "packs", fid[1:9] + ".pack")
                 if not os.path.exists(path) or os.path.getsize(path) < int(fid[9:25], 16) + size:
                     out.append("missing region %s" % fid)
-            elif fid.startswith("m") and len(fid) == 33:
+            elif made_of_parts(fid):
                 continue  # made of its parts: their rows name the data
             elif not os.path.exists(os.path.join(self.data_dir, "objects", fid[:2], fid)):
                 out.append("missing file %s" % fid)
@@ -247,36 +252,21 @@ class StoreFerryd:
     def _part_boundary_problems(self):
         """The part boundaries of completed multipart objects (migration 9):
         each set belongs to an object's data and adds up to its size."""
-        if not os.path.exists(self.ledger):
-            return []
-        db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True, timeout=10)
-        try:
-            rows = db.execute("SELECT p.file_id, sum(p.size), o.size FROM object_parts p"
-                              " LEFT JOIN objects o ON o.file_id = p.file_id"
-                              " GROUP BY p.file_id").fetchall()
-        except sqlite3.OperationalError:
-            return []  # an older schema: no part boundaries
-        finally:
-            db.close()
+        rows = self.ledger_rows("SELECT p.file_id, sum(p.size), o.size FROM object_parts p"
+                                " LEFT JOIN objects o ON o.file_id = p.file_id"
+                                " GROUP BY p.file_id")
         out = ["part boundaries of %s: %s bytes, object %s" % (fid, total, size)
                for fid, total, size in rows if size is None or total != size]
         # An object made of its parts ("m" id) has a part row naming the
         # data of each part, and no other object has any.
-        db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True, timeout=10)
-        try:
-            rows = db.execute("SELECT o.file_id, count(p.file_id), count(p.data_id)"
-                              " FROM objects o LEFT JOIN object_parts p ON p.file_id = o.file_id"
-                              " GROUP BY o.file_id").fetchall()
-        except sqlite3.OperationalError:
-            rows = []  # an older schema: no data ids
-        finally:
-            db.close()
+        rows = self.ledger_rows("SELECT o.file_id, count(p.file_id), count(p.data_id)"
+                                " FROM objects o LEFT JOIN object_parts p"
+                                " ON p.file_id = o.file_id GROUP BY o.file_id")
         for fid, n_rows, n_data in rows:
-            made_of_parts = fid.startswith("m") and len(fid) == 33
-            if made_of_parts and (n_rows == 0 or n_data != n_rows):
+            if made_of_parts(fid) and (n_rows == 0 or n_data != n_rows):
                 out.append("object %s made of its parts: %d part rows, %d with data"
                            % (fid, n_rows, n_data))
-            if not made_of_parts and n_data:
+            if not made_of_parts(fid) and n_data:
                 out.append("object %s of its own data has %d part data rows" % (fid, n_data))
         return out
 

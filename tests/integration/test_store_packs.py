@@ -39,15 +39,8 @@ class Packs(HarnessTestCase):
         return d
 
     def file_ids(self, d):
-        return {k: v for k, v in self.rows(d, "SELECT object_key, file_id FROM objects")}
+        return {k: v for k, v in d.ledger_rows("SELECT object_key, file_id FROM objects")}
 
-    def rows(self, d, sql):
-        import sqlite3
-        db = sqlite3.connect("file:%s?mode=ro" % d.ledger, uri=True, timeout=10)
-        try:
-            return db.execute(sql).fetchall()
-        finally:
-            db.close()
 
     def test_small_bodies_packed_large_ones_not(self):
         d = self.start("pack_max_object = 64K")
