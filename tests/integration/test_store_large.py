@@ -15,19 +15,13 @@ import os
 import unittest
 
 import ferry_harness
-from ferry_harness import HarnessTestCase, wait_until
-from store_harness import BUCKET, StoreFerryd, s3_code
+from ferry_harness import wait_until
+from store_harness import BUCKET, StoreTestCase, s3_code
 
 
-class LargeBodies(HarnessTestCase):
-    harness_devices = ("dev-a",)
-
+class LargeBodies(StoreTestCase):
     def setUp(self):
         super().setUp()
-        # One store per test: the Harness (and its directory) is per class.
-        self.d = StoreFerryd(self.h, name="ferryd-" + self._testMethodName[5:12])
-        self.addCleanup(self.d.stop)
-        self.d.start()
         self.s3 = self.d.boto3()
 
     def payload(self, name, size):
