@@ -424,19 +424,19 @@ out:
  * wake-ups in committer_submit: ~19% less CPU a 64 KiB PUT, 1 MiB PUTs
  * unchanged (docs/benchmarks.md, upload).
  */
-static bool pack_held_by_other(const store *s, int self, const store_fs_pack *p)
+static bool pack_held_by(const store *s, int committer, const store_fs_pack *p)
 {
-    for (int c = 0; c < STORE_COMMITTERS; c++)
-        for (int k = 0; c != self && k < s->n_held[c]; k++)
-            if (s->held[c][k] == p)
-                return true;
+    for (int k = 0; k < s->n_held[committer]; k++)
+        if (s->held[committer][k] == p)
+            return true;
     return false;
 }
 
-static bool pack_held_by_self(const store *s, int self, const store_fs_pack *p)
+/* self: -1 for "by any committer". */
+static bool pack_held_by_other(const store *s, int self, const store_fs_pack *p)
 {
-    for (int k = 0; k < s->n_held[self]; k++)
-        if (s->held[self][k] == p)
+    for (int c = 0; c < STORE_COMMITTERS; c++)
+        if (c != self && pack_held_by(s, c, p))
             return true;
     return false;
 }
@@ -447,7 +447,7 @@ static bool pack_held_by_self(const store *s, int self, const store_fs_pack *p)
 static bool job_takeable(const store *s, int self, const req *r)
 {
     const store_fs_pack *p = r->slot.pack;
-    if (p == NULL || pack_held_by_self(s, self, p))
+    if (p == NULL || pack_held_by(s, self, p))
         return true;
     return s->n_held[self] < STORE_HELD_PACKS && !pack_held_by_other(s, self, p);
 }
@@ -475,7 +475,7 @@ static size_t take_jobs(store *s, int self, req **jobs, size_t *n, uint64_t *lat
             r = next;
             continue;
         }
-        if (r->slot.pack != NULL && !pack_held_by_self(s, self, r->slot.pack))
+        if (r->slot.pack != NULL && !pack_held_by(s, self, r->slot.pack))
             s->held[self][s->n_held[self]++] = r->slot.pack;
         later += r->md5_later;
         if (r->md5_later)
@@ -3920,7 +3920,19 @@ out:
 
 /* How long a stopping store waits for answers resumed at the end (see
  * store_stop) to go out. */
-#define STORE_ANSWERS_GRACE_NS (1000 * 1000000LL)
+#define STORE_ANSWERS_GRACE_MS 1000
+
+/* Polls *count every few milliseconds until it is 0 or timeout_ms have
+ * passed (the counts change on libmicrohttpd's threads, which signal
+ * nothing). */
+static void wait_for_zero(atomic_int *count, int64_t timeout_ms)
+{
+    int64_t deadline = ferry_time_mono_ns() + timeout_ms * 1000000;
+    while (atomic_load(count) > 0 && ferry_time_mono_ns() < deadline) {
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
 
 void store_stop(store *s, int64_t timeout_ms)
 {
@@ -3931,11 +3943,7 @@ void store_stop(store *s, int64_t timeout_ms)
     MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
-    int64_t deadline = ferry_time_mono_ns() + timeout_ms * 1000000;
-    while (atomic_load(&s->active) > 0 && ferry_time_mono_ns() < deadline) {
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_for_zero(&s->active, timeout_ms);
     int left = atomic_load(&s->active);
     /* Completions still running give up (their uploads stay, the client
      * is told SlowDown) and resume their connections; no new one starts. */
@@ -3952,11 +3960,7 @@ void store_stop(store *s, int64_t timeout_ms)
      * SlowDown; uploads the committers recorded: 200) go out before the
      * connections close, within a bound: a client that does not read its
      * answer does not hold the shutdown. */
-    int64_t answers_deadline = ferry_time_mono_ns() + STORE_ANSWERS_GRACE_NS;
-    while (atomic_load(&s->answers_pending) > 0 && ferry_time_mono_ns() < answers_deadline) {
-        struct timespec ts = {0, 5 * 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_for_zero(&s->answers_pending, STORE_ANSWERS_GRACE_MS);
     /* Closing the remaining connections runs their completion callbacks,
      * which remove the temporary files of unfinished uploads. */
     MHD_stop_daemon(s->daemon);
