@@ -134,12 +134,14 @@ run() { # run ferry|nginx SIZE COUNT CONC -> "req_per_s mb_per_s tls cpu_us_per_
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 clear_data() { rm -rf "$tmp/nginx-root/dav/bench"; }
 
-# compare CASE UNIT FIELD SIZE COUNT CONC: ROUNDS rounds of Ferry and nginx,
-# alternating which goes first (ABBA), so that a change in the machine's
-# load during the run (it is shared) weighs on both; prints the medians and
-# their ratio, and every round's ratio.
+# compare CASE UNIT FIELD SIZE COUNT CONC [CEILING]: ROUNDS rounds of Ferry
+# and nginx, alternating which goes first (ABBA), so that a change in the
+# machine's load during the run (it is shared) weighs on both; prints the
+# medians and their ratio, and every round's ratio; with CEILING (a rate in
+# UNIT no store can pass), also that rate and its ratio to nginx's median.
 compare() {
-  local name=$1 unit=$2 field=$3 size=$4 count=$5 conc=$6 i f n ftls ntls fs=() ns=() rs=() fc=() nc=()
+  local name=$1 unit=$2 field=$3 size=$4 count=$5 conc=$6 ceiling=${7:-} i f n ftls ntls
+  local fs=() ns=() rs=() fc=() nc=() extra=""
   for ((i = 0; i < ROUNDS; i++)); do
     if ((i % 2 == 0)); then
       f=$(run ferry "$size" "$count" "$conc" | tee "$tmp/f.out" | cut -d' ' -f"$field")
@@ -158,30 +160,25 @@ compare() {
   done
   ftls=$(cut -d' ' -f3 "$tmp/f.out") ntls=$(cut -d' ' -f3 "$tmp/n.out")
   f=$(printf '%s\n' "${fs[@]}" | median) n=$(printf '%s\n' "${ns[@]}" | median)
+  [ -n "$ceiling" ] && extra="md5_one_stream_mb_s=$ceiling ratio_ceiling=$(ratio "$ceiling" "$n")"
   echo "bench upload: case=$name unit=$unit ferry=$f nginx=$n ratio=$(ratio "$f" "$n")" \
     "rounds=$ROUNDS round_ratios=$(IFS=,; echo "${rs[*]}")" \
     "round_ferry=$(IFS=,; echo "${fs[*]}") round_nginx=$(IFS=,; echo "${ns[*]}")" \
     "tls_ferry=$ftls tls_nginx=$ntls" \
     "cpu_us_per_req_ferry=$(printf '%s\n' "${fc[@]}" | median)" \
     "cpu_us_per_req_nginx=$(printf '%s\n' "${nc[@]}" | median)" \
-    ${extra:+"$extra"}
+    $extra
 }
 
 # The ceiling of one stream: a single PUT's MD5 (its ETag) is one serial
 # chain, so no server can store one body faster than one core runs MD5.
-# OpenSSL's MD5 of 1 MiB buffers on this machine, now, in MB/s (and the
-# ratio that rate would give against nginx's median).
+# OpenSSL's MD5 of 1 MiB buffers on this machine, now, in MB/s.
 md5_one_stream() {
   openssl speed -seconds 2 -bytes 1048576 md5 2>/dev/null |
     awk '$1 == "md5" { sub(/k$/, "", $2); printf "%.1f", $2 * 1000 / 1e6 }'
 }
 
-if want 1g; then
-  md5=$(md5_one_stream)
-  extra="md5_one_stream_mb_s=$md5" compare 1g MB/s 2 $((1 << 30)) 1 1 |
-    awk -v md5="$md5" '{ for (i = 1; i <= NF; i++) if ($i ~ /^nginx=/) { split($i, kv, "="); n = kv[2] }
-      printf "%s ratio_ceiling=%.2f\n", $0, (n > 0 ? md5 / n : 0) }'
-fi
+want 1g && compare 1g MB/s 2 $((1 << 30)) 1 1 "$(md5_one_stream)"
 want 64k && compare 64k req/s 1 65536 "$N64" 32
 want 1m && compare 1m req/s 1 $((1 << 20)) "$N1M" 32
 want slow || exit 0
