@@ -13,6 +13,7 @@ import threading
 import time
 
 import ferry_harness
+from ferry_harness import HarnessTestCase
 from store_harness import BUCKET, GRANT_KEY, GRANT_SECRET, StoreFerryd
 from test_store_put import StoreTestCase
 
@@ -185,7 +186,9 @@ class NotImplementedOperations(StoreTestCase):
         self.assert_clean_and_serving()
 
 
-class CopyAtShutdown(StoreTestCase):
+class CopyAtShutdown(HarnessTestCase):
+    harness_devices = ("dev-a",)
+
     def test_sigterm_during_a_large_copy(self):
         """SIGTERM while a 256 MiB CopyObject runs, with no grace period
         (shutdown_timeout = 0s): the copy either ends first (200, and the
@@ -193,8 +196,6 @@ class CopyAtShutdown(StoreTestCase):
         object); ferryd exits 0 either way, and no partial object or
         temporary file is left. Which one happens depends on timing; the
         test prints it."""
-        d = self.d
-        d.stop()
         d = StoreFerryd(self.h, name="ferryd-copystop", extra=["shutdown_timeout = 0s"])
         self.addCleanup(d.stop)
         d.start()
