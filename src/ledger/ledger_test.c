@@ -1059,6 +1059,24 @@ static void test_objects(void **state)
  * grants table rebuilt here in the version-5 shape, with an object that
  * refers to a grant and an "issued" audit row) keeps every grant and
  * object, drops the issued audit rows, and passes the foreign-key check. */
+/* Closes f's ledger, turns its database back into an older version with
+ * script (raw SQL: drop what the later migrations added, set
+ * user_version), and reopens it: the migrations since run, up to
+ * LATEST_SCHEMA. */
+static void migrate_from_script(fixture *f, const char *script)
+{
+    sqlite3 *db = NULL;
+    int64_t v = 0;
+    ledger_close(f->l);
+    f->l = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, script, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(ledger_open(f->path, &f->l), FERRY_OK);
+    assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
+    assert_int_equal(v, LATEST_SCHEMA);
+}
+
 static void test_migrate_grants_v6(void **state)
 {
     fixture *f = *state;
@@ -1066,43 +1084,30 @@ static void test_migrate_grants_v6(void **state)
     sqlite3_stmt *st = NULL;
     ledger_grant g;
     ledger_object o;
-    int64_t v = 0;
 
     make_grant(&g, "g_old", "dev-1", 3, T0, 60);
     insert_ok(f->l, &g);
     make_object(&o, "b/old", "g_old");
     assert_int_equal(ledger_object_put(f->l, &o, T0 + 1, NULL), FERRY_OK);
-    ledger_close(f->l);
-    f->l = NULL;
-
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db,
-                     "DROP TRIGGER object_parts_on_delete; DROP TRIGGER object_parts_on_replace;"
-                     "DROP TABLE object_parts;"                  /* migration 9 */
-                     "ALTER TABLE events DROP COLUMN source_ip;" /* migration 8 */
-                     "ALTER TABLE events DROP COLUMN store_request_id;"
-                     "DROP TABLE upload_parts; DROP TABLE uploads;" /* migration 7 */
-                     "DROP VIEW audit_log;"
-                     "CREATE TABLE grants_v5 (id TEXT PRIMARY KEY NOT NULL,"
-                     " device TEXT NOT NULL REFERENCES devices(id), request_id TEXT NOT NULL,"
-                     " object_key TEXT NOT NULL, bucket TEXT NOT NULL, method TEXT NOT NULL,"
-                     " size INTEGER NOT NULL, content_type TEXT NOT NULL, sha256 TEXT,"
-                     " state TEXT NOT NULL, issued_at INTEGER NOT NULL,"
-                     " expires_at INTEGER NOT NULL, used_at INTEGER, revoked_at INTEGER);"
-                     "INSERT INTO grants_v5 SELECT * FROM grants; DROP TABLE grants;"
-                     "ALTER TABLE grants_v5 RENAME TO grants;"
-                     "CREATE INDEX grants_device_state ON grants(device, state, expires_at);"
-                     "INSERT INTO audit (at, device, request_id, grant_id, outcome, code, detail)"
-                     " VALUES (1, 'dev-1', 'r-g_old', 'g_old', 'issued', 'Granted', 'x');"
-                     "PRAGMA user_version = 5;",
-                     NULL, NULL, NULL),
-        SQLITE_OK);
-    sqlite3_close(db);
-
-    assert_int_equal(ledger_open(f->path, &f->l), FERRY_OK);
-    assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, LATEST_SCHEMA);
+    migrate_from_script(
+        f, "DROP TRIGGER object_parts_on_delete; DROP TRIGGER object_parts_on_replace;"
+           "DROP TABLE object_parts;"                  /* migration 9 */
+           "ALTER TABLE events DROP COLUMN source_ip;" /* migration 8 */
+           "ALTER TABLE events DROP COLUMN store_request_id;"
+           "DROP TABLE upload_parts; DROP TABLE uploads;" /* migration 7 */
+           "DROP VIEW audit_log;"
+           "CREATE TABLE grants_v5 (id TEXT PRIMARY KEY NOT NULL,"
+           " device TEXT NOT NULL REFERENCES devices(id), request_id TEXT NOT NULL,"
+           " object_key TEXT NOT NULL, bucket TEXT NOT NULL, method TEXT NOT NULL,"
+           " size INTEGER NOT NULL, content_type TEXT NOT NULL, sha256 TEXT,"
+           " state TEXT NOT NULL, issued_at INTEGER NOT NULL,"
+           " expires_at INTEGER NOT NULL, used_at INTEGER, revoked_at INTEGER);"
+           "INSERT INTO grants_v5 SELECT * FROM grants; DROP TABLE grants;"
+           "ALTER TABLE grants_v5 RENAME TO grants;"
+           "CREATE INDEX grants_device_state ON grants(device, state, expires_at);"
+           "INSERT INTO audit (at, device, request_id, grant_id, outcome, code, detail)"
+           " VALUES (1, 'dev-1', 'r-g_old', 'g_old', 'issued', 'Granted', 'x');"
+           "PRAGMA user_version = 5;");
     assert_int_equal(ledger_grant_get(f->l, "g_old", &g), FERRY_OK);
     assert_int_equal(g.state, LEDGER_GRANT_USED);
     assert_int_equal(ledger_object_get(f->l, "ingest", "b/old", &o), FERRY_OK);
@@ -1138,46 +1143,32 @@ static int count_parts(const ledger_part *p, void *arg)
 static void test_migrate_object_parts_v10(void **state)
 {
     fixture *f = *state;
-    sqlite3 *db = NULL;
     ledger_object o;
     ledger_object_part op;
     char gone[LEDGER_FILE_ID_MAX + 1];
     uint64_t count = 9;
     size_t n = 0;
     bool known = true;
-    int64_t v = 0;
 
     make_object(&o, "b/old-multipart", NULL);
     snprintf(o.file_id, sizeof o.file_id, "0123456789abcdef0123456789abcdef");
     assert_int_equal(ledger_object_put(f->l, &o, T0, gone), FERRY_OK);
-    ledger_close(f->l);
-    f->l = NULL;
-
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db,
-                     "DROP TRIGGER object_parts_on_delete; DROP TRIGGER object_parts_on_replace;"
-                     "DROP INDEX object_parts_data;"
-                     "ALTER TABLE object_parts DROP COLUMN data_id;"
-                     "CREATE TRIGGER object_parts_on_delete AFTER DELETE ON objects BEGIN"
-                     "  DELETE FROM object_parts WHERE file_id = old.file_id;"
-                     " END;"
-                     "CREATE TRIGGER object_parts_on_replace BEFORE INSERT ON objects BEGIN"
-                     "  DELETE FROM object_parts WHERE file_id ="
-                     "   (SELECT file_id FROM objects WHERE bucket = new.bucket"
-                     "    AND object_key = new.object_key);"
-                     " END;"
-                     "INSERT INTO object_parts (file_id, part_number, size) VALUES"
-                     " ('0123456789abcdef0123456789abcdef', 1, 2),"
-                     " ('0123456789abcdef0123456789abcdef', 2, 1);"
-                     "PRAGMA user_version = 9;",
-                     NULL, NULL, NULL),
-        SQLITE_OK);
-    sqlite3_close(db);
-
-    assert_int_equal(ledger_open(f->path, &f->l), FERRY_OK);
-    assert_int_equal(ledger_schema_version(f->l, &v), FERRY_OK);
-    assert_int_equal(v, LATEST_SCHEMA);
+    migrate_from_script(f,
+                        "DROP TRIGGER object_parts_on_delete; DROP TRIGGER object_parts_on_replace;"
+                        "DROP INDEX object_parts_data;"
+                        "ALTER TABLE object_parts DROP COLUMN data_id;"
+                        "CREATE TRIGGER object_parts_on_delete AFTER DELETE ON objects BEGIN"
+                        "  DELETE FROM object_parts WHERE file_id = old.file_id;"
+                        " END;"
+                        "CREATE TRIGGER object_parts_on_replace BEFORE INSERT ON objects BEGIN"
+                        "  DELETE FROM object_parts WHERE file_id ="
+                        "   (SELECT file_id FROM objects WHERE bucket = new.bucket"
+                        "    AND object_key = new.object_key);"
+                        " END;"
+                        "INSERT INTO object_parts (file_id, part_number, size) VALUES"
+                        " ('0123456789abcdef0123456789abcdef', 1, 2),"
+                        " ('0123456789abcdef0123456789abcdef', 2, 1);"
+                        "PRAGMA user_version = 9;");
     assert_int_equal(ledger_object_part_get(f->l, "0123456789abcdef0123456789abcdef", 2, &op),
                      FERRY_OK);
     assert_int_equal(op.count, 2);
